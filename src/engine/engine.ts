@@ -1,0 +1,147 @@
+/**
+ * Tensor engine setup: one call, `initEngine()`, before any tensor work.
+ *
+ * The backend is tfjs-node when `@tensorflow/tfjs-node` is installed (it is optional: its install
+ * script downloads libtensorflow), otherwise the WebAssembly backend with SIMD. Set
+ * `SAE_ERASER_BACKEND=cpu|wasm|tensorflow` to force one.
+ *
+ * Stock tfjs-wasm autograd is unusable for transformer training in Node; three fixes live here:
+ *  1. The CommonJS build of tfjs-core registers no gradients (nor chained ops): importing the
+ *     `@tensorflow/tfjs` bundle once registers them.
+ *  2. `matMul` with `transposeA`/`transposeB` is 10-27x slower on wasm than an explicit
+ *     `transpose` followed by a plain `matMul`, and the stock BatchMatMul gradient uses the flags.
+ *     We re-register that gradient with explicit transposes.
+ *  3. The wasm backend has no `UnsortedSegmentSum`, so the stock gradient of `gather` fails. We
+ *     re-register it with `scatterND`, which sums duplicate indices.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import '@tensorflow/tfjs';
+import '@tensorflow/tfjs-backend-wasm';
+import { createRequire } from 'node:module';
+
+export type BackendName = 'wasm' | 'cpu' | 'tensorflow';
+
+let initialised: Promise<BackendName> | undefined;
+
+/** Transposes the last two axes of a tensor of rank >= 2. */
+export function transposeLast2(x: tf.Tensor): tf.Tensor {
+  const perm = x.shape.map((_, i) => i);
+  const r = perm.length;
+  [perm[r - 2], perm[r - 1]] = [perm[r - 1]!, perm[r - 2]!];
+  return tf.transpose(x, perm);
+}
+
+/**
+ * `matMul` that never passes transpose flags to the kernel (see fix 2 above).
+ * Prefer it over `tf.matMul(a, b, ta, tb)` everywhere in this project.
+ */
+export function matMulT(a: tf.Tensor, b: tf.Tensor, transposeA = false, transposeB = false): tf.Tensor {
+  return tf.tidy(() => tf.matMul(transposeA ? transposeLast2(a) : a, transposeB ? transposeLast2(b) : b));
+}
+
+/** Sums `g` down to `shape`, undoing numpy-style broadcasting of the leading (batch) axes. */
+function sumToShape(g: tf.Tensor, shape: number[]): tf.Tensor {
+  if (g.rank === shape.length && g.shape.every((d, i) => d === shape[i])) return g;
+  const lead = g.rank - shape.length;
+  const axes: number[] = [];
+  for (let i = 0; i < g.rank; i++) {
+    const target = i < lead ? 1 : shape[i - lead]!;
+    if (i < lead || (target === 1 && g.shape[i] !== 1)) axes.push(i);
+  }
+  return tf.reshape(tf.sum(g, axes), shape);
+}
+
+function registerFastMatMulGradient(): void {
+  tf.registerGradient({
+    kernelName: tf.BatchMatMul,
+    inputsToSave: ['a', 'b'],
+    gradFunc: (dy, saved, attrs) => {
+      const [a, b] = saved as [tf.Tensor, tf.Tensor];
+      const g = dy as tf.Tensor;
+      const { transposeA, transposeB } = attrs as unknown as tf.BatchMatMulAttrs;
+      // d(a@b)/da = g @ b^T, d(a@b)/db = a^T @ g, with the flags folded in.
+      const da = (): tf.Tensor => {
+        const r = transposeA
+          ? transposeB ? matMulT(b, g, true, true) : matMulT(b, g, false, true)
+          : transposeB ? matMulT(g, b) : matMulT(g, b, false, true);
+        return sumToShape(r, a.shape);
+      };
+      const db = (): tf.Tensor => {
+        const r = transposeB
+          ? transposeA ? matMulT(g, a, true, true) : matMulT(g, a, true, false)
+          : transposeA ? matMulT(a, g) : matMulT(a, g, true, false);
+        return sumToShape(r, b.shape);
+      };
+      return { a: da, b: db };
+    },
+  });
+}
+
+function registerScatterGatherGradient(): void {
+  tf.registerGradient({
+    kernelName: tf.GatherV2,
+    inputsToSave: ['x', 'indices'],
+    gradFunc: (dy, saved, attrs) => {
+      const [x, indices] = saved as [tf.Tensor, tf.Tensor];
+      const { axis, batchDims } = attrs as unknown as tf.GatherV2Attrs;
+      if (batchDims !== 0) throw new Error(`gather gradient: batchDims=${batchDims} is not supported`);
+      const ax = axis < 0 ? axis + x.rank : axis;
+      const dx = (): tf.Tensor => {
+        // Move the gathered axis first, scatter-add rows, move it back.
+        const g = dy as tf.Tensor;
+        const outer = x.shape.slice(0, ax);
+        const inner = x.shape.slice(ax + 1);
+        const n = indices.size;
+        const values = tf.reshape(g, [...outer, n, ...inner]);
+        const perm = [outer.length, ...outer.map((_, i) => i), ...inner.map((_, i) => outer.length + 1 + i)];
+        const moved = tf.transpose(values, perm);
+        const idx = tf.reshape(tf.cast(indices, 'int32'), [n, 1]);
+        const scattered = tf.scatterND(idx, moved, [x.shape[ax]!, ...outer, ...inner]);
+        const inverse = perm.map((_, i) => perm.indexOf(i));
+        return tf.transpose(scattered, inverse);
+      };
+      return { x: dx, indices: () => tf.zerosLike(indices) };
+    },
+  });
+}
+
+function chooseBackend(): BackendName {
+  const forced = process.env.SAE_ERASER_BACKEND;
+  if (forced !== undefined && forced !== '') {
+    if (forced !== 'wasm' && forced !== 'cpu' && forced !== 'tensorflow') {
+      throw new Error(`SAE_ERASER_BACKEND must be wasm, cpu or tensorflow, got "${forced}"`);
+    }
+    return forced;
+  }
+  try {
+    createRequire(import.meta.url).resolve('@tensorflow/tfjs-node');
+    return 'tensorflow';
+  } catch {
+    return 'wasm';
+  }
+}
+
+async function setUp(): Promise<BackendName> {
+  const backend = chooseBackend();
+  if (backend === 'tensorflow') {
+    // Optional dependency, resolved at run time only; a string variable keeps tsc from requiring it.
+    const name = '@tensorflow/tfjs-node';
+    await import(name);
+  }
+  // tfjs prints a console banner suggesting tfjs-node; it is noise for a library.
+  tf.env().set('IS_TEST', true);
+  const ok = await tf.setBackend(backend);
+  if (!ok) throw new Error(`could not initialise the tfjs "${backend}" backend`);
+  await tf.ready();
+  registerFastMatMulGradient();
+  registerScatterGatherGradient();
+  return backend;
+}
+
+/** Initialises the tensor backend once; later calls return the same promise. */
+export function initEngine(): Promise<BackendName> {
+  initialised ??= setUp();
+  return initialised;
+}
+
+export { tf };

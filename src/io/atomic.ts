@@ -1,0 +1,43 @@
+/**
+ * Atomic file writes: every file this project writes goes to a temp name beside its target and is
+ * renamed into place, so a killed run never leaves a half-written result or checkpoint.
+ */
+import { mkdirSync, renameSync, rmSync, writeFileSync, openSync, writeSync, fsyncSync, closeSync } from 'node:fs';
+import { dirname, basename, join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+
+/** A temp path in the same folder as `path` (same filesystem, so rename is atomic). */
+export function tempPathFor(path: string): string {
+  return join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
+}
+
+/** Writes `data` (bytes or text, or a list of byte chunks) to `path` atomically, creating parent folders. */
+export function writeFileAtomic(path: string, data: string | Uint8Array | readonly Uint8Array[]): void {
+  mkdirSync(dirname(path), { recursive: true });
+  const tmp = tempPathFor(path);
+  try {
+    if (typeof data === 'string' || data instanceof Uint8Array) {
+      writeFileSync(tmp, data);
+    } else {
+      const fd = openSync(tmp, 'w');
+      try {
+        for (const chunk of data) {
+          let off = 0;
+          while (off < chunk.length) off += writeSync(fd, chunk, off, chunk.length - off);
+        }
+        fsyncSync(fd);
+      } finally {
+        closeSync(fd);
+      }
+    }
+    renameSync(tmp, path);
+  } catch (err) {
+    rmSync(tmp, { force: true });
+    throw err;
+  }
+}
+
+/** Writes pretty-printed JSON atomically. */
+export function writeJsonAtomic(path: string, value: unknown): void {
+  writeFileAtomic(path, JSON.stringify(value, null, 2) + '\n');
+}
