@@ -45,6 +45,12 @@ export function runPythonReference(script: string, args: readonly string[] = [])
     rmSync(tmp, { recursive: true, force: true });
     throw err;
   }
-  renameSync(tmp, out);
+  try {
+    renameSync(tmp, out);
+  } catch (err) {
+    // Another test worker finished the same reference first: keep theirs.
+    rmSync(tmp, { recursive: true, force: true });
+    if (!existsSync(out)) throw err;
+  }
   return out;
 }
