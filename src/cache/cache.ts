@@ -1,0 +1,460 @@
+/**
+ * The activation cache: run the frozen model once over a dataset and keep what later steps need.
+ *
+ * Per example and per cached hook it stores the mean-pooled activation (mean over non-pad tokens)
+ * and, for hooks with an SAE, the mean-pooled SAE features (sparse, CSR) and the mean-pooled SAE
+ * error. Because the SAE decoder is affine, mean pooling commutes with decoding:
+ *   mean_t(W_dec (s * f_t) + b) = W_dec (s * mean_t f_t) + b,
+ * so every intervention at the probe's own hook can be trained and evaluated on pooled values.
+ * With `perToken`, the per-token SAE features (CSR) and per-token SAE errors are stored too, for
+ * interventions that have transformer layers between them and the probe.
+ *
+ * On disk: `<root>/<key>/index.json` plus `shard-NNNNN.safetensors` files, each holding a run of
+ * consecutive examples. The key hashes the model, hooks, SAEs, tokenisation and the texts, so a
+ * changed input never reuses stale activations. Shards and the index are written atomically, and
+ * the index lists only finished shards: a killed run resumes after its last finished shard.
+ * Memory is bounded by one shard of examples.
+ */
+import { createHash } from 'node:crypto';
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { tf } from '../engine/engine.js';
+import { writeJsonAtomic } from '../io/atomic.js';
+import { readSafetensors, writeSafetensors, type RawTensor } from '../io/safetensors.js';
+import type { Batch, HookName, Model } from '../models/model.js';
+import { meanPool } from '../models/pool.js';
+import { progress } from '../report/progress.js';
+
+/** What the cache needs of an SAE: its widths and encoder/decoder. */
+export interface CacheSae {
+  readonly dIn: number;
+  readonly dSae: number;
+  encode(x: tf.Tensor): tf.Tensor;
+  decode(f: tf.Tensor): tf.Tensor;
+}
+
+export interface CacheSpec {
+  /** Identifies the model (resolved folder or repo@revision); hashed with its config. */
+  modelId: string;
+  /** Hooks whose pooled activations are cached. */
+  hooks: readonly HookName[];
+  /** SAEs by hook, each with an id (e.g. its path) that changes when the SAE does. */
+  saes?: Readonly<Record<HookName, { sae: CacheSae; id: string }>>;
+  /** Also store per-token sparse SAE features and SAE errors. */
+  perToken?: boolean;
+  /** Identifies the tokenisation (tokenizer file and max length). */
+  tokenizerId: string;
+  texts: readonly string[];
+}
+
+export interface BuildOptions {
+  model: Model;
+  /** Tokenises a list of texts into a right-padded batch. */
+  tokenize: (texts: string[]) => Batch;
+  /** Folder that holds caches (one sub-folder per key). */
+  root: string;
+  batchSize?: number;
+  /** Examples per shard file (also the memory bound). */
+  shardSize?: number;
+  /** Progress label. */
+  label?: string;
+}
+
+interface ShardEntry {
+  file: string;
+  start: number;
+  count: number;
+}
+
+interface CacheIndex {
+  version: 1;
+  key: string;
+  modelId: string;
+  tokenizerId: string;
+  hooks: HookName[];
+  saes: Record<HookName, { id: string; dSae: number; dIn: number }>;
+  perToken: boolean;
+  n: number;
+  dims: Record<HookName, number>;
+  shards: ShardEntry[];
+  complete: boolean;
+}
+
+/** Sparse rows: row r's nonzeros are indices/values[offsets[r] .. offsets[r+1]). */
+export interface CsrRows {
+  offsets: Int32Array;
+  indices: Int32Array;
+  values: Float32Array;
+  nCols: number;
+}
+
+function sha256(...parts: (string | Uint8Array)[]): string {
+  const h = createHash('sha256');
+  for (const p of parts) h.update(p);
+  return h.digest('hex');
+}
+
+/** The cache key: changes whenever anything that determines the cached values changes. */
+export function cacheKey(spec: CacheSpec, modelConfig: unknown): string {
+  const textsHash = sha256(...spec.texts.map((t) => `${t.length}:${t}`));
+  const saes = Object.entries(spec.saes ?? {}).map(([hook, s]) => [hook, s.id, s.sae.dIn, s.sae.dSae]).sort();
+  return sha256(JSON.stringify({
+    v: 1,
+    model: spec.modelId,
+    config: modelConfig,
+    hooks: [...spec.hooks].sort(),
+    saes,
+    perToken: spec.perToken === true,
+    tokenizer: spec.tokenizerId,
+    texts: textsHash,
+    n: spec.texts.length,
+  })).slice(0, 24);
+}
+
+/** An id for a file that changes when the file does (path, size, modification time). */
+export function fileId(path: string): string {
+  const s = statSync(path);
+  return `${path}:${s.size}:${s.mtimeMs}`;
+}
+
+/** Converts a dense `[rows, cols]` array to CSR, keeping entries with |v| > 0. */
+export function denseToCsr(dense: Float32Array, rows: number, cols: number): CsrRows {
+  const offsets = new Int32Array(rows + 1);
+  let nnz = 0;
+  for (let i = 0; i < dense.length; i++) if (dense[i] !== 0) nnz++;
+  const indices = new Int32Array(nnz);
+  const values = new Float32Array(nnz);
+  let k = 0;
+  for (let r = 0; r < rows; r++) {
+    const base = r * cols;
+    for (let c = 0; c < cols; c++) {
+      const v = dense[base + c]!;
+      if (v !== 0) {
+        indices[k] = c;
+        values[k] = v;
+        k++;
+      }
+    }
+    offsets[r + 1] = k;
+  }
+  return { offsets, indices, values, nCols: cols };
+}
+
+/** Expands the given CSR rows into a dense `[rows.length, nCols]` Float32Array. */
+export function csrToDense(csr: CsrRows, rows?: ArrayLike<number>): Float32Array {
+  const n = rows === undefined ? csr.offsets.length - 1 : rows.length;
+  const out = new Float32Array(n * csr.nCols);
+  for (let i = 0; i < n; i++) {
+    const r = rows === undefined ? i : rows[i]!;
+    for (let k = csr.offsets[r]!; k < csr.offsets[r + 1]!; k++) out[i * csr.nCols + csr.indices[k]!] = csr.values[k]!;
+  }
+  return out;
+}
+
+function concatCsr(parts: CsrRows[], nCols: number): CsrRows {
+  const rows = parts.reduce((a, p) => a + p.offsets.length - 1, 0);
+  const nnz = parts.reduce((a, p) => a + p.indices.length, 0);
+  const offsets = new Int32Array(rows + 1);
+  const indices = new Int32Array(nnz);
+  const values = new Float32Array(nnz);
+  let r = 0;
+  let k = 0;
+  for (const p of parts) {
+    indices.set(p.indices, k);
+    values.set(p.values, k);
+    for (let i = 1; i < p.offsets.length; i++) offsets[r + i] = k + p.offsets[i]!;
+    r += p.offsets.length - 1;
+    k += p.indices.length;
+  }
+  return { offsets, indices, values, nCols };
+}
+
+/** A finished cache, read back from disk. Pooled arrays are small ([n, d]) and held in memory. */
+export class ActivationCache {
+  private readonly pooledByHook = new Map<HookName, Float32Array>();
+  private readonly errorByHook = new Map<HookName, Float32Array>();
+  private readonly codesByHook = new Map<HookName, CsrRows>();
+  readonly tokenCounts: Int32Array;
+
+  private constructor(readonly dir: string, private readonly index: CacheIndex) {
+    const counts: Int32Array[] = [];
+    const pooled = new Map<HookName, Float32Array[]>();
+    const errors = new Map<HookName, Float32Array[]>();
+    const codes = new Map<HookName, CsrRows[]>();
+    for (const shard of index.shards) {
+      const f = readSafetensors(join(dir, shard.file));
+      counts.push(f.int32('n_tokens'));
+      for (const hook of index.hooks) push(pooled, hook, f.float32(`${hook}.pooled`));
+      for (const [hook, s] of Object.entries(index.saes)) {
+        push(errors, hook, f.float32(`${hook}.sae_error_pooled`));
+        push(codes, hook, {
+          offsets: f.int32(`${hook}.sae_pooled.offsets`),
+          indices: f.int32(`${hook}.sae_pooled.indices`),
+          values: f.float32(`${hook}.sae_pooled.values`),
+          nCols: s.dSae,
+        });
+      }
+    }
+    this.tokenCounts = concatTyped(counts, Int32Array);
+    for (const [hook, parts] of pooled) this.pooledByHook.set(hook, concatTyped(parts, Float32Array));
+    for (const [hook, parts] of errors) this.errorByHook.set(hook, concatTyped(parts, Float32Array));
+    for (const [hook, parts] of codes) this.codesByHook.set(hook, concatCsr(parts, index.saes[hook]!.dSae));
+  }
+
+  /** Opens a complete cache folder; throws if it is missing or unfinished. */
+  static open(dir: string): ActivationCache {
+    const path = join(dir, 'index.json');
+    if (!existsSync(path)) throw new Error(`${dir}: not an activation cache (no index.json)`);
+    const index = JSON.parse(readFileSync(path, 'utf8')) as CacheIndex;
+    if (!index.complete) throw new Error(`${dir}: activation cache is unfinished; rebuild it to resume`);
+    return new ActivationCache(dir, index);
+  }
+
+  get n(): number {
+    return this.index.n;
+  }
+
+  get hooks(): readonly HookName[] {
+    return this.index.hooks;
+  }
+
+  get key(): string {
+    return this.index.key;
+  }
+
+  dim(hook: HookName): number {
+    const d = this.index.dims[hook];
+    if (d === undefined) throw new Error(`${this.dir}: hook "${hook}" is not cached (cached: ${this.index.hooks.join(', ')})`);
+    return d;
+  }
+
+  dSae(hook: HookName): number {
+    const s = this.index.saes[hook];
+    if (s === undefined) throw new Error(`${this.dir}: no SAE features cached at "${hook}"`);
+    return s.dSae;
+  }
+
+  /** Mean-pooled activations `[rows, d]` (all rows when `rows` is omitted). */
+  pooled(hook: HookName, rows?: ArrayLike<number>): tf.Tensor2D {
+    const d = this.dim(hook);
+    return tf.tensor2d(gatherRows(this.pooledByHook.get(hook)!, d, rows), [rows?.length ?? this.n, d]);
+  }
+
+  /** Mean-pooled SAE errors `[rows, d]`. */
+  saeErrorPooled(hook: HookName, rows?: ArrayLike<number>): tf.Tensor2D {
+    const d = this.dim(hook);
+    this.dSae(hook);
+    return tf.tensor2d(gatherRows(this.errorByHook.get(hook)!, d, rows), [rows?.length ?? this.n, d]);
+  }
+
+  /** Mean-pooled SAE features as CSR rows over all examples. */
+  saePooledCsr(hook: HookName): CsrRows {
+    this.dSae(hook);
+    return this.codesByHook.get(hook)!;
+  }
+
+  /** Mean-pooled SAE features, dense `[rows, dSae]`. Mind the size for wide SAEs. */
+  saePooledDense(hook: HookName, rows?: ArrayLike<number>): tf.Tensor2D {
+    const csr = this.saePooledCsr(hook);
+    return tf.tensor2d(csrToDense(csr, rows), [rows?.length ?? this.n, csr.nCols]);
+  }
+}
+
+function push<T>(m: Map<HookName, T[]>, k: HookName, v: T): void {
+  const list = m.get(k);
+  if (list === undefined) m.set(k, [v]);
+  else list.push(v);
+}
+
+function concatTyped<T extends Float32Array | Int32Array>(parts: T[], ctor: new (n: number) => T): T {
+  const out = new ctor(parts.reduce((a, p) => a + p.length, 0));
+  let off = 0;
+  for (const p of parts) {
+    out.set(p, off);
+    off += p.length;
+  }
+  return out;
+}
+
+function gatherRows(data: Float32Array, d: number, rows?: ArrayLike<number>): Float32Array {
+  if (rows === undefined) return data;
+  const out = new Float32Array(rows.length * d);
+  for (let i = 0; i < rows.length; i++) out.set(data.subarray(rows[i]! * d, rows[i]! * d + d), i * d);
+  return out;
+}
+
+/** Per-shard accumulators, filled batch by batch. */
+interface ShardBuffers {
+  nTokens: Int32Array;
+  pooled: Map<HookName, Float32Array>;
+  saeError: Map<HookName, Float32Array>;
+  saeCodes: Map<HookName, Float32Array[]>;
+  tokenCodes: Map<HookName, CsrRows[]>;
+  tokenErrors: Map<HookName, Float32Array[]>;
+}
+
+/**
+ * Returns the cache for `spec`, building (or resuming) it when needed. Examples are processed in
+ * shards; inside a shard they are batched by length to waste little work on padding.
+ */
+export async function buildActivationCache(spec: CacheSpec, opts: BuildOptions): Promise<ActivationCache> {
+  const { model } = opts;
+  const batchSize = opts.batchSize ?? 32;
+  const shardSize = opts.shardSize ?? 512;
+  const saes = spec.saes ?? {};
+  for (const hook of [...spec.hooks, ...Object.keys(saes)]) {
+    if (!model.hookNames.includes(hook)) throw new Error(`activation cache: hook "${hook}" does not exist in model ${spec.modelId}`);
+  }
+  for (const [hook, { sae, id }] of Object.entries(saes)) {
+    if (!spec.hooks.includes(hook)) throw new Error(`activation cache: SAE ${id} is at hook "${hook}", which is not among the cached hooks`);
+    if (sae.dIn !== model.config.dModel) throw new Error(`activation cache: SAE ${id} has dIn ${sae.dIn} but hook "${hook}" of ${spec.modelId} has width ${model.config.dModel}`);
+  }
+  if (spec.texts.length === 0) throw new Error('activation cache: no texts to cache');
+  const key = cacheKey(spec, model.config);
+  const dir = join(opts.root, key);
+  const indexPath = join(dir, 'index.json');
+  let index: CacheIndex;
+  if (existsSync(indexPath)) {
+    index = JSON.parse(readFileSync(indexPath, 'utf8')) as CacheIndex;
+    if (index.complete) return ActivationCache.open(dir);
+    // Keep only shards whose files are intact; the rest is recomputed.
+    index.shards = index.shards.filter((s) => existsSync(join(dir, s.file)));
+  } else {
+    index = {
+      version: 1,
+      key,
+      modelId: spec.modelId,
+      tokenizerId: spec.tokenizerId,
+      hooks: [...spec.hooks],
+      saes: Object.fromEntries(Object.entries(saes).map(([h, s]) => [h, { id: s.id, dSae: s.sae.dSae, dIn: s.sae.dIn }])),
+      perToken: spec.perToken === true,
+      n: spec.texts.length,
+      dims: Object.fromEntries(spec.hooks.map((h) => [h, model.config.dModel])),
+      shards: [],
+      complete: false,
+    };
+  }
+  const done = index.shards.reduce((a, s) => a + s.count, 0);
+  const bar = progress(opts.label ?? 'caching activations', spec.texts.length, 'ex');
+  bar.tick(done);
+  for (let start = done; start < spec.texts.length; start += shardSize) {
+    const count = Math.min(shardSize, spec.texts.length - start);
+    const buffers = computeShard(spec, opts, start, count, batchSize, (n) => bar.tick(n));
+    const file = `shard-${String(index.shards.length).padStart(5, '0')}.safetensors`;
+    writeSafetensors(join(dir, file), shardTensors(spec, buffers, count));
+    index.shards.push({ file, start, count });
+    writeJsonAtomic(indexPath, index);
+  }
+  index.complete = true;
+  writeJsonAtomic(indexPath, index);
+  bar.done();
+  return ActivationCache.open(dir);
+}
+
+function computeShard(spec: CacheSpec, opts: BuildOptions, start: number, count: number, batchSize: number, onBatch: (n: number) => void): ShardBuffers {
+  const d = opts.model.config.dModel;
+  const saes = spec.saes ?? {};
+  const buf: ShardBuffers = {
+    nTokens: new Int32Array(count),
+    pooled: new Map(spec.hooks.map((h) => [h, new Float32Array(count * d)])),
+    saeError: new Map(Object.keys(saes).map((h) => [h, new Float32Array(count * d)])),
+    saeCodes: new Map(Object.keys(saes).map((h) => [h, new Array<Float32Array>(count)])),
+    tokenCodes: new Map(Object.keys(saes).map((h) => [h, new Array<CsrRows>(count)])),
+    tokenErrors: new Map(Object.keys(saes).map((h) => [h, new Array<Float32Array>(count)])),
+  };
+  // Batch by text length (a cheap proxy for token count) so little work goes to padding.
+  const order = Array.from({ length: count }, (_, i) => i).sort((a, b) => spec.texts[start + a]!.length - spec.texts[start + b]!.length);
+  for (let b = 0; b < order.length; b += batchSize) {
+    const rows = order.slice(b, b + batchSize);
+    const batch = opts.tokenize(rows.map((r) => spec.texts[start + r]!));
+    try {
+      const { captures } = opts.model.run(batch, { capture: spec.hooks });
+      try {
+        storeBatch(spec, buf, rows, batch, captures, d);
+      } finally {
+        tf.dispose(Object.values(captures));
+      }
+    } finally {
+      tf.dispose([batch.inputIds, batch.attentionMask]);
+    }
+    onBatch(rows.length);
+  }
+  return buf;
+}
+
+function storeBatch(spec: CacheSpec, buf: ShardBuffers, rows: number[], batch: Batch, captures: Record<HookName, tf.Tensor3D>, d: number): void {
+  const mask = batch.attentionMask.arraySync();
+  const lengths = mask.map((m) => m.reduce((a, v) => a + v, 0));
+  rows.forEach((r, i) => (buf.nTokens[r] = lengths[i]!));
+  for (const hook of spec.hooks) {
+    const acts = captures[hook];
+    if (acts === undefined) throw new Error(`activation cache: the model returned no activation for hook "${hook}"`);
+    const pooled = tf.tidy(() => meanPool(acts, batch.attentionMask).dataSync() as Float32Array);
+    checkFinite(pooled, hook);
+    const target = buf.pooled.get(hook)!;
+    rows.forEach((r, i) => target.set(pooled.subarray(i * d, (i + 1) * d), r * d));
+    const saeEntry = spec.saes?.[hook];
+    if (saeEntry === undefined) continue;
+    const { sae } = saeEntry;
+    const [n, seq] = acts.shape;
+    const [fPooled, errPooled, fTokens, errTokens] = tf.tidy(() => {
+      const flat = tf.reshape(acts, [n * seq, d]);
+      const f = sae.encode(flat);
+      const err = tf.sub(flat, sae.decode(f));
+      const f3 = tf.reshape(f, [n, seq, sae.dSae]) as tf.Tensor3D;
+      const e3 = tf.reshape(err, [n, seq, d]) as tf.Tensor3D;
+      return [meanPool(f3, batch.attentionMask), meanPool(e3, batch.attentionMask), spec.perToken === true ? f : tf.zeros([0]), spec.perToken === true ? err : tf.zeros([0])];
+    });
+    try {
+      const fp = fPooled.dataSync() as Float32Array;
+      const ep = errPooled.dataSync() as Float32Array;
+      rows.forEach((r, i) => {
+        buf.saeCodes.get(hook)![r] = fp.slice(i * sae.dSae, (i + 1) * sae.dSae);
+        buf.saeError.get(hook)!.set(ep.subarray(i * d, (i + 1) * d), r * d);
+      });
+      if (spec.perToken === true) {
+        const ft = fTokens.dataSync() as Float32Array;
+        const et = errTokens.dataSync() as Float32Array;
+        rows.forEach((r, i) => {
+          const len = lengths[i]!;
+          // Right padding: the first `len` positions are the real tokens.
+          buf.tokenCodes.get(hook)![r] = denseToCsr(ft.subarray(i * seq * sae.dSae, (i * seq + len) * sae.dSae), len, sae.dSae);
+          buf.tokenErrors.get(hook)![r] = et.slice(i * seq * d, (i * seq + len) * d);
+        });
+      }
+    } finally {
+      tf.dispose([fPooled, errPooled, fTokens, errTokens]);
+    }
+  }
+}
+
+function checkFinite(values: Float32Array, hook: HookName): void {
+  for (let i = 0; i < values.length; i++) {
+    if (!Number.isFinite(values[i]!)) throw new Error(`activation cache: non-finite activation at hook "${hook}" (NaN or Inf in the model's output)`);
+  }
+}
+
+function shardTensors(spec: CacheSpec, buf: ShardBuffers, count: number): Record<string, RawTensor> {
+  const out: Record<string, RawTensor> = { n_tokens: { dtype: 'I32', shape: [count], data: buf.nTokens } };
+  for (const [hook, data] of buf.pooled) out[`${hook}.pooled`] = { dtype: 'F32', shape: [count, data.length / count], data };
+  for (const [hook, data] of buf.saeError) out[`${hook}.sae_error_pooled`] = { dtype: 'F32', shape: [count, data.length / count], data };
+  for (const [hook, rows] of buf.saeCodes) {
+    const dSae = spec.saes![hook]!.sae.dSae;
+    const csr = concatCsr(rows.map((r) => denseToCsr(r, 1, dSae)), dSae);
+    out[`${hook}.sae_pooled.offsets`] = { dtype: 'I32', shape: [csr.offsets.length], data: csr.offsets };
+    out[`${hook}.sae_pooled.indices`] = { dtype: 'I32', shape: [csr.indices.length], data: csr.indices };
+    out[`${hook}.sae_pooled.values`] = { dtype: 'F32', shape: [csr.values.length], data: csr.values };
+  }
+  if (spec.perToken === true) {
+    for (const [hook, rows] of buf.tokenCodes) {
+      const dSae = spec.saes![hook]!.sae.dSae;
+      const csr = concatCsr(rows, dSae);
+      out[`${hook}.sae_tokens.offsets`] = { dtype: 'I32', shape: [csr.offsets.length], data: csr.offsets };
+      out[`${hook}.sae_tokens.indices`] = { dtype: 'I32', shape: [csr.indices.length], data: csr.indices };
+      out[`${hook}.sae_tokens.values`] = { dtype: 'F32', shape: [csr.values.length], data: csr.values };
+      const errs = concatTyped(buf.tokenErrors.get(hook)!, Float32Array);
+      out[`${hook}.sae_error_tokens`] = { dtype: 'F32', shape: [errs.length / spec.saes![hook]!.sae.dIn, spec.saes![hook]!.sae.dIn], data: errs };
+    }
+  }
+  return out;
+}
