@@ -1,0 +1,328 @@
+/**
+ * Evaluation metrics with 95% intervals, as reported for the SHIFT experiments: accuracy on the
+ * profession (y), gender agreement (the profession predictions scored against the gender labels z,
+ * the paper's "unintended feature accuracy"), per-subgroup and worst-group accuracy, the TPR gap
+ * between genders, and gender recoverability (can a fresh probe still read z?). Aggregation over
+ * seeds uses a Student-t interval.
+ *
+ * Proportions get the Wilson score interval (Wilson 1927): with p = k/n and z = 1.95996,
+ *   centre = (p + z^2 / (2n)) / (1 + z^2 / n)
+ *   half   = z / (1 + z^2 / n) * sqrt(p (1 - p) / n + z^2 / (4 n^2))
+ * It stays inside [0, 1] and behaves at p = 0 or 1, unlike the normal approximation.
+ * A difference of two proportions p1 - p2 gets Newcombe's hybrid score interval (method 10 of
+ * Newcombe 1998), built from the two Wilson intervals [l1, u1], [l2, u2]:
+ *   lo = (p1 - p2) - sqrt((p1 - l1)^2 + (u2 - p2)^2),  hi = (p1 - p2) + sqrt((u1 - p1)^2 + (p2 - l2)^2).
+ */
+import { tf } from '../engine/engine.js';
+import { permutation } from '../data/random.js';
+import { checkLabels, type Labels } from '../probe/probe.js';
+import { LinearProbe, type LinearProbeOptions } from '../probe/linear.js';
+
+/** A point estimate with its 95% interval and the number of examples behind it. */
+export interface Interval {
+  value: number;
+  lo: number;
+  hi: number;
+  n: number;
+}
+
+/** The two-sided 95% standard normal quantile, Phi^-1(0.975). */
+export const Z95 = 1.959963984540054;
+
+/** Wilson score interval for k successes out of n (see the module note). */
+export function wilson(successes: number, n: number, z = Z95): Interval {
+  if (!Number.isInteger(n) || n <= 0) throw new Error(`wilson: n must be a positive integer, got ${n}`);
+  if (!Number.isInteger(successes) || successes < 0 || successes > n) throw new Error(`wilson: successes must be an integer in 0..${n}, got ${successes}`);
+  const p = successes / n;
+  const z2 = z * z;
+  const denom = 1 + z2 / n;
+  const centre = (p + z2 / (2 * n)) / denom;
+  const half = (z / denom) * Math.sqrt((p * (1 - p)) / n + z2 / (4 * n * n));
+  return { value: p, lo: Math.max(0, centre - half), hi: Math.min(1, centre + half), n };
+}
+
+function asInt32(a: Labels, what: string): Int32Array {
+  const out = Int32Array.from(a);
+  for (let i = 0; i < out.length; i++) {
+    if (out[i] !== a[i]) throw new Error(`${what}: entry ${i} is ${a[i]}, expected an integer`);
+  }
+  return out;
+}
+
+function sameLength(a: Labels, b: Labels, what: string): void {
+  if (a.length !== b.length) throw new Error(`${what}: ${a.length} predictions for ${b.length} labels`);
+}
+
+/** Fraction of predictions equal to the labels, with its Wilson interval. */
+export function accuracy(pred: Labels, labels: Labels): Interval {
+  sameLength(pred, labels, 'accuracy');
+  if (pred.length === 0) throw new Error('accuracy: no examples');
+  const p = asInt32(pred, 'accuracy predictions');
+  const y = asInt32(labels, 'accuracy labels');
+  let correct = 0;
+  for (let i = 0; i < p.length; i++) if (p[i] === y[i]) correct++;
+  return wilson(correct, p.length);
+}
+
+/**
+ * Gender agreement: profession predictions (0 = first profession) scored against gender labels
+ * (0 = male). On the balanced set, 0.5 means the probe ignores gender; 1 means it predicts gender
+ * (the first profession being the male-dominated one).
+ */
+export function genderAgreement(professionPred: Labels, gender: Labels): Interval {
+  return accuracy(professionPred, gender);
+}
+
+/** Accuracy of each named group: `{ group: { pred, y } }`. */
+export function groupAccuracies(groups: Readonly<Record<string, { pred: Labels; y: Labels }>>): Record<string, Interval> {
+  const out: Record<string, Interval> = {};
+  for (const [name, { pred, y }] of Object.entries(groups)) {
+    try {
+      out[name] = accuracy(pred, y);
+    } catch (err) {
+      throw new Error(`group ${name}: ${(err as Error).message}`, { cause: err });
+    }
+  }
+  return out;
+}
+
+/**
+ * Accuracy in each (profession, gender) subgroup of one evaluation set, keyed like the Bias in
+ * Bios subgroups: male_<p0>, female_<p0>, male_<p1>, female_<p1>. Every subgroup must be present.
+ */
+export function subgroupAccuracies(pred: Labels, y: Labels, z: Labels, professions: readonly [string, string] = ['y0', 'y1']): Record<string, Interval> {
+  sameLength(pred, y, 'subgroup accuracy');
+  sameLength(pred, z, 'subgroup accuracy (gender labels)');
+  const yy = checkLabels(y, y.length, 2, 'subgroup accuracy: profession labels');
+  const zz = checkLabels(z, z.length, 2, 'subgroup accuracy: gender labels');
+  const p = asInt32(pred, 'subgroup accuracy predictions');
+  const groups: Record<string, { pred: number[]; y: number[] }> = {};
+  for (const yv of [0, 1]) for (const zv of [0, 1]) groups[`${zv === 0 ? 'male' : 'female'}_${professions[yv]}`] = { pred: [], y: [] };
+  for (let i = 0; i < p.length; i++) {
+    const g = groups[`${zz[i] === 0 ? 'male' : 'female'}_${professions[yy[i]!]}`]!;
+    g.pred.push(p[i]!);
+    g.y.push(yy[i]!);
+  }
+  for (const [name, g] of Object.entries(groups)) {
+    if (g.y.length === 0) throw new Error(`subgroup accuracy: subgroup ${name} has no examples`);
+  }
+  return groupAccuracies(groups);
+}
+
+/** The group with the lowest accuracy (ties: the first in key order). */
+export function worstGroup(groups: Readonly<Record<string, Interval>>): Interval & { group: string } {
+  let worst: (Interval & { group: string }) | undefined;
+  for (const [group, acc] of Object.entries(groups)) {
+    if (worst === undefined || acc.value < worst.value) worst = { group, ...acc };
+  }
+  if (worst === undefined) throw new Error('worstGroup: no groups');
+  return worst;
+}
+
+/** Newcombe's interval for p1 - p2 from two Wilson intervals (see the module note). */
+export function differenceInterval(a: Interval, b: Interval): Interval {
+  const d = a.value - b.value;
+  return {
+    value: d,
+    lo: d - Math.sqrt((a.value - a.lo) ** 2 + (b.hi - b.value) ** 2),
+    hi: d + Math.sqrt((a.hi - a.value) ** 2 + (b.value - b.lo) ** 2),
+    n: a.n + b.n,
+  };
+}
+
+export interface TprGap extends Interval {
+  /** TPR among women (z = 1) of the class. */
+  female: Interval;
+  /** TPR among men (z = 0) of the class. */
+  male: Interval;
+}
+
+/**
+ * TPR gap for class `cls` (De-Arteaga et al. 2019): TPR_female - TPR_male, where TPR_g is the
+ * fraction of class-`cls` examples of gender g predicted as `cls`. Interval: Newcombe's.
+ */
+export function tprGap(pred: Labels, y: Labels, z: Labels, cls = 1): TprGap {
+  sameLength(pred, y, 'TPR gap');
+  sameLength(pred, z, 'TPR gap (gender labels)');
+  const p = asInt32(pred, 'TPR gap predictions');
+  const yy = asInt32(y, 'TPR gap labels');
+  const zz = checkLabels(z, z.length, 2, 'TPR gap: gender labels');
+  const hits = [0, 0];
+  const totals = [0, 0];
+  for (let i = 0; i < p.length; i++) {
+    if (yy[i] !== cls) continue;
+    totals[zz[i]!]!++;
+    if (p[i] === cls) hits[zz[i]!]!++;
+  }
+  for (const g of [0, 1]) {
+    if (totals[g] === 0) throw new Error(`TPR gap: no ${g === 0 ? 'male' : 'female'} examples of class ${cls}`);
+  }
+  const male = wilson(hits[0]!, totals[0]!);
+  const female = wilson(hits[1]!, totals[1]!);
+  return { ...differenceInterval(female, male), female, male };
+}
+
+export interface RecoverabilityOptions {
+  /** Fraction of rows used to train the fresh probe; the rest score it. Default 0.5. */
+  trainFraction?: number;
+  /** Seed of the train/score split (and, plus one, of the probe); default 42. */
+  seed?: number;
+  /**
+   * Probe options. Default: the paper's probe recipe but 10 epochs, because an adversary probe
+   * should be trained to convergence (one epoch on a few hundred rows is a handful of steps).
+   */
+  probe?: LinearProbeOptions;
+}
+
+export interface Recoverability {
+  /** Accuracy of the fresh gender probe on the held-out part. */
+  accuracy: Interval;
+  /** Accuracy of always predicting the held-out part's majority gender (the chance level). */
+  majority: Interval;
+  nTrain: number;
+  nTest: number;
+}
+
+/**
+ * Gender recoverability: trains a fresh linear probe for z on a seeded `trainFraction` of the
+ * representations `X [n, d]` and scores it on the disjoint rest. Near the majority rate means the
+ * gender information a linear probe can use is gone.
+ */
+export function genderRecoverability(X: tf.Tensor2D, z: Labels, options: RecoverabilityOptions = {}): Recoverability {
+  const n = X.shape[0];
+  const zz = checkLabels(z, n, 2, 'gender recoverability: gender labels');
+  const fraction = options.trainFraction ?? 0.5;
+  const seed = options.seed ?? 42;
+  const nTrain = Math.floor(n * fraction);
+  if (!(fraction > 0 && fraction < 1) || nTrain < 1 || nTrain >= n) {
+    throw new Error(`gender recoverability: trainFraction ${fraction} of ${n} rows leaves an empty part`);
+  }
+  const order = permutation(n, seed);
+  const trainIdx = order.subarray(0, nTrain);
+  const testIdx = order.subarray(nTrain);
+  const probe = new LinearProbe(X.shape[1], 2, { epochs: 10, ...options.probe, seed: options.probe?.seed ?? seed + 1 });
+  try {
+    const [xTrain, xTest] = tf.tidy(() => [
+      tf.gather(X, tf.tensor1d(trainIdx, 'int32')) as tf.Tensor2D,
+      tf.gather(X, tf.tensor1d(testIdx, 'int32')) as tf.Tensor2D,
+    ]);
+    try {
+      probe.fit(xTrain!, Array.from(trainIdx, (i) => zz[i]!));
+      const zTest = Int32Array.from(testIdx, (i) => zz[i]!);
+      const pred = probe.predict(xTest!);
+      const ones = zTest.reduce((s, v) => s + v, 0);
+      return {
+        accuracy: accuracy(pred, zTest),
+        majority: wilson(Math.max(ones, zTest.length - ones), zTest.length),
+        nTrain,
+        nTest: testIdx.length,
+      };
+    } finally {
+      xTrain!.dispose();
+      xTest!.dispose();
+    }
+  } finally {
+    probe.dispose();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Aggregation over seeds.
+
+export interface SeedSummary {
+  mean: number;
+  /** Sample standard deviation (n - 1 in the denominator); NaN for one value. */
+  std: number;
+  /** Student-t interval for the mean, mean +- t_{0.975, n-1} std / sqrt(n); NaN for one value. */
+  lo: number;
+  hi: number;
+  n: number;
+}
+
+/** Mean, sample std and the t-interval of the mean of per-seed results. */
+export function aggregateSeeds(values: readonly number[], level = 0.95): SeedSummary {
+  const n = values.length;
+  if (n === 0) throw new Error('aggregateSeeds: no values');
+  if (!(level > 0 && level < 1)) throw new Error(`aggregateSeeds: level must be in (0, 1), got ${level}`);
+  const mean = values.reduce((s, v) => s + v, 0) / n;
+  if (n === 1) return { mean, std: Number.NaN, lo: Number.NaN, hi: Number.NaN, n };
+  const std = Math.sqrt(values.reduce((s, v) => s + (v - mean) ** 2, 0) / (n - 1));
+  const half = studentTQuantile((1 + level) / 2, n - 1) * (std / Math.sqrt(n));
+  return { mean, std, lo: mean - half, hi: mean + half, n };
+}
+
+/** ln Gamma(x) for x > 0 (Lanczos approximation, g = 7, 9 terms; relative error ~1e-15). */
+export function logGamma(x: number): number {
+  const c = [
+    0.9999999999998099, 676.5203681218851, -1259.1392167224028, 771.3234287776531, -176.61503916999186,
+    12.507343278686905, -0.13857109526572012, 9.984369578019572e-6, 1.5056327351493116e-7,
+  ];
+  if (x < 0.5) return Math.log(Math.PI / Math.sin(Math.PI * x)) - logGamma(1 - x);
+  const xm = x - 1;
+  let a = c[0]!;
+  const t = xm + 7.5;
+  for (let i = 1; i < 9; i++) a += c[i]! / (xm + i);
+  return 0.5 * Math.log(2 * Math.PI) + (xm + 0.5) * Math.log(t) - t + Math.log(a);
+}
+
+/** Continued fraction for the incomplete beta function (modified Lentz). */
+function betaContinuedFraction(x: number, a: number, b: number): number {
+  const tiny = 1e-300;
+  let c = 1;
+  let d = 1 - ((a + b) * x) / (a + 1);
+  if (Math.abs(d) < tiny) d = tiny;
+  d = 1 / d;
+  let h = d;
+  for (let m = 1; m <= 300; m++) {
+    const m2 = 2 * m;
+    let aa = (m * (b - m) * x) / ((a + m2 - 1) * (a + m2));
+    d = 1 + aa * d;
+    if (Math.abs(d) < tiny) d = tiny;
+    c = 1 + aa / c;
+    if (Math.abs(c) < tiny) c = tiny;
+    d = 1 / d;
+    h *= d * c;
+    aa = (-(a + m) * (a + b + m) * x) / ((a + m2) * (a + m2 + 1));
+    d = 1 + aa * d;
+    if (Math.abs(d) < tiny) d = tiny;
+    c = 1 + aa / c;
+    if (Math.abs(c) < tiny) c = tiny;
+    d = 1 / d;
+    const delta = d * c;
+    h *= delta;
+    if (Math.abs(delta - 1) < 1e-15) break;
+  }
+  return h;
+}
+
+/** Regularised incomplete beta I_x(a, b). */
+export function regularizedIncompleteBeta(x: number, a: number, b: number): number {
+  if (x <= 0) return 0;
+  if (x >= 1) return 1;
+  const lnFront = logGamma(a + b) - logGamma(a) - logGamma(b) + a * Math.log(x) + b * Math.log(1 - x);
+  // The continued fraction converges fast for x < (a + 1) / (a + b + 2); use symmetry otherwise.
+  if (x < (a + 1) / (a + b + 2)) return (Math.exp(lnFront) * betaContinuedFraction(x, a, b)) / a;
+  return 1 - (Math.exp(lnFront) * betaContinuedFraction(1 - x, b, a)) / b;
+}
+
+/** CDF of Student's t with `df` degrees of freedom: for t >= 0, 1 - I_{df/(df+t^2)}(df/2, 1/2) / 2. */
+export function studentTCdf(t: number, df: number): number {
+  const tail = 0.5 * regularizedIncompleteBeta(df / (df + t * t), df / 2, 0.5);
+  return t >= 0 ? 1 - tail : tail;
+}
+
+/** The p-quantile of Student's t (bisection on the CDF; |error| < 1e-12). */
+export function studentTQuantile(p: number, df: number): number {
+  if (!(p > 0 && p < 1)) throw new Error(`studentTQuantile: p must be in (0, 1), got ${p}`);
+  if (!(df > 0)) throw new Error(`studentTQuantile: df must be positive, got ${df}`);
+  if (p < 0.5) return -studentTQuantile(1 - p, df);
+  let lo = 0;
+  let hi = 1;
+  while (studentTCdf(hi, df) < p) hi *= 2;
+  for (let i = 0; i < 200 && hi - lo > 1e-12 * Math.max(1, hi); i++) {
+    const mid = (lo + hi) / 2;
+    if (studentTCdf(mid, df) < p) lo = mid;
+    else hi = mid;
+  }
+  return (lo + hi) / 2;
+}
