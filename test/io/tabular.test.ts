@@ -1,0 +1,127 @@
+import { describe, expect, it, beforeAll, afterAll } from 'vitest';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { formatFromPath, parseCsv, parseCsvRecords, parseJsonl, readParquet, readTable } from '../../src/io/tabular.js';
+import { writeParquetFixture } from './parquet-fixture.js';
+
+let dir: string;
+beforeAll(() => {
+  dir = mkdtempSync(join(tmpdir(), 'sae-eraser-tabular-'));
+});
+afterAll(() => {
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe('JSONL', () => {
+  it('parses one object per line, skips blank lines and keeps line numbers', () => {
+    const t = parseJsonl('\uFEFF{"a": 1, "b": "x"}\r\n\n{"b": "y", "c": null}\n', 'f.jsonl');
+    expect(t.rows).toEqual([{ a: 1, b: 'x' }, { b: 'y', c: null }]);
+    expect(t.columns).toEqual(['a', 'b', 'c']);
+    expect(t.where(0)).toBe('f.jsonl line 1');
+    expect(t.where(1)).toBe('f.jsonl line 3');
+  });
+
+  it('names the file and line of invalid JSON or a non-object', () => {
+    expect(() => parseJsonl('{"a": 1}\n{"a": \n', 'bad.jsonl')).toThrow(/bad\.jsonl line 2: invalid JSON/);
+    expect(() => parseJsonl('{"a": 1}\n\n[1, 2]\n', 'arr.jsonl')).toThrow(/arr\.jsonl line 3: expected a JSON object, got an array/);
+    expect(() => parseJsonl('3\n', 'num.jsonl')).toThrow(/num\.jsonl line 1: expected a JSON object/);
+  });
+});
+
+describe('CSV (RFC 4180)', () => {
+  it('handles quoted fields with delimiters, doubled quotes and line breaks', () => {
+    const text = 'text,profession,gender\r\n"Hello, world",nurse,female\r\n"She said ""hi""\r\nand left",surgeon,male\r\nplain,13,1';
+    const t = parseCsv(text, 'q.csv');
+    expect(t.columns).toEqual(['text', 'profession', 'gender']);
+    expect(t.rows).toEqual([
+      { text: 'Hello, world', profession: 'nurse', gender: 'female' },
+      { text: 'She said "hi"\r\nand left', profession: 'surgeon', gender: 'male' },
+      { text: 'plain', profession: '13', gender: '1' },
+    ]);
+    // Record 2 starts on line 3 and spans two lines, so record 3 is on line 5.
+    expect([t.where(0), t.where(1), t.where(2)]).toEqual(['q.csv line 2', 'q.csv line 3', 'q.csv line 5']);
+  });
+
+  it('keeps empty fields, a quoted empty field and a trailing empty field', () => {
+    const recs = parseCsvRecords('a,,"",\n\n"",b\n', 'e.csv');
+    expect(recs).toEqual([
+      { fields: ['a', '', '', ''], line: 1 },
+      { fields: ['', 'b'], line: 3 },
+    ]);
+  });
+
+  it('accepts another delimiter and LF or CR line breaks', () => {
+    const t = parseCsv('x;y\n1;"a;b"\r2;c\n', 's.csv', { delimiter: ';' });
+    expect(t.rows).toEqual([{ x: '1', y: 'a;b' }, { x: '2', y: 'c' }]);
+  });
+
+  it('names the file, line and field of malformed input', () => {
+    expect(() => parseCsv('a,b\n1,"open\n2,3\n', 'u.csv')).toThrow(/u\.csv line 2: field 2: unterminated quoted field/);
+    expect(() => parseCsv('a,b\n1,x"y\n', 'm.csv')).toThrow(/m\.csv line 2: field 2: double quote inside an unquoted field/);
+    expect(() => parseCsv('a,b\n"x"y,1\n', 'c.csv')).toThrow(/c\.csv line 2: field 1: unexpected "y" after a closing quote/);
+    expect(() => parseCsv('a,b\n1,2\n3\n', 'n.csv')).toThrow(/n\.csv line 3: expected 2 fields \(a, b\), found 1/);
+    expect(() => parseCsv('a,a\n1,2\n', 'd.csv')).toThrow(/d\.csv line 1: duplicate header field "a"/);
+    expect(() => parseCsv('', 'z.csv')).toThrow(/z\.csv: empty CSV file/);
+  });
+});
+
+describe('parquet', () => {
+  it('reads a file in the LabHC/bias_in_bios layout (hard_text, int64 profession and gender)', async () => {
+    const path = join(dir, 'bios.parquet');
+    writeParquetFixture(path, [
+      { name: 'hard_text', type: 'string', optional: true, values: ['She teaches nursing.', 'He lectures on physics.', 'Ünïcode ✓'] },
+      { name: 'profession', type: 'int64', optional: true, values: [13, 21, 21] },
+      { name: 'gender', type: 'int64', values: [1, 0, 1] },
+    ]);
+    const t = await readParquet(path);
+    expect(t.columns).toEqual(['hard_text', 'profession', 'gender']);
+    expect(t.rows).toEqual([
+      { hard_text: 'She teaches nursing.', profession: 13, gender: 1 },
+      { hard_text: 'He lectures on physics.', profession: 21, gender: 0 },
+      { hard_text: 'Ünïcode ✓', profession: 21, gender: 1 },
+    ]);
+    expect(t.where(2)).toBe(`${path} row 2`);
+  });
+
+  it('returns nulls, reads selected columns and names a missing one', async () => {
+    const path = join(dir, 'nulls.parquet');
+    writeParquetFixture(path, [
+      { name: 'text', type: 'string', optional: true, values: ['a', null, 'c', 'd'] },
+      { name: 'n', type: 'int32', optional: true, values: [null, null, 7, -3] },
+    ]);
+    const t = await readParquet(path, { columns: ['n'] });
+    expect(t.rows).toEqual([{ n: null }, { n: null }, { n: 7 }, { n: -3 }]);
+    const all = await readParquet(path);
+    expect(all.rows.map((r) => r.text)).toEqual(['a', null, 'c', 'd']);
+    await expect(readParquet(path, { columns: ['gender'] })).rejects.toThrow(/nulls\.parquet: cannot read parquet: no column "gender" \(columns: text, n\)/);
+  });
+
+  it('names the file when it is not parquet or is truncated', async () => {
+    const junk = join(dir, 'junk.parquet');
+    writeFileSync(junk, 'this is not parquet at all');
+    await expect(readParquet(junk)).rejects.toThrow(/junk\.parquet: cannot read parquet/);
+    const good = join(dir, 'good.parquet');
+    writeParquetFixture(good, [{ name: 'x', type: 'int64', values: [1, 2, 3] }]);
+    const bytes = readFileSync(good);
+    const cut = join(dir, 'cut.parquet');
+    writeFileSync(cut, bytes.subarray(0, bytes.length - 6));
+    await expect(readParquet(cut)).rejects.toThrow(/cut\.parquet: cannot read parquet/);
+  });
+});
+
+describe('readTable', () => {
+  it('dispatches on the extension and names an unknown one', async () => {
+    expect(formatFromPath('a/b.JSONL')).toBe('jsonl');
+    expect(formatFromPath('x.csv')).toBe('csv');
+    expect(formatFromPath('x.parquet')).toBe('parquet');
+    expect(() => formatFromPath('x.txt')).toThrow(/x\.txt: cannot tell the table format/);
+    const csv = join(dir, 't.csv');
+    writeFileSync(csv, 'a,b\n1,2\n');
+    expect((await readTable(csv)).rows).toEqual([{ a: '1', b: '2' }]);
+    const jsonl = join(dir, 't.data');
+    writeFileSync(jsonl, '{"a": 1}\n');
+    expect((await readTable(jsonl, { format: 'jsonl' })).rows).toEqual([{ a: 1 }]);
+    await expect(readTable(join(dir, 'missing.jsonl'))).rejects.toThrow(/missing\.jsonl: cannot read/);
+  });
+});
