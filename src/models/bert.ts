@@ -1,0 +1,185 @@
+/**
+ * BERT encoder (e.g. all-MiniLM-L6-v2), matching transformers' BertModel in fp32 (eval mode).
+ *
+ * Forward pass, for token ids t and attention mask m (`[n, seq]`, right padding), token types all 0
+ * and positions p = 0..seq-1:
+ *   x_0 = LN_emb(E_word[t] + E_type[0] + E_pos[p])                          hook `embed`
+ *   layer i (post-LN):
+ *     a_i = Attn(x) W_O^T + b_O                                             hook `layers.i.attn_out`
+ *     y   = LN_attn(x + a_i)
+ *     f_i = GELU(y W_1^T + b_1) W_2^T + b_2                                 hook `layers.i.mlp_out`
+ *     x'  = LN_out(y + f_i)                                                 hook `layers.i.resid_out`
+ * Attention is bidirectional: scores q k^T / sqrt(headDim) with a large negative bias on padded keys
+ * (padded query rows still see every real key, so they stay finite). GELU is the exact erf form.
+ * The pooler and any task head are not part of this model; `logits: true` returns the final hidden
+ * state x_L.
+ */
+import { tf } from '../engine/engine.js';
+import { Checkpoint } from './checkpoint.js';
+import type { BertConfig } from './config.js';
+import { checkBatch, HookRunner, tidyRun } from './hooks.js';
+import {
+  activation,
+  attend,
+  attentionBias,
+  embedding,
+  layerNorm,
+  layerNormSpecs,
+  linear,
+  linearSpecs,
+  mergeHeads,
+  readLayerNorm,
+  readLinear,
+  splitHeads,
+  tensorsOf,
+  type LayerNorm,
+  type Linear,
+  type TensorSpec,
+} from './layers.js';
+import { standardHookNames, type Batch, type HookName, type Model, type RunOptions, type RunResult } from './model.js';
+
+interface BertLayer {
+  /** query, key and value projections fused: `W^T = [W_q^T | W_k^T | W_v^T]`, `[d, 3d]`. */
+  queryKeyValue: Linear;
+  attentionDense: Linear;
+  attentionLayerNorm: LayerNorm;
+  intermediate: Linear;
+  output: Linear;
+  outputLayerNorm: LayerNorm;
+}
+
+interface BertWeights {
+  wordEmbeddings: tf.Tensor2D;
+  positionEmbeddings: tf.Tensor2D;
+  /** E_type[0], `[1, d]`: token types are always 0. */
+  typeZeroEmbedding: tf.Tensor2D;
+  embeddingLayerNorm: LayerNorm;
+  layers: BertLayer[];
+}
+
+/** BertForMaskedLM and friends save `bert.*`; BertModel (all-MiniLM-L6-v2) saves bare names. */
+const PREFIXES = ['bert.', ''];
+
+function tensorSpecs(c: BertConfig): TensorSpec[] {
+  const specs: TensorSpec[] = [
+    { name: 'embeddings.word_embeddings.weight', shape: [c.vocabSize, c.dModel], why: 'vocab_size x hidden_size' },
+    { name: 'embeddings.position_embeddings.weight', shape: [c.maxPositions, c.dModel], why: 'max_position_embeddings x hidden_size' },
+    { name: 'embeddings.token_type_embeddings.weight', shape: [c.typeVocabSize, c.dModel], why: 'type_vocab_size x hidden_size' },
+    ...layerNormSpecs('embeddings.LayerNorm', c.dModel, 'hidden_size'),
+  ];
+  for (let i = 0; i < c.nLayers; i++) {
+    const p = `encoder.layer.${i}`;
+    for (const m of ['query', 'key', 'value']) {
+      specs.push(...linearSpecs(`${p}.attention.self.${m}`, c.dModel, c.dModel, true, 'hidden_size x hidden_size'));
+    }
+    specs.push(
+      ...linearSpecs(`${p}.attention.output.dense`, c.dModel, c.dModel, true, 'hidden_size x hidden_size'),
+      ...layerNormSpecs(`${p}.attention.output.LayerNorm`, c.dModel, 'hidden_size'),
+      ...linearSpecs(`${p}.intermediate.dense`, c.dModel, c.dFf, true, 'intermediate_size x hidden_size'),
+      ...linearSpecs(`${p}.output.dense`, c.dFf, c.dModel, true, 'hidden_size x intermediate_size'),
+      ...layerNormSpecs(`${p}.output.LayerNorm`, c.dModel, 'hidden_size'),
+    );
+  }
+  return specs;
+}
+
+/** Reads the three self-attention projections of `prefix` and fuses them into one `[d, 3d]` map. */
+function readFusedQkv(ckpt: Checkpoint, prefix: string): Linear {
+  const parts = ['query', 'key', 'value'].map((m) => readLinear(ckpt, `${prefix}.attention.self.${m}`, true));
+  const fused: Linear = {
+    weightT: tf.concat(parts.map((p) => p.weightT), 1),
+    bias: tf.concat(parts.map((p) => p.bias!), 0),
+  };
+  tf.dispose(tensorsOf(parts));
+  return fused;
+}
+
+export class BertModel implements Model {
+  readonly hookNames: readonly HookName[];
+
+  private constructor(
+    readonly config: BertConfig,
+    private readonly weights: BertWeights,
+  ) {
+    this.hookNames = standardHookNames(config.nLayers);
+  }
+
+  /** Loads a checkpoint folder's weights for `config`, checking every tensor before reading any. */
+  static load(dir: string, config: BertConfig): BertModel {
+    const c = config;
+    const ckpt = Checkpoint.open(dir).withPrefix(PREFIXES, 'embeddings.word_embeddings.weight');
+    for (const s of tensorSpecs(c)) ckpt.check(s.name, s.shape, s.why);
+    const typeZeroEmbedding = tf.tidy(() => tf.slice(ckpt.read('embeddings.token_type_embeddings.weight'), [0, 0], [1, -1]) as tf.Tensor2D);
+    const weights: BertWeights = {
+      wordEmbeddings: ckpt.read('embeddings.word_embeddings.weight') as tf.Tensor2D,
+      positionEmbeddings: ckpt.read('embeddings.position_embeddings.weight') as tf.Tensor2D,
+      typeZeroEmbedding,
+      embeddingLayerNorm: readLayerNorm(ckpt, 'embeddings.LayerNorm', c.layerNormEps),
+      layers: [],
+    };
+    for (let i = 0; i < c.nLayers; i++) {
+      const p = `encoder.layer.${i}`;
+      weights.layers.push({
+        queryKeyValue: readFusedQkv(ckpt, p),
+        attentionDense: readLinear(ckpt, `${p}.attention.output.dense`, true),
+        attentionLayerNorm: readLayerNorm(ckpt, `${p}.attention.output.LayerNorm`, c.layerNormEps),
+        intermediate: readLinear(ckpt, `${p}.intermediate.dense`, true),
+        output: readLinear(ckpt, `${p}.output.dense`, true),
+        outputLayerNorm: readLayerNorm(ckpt, `${p}.output.LayerNorm`, c.layerNormEps),
+      });
+    }
+    return new BertModel(c, weights);
+  }
+
+  run(batch: Batch, options: RunOptions = {}): RunResult {
+    const c = this.config;
+    checkBatch(batch, c.vocabSize, c.maxPositions);
+    const hooks = new HookRunner(this.hookNames, c.nLayers, options);
+    return tidyRun(() => {
+      const seq = batch.inputIds.shape[1];
+      const bias = attentionBias(batch.attentionMask, false);
+      let x: tf.Tensor3D | undefined;
+      if (hooks.needs('embed')) {
+        // (word + type 0) + position, in transformers' order.
+        const words = embedding(this.weights.wordEmbeddings, batch.inputIds);
+        const positions = tf.slice(this.weights.positionEmbeddings, [0, 0], [seq, -1]);
+        const summed = tf.add(tf.add(words, this.weights.typeZeroEmbedding), positions) as tf.Tensor3D;
+        x = hooks.at('embed', layerNorm(summed, this.weights.embeddingLayerNorm));
+      }
+      for (let i = 0; i < c.nLayers && x !== undefined; i++) x = this.layer(i, x, bias, hooks);
+      const result: { captures: Record<HookName, tf.Tensor3D>; logits?: tf.Tensor3D } = { captures: hooks.captures };
+      if (hooks.wantLogits) {
+        if (x === undefined) throw new Error('internal: final hidden state requested but the pass stopped early');
+        result.logits = x;
+      }
+      return result;
+    });
+  }
+
+  /** Layer i on hidden state x; undefined when the pass stops inside this layer. */
+  private layer(i: number, x: tf.Tensor3D, bias: tf.Tensor4D, hooks: HookRunner): tf.Tensor3D | undefined {
+    const w = this.weights.layers[i]!;
+    const attnHook = `layers.${i}.attn_out`;
+    const mlpHook = `layers.${i}.mlp_out`;
+    const residHook = `layers.${i}.resid_out`;
+    if (!hooks.needs(attnHook)) return undefined;
+    const attnOut = hooks.at(attnHook, this.attention(x, w, bias));
+    if (!hooks.needs(mlpHook)) return undefined;
+    const y = layerNorm(tf.add(attnOut, x) as tf.Tensor3D, w.attentionLayerNorm);
+    const mlpOut = hooks.at(mlpHook, linear(activation(this.config.hiddenAct, linear(y, w.intermediate)) as tf.Tensor3D, w.output));
+    if (!hooks.needs(residHook)) return undefined;
+    return hooks.at(residHook, layerNorm(tf.add(mlpOut, y) as tf.Tensor3D, w.outputLayerNorm));
+  }
+
+  /** Bidirectional self-attention through the output projection (before residual and LayerNorm). */
+  private attention(x: tf.Tensor3D, w: BertLayer, bias: tf.Tensor4D): tf.Tensor3D {
+    const { nHeads, headDim } = this.config;
+    const [q, k, v] = tf.split(linear(x, w.queryKeyValue), 3, -1) as [tf.Tensor3D, tf.Tensor3D, tf.Tensor3D];
+    const context = attend(splitHeads(q, nHeads), splitHeads(k, nHeads), splitHeads(v, nHeads), bias, 1 / Math.sqrt(headDim));
+    return linear(mergeHeads(context), w.attentionDense);
+  }
+
+  dispose(): void {
+    tf.dispose(tensorsOf(this.weights));
+  }
+}

@@ -1,0 +1,101 @@
+/**
+ * Shared helpers for the model tests: reference cases written by test/reference/models_reference.py,
+ * masked comparisons, and the table of max abs diffs the tests print.
+ */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { tf } from '../../src/engine/engine.js';
+import { readSafetensors, type SafetensorsFile } from '../../src/io/safetensors.js';
+import type { Batch } from '../../src/models/model.js';
+import { runPythonReference } from '../reference/python.js';
+
+export interface ReferenceCase {
+  name: string;
+  kind: 'gpt_neox' | 'bert';
+  nLayers: number;
+  edits: boolean;
+  /** The case folder: checkpoint + expected.safetensors. */
+  dir: string;
+  expected: SafetensorsFile;
+}
+
+/** Generates (or reuses) a reference suite and returns its cases. */
+export function referenceSuite(suite: 'tiny' | 'pythia' | 'minilm', extraArgs: string[] = []): ReferenceCase[] {
+  const out = runPythonReference('models_reference.py', ['--suite', suite, ...extraArgs]);
+  const index = JSON.parse(readFileSync(join(out, 'index.json'), 'utf8')) as Omit<ReferenceCase, 'dir' | 'expected'>[];
+  return index.map((c) => ({ ...c, dir: join(out, c.name), expected: readSafetensors(join(out, c.name, 'expected.safetensors')) }));
+}
+
+/** The reference batch of a case (ids and mask as int32). */
+export function referenceBatch(expected: SafetensorsFile): Batch {
+  return {
+    inputIds: expected.tensor('input_ids') as tf.Tensor2D,
+    attentionMask: expected.tensor('attention_mask') as tf.Tensor2D,
+  };
+}
+
+export function disposeBatch(batch: Batch): void {
+  tf.dispose([batch.inputIds, batch.attentionMask]);
+}
+
+/**
+ * Max |a - b| over the real (mask 1) positions of `[n, seq, d]` activations; NaN if either side
+ * has a NaN there.
+ */
+export function maskedMaxAbsDiff(actual: tf.Tensor, expected: Float32Array, mask: Int32Array | Float32Array | Uint8Array): number {
+  const [n, seq, d] = actual.shape as [number, number, number];
+  if (expected.length !== n * seq * d) throw new Error(`size mismatch: actual [${actual.shape.join(', ')}] vs expected ${expected.length} values`);
+  const a = actual.dataSync();
+  let m = 0;
+  for (let t = 0; t < n * seq; t++) {
+    if (mask[t] === 0) continue;
+    for (let j = t * d; j < (t + 1) * d; j++) {
+      const diff = Math.abs(a[j]! - expected[j]!);
+      if (Number.isNaN(diff)) return NaN;
+      if (diff > m) m = diff;
+    }
+  }
+  return m;
+}
+
+/** Max |a - b| over whole tensors. */
+export function maxAbsDiff(a: tf.Tensor, b: tf.Tensor): number {
+  return tf.tidy(() => tf.max(tf.abs(tf.sub(a, b))).dataSync()[0]!);
+}
+
+export function hasNaN(t: tf.Tensor): boolean {
+  return tf.tidy(() => tf.any(tf.isNaN(t)).dataSync()[0] === 1);
+}
+
+/** Rows of the "config, hook, max abs diff" table the parity tests print. */
+export interface DiffRow {
+  config: string;
+  hook: string;
+  maxAbsDiff: number;
+}
+
+/**
+ * Prints one line per config with the max abs diff per hook kind (max over layers), e.g.
+ * `layers.3.mlp_out` counts as `mlp_out`, then the overall worst hook.
+ */
+export function printDiffTable(title: string, rows: readonly DiffRow[]): void {
+  if (rows.length === 0) return;
+  const kindOf = (hook: string): string => hook.replace(/layers\.\d+\./, '');
+  const kinds = [...new Set(rows.map((r) => kindOf(r.hook)))];
+  const configs = [...new Set(rows.map((r) => r.config))];
+  const w = Math.max(6, ...configs.map((c) => c.length));
+  const cw = Math.max(9, ...kinds.map((k) => k.length));
+  const lines = [title, `${'config'.padEnd(w)}  ${kinds.map((k) => k.padStart(cw)).join('  ')}`];
+  for (const c of configs) {
+    const cells = kinds.map((k) => {
+      const vals = rows.filter((r) => r.config === c && kindOf(r.hook) === k).map((r) => r.maxAbsDiff);
+      if (vals.length === 0) return '-'.padStart(cw);
+      const m = vals.some(Number.isNaN) ? NaN : Math.max(...vals);
+      return m.toExponential(2).padStart(cw);
+    });
+    lines.push(`${c.padEnd(w)}  ${cells.join('  ')}`);
+  }
+  const worst = rows.reduce((a, b) => (b.maxAbsDiff > a.maxAbsDiff || Number.isNaN(b.maxAbsDiff) ? b : a));
+  lines.push(`worst: ${worst.config} ${worst.hook} ${worst.maxAbsDiff.toExponential(2)} (over ${rows.length} hook comparisons)`);
+  console.log(lines.join('\n'));
+}
