@@ -45,8 +45,8 @@ export class AdamW {
     for (const [name, value] of [['beta1', this.beta1], ['beta2', this.beta2]] as const) {
       if (!(value >= 0 && value < 1)) throw new Error(`AdamW: ${name} must be in [0, 1), got ${value}`);
     }
-    this.m = params.map((p) => tf.variable(tf.zerosLike(p), false));
-    this.v = params.map((p) => tf.variable(tf.zerosLike(p), false));
+    this.m = params.map((p) => zeroVariable(p));
+    this.v = params.map((p) => zeroVariable(p));
   }
 
   /** Number of steps taken. */
@@ -83,4 +83,12 @@ export class AdamW {
   dispose(): void {
     for (const x of [...this.m, ...this.v]) x.dispose();
   }
+}
+
+/** A non-trainable zero variable shaped like `p` (the temporary initial value is freed). */
+function zeroVariable(p: tf.Tensor): tf.Variable {
+  const zeros = tf.zerosLike(p);
+  const v = tf.variable(zeros, false);
+  zeros.dispose();
+  return v;
 }

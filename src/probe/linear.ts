@@ -96,8 +96,10 @@ export class LinearProbe implements Probe {
     this.options = resolve(options);
     this.nOut = nClasses === 2 ? 1 : nClasses;
     const [w, b] = this.initialValues();
-    this.wT = tf.variable(tf.tensor2d(w, [dIn, this.nOut]), true);
-    this.b = tf.variable(tf.tensor1d(b), true);
+    const [wInit, bInit] = [tf.tensor2d(w, [dIn, this.nOut]), tf.tensor1d(b)];
+    this.wT = tf.variable(wInit, true);
+    this.b = tf.variable(bInit, true);
+    tf.dispose([wInit, bInit]);
   }
 
   /** nn.Linear's init distribution, U(-1/sqrt(dIn), 1/sqrt(dIn)), drawn in torch's [out, dIn] order. */
