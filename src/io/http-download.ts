@@ -1,0 +1,253 @@
+/**
+ * Resumable, verified download of one URL into one file.
+ *
+ * Bytes go to `<destination>.incomplete` (the huggingface_hub convention, so either tool resumes the
+ * other's partial blob). A dropped connection is retried with `Range: bytes=<have>-`; a server that
+ * answers 200 to a Range request is restarted from zero. When all bytes are in, the size (and the
+ * sha256 when one is known) is checked and the file is renamed onto `destination` in one step, so
+ * `destination` exists only when complete and verified. A transfer that keeps failing throws after
+ * `retries` attempts without progress and leaves the `.incomplete` file for the next run to resume;
+ * data proven wrong (too many bytes, wrong hash) is deleted instead.
+ */
+import { createHash, type Hash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { open, rename, rm, stat } from 'node:fs/promises';
+import { progress, type Progress } from '../report/progress.js';
+import {
+  HttpStatusError,
+  NetworkError,
+  errorMessage,
+  requestFollowing,
+  statusError,
+  type HttpResponse,
+} from './http.js';
+
+export interface DownloadOptions {
+  url: string;
+  /** Final path; partial data lives at `<destination>.incomplete`. */
+  destination: string;
+  /** Request headers (Authorization is dropped by the redirect follower when the origin changes). */
+  headers?: Record<string, string>;
+  /** Expected size in bytes, when known beforehand (for the hub: X-Linked-Size or Content-Length). */
+  expectedSize?: number;
+  /** Expected lowercase hex sha256 of the content, checked before the final rename. */
+  sha256?: string;
+  /** Shown in progress lines and error messages. */
+  label?: string;
+  /** Consecutive failed attempts without new bytes before giving up (default 5). */
+  retries?: number;
+  /** Wait before the first retry in ms, doubled after each failure without progress, capped at 8 s (default 500). */
+  retryDelayMs?: number;
+  /** Socket idle timeout in ms (default 10 000). */
+  timeoutMs?: number;
+}
+
+/** Files at least this large get a progress bar; small ones would only add noise. */
+const PROGRESS_MIN_BYTES = 1 << 20;
+const MIB = 1 << 20;
+/** Hard cap on attempts for one file, whatever the progress, so no loop runs forever. */
+const MAX_TOTAL_ATTEMPTS = 100;
+
+/** Data that arrived but is provably wrong: retrying the same request will not fix it. */
+export class DownloadConsistencyError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'DownloadConsistencyError';
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+function isRetryable(err: unknown): boolean {
+  if (err instanceof NetworkError) return true;
+  if (err instanceof HttpStatusError) return err.retryable;
+  return false;
+}
+
+/** `bytes <start>-<end>/<total|*>` -> start and total (undefined when `*`). */
+function parseContentRange(value: string | undefined): { start: number; total: number | undefined } | undefined {
+  const m = value === undefined ? null : /^bytes\s+(\d+)-(\d+)\/(\d+|\*)$/i.exec(value.trim());
+  if (m === null) return undefined;
+  return { start: Number(m[1]), total: m[3] === '*' ? undefined : Number(m[3]) };
+}
+
+function parseLength(value: string | undefined): number | undefined {
+  if (value === undefined || !/^\d+$/.test(value.trim())) return undefined;
+  return Number(value.trim());
+}
+
+/** Hashes the first `length` bytes of a file (the part already downloaded by an earlier attempt). */
+async function hashPrefix(hash: Hash, path: string, length: number): Promise<void> {
+  if (length === 0) return;
+  for await (const chunk of createReadStream(path, { start: 0, end: length - 1 })) hash.update(chunk as Buffer);
+}
+
+/** Progress in whole MiB (the shared helper prints integer counts). */
+class MibProgress {
+  private bar: Progress | undefined;
+  private pending = 0;
+  constructor(label: string, totalBytes: number | undefined) {
+    if (totalBytes === undefined || totalBytes >= PROGRESS_MIN_BYTES) {
+      this.bar = progress(label, totalBytes === undefined ? 0 : Math.ceil(totalBytes / MIB), 'MiB');
+    }
+  }
+  add(bytes: number): void {
+    if (this.bar === undefined) return;
+    this.pending += bytes;
+    const whole = Math.floor(this.pending / MIB);
+    if (whole > 0) {
+      this.pending -= whole * MIB;
+      this.bar.tick(whole);
+    }
+  }
+  done(info?: string): void {
+    if (this.bar === undefined) return;
+    if (this.pending > 0) this.bar.tick(1);
+    this.pending = 0;
+    this.bar.done(info);
+    this.bar = undefined;
+  }
+}
+
+/** Downloads `url` to `destination` (see the module comment). Resolves when `destination` is complete. */
+export async function downloadToFile(options: DownloadOptions): Promise<void> {
+  const { url, destination } = options;
+  const label = options.label ?? url;
+  const retries = options.retries ?? 5;
+  const baseDelay = options.retryDelayMs ?? 500;
+  const incomplete = `${destination}.incomplete`;
+  let total = options.expectedSize;
+
+  // Partial data is appended in place, not written through writeFileAtomic: resuming needs the
+  // bytes on disk between runs. The atomic step is the final rename onto `destination`.
+  const file = await open(incomplete, 'a');
+  const bar = new MibProgress(`download ${label}`, total);
+  let hash: Hash | undefined;
+  let size = 0;
+  try {
+    size = (await file.stat()).size;
+    if (total !== undefined && size > total) {
+      await file.truncate(0);
+      size = 0;
+    }
+    if (options.sha256 !== undefined) {
+      hash = createHash('sha256');
+      await hashPrefix(hash, incomplete, size);
+    }
+    bar.add(size);
+
+    let failuresWithoutProgress = 0;
+    let attempts = 0;
+    let finished = total !== undefined && size === total;
+    while (!finished) {
+      attempts++;
+      const sizeBefore = size;
+      let res: HttpResponse | undefined;
+      try {
+        const headers: Record<string, string> = { ...options.headers, 'Accept-Encoding': 'identity' };
+        if (size > 0) headers['Range'] = `bytes=${size}-`;
+        res = await requestFollowing(url, { method: 'GET', headers, timeoutMs: options.timeoutMs });
+
+        let responseTotal: number | undefined;
+        if (res.status === 206 && size > 0) {
+          const range = parseContentRange(res.header('content-range'));
+          if (range === undefined || range.start !== size) {
+            throw new DownloadConsistencyError(
+              `${label}: asked for bytes ${size}- and got Content-Range "${res.header('content-range') ?? ''}" from ${res.url}`,
+            );
+          }
+          responseTotal = range.total;
+        } else if (res.status === 200) {
+          if (size > 0) {
+            // The server ignored the Range header: start over rather than append a second copy.
+            await file.truncate(0);
+            size = 0;
+            if (hash !== undefined) hash = createHash('sha256');
+          }
+          responseTotal = parseLength(res.header('content-length'));
+        } else if (res.status === 416 && size > 0) {
+          res.discard();
+          throw new DownloadConsistencyError(
+            `${label}: the server has fewer than the ${size} bytes already downloaded ` +
+              `(HTTP 416 for Range bytes=${size}- from ${res.url}${total !== undefined ? `; expected ${total} bytes` : ''})`,
+          );
+        } else {
+          throw await statusError(res, `download of ${label} failed`);
+        }
+        const encoding = res.header('content-encoding');
+        if (encoding !== undefined && encoding.toLowerCase() !== 'identity') {
+          res.discard();
+          throw new DownloadConsistencyError(`${label}: server sent Content-Encoding "${encoding}" although identity was asked (${res.url})`);
+        }
+        if (responseTotal !== undefined) {
+          if (total === undefined) total = responseTotal;
+          else if (responseTotal !== total) {
+            res.discard();
+            throw new DownloadConsistencyError(
+              `Consistency check failed for ${label}: the hub announced ${total} bytes but ${res.url} serves ${responseTotal}`,
+            );
+          }
+        }
+
+        try {
+          for await (const chunk of res.body as AsyncIterable<Buffer>) {
+            if (total !== undefined && size + chunk.length > total) {
+              res.body.destroy();
+              throw new DownloadConsistencyError(`Consistency check failed for ${label}: received more than the expected ${total} bytes`);
+            }
+            await file.write(chunk);
+            hash?.update(chunk);
+            size += chunk.length;
+            bar.add(chunk.length);
+          }
+        } catch (err) {
+          if (err instanceof DownloadConsistencyError) throw err;
+          throw res.bodyError(err);
+        }
+        if (total !== undefined && size !== total) {
+          throw new DownloadConsistencyError(
+            `Consistency check failed for ${label}: file should be of size ${total} but has size ${size} after the server ended the transfer`,
+          );
+        }
+        finished = true;
+      } catch (err) {
+        if (!isRetryable(err)) throw err;
+        failuresWithoutProgress = size > sizeBefore ? 1 : failuresWithoutProgress + 1;
+        if (failuresWithoutProgress > retries || attempts >= MAX_TOTAL_ATTEMPTS) {
+          throw new Error(
+            `download of ${label} failed after ${attempts} attempts (${failuresWithoutProgress} in a row without new data); ` +
+              `${size}${total !== undefined ? ` of ${total}` : ''} bytes are kept in ${incomplete} and the next run resumes from there. ` +
+              `Last error: ${errorMessage(err)}`,
+            { cause: err },
+          );
+        }
+        await sleep(Math.min(8000, baseDelay * 2 ** (failuresWithoutProgress - 1)));
+      }
+    }
+    await file.sync();
+  } catch (err) {
+    await file.close();
+    if (err instanceof DownloadConsistencyError) await rm(incomplete, { force: true });
+    throw err;
+  }
+  await file.close();
+
+  if (hash !== undefined && options.sha256 !== undefined) {
+    const actual = hash.digest('hex');
+    if (actual !== options.sha256.toLowerCase()) {
+      await rm(incomplete, { force: true });
+      throw new DownloadConsistencyError(
+        `Consistency check failed for ${label}: sha256 of the ${size} downloaded bytes is ${actual}, expected ${options.sha256}; the partial file was deleted`,
+      );
+    }
+  }
+  const onDisk = (await stat(incomplete)).size;
+  if (total !== undefined && onDisk !== total) {
+    await rm(incomplete, { force: true });
+    throw new DownloadConsistencyError(`Consistency check failed for ${label}: ${incomplete} has ${onDisk} bytes, expected ${total}`);
+  }
+  await rename(incomplete, destination);
+  bar.done();
+}
