@@ -251,18 +251,25 @@ export function aggregateSeeds(values: readonly number[], level = 0.95): SeedSum
   return { mean, std, lo: mean - half, hi: mean + half, n };
 }
 
-/** ln Gamma(x) for x > 0 (Lanczos approximation, g = 7, 9 terms; relative error ~1e-15). */
+/**
+ * ln Gamma(x) for x > 0: shift up to x >= 15 with ln Gamma(x) = ln Gamma(x + k) - ln(x (x+1) ... (x+k-1)),
+ * then Stirling's series
+ *   ln Gamma(z) = (z - 1/2) ln z - z + ln(2 pi)/2 + sum_k B_2k / (2k (2k-1) z^(2k-1)),
+ * with the Bernoulli terms 1/12, -1/360, 1/1260, -1/1680, 1/1188, -691/360360, 1/156 (the next
+ * term is below 1e-18 at z = 15).
+ */
 export function logGamma(x: number): number {
-  const c = [
-    0.9999999999998099, 676.5203681218851, -1259.1392167224028, 771.3234287776531, -176.61503916999186,
-    12.507343278686905, -0.13857109526572012, 9.984369578019572e-6, 1.5056327351493116e-7,
-  ];
-  if (x < 0.5) return Math.log(Math.PI / Math.sin(Math.PI * x)) - logGamma(1 - x);
-  const xm = x - 1;
-  let a = c[0]!;
-  const t = xm + 7.5;
-  for (let i = 1; i < 9; i++) a += c[i]! / (xm + i);
-  return 0.5 * Math.log(2 * Math.PI) + (xm + 0.5) * Math.log(t) - t + Math.log(a);
+  if (!(x > 0)) throw new Error(`logGamma: x must be positive, got ${x}`);
+  let z = x;
+  let logProduct = 0;
+  while (z < 15) {
+    logProduct += Math.log(z);
+    z += 1;
+  }
+  const r = 1 / z;
+  const r2 = r * r;
+  const series = r * (1 / 12 + r2 * (-1 / 360 + r2 * (1 / 1260 + r2 * (-1 / 1680 + r2 * (1 / 1188 + r2 * (-691 / 360360 + r2 / 156))))));
+  return (z - 0.5) * Math.log(z) - z + 0.5 * Math.log(2 * Math.PI) + series - logProduct;
 }
 
 /** Continued fraction for the incomplete beta function (modified Lentz). */
