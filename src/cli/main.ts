@@ -13,6 +13,8 @@ export interface Subcommand {
 
 const subcommands: Record<string, () => Promise<Subcommand>> = {
   activations: async () => (await import('./activations.js')).activations,
+  probe: async () => (await import('./probe.js')).probe,
+  run: async () => (await import('./run.js')).run,
 };
 
 function help(): string {

@@ -1,0 +1,45 @@
+/**
+ * `sae-eraser run`: the experiment runner (every configured method over several seeds).
+ */
+import { resolve } from 'node:path';
+import { applyOverrides, readExperimentConfig } from '../experiment/config.js';
+import { runExperiment } from '../experiment/runner.js';
+import type { Subcommand } from './main.js';
+import { UsageError, optionalString, parse, requireString, stringList } from './args.js';
+
+const usage = `usage: sae-eraser run --config FILE.json --out DIR [--model M] [--train FILE] [--val FILE] [--test FILE] [--seeds 42,43,44] [--quiet]
+
+Runs every method the config names over its seeds and writes DIR/metrics.json, DIR/table.md and the
+fitted erasers (DIR/erasers/<method>/seed-<s>/). The flags override the config's model, data
+files and seeds. See configs/minilm-surgeon-nurse.json for the offline experiment.`;
+
+async function main(argv: string[]): Promise<void> {
+  const p = parse(argv, {
+    config: { type: 'string' },
+    out: { type: 'string' },
+    model: { type: 'string' },
+    train: { type: 'string' },
+    val: { type: 'string' },
+    test: { type: 'string' },
+    seeds: { type: 'string' },
+  });
+  const seedList = stringList(p, 'seeds');
+  const seeds = seedList.map((s) => {
+    const n = Number(s);
+    if (!Number.isInteger(n)) throw new UsageError(`--seeds takes integers, got "${s}"`);
+    return n;
+  });
+  const config = applyOverrides(readExperimentConfig(requireString(p, 'config')), {
+    model: optionalString(p, 'model'),
+    train: optionalString(p, 'train'),
+    val: optionalString(p, 'val'),
+    test: optionalString(p, 'test'),
+    seeds: seeds.length > 0 ? seeds : undefined,
+  });
+  const outDir = resolve(requireString(p, 'out'));
+  const result = await runExperiment(config, { outDir });
+  const { renderTable } = await import('../report/table.js');
+  process.stdout.write(`${renderTable(result)}\nwrote ${outDir}/metrics.json and ${outDir}/table.md (${result.seconds.total.toFixed(0)} s)\n`);
+}
+
+export const run: Subcommand = { summary: 'Run an erasure experiment from a config file.', usage, main };

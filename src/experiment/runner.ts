@@ -1,0 +1,344 @@
+/**
+ * The experiment runner behind `sae-eraser run`: every configured method, over several seeds, on
+ * the SHIFT (Sparse Feature Circuits) Bias in Bios setup, written to a run folder.
+ *
+ * Flow: load splits -> open the model -> make sure the SAEs exist (train missing ones) -> one
+ * activation cache over every text -> per seed: the biased probe (ambiguous train) and the oracle
+ * (balanced train) -> per method: fit the eraser, erase the test representations (pooled fast path
+ * or a forward pass with the eraser's edits), score -> aggregate over seeds -> metrics.json,
+ * table.md and the fitted erasers.
+ *
+ * Metrics (on the test file): profession accuracy and gender agreement on the balanced split;
+ * per-subgroup and worst-group accuracy on the four full-size subgroups; gender_probe_acc, a fresh
+ * gender probe trained on erased balanced-train representations and scored on erased balanced-test
+ * representations (chance is 50%).
+ */
+import { execFileSync } from 'node:child_process';
+import { join } from 'node:path';
+import { initEngine, tf } from '../engine/engine.js';
+import { writeJsonAtomic, writeFileAtomic } from '../io/atomic.js';
+import { buildActivationCache, fileId, type ActivationCache, type CacheSpec } from '../cache/cache.js';
+import { buildSplits, loadBiasInBios, type BiosDataset, type SplitExample } from '../data/bias-in-bios.js';
+import { permutation } from '../data/random.js';
+import { openModel, type OpenedModel } from '../models/open.js';
+import { meanPool } from '../models/pool.js';
+import type { HookName } from '../models/model.js';
+import { LinearProbe, type LinearProbeOptions } from '../probe/linear.js';
+import type { Probe } from '../probe/probe.js';
+import { loadSae } from '../sae/load.js';
+import { checkSaeFitsModel } from '../sae/hooks.js';
+import type { Sae } from '../sae/sae.js';
+import { accuracy, aggregateSeeds, genderAgreement, worstGroup, type Interval } from '../eval/metrics.js';
+import { progress } from '../report/progress.js';
+import type { Eraser, FitContext, LabelledSplit, MethodName } from '../erasure/eraser.js';
+import { createEraser } from './methods.js';
+import type { ExperimentConfig } from './config.js';
+import { ensureSae } from './saes.js';
+import { renderTable } from '../report/table.js';
+
+/** The examples an experiment uses, as split arrays over one list of unique texts. */
+export interface ExperimentData {
+  professions: [string, string];
+  texts: string[];
+  ambiguous: SplitExample[];
+  balanced: SplitExample[];
+  concept: SplitExample[];
+  testBalanced: SplitExample[];
+  testSubgroups: Record<string, SplitExample[]>;
+}
+
+function cap<T>(items: T[], limit: number | undefined, seed: number): T[] {
+  if (limit === undefined || items.length <= limit) return items;
+  // Keep a seeded subset in the original order, so capped runs stay comparable.
+  const keep = Array.from(permutation(items.length, seed).subarray(0, limit)).sort((a, b) => a - b);
+  return keep.map((i) => items[i]!);
+}
+
+/** Loads the train and test files and builds the paper's splits plus the concept-labelled set. */
+export async function loadExperimentData(config: ExperimentConfig): Promise<ExperimentData> {
+  const { dataset } = config;
+  const load = (path: string): Promise<BiosDataset> => loadBiasInBios(path, { fields: dataset.fields });
+  const train = await load(dataset.train);
+  const test = await load(dataset.test);
+  const trainSplits = buildSplits(train, { professions: dataset.professions });
+  const testSplits = buildSplits(test, { professions: dataset.professions });
+  const limits = dataset.limits ?? {};
+  // The concept set: natural-distribution examples of the two professions with gender labels.
+  const pool = Object.values(trainSplits.subgroups).flat().sort((a, b) => a.row - b.row);
+  const concept = cap(pool, dataset.conceptSize, 7);
+  const testSubgroups = Object.fromEntries(Object.entries(testSplits.subgroups).map(([k, v]) => [k, cap(v, limits.testSubgroup, 11)]));
+  const parts = {
+    ambiguous: cap(trainSplits.ambiguous, limits.ambiguous, 3),
+    balanced: cap(trainSplits.balanced, limits.balanced, 5),
+    concept: cap(concept, limits.concept, 9),
+    testBalanced: cap(testSplits.balanced, limits.testBalanced, 13),
+  };
+  const texts = [...new Set([...parts.ambiguous, ...parts.balanced, ...parts.concept, ...parts.testBalanced, ...Object.values(testSubgroups).flat()].map((e) => e.text))];
+  return { professions: trainSplits.professions, texts, ...parts, testSubgroups };
+}
+
+/** A split as cache rows and labels. */
+function labelled(split: readonly SplitExample[], rowOf: Map<string, number>): LabelledSplit {
+  return {
+    rows: Int32Array.from(split, (e) => rowOf.get(e.text)!),
+    y: Int32Array.from(split, (e) => e.y),
+    z: Int32Array.from(split, (e) => e.z),
+    texts: split.map((e) => e.text),
+  };
+}
+
+export interface MethodSeedResult {
+  seed: number;
+  profession_acc: Interval;
+  gender_agreement: Interval;
+  worst_group_acc: Interval & { group: string };
+  subgroup_acc: Record<string, Interval>;
+  gender_probe_acc: Interval;
+  units_removed: number;
+  seconds: number;
+  summary: string;
+}
+
+export interface RunResult {
+  config: string;
+  name: string;
+  model: string;
+  probeHook: HookName;
+  professions: [string, string];
+  seeds: number[];
+  n_test: { balanced: number; subgroups: Record<string, number> };
+  n_train: { ambiguous: number; balanced: number; concept: number };
+  methods: Record<string, {
+    profession_acc: Summary;
+    gender_agreement: Summary;
+    worst_group_acc: Summary;
+    subgroup_acc: Record<string, Summary>;
+    gender_probe_acc: Summary;
+    n_test: number;
+    units_removed: number;
+    seconds: number;
+    per_seed: MethodSeedResult[];
+  }>;
+  seconds: { cache: number; total: number };
+}
+
+export interface Summary {
+  mean: number;
+  std: number;
+  ci95: [number, number];
+}
+
+function summarize(values: number[]): Summary {
+  const s = aggregateSeeds(values);
+  // One seed has no spread; report the point value as its own interval edges as NaN-free JSON.
+  return { mean: s.mean, std: Number.isNaN(s.std) ? 0 : s.std, ci95: [Number.isNaN(s.lo) ? s.mean : s.lo, Number.isNaN(s.hi) ? s.mean : s.hi] };
+}
+
+/** Pooled representations at the probe hook after an eraser, for the given split. */
+async function erasedPooled(eraser: Eraser | undefined, split: LabelledSplit, ctx: { cache: ActivationCache; opened: OpenedModel; probeHook: HookName; batchSize: number; recache: (texts: string[]) => Promise<ActivationCache> }): Promise<tf.Tensor2D> {
+  if (eraser === undefined) return ctx.cache.pooled(ctx.probeHook, split.rows);
+  if (eraser.editTexts !== undefined) {
+    const edited = eraser.editTexts(split.texts);
+    const cache = await ctx.recache(edited);
+    const rowOf = new Map(edited.map((t, i) => [t, i]));
+    return cache.pooled(ctx.probeHook, Int32Array.from(edited, (t) => rowOf.get(t)!));
+  }
+  const fast = eraser.erasePooled(ctx.cache, split.rows);
+  if (fast !== undefined) return fast;
+  // The eraser acts upstream of the probe hook: run the model with its edits.
+  const edits = eraser.edits();
+  const { model, tokenize } = ctx.opened;
+  const parts: tf.Tensor2D[] = [];
+  for (let i = 0; i < split.texts.length; i += ctx.batchSize) {
+    const batch = tokenize(split.texts.slice(i, i + ctx.batchSize));
+    parts.push(tf.tidy(() => {
+      const { captures } = model.run(batch, { capture: [ctx.probeHook], edits });
+      return meanPool(captures[ctx.probeHook]!, batch.attentionMask);
+    }));
+    tf.dispose([batch.inputIds, batch.attentionMask]);
+  }
+  const out = tf.concat(parts, 0) as tf.Tensor2D;
+  tf.dispose(parts);
+  return out;
+}
+
+function probeOptions(config: ExperimentConfig, seed: number): LinearProbeOptions {
+  return { ...(config.probe as LinearProbeOptions), seed };
+}
+
+function trainProbe(X: tf.Tensor2D, y: Int32Array, options: LinearProbeOptions): Probe {
+  const probe = new LinearProbe(X.shape[1], 2, options);
+  probe.fit(X, y);
+  return probe;
+}
+
+/** Scores a probe on erased test representations, and a fresh gender probe on erased balanced data. */
+function score(probe: Probe, test: { balanced: { X: tf.Tensor2D; split: LabelledSplit }; subgroups: Record<string, { X: tf.Tensor2D; split: LabelledSplit }> }, genderTrain: { X: tf.Tensor2D; z: Int32Array }, seed: number, probeOpts: LinearProbeOptions): Omit<MethodSeedResult, 'seed' | 'units_removed' | 'seconds' | 'summary'> {
+  const predBalanced = probe.predict(test.balanced.X);
+  const subgroup_acc: Record<string, Interval> = {};
+  for (const [group, { X, split }] of Object.entries(test.subgroups)) subgroup_acc[group] = accuracy(probe.predict(X), split.y);
+  // A fresh gender probe, trained to convergence on erased balanced-train representations.
+  const genderProbe = trainProbe(genderTrain.X, genderTrain.z, { ...probeOpts, epochs: 10, seed: seed + 1000 });
+  const gender_probe_acc = accuracy(genderProbe.predict(test.balanced.X), test.balanced.split.z);
+  genderProbe.dispose();
+  return {
+    profession_acc: accuracy(predBalanced, test.balanced.split.y),
+    gender_agreement: genderAgreement(predBalanced, test.balanced.split.z),
+    worst_group_acc: worstGroup(subgroup_acc),
+    subgroup_acc,
+    gender_probe_acc,
+  };
+}
+
+export interface RunOptions {
+  outDir: string;
+}
+
+/** Runs the experiment and writes `metrics.json`, `table.md` and `erasers/` into `outDir`. */
+export async function runExperiment(config: ExperimentConfig, options: RunOptions): Promise<RunResult> {
+  const t0 = Date.now();
+  await initEngine();
+  if (config.modelSetup !== undefined) execFileSync('bash', [config.modelSetup], { stdio: ['ignore', 'inherit', 'inherit'] });
+  const data = await loadExperimentData(config);
+  const opened = await openModel(config.model, { maxLength: config.maxLength });
+  const { model } = opened;
+  if (!model.hookNames.includes(config.probeHook)) throw new Error(`${config.source}: probeHook "${config.probeHook}" does not exist in ${config.model}`);
+
+  const saes: Record<HookName, Sae> = {};
+  const saeIds: Record<HookName, string> = {};
+  for (const [hook, spec] of Object.entries(config.saes)) {
+    if (!model.hookNames.includes(hook)) throw new Error(`${config.source}: SAE hook "${hook}" does not exist in ${config.model}`);
+    const path = await ensureSae(hook, spec, opened, config, data.ambiguous.concat(data.balanced).map((e) => e.text));
+    const sae = await loadSae(path, { hook });
+    checkSaeFitsModel(sae, model, hook);
+    saes[hook] = sae;
+    saeIds[hook] = fileId(path);
+  }
+
+  const tCache = Date.now();
+  const cacheHooks = [...new Set([config.probeHook, ...Object.keys(saes)])];
+  const specFor = (texts: string[]): CacheSpec => ({
+    modelId: opened.dir,
+    hooks: cacheHooks,
+    saes: Object.fromEntries(Object.entries(saes).map(([h, sae]) => [h, { sae, id: saeIds[h]! }])),
+    tokenizerId: `${opened.tokenizer.path}:${opened.maxLength}`,
+    texts,
+  });
+  const buildCache = (texts: string[], label: string): Promise<ActivationCache> =>
+    buildActivationCache(specFor(texts), { model, tokenize: opened.tokenize, root: config.cacheDir, batchSize: config.batchSize, label });
+  const cache = await buildCache(data.texts, 'caching activations');
+  const cacheSeconds = (Date.now() - tCache) / 1000;
+  const rowOf = new Map(data.texts.map((t, i) => [t, i]));
+  const splits = {
+    ambiguous: labelled(data.ambiguous, rowOf),
+    balanced: labelled(data.balanced, rowOf),
+    concept: labelled(data.concept, rowOf),
+    testBalanced: labelled(data.testBalanced, rowOf),
+    testSubgroups: Object.fromEntries(Object.entries(data.testSubgroups).map(([k, v]) => [k, labelled(v, rowOf)])),
+  };
+  const recache = (texts: string[]): Promise<ActivationCache> => buildCache(texts, 'caching edited texts');
+  const evalCtx = { cache, opened, probeHook: config.probeHook, batchSize: config.batchSize, recache };
+
+  const methods = Object.keys(config.methods) as MethodName[];
+  const perMethod: Record<string, MethodSeedResult[]> = Object.fromEntries(methods.map((m) => [m, []]));
+  const bar = progress('methods', methods.length * config.seeds.length, 'fits');
+  for (const seed of config.seeds) {
+    const popts = probeOptions(config, seed);
+    const original = tf.tidy(() => cache.pooled(config.probeHook, splits.ambiguous.rows));
+    const biasedProbe = trainProbe(original, splits.ambiguous.y, popts);
+    original.dispose();
+    for (const method of methods) {
+      const t = Date.now();
+      const methodOptions = config.methods[method] ?? {};
+      let eraser: Eraser | undefined;
+      let probe: Probe = biasedProbe;
+      let ownsProbe = false;
+      if (method === 'oracle') {
+        const Xb = cache.pooled(config.probeHook, splits.balanced.rows);
+        probe = trainProbe(Xb, splits.balanced.y, popts);
+        Xb.dispose();
+        ownsProbe = true;
+      } else if (method !== 'original') {
+        eraser = createEraser(method, methodOptions);
+        const ctx: FitContext = {
+          model,
+          tokenize: opened.tokenize,
+          cache,
+          saes,
+          probeHook: config.probeHook,
+          probe: biasedProbe,
+          train: splits.ambiguous,
+          concept: splits.concept,
+          seed,
+          options: methodOptions,
+        };
+        await eraser.fit(ctx);
+        const retrained = eraser.retrainedProbe?.();
+        if (retrained !== undefined) {
+          probe = retrained;
+        } else if (methodOptions.retrainHead === true) {
+          const Xa = await erasedPooled(eraser, splits.ambiguous, evalCtx);
+          probe = trainProbe(Xa, splits.ambiguous.y, popts);
+          Xa.dispose();
+          ownsProbe = true;
+        }
+      }
+      const test = {
+        balanced: { X: await erasedPooled(eraser, splits.testBalanced, evalCtx), split: splits.testBalanced },
+        subgroups: Object.fromEntries(await Promise.all(Object.entries(splits.testSubgroups).map(async ([k, s]) => [k, { X: await erasedPooled(eraser, s, evalCtx), split: s }] as const))),
+      };
+      const genderX = await erasedPooled(eraser, splits.balanced, evalCtx);
+      const scores = score(probe, test, { X: genderX, z: splits.balanced.z }, seed, popts);
+      tf.dispose([test.balanced.X, genderX, ...Object.values(test.subgroups).map((s) => s.X)]);
+      const description = eraser?.describe();
+      perMethod[method]!.push({
+        seed,
+        ...scores,
+        units_removed: description?.unitsRemoved ?? 0,
+        seconds: (Date.now() - t) / 1000,
+        summary: description?.summary ?? (method === 'oracle' ? 'probe trained on balanced data' : 'no erasure'),
+      });
+      if (eraser !== undefined) {
+        eraser.save(join(options.outDir, 'erasers', method, `seed-${seed}`));
+        eraser.dispose();
+      }
+      if (ownsProbe) probe.dispose();
+      bar.tick(1, method);
+    }
+    biasedProbe.dispose();
+  }
+  bar.done();
+
+  const result: RunResult = {
+    config: config.source,
+    name: config.name,
+    model: config.model,
+    probeHook: config.probeHook,
+    professions: data.professions,
+    seeds: config.seeds,
+    n_test: { balanced: splits.testBalanced.rows.length, subgroups: Object.fromEntries(Object.entries(splits.testSubgroups).map(([k, s]) => [k, s.rows.length])) },
+    n_train: { ambiguous: splits.ambiguous.rows.length, balanced: splits.balanced.rows.length, concept: splits.concept.rows.length },
+    methods: {},
+    seconds: { cache: cacheSeconds, total: 0 },
+  };
+  for (const [method, runs] of Object.entries(perMethod)) {
+    const pick = (f: (r: MethodSeedResult) => number): Summary => summarize(runs.map(f));
+    const groups = Object.keys(runs[0]!.subgroup_acc);
+    result.methods[method] = {
+      profession_acc: pick((r) => r.profession_acc.value),
+      gender_agreement: pick((r) => r.gender_agreement.value),
+      worst_group_acc: pick((r) => r.worst_group_acc.value),
+      subgroup_acc: Object.fromEntries(groups.map((g) => [g, pick((r) => r.subgroup_acc[g]!.value)])),
+      gender_probe_acc: pick((r) => r.gender_probe_acc.value),
+      n_test: result.n_test.balanced,
+      units_removed: Math.round(runs.reduce((a, r) => a + r.units_removed, 0) / runs.length),
+      seconds: runs.reduce((a, r) => a + r.seconds, 0) / runs.length,
+      per_seed: runs,
+    };
+  }
+  result.seconds.total = (Date.now() - t0) / 1000;
+  writeJsonAtomic(join(options.outDir, 'metrics.json'), result);
+  writeFileAtomic(join(options.outDir, 'table.md'), renderTable(result));
+  model.dispose();
+  return result;
+}

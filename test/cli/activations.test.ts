@@ -1,0 +1,70 @@
+import { beforeAll, describe, expect, it } from 'vitest';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { initEngine } from '../../src/engine/engine.js';
+import { cli } from '../../src/cli/main.js';
+import { readSafetensors } from '../../src/io/safetensors.js';
+import { projectRoot } from '../../src/io/shared.js';
+
+const model = join(projectRoot(), '.cache/models/all-MiniLM-L6-v2');
+const dir = mkdtempSync(join(tmpdir(), 'act-cli-'));
+const input = join(dir, 'in.jsonl');
+const texts = ['She is a nurse at the city hospital.', 'He performs cardiac surgery.', 'A short one.', 'Another bio, with more words than the others have in it.'];
+
+beforeAll(async () => {
+  await initEngine();
+  writeFileSync(input, texts.map((t) => JSON.stringify({ bio: t })).join('\n') + '\n');
+});
+
+describe('sae-eraser activations', () => {
+  it('writes [n, seq, d] activations with an attention mask, and mean pooling over real tokens', async () => {
+    const none = join(dir, 'none.safetensors');
+    const mean = join(dir, 'mean.safetensors');
+    const hooks = 'embed,layers.1.resid_out';
+    expect(await cli(['activations', '--model', model, '--input', input, '--hooks', hooks, '--out', none, '--text-field', 'bio', '--batch-size', '3', '--quiet'])).toBe(0);
+    expect(await cli(['activations', '--model', model, '--input', input, '--hooks', hooks, '--out', mean, '--text-field', 'bio', '--pool', 'mean', '--quiet'])).toBe(0);
+    const a = readSafetensors(none);
+    const b = readSafetensors(mean);
+    expect(a.names().sort()).toEqual(['attention_mask', 'embed', 'layers.1.resid_out']);
+    const [n, seq, d] = a.info('layers.1.resid_out').shape as [number, number, number];
+    expect([n, d]).toEqual([4, 384]);
+    expect(b.info('layers.1.resid_out').shape).toEqual([4, 384]);
+    const mask = a.int32('attention_mask');
+    const x = a.float32('layers.1.resid_out');
+    const pooled = b.float32('layers.1.resid_out');
+    for (let r = 0; r < n; r++) {
+      const len = mask.subarray(r * seq, (r + 1) * seq).reduce((s, v) => s + v, 0);
+      // Right padding: real tokens first, and pad positions are exactly zero.
+      expect(mask[r * seq]).toBe(1);
+      for (let t = len; t < seq; t++) expect(x[(r * seq + t) * d]).toBe(0);
+      for (const j of [0, 17, 383]) {
+        let s = 0;
+        for (let t = 0; t < len; t++) s += x[(r * seq + t) * d + j]!;
+        expect(pooled[r * d + j]).toBeCloseTo(s / len, 4);
+      }
+    }
+  });
+
+  it('fails clearly on an unknown hook, an empty input and a missing text field', async () => {
+    const out = join(dir, 'x.safetensors');
+    const errors: string[] = [];
+    const write = process.stderr.write.bind(process.stderr);
+    process.stderr.write = ((chunk: string) => (errors.push(String(chunk)), true)) as typeof process.stderr.write;
+    try {
+      expect(await cli(['activations', '--model', model, '--input', input, '--hooks', 'layers.9.resid_out', '--out', out, '--text-field', 'bio'])).toBe(1);
+      const empty = join(dir, 'empty.jsonl');
+      writeFileSync(empty, '');
+      expect(await cli(['activations', '--model', model, '--input', empty, '--hooks', 'embed', '--out', out])).toBe(1);
+      expect(await cli(['activations', '--model', model, '--input', input, '--hooks', 'embed', '--out', out])).toBe(1);
+      expect(await cli(['activations', '--model', model, '--input', input, '--out', out])).toBe(2);
+    } finally {
+      process.stderr.write = write;
+    }
+    const text = errors.join('');
+    expect(text).toMatch(/unknown hook "layers\.9\.resid_out"/);
+    expect(text).toMatch(/empty\.jsonl: the input file has no rows/);
+    expect(text).toMatch(/in\.jsonl line 1: field "text" is missing/);
+    expect(text).toMatch(/--hooks is required/);
+  });
+});
