@@ -37,7 +37,7 @@ describe('sae-eraser activations', () => {
       const len = mask.subarray(r * seq, (r + 1) * seq).reduce((s, v) => s + v, 0);
       // Right padding: real tokens first, and pad positions are exactly zero.
       expect(mask[r * seq]).toBe(1);
-      for (let t = len; t < seq; t++) expect(x[(r * seq + t) * d]).toBe(0);
+      for (let t = len; t < seq; t++) expect(Math.abs(x[(r * seq + t) * d]!)).toBe(0);
       for (const j of [0, 17, 383]) {
         let s = 0;
         for (let t = 0; t < len; t++) s += x[(r * seq + t) * d + j]!;
