@@ -47,7 +47,8 @@ export interface LinearProbeOptions {
 
 export const LINEAR_PROBE_KIND = 'linear';
 
-interface ResolvedOptions {
+/** Options with every default filled in (what `LinearProbe.options` holds and `save` stores). */
+export interface ResolvedLinearProbeOptions {
   lr: number;
   epochs: number;
   batchSize: number;
@@ -58,8 +59,8 @@ interface ResolvedOptions {
   progressLabel: string | undefined;
 }
 
-function resolve(options: LinearProbeOptions): ResolvedOptions {
-  const o: ResolvedOptions = {
+function resolve(options: LinearProbeOptions): ResolvedLinearProbeOptions {
+  const o: ResolvedLinearProbeOptions = {
     lr: options.lr ?? 1e-2,
     epochs: options.epochs ?? 1,
     batchSize: options.batchSize ?? 128,
@@ -77,7 +78,7 @@ function resolve(options: LinearProbeOptions): ResolvedOptions {
 
 export class LinearProbe implements Probe {
   readonly kind = LINEAR_PROBE_KIND;
-  readonly options: Readonly<ResolvedOptions>;
+  readonly options: Readonly<ResolvedLinearProbeOptions>;
   /** Output units: 1 for a binary probe, nClasses otherwise. */
   readonly nOut: number;
   /** W^T, [dIn, nOut] (the transpose of torch's layout, so that logits = X @ wT + b). */
