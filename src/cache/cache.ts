@@ -169,14 +169,55 @@ function concatCsr(parts: CsrRows[], nCols: number): CsrRows {
   return { offsets, indices, values, nCols };
 }
 
+/** The arrays of a cache: per-hook pooled activations `[n * d]`, and pooled SAE codes and errors. */
+export interface CacheArrays {
+  tokenCounts: Int32Array;
+  pooled: Map<HookName, Float32Array>;
+  saeErrorPooled: Map<HookName, Float32Array>;
+  saePooled: Map<HookName, CsrRows>;
+}
+
 /** A finished cache, read back from disk. Pooled arrays are small ([n, d]) and held in memory. */
 export class ActivationCache {
-  private readonly pooledByHook = new Map<HookName, Float32Array>();
-  private readonly errorByHook = new Map<HookName, Float32Array>();
-  private readonly codesByHook = new Map<HookName, CsrRows>();
+  private readonly pooledByHook: Map<HookName, Float32Array>;
+  private readonly errorByHook: Map<HookName, Float32Array>;
+  private readonly codesByHook: Map<HookName, CsrRows>;
   readonly tokenCounts: Int32Array;
 
-  private constructor(readonly dir: string, private readonly index: CacheIndex) {
+  private constructor(readonly dir: string, private readonly index: CacheIndex, arrays: CacheArrays) {
+    this.tokenCounts = arrays.tokenCounts;
+    this.pooledByHook = arrays.pooled;
+    this.errorByHook = arrays.saeErrorPooled;
+    this.codesByHook = arrays.saePooled;
+  }
+
+  /**
+   * An in-memory cache over given arrays (for activations computed elsewhere, and for tests).
+   * `pooled[hook]` is `[n, d]` row-major; SAE codes and errors are optional per hook.
+   */
+  static fromArrays(n: number, pooled: Record<HookName, Float32Array>, sae: Record<HookName, { codes: CsrRows; errors: Float32Array }> = {}): ActivationCache {
+    const dims: Record<HookName, number> = {};
+    for (const [hook, data] of Object.entries(pooled)) {
+      if (data.length % n !== 0) throw new Error(`activation cache: pooled "${hook}" has ${data.length} values, not a multiple of ${n} rows`);
+      dims[hook] = data.length / n;
+    }
+    for (const [hook, s] of Object.entries(sae)) {
+      if (dims[hook] === undefined) throw new Error(`activation cache: SAE codes at "${hook}" need pooled activations there too`);
+      if (s.codes.offsets.length !== n + 1 || s.errors.length !== n * dims[hook]!) throw new Error(`activation cache: SAE arrays at "${hook}" do not have ${n} rows`);
+    }
+    const index: CacheIndex = {
+      version: 1, key: 'memory', modelId: 'memory', tokenizerId: 'memory', hooks: Object.keys(pooled), perToken: false, n, dims, shards: [], complete: true,
+      saes: Object.fromEntries(Object.entries(sae).map(([h, s]) => [h, { id: 'memory', dSae: s.codes.nCols, dIn: dims[h]! }])),
+    };
+    return new ActivationCache('<memory>', index, {
+      tokenCounts: new Int32Array(n),
+      pooled: new Map(Object.entries(pooled)),
+      saeErrorPooled: new Map(Object.entries(sae).map(([h, s]) => [h, s.errors])),
+      saePooled: new Map(Object.entries(sae).map(([h, s]) => [h, s.codes])),
+    });
+  }
+
+  private static readShards(dir: string, index: CacheIndex): CacheArrays {
     const counts: Int32Array[] = [];
     const pooled = new Map<HookName, Float32Array[]>();
     const errors = new Map<HookName, Float32Array[]>();
@@ -195,10 +236,12 @@ export class ActivationCache {
         });
       }
     }
-    this.tokenCounts = concatTyped(counts, Int32Array);
-    for (const [hook, parts] of pooled) this.pooledByHook.set(hook, concatTyped(parts, Float32Array));
-    for (const [hook, parts] of errors) this.errorByHook.set(hook, concatTyped(parts, Float32Array));
-    for (const [hook, parts] of codes) this.codesByHook.set(hook, concatCsr(parts, index.saes[hook]!.dSae));
+    return {
+      tokenCounts: concatTyped(counts, Int32Array),
+      pooled: new Map([...pooled].map(([h, parts]) => [h, concatTyped(parts, Float32Array)])),
+      saeErrorPooled: new Map([...errors].map(([h, parts]) => [h, concatTyped(parts, Float32Array)])),
+      saePooled: new Map([...codes].map(([h, parts]) => [h, concatCsr(parts, index.saes[h]!.dSae)])),
+    };
   }
 
   /** Opens a complete cache folder; throws if it is missing or unfinished. */
@@ -207,7 +250,7 @@ export class ActivationCache {
     if (!existsSync(path)) throw new Error(`${dir}: not an activation cache (no index.json)`);
     const index = JSON.parse(readFileSync(path, 'utf8')) as CacheIndex;
     if (!index.complete) throw new Error(`${dir}: activation cache is unfinished; rebuild it to resume`);
-    return new ActivationCache(dir, index);
+    return new ActivationCache(dir, index, ActivationCache.readShards(dir, index));
   }
 
   get n(): number {

@@ -1,15 +1,32 @@
 /**
- * Method name -> Eraser factory. `original` and `oracle` are probes, not erasers: the runner
- * handles them itself. Adding a method is one file in src/erasure/ and one line here.
+ * Method name -> Eraser factory and default options. `original` and `oracle` are probes, not
+ * erasers: the runner handles them itself. Adding a method is one file in src/erasure/ and one
+ * line here.
  */
 import type { Eraser, MethodName } from '../erasure/eraser.js';
+import { inlpEraser, leaceEraser } from '../erasure/closed-form.js';
 
-type Factory = (options: Readonly<Record<string, unknown>>) => Eraser;
+type Options = Readonly<Record<string, unknown>>;
 
-const registry: Partial<Record<MethodName, Factory>> = {};
+interface MethodEntry {
+  create: (options: Options) => Eraser;
+  /** Defaults under the config's options. `retrainHead`: the runner retrains the probe head on erased ambiguous-train data. */
+  defaults: Options;
+}
 
-export function createEraser(method: MethodName, options: Readonly<Record<string, unknown>>): Eraser {
-  const factory = registry[method];
-  if (factory === undefined) throw new Error(`method "${method}" is not an eraser (original and oracle are probes)`);
-  return factory(options);
+const registry: Partial<Record<MethodName, MethodEntry>> = {
+  // Closed-form erasers remove a subspace; a head retrained on erased data is how they are evaluated.
+  leace: { create: leaceEraser, defaults: { retrainHead: true } },
+  inlp: { create: inlpEraser, defaults: { retrainHead: true } },
+};
+
+/** The options a method runs with: its defaults overridden by the config's. */
+export function methodOptions(method: MethodName, configured: Options): Options {
+  return { ...(registry[method]?.defaults ?? {}), ...configured };
+}
+
+export function createEraser(method: MethodName, options: Options): Eraser {
+  const entry = registry[method];
+  if (entry === undefined) throw new Error(`method "${method}" is not an eraser (original and oracle are probes)`);
+  return entry.create(options);
 }

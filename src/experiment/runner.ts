@@ -31,7 +31,7 @@ import type { Sae } from '../sae/sae.js';
 import { accuracy, aggregateSeeds, genderAgreement, worstGroup, type Interval } from '../eval/metrics.js';
 import { progress } from '../report/progress.js';
 import type { Eraser, FitContext, LabelledSplit, MethodName } from '../erasure/eraser.js';
-import { createEraser } from './methods.js';
+import { createEraser, methodOptions as optionsFor } from './methods.js';
 import type { ExperimentConfig } from './config.js';
 import { ensureSae } from './saes.js';
 import { renderTable } from '../report/table.js';
@@ -249,7 +249,7 @@ export async function runExperiment(config: ExperimentConfig, options: RunOption
     original.dispose();
     for (const method of methods) {
       const t = Date.now();
-      const methodOptions = config.methods[method] ?? {};
+      const methodOptions = optionsFor(method, config.methods[method] ?? {});
       let eraser: Eraser | undefined;
       let probe: Probe = biasedProbe;
       let ownsProbe = false;
