@@ -1,4 +1,8 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { readSafetensors } from '../../src/io/safetensors.js';
+import { runPythonReference } from '../reference/python.js';
 import { initEngine, tf } from '../../src/engine/engine.js';
 import { LeaceFitter, applyLeace, oneHot } from '../../src/erasure/leace.js';
 import {
@@ -279,5 +283,34 @@ describe('svdTol', () => {
     const withTol = (svdTol: number): number => LeaceFitter.fit(data.x, data.z, d, 1, { shrinkage: false, svdTol }).eraser().rank;
     expect(withTol(singular * 1.01)).toBe(0);
     expect(withTol(singular * 0.99)).toBe(1);
+  });
+});
+
+describe('parity with a PyTorch float64 reference (test/reference/leace_reference.py)', () => {
+  let ref: string;
+  let cases: Record<string, { n: number; d: number; classes: number; method: 'leace' | 'orth'; shrinkage: boolean; svd_tol: number }>;
+  beforeAll(() => {
+    ref = runPythonReference('leace_reference.py');
+    cases = JSON.parse(readFileSync(join(ref, 'cases.json'), 'utf8')) as typeof cases;
+  });
+
+  function float64(file: ReturnType<typeof readSafetensors>, name: string): Float64Array {
+    expect(file.info(name).dtype).toBe('F64');
+    const bytes = file.bytes(name);
+    return new Float64Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength));
+  }
+
+  it.each(['binary_leace_shrink', 'binary_leace_plain', 'onehot3_leace_shrink', 'binary_orth', 'onehot4_orth'])('%s: same projection', (name) => {
+    const c = cases[name]!;
+    const file = readSafetensors(join(ref, `${name}.safetensors`));
+    const x = float64(file, 'x');
+    const z = float64(file, 'z');
+    const expected = float64(file, 'P');
+    const fitter = LeaceFitter.fit(x, z, c.d, c.classes, { method: c.method, shrinkage: c.shrinkage, svdTol: c.svd_tol });
+    const got = projectionMatrix(fitter.eraser());
+    expect(maxAbs(expected)).toBeGreaterThan(0.5);
+    const diff = maxAbsDiff(got, expected);
+    console.log(`${name}: rank ${fitter.eraser().rank}, max |P_ts - P_torch| = ${diff.toExponential(2)}`);
+    expect(diff).toBeLessThan(1e-9);
   });
 });
