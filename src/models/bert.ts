@@ -27,6 +27,7 @@ import {
   layerNormSpecs,
   linear,
   linearSpecs,
+  makeLinear,
   mergeHeads,
   readLayerNorm,
   readLinear,
@@ -85,13 +86,12 @@ function tensorSpecs(c: BertConfig): TensorSpec[] {
 
 /** Reads the three self-attention projections of `prefix` and fuses them into one `[d, 3d]` map. */
 function readFusedQkv(ckpt: Checkpoint, prefix: string): Linear {
-  const parts = ['query', 'key', 'value'].map((m) => readLinear(ckpt, `${prefix}.attention.self.${m}`, true));
-  const fused: Linear = {
-    weightT: tf.concat(parts.map((p) => p.weightT), 1),
-    bias: tf.concat(parts.map((p) => p.bias!), 0),
-  };
-  tf.dispose(tensorsOf(parts));
-  return fused;
+  const names = ['query', 'key', 'value'].map((m) => `${prefix}.attention.self.${m}`);
+  const [weightT, bias] = tf.tidy(() => [
+    tf.concat(names.map((n) => ckpt.readTransposed(`${n}.weight`)), 1) as tf.Tensor2D,
+    tf.concat(names.map((n) => ckpt.read(`${n}.bias`)), 0) as tf.Tensor1D,
+  ]);
+  return makeLinear(weightT!, bias);
 }
 
 export class BertModel implements Model {

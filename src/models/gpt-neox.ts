@@ -32,6 +32,7 @@ import {
   layerNormSpecs,
   linear,
   linearSpecs,
+  makeLinear,
   mergeHeads,
   readLayerNorm,
   readLinear,
@@ -117,7 +118,7 @@ function applyRotary(x: tf.Tensor4D, cos: tf.Tensor2D, sin: tf.Tensor2D): tf.Ten
 
 export class GptNeoxModel implements Model {
   readonly hookNames: readonly HookName[];
-  private unembeddingT: tf.Tensor2D | undefined;
+  private unembedding: Linear | undefined;
 
   private constructor(
     readonly config: GptNeoxConfig,
@@ -125,7 +126,7 @@ export class GptNeoxModel implements Model {
     private readonly rotaryCos: tf.Tensor2D,
     private readonly rotarySin: tf.Tensor2D,
     /** Reads `E_out^T` `[d, vocab]` on first use (checked at load), or explains why there is none. */
-    private readonly loadUnembedding: () => tf.Tensor2D,
+    private readonly loadUnembedding: () => Linear,
   ) {
     this.hookNames = standardHookNames(config.nLayers);
   }
@@ -160,9 +161,9 @@ export class GptNeoxModel implements Model {
       });
     }
     const { cos, sin } = rotaryTables(c);
-    const loadUnembedding = (): tf.Tensor2D => {
-      if (hasEmbedOut) return root.readTransposed(UNEMBEDDING);
-      if (c.tieWordEmbeddings) return tf.transpose(weights.embedIn);
+    const loadUnembedding = (): Linear => {
+      if (hasEmbedOut) return makeLinear(root.readTransposed(UNEMBEDDING));
+      if (c.tieWordEmbeddings) return makeLinear(tf.transpose(weights.embedIn));
       throw new Error(`${dir}: logits need "${UNEMBEDDING}", which the checkpoint lacks (and tie_word_embeddings is false)`);
     };
     return new GptNeoxModel(
@@ -179,7 +180,7 @@ export class GptNeoxModel implements Model {
     checkBatch(batch, c.vocabSize, c.maxPositions);
     const hooks = new HookRunner(this.hookNames, c.nLayers, options);
     // Read lazily outside the tidy below, which would otherwise dispose it.
-    if (hooks.wantLogits) this.unembeddingT ??= this.loadUnembedding();
+    if (hooks.wantLogits) this.unembedding ??= this.loadUnembedding();
     return tidyRun(() => {
       const seq = batch.inputIds.shape[1];
       const cos = tf.slice(this.rotaryCos, [0, 0], [seq, -1]);
@@ -191,7 +192,7 @@ export class GptNeoxModel implements Model {
       const result: { captures: Record<HookName, tf.Tensor3D>; logits?: tf.Tensor3D } = { captures: hooks.captures };
       if (hooks.wantLogits) {
         if (x === undefined) throw new Error('internal: logits requested but the pass stopped early');
-        result.logits = linear(layerNorm(x, this.weights.finalLayerNorm), { weightT: this.unembeddingT! });
+        result.logits = linear(layerNorm(x, this.weights.finalLayerNorm), this.unembedding!);
       }
       return result;
     });
@@ -235,7 +236,7 @@ export class GptNeoxModel implements Model {
   dispose(): void {
     tf.dispose(tensorsOf(this.weights));
     tf.dispose([this.rotaryCos, this.rotarySin]);
-    this.unembeddingT?.dispose();
-    this.unembeddingT = undefined;
+    tf.dispose(tensorsOf(this.unembedding));
+    this.unembedding = undefined;
   }
 }

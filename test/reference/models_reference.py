@@ -12,7 +12,8 @@ save_pretrained(safe_serialization=True)) and expected.safetensors with `input_i
 `attention_mask` ([n, seq], right padding) and the activation at every hook: `embed` (=
 hidden_states[0]), `layers.{i}.attn_out` (attention output after its dense projection),
 `layers.{i}.mlp_out` (MLP output projection), `layers.{i}.resid_out` (the layer module's output),
-plus `logits` for GPT-NeoX. Random cases also hold `edited.*`: the last layer's resid_out (and
+plus `logits` for GPT-NeoX. The minilm case also holds `f64.<hook>`: the same pass in float64
+(rounded to float32), to tell fp32 rounding from disagreement. Random cases also hold `edited.*`: the last layer's resid_out (and
 logits) of a run with layers.0.mlp_out zeroed and layers.1.attn_out doubled, applied with forward
 hooks on the modules. <out>/index.json lists the cases.
 
@@ -194,6 +195,9 @@ else:
     os.makedirs(folder)
     expected = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
     expected.update(run(model, "bert", enc["input_ids"], enc["attention_mask"]))
+    # The same pass in float64: how far PyTorch's own fp32 result is from exact arithmetic.
+    exact = run(model.double(), "bert", enc["input_ids"], enc["attention_mask"])
+    expected.update({"f64." + k: v.float() for k, v in exact.items()})
     save_file({k: v.contiguous() for k, v in expected.items()}, os.path.join(folder, "expected.safetensors"))
     print(f"models_reference: wrote minilm (batch {list(enc['input_ids'].shape)})", flush=True)
     cases.append({"name": "minilm", "kind": "bert", "nLayers": model.config.num_hidden_layers, "edits": False})
