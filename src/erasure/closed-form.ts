@@ -109,8 +109,7 @@ class AffineEraser implements Eraser {
     if (meta.method !== this.method) throw new Error(`${dir}: checkpoint is for method "${meta.method}", not "${this.method}"`);
     if (expectedDim !== undefined && meta.dim !== expectedDim) throw new Error(`${dir}: erasure has width ${meta.dim}, but the hook has width ${expectedDim}`);
     const f = readSafetensors(join(dir, 'eraser.safetensors'));
-    const f64 = (name: string): Float64Array => Float64Array.from(f.float32(name));
-    this.set(meta.hook, { dim: meta.dim, rank: meta.rank, left: f64('left'), right: f64('right'), bias: f.has('bias') ? f64('bias') : null });
+    this.set(meta.hook, { dim: meta.dim, rank: meta.rank, left: f.float64('left'), right: f.float64('right'), bias: f.has('bias') ? f.float64('bias') : null });
   }
 
   dispose(): void {

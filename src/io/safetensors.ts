@@ -181,6 +181,14 @@ export class SafetensorsFile {
     return out;
   }
 
+  /** A float tensor's values as float64 (exact for F64, F32, F16 and BF16). */
+  float64(name: string): Float64Array {
+    const { dtype } = this.info(name);
+    if (dtype !== 'F64') return Float64Array.from(this.float32(name));
+    const b = this.bytes(name);
+    return new Float64Array(b.buffer, b.byteOffset, b.byteLength / 8);
+  }
+
   /** An integer or bool tensor's values as int32 (I64 values must fit). */
   int32(name: string): Int32Array {
     const { dtype } = this.info(name);
