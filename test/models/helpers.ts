@@ -2,10 +2,11 @@
  * Shared helpers for the model tests: reference cases written by test/reference/models_reference.py,
  * masked comparisons, and the table of max abs diffs the tests print.
  */
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { tf } from '../../src/engine/engine.js';
-import { readSafetensors, type SafetensorsFile } from '../../src/io/safetensors.js';
+import { openCheckpoint, readSafetensors, writeSafetensors, type RawTensor, type SafetensorsFile } from '../../src/io/safetensors.js';
 import type { Batch } from '../../src/models/model.js';
 import { runPythonReference } from '../reference/python.js';
 
@@ -98,4 +99,34 @@ export function printDiffTable(title: string, rows: readonly DiffRow[]): void {
   const worst = rows.reduce((a, b) => (b.maxAbsDiff > a.maxAbsDiff || Number.isNaN(b.maxAbsDiff) ? b : a));
   lines.push(`worst: ${worst.config} ${worst.hook} ${worst.maxAbsDiff.toExponential(2)} (over ${rows.length} hook comparisons)`);
   console.log(lines.join('\n'));
+}
+
+/**
+ * Copies a model folder into a fresh temp folder, letting the caller change tensors (name -> raw
+ * tensor, or undefined to drop it), rename them, and change config fields (undefined deletes one).
+ */
+export function cloneModelDir(
+  src: string,
+  options: {
+    tensors?: (name: string, data: Float32Array, shape: number[]) => RawTensor | undefined;
+    rename?: (name: string) => string;
+    config?: Record<string, unknown>;
+  } = {},
+): string {
+  const dst = mkdtempSync(join(tmpdir(), 'sae-eraser-model-'));
+  const config = JSON.parse(readFileSync(join(src, 'config.json'), 'utf8')) as Record<string, unknown>;
+  for (const [k, v] of Object.entries(options.config ?? {})) {
+    if (v === undefined) delete config[k];
+    else config[k] = v;
+  }
+  writeFileSync(join(dst, 'config.json'), JSON.stringify(config, null, 1));
+  const out: Record<string, RawTensor> = {};
+  for (const [name, file] of openCheckpoint(src)) {
+    const { shape } = file.info(name);
+    const data = Float32Array.from(file.float32(name));
+    const t = options.tensors ? options.tensors(name, data, shape) : { dtype: 'F32' as const, shape, data };
+    if (t !== undefined) out[options.rename ? options.rename(name) : name] = t;
+  }
+  writeSafetensors(join(dst, 'model.safetensors'), out);
+  return dst;
 }
