@@ -11,6 +11,7 @@
 import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { writeFileAtomic } from '../io/atomic.js';
+import { hubDownload as realHubDownload } from '../io/hub.js';
 import { ZipArchive } from '../io/pickle.js';
 import type { HookName } from '../models/model.js';
 import { progress } from '../report/progress.js';
@@ -36,7 +37,7 @@ export interface FeatureCircuitsOptions {
   download?: boolean;
   /** Hub revision (default `main`). */
   revision?: string;
-  /** The downloader (default: `hubDownload` from src/io/hub.ts). */
+  /** The downloader (default: `hubDownload` from src/io/hub.ts, which caches like huggingface_hub). */
   hubDownload?: HubDownload;
 }
 
@@ -88,14 +89,6 @@ export function extractFeatureCircuitsZip(zipPath: string, dest: string): void {
   }
 }
 
-async function defaultHubDownload(): Promise<HubDownload> {
-  // src/io/hub.ts is written by another engineer; resolved at run time so this file builds without it.
-  const modulePath = '../io/hub.js';
-  const mod = (await import(modulePath)) as { hubDownload?: HubDownload };
-  if (typeof mod.hubDownload !== 'function') throw new Error('src/io/hub.ts does not export hubDownload');
-  return mod.hubDownload;
-}
-
 /** Makes sure `dir` holds the dictionaries, downloading and extracting them when absent. Returns the root. */
 export async function ensureFeatureCircuitsSaes(dir: string, options: FeatureCircuitsOptions = {}): Promise<string> {
   const dict = options.dict ?? FEATURE_CIRCUITS_DICT;
@@ -104,7 +97,7 @@ export async function ensureFeatureCircuitsSaes(dir: string, options: FeatureCir
   if (options.download === false) {
     throw new Error(`${dir}: no Sparse Feature Circuits dictionaries here (expected <site>/${dict}/ae.pt for sites embed, attn_out_layer{i}, mlp_out_layer{i}, resid_out_layer{i}) and downloading is off`);
   }
-  const download = options.hubDownload ?? (await defaultHubDownload());
+  const download = options.hubDownload ?? realHubDownload;
   const zipPath = await download({ repo: FEATURE_CIRCUITS_REPO, file: FEATURE_CIRCUITS_ZIP, revision: options.revision ?? 'main', repoType: 'model' });
   const dest = join(dir, 'pythia-70m-deduped');
   extractFeatureCircuitsZip(zipPath, dest);

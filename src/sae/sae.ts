@@ -50,7 +50,7 @@ export interface Sae {
   readonly dIn: number;
   readonly dSae: number;
   readonly metadata: SaeMetadata;
-  /** `x [..., dIn] -> f [..., dSae]`. Differentiable. */
+  /** `x [..., dIn] -> f [..., dSae]`. Differentiable for ReLU SAEs. */
   encode(x: tf.Tensor): tf.Tensor;
   /** `f [..., dSae] -> xHat [..., dIn]`. Differentiable. */
   decode(f: tf.Tensor): tf.Tensor;
@@ -145,23 +145,21 @@ export class AffineSae implements Sae {
     });
   }
 
-  /** The activation applied to pre-activations `[n, dSae]`. */
+  /**
+   * The activation applied to pre-activations `[n, dSae]`. ReLU is differentiable; for top-k and
+   * JumpReLU tfjs has no gradient of the selection (TopK, Greater), so differentiate through
+   * `decode` (as attribution patching does) rather than `encode`.
+   */
   activate(h: tf.Tensor2D): tf.Tensor2D {
+    const act = this.activation;
     return tf.tidy(() => {
-      const act = this.activation;
       switch (act.kind) {
         case 'relu':
           return tf.relu(h);
         case 'jumprelu':
           return tf.mul(tf.relu(h), tf.cast(tf.greater(h, act.threshold), 'float32')) as tf.Tensor2D;
-        case 'topk': {
-          const n = h.shape[0];
-          const { values, indices } = tf.topk(h, act.k);
-          const rows = tf.tile(tf.reshape(tf.range(0, n, 1, 'int32'), [n, 1]), [1, act.k]);
-          const coords = tf.stack([tf.reshape(rows, [-1]), tf.reshape(indices, [-1])], 1);
-          // Gradient flows through `values` (scatterND is linear in its updates).
-          return tf.scatterND(coords, tf.reshape(tf.relu(values), [-1]), [n, this.dSae]) as tf.Tensor2D;
-        }
+        case 'topk':
+          return tf.mul(h, topkMask(h, act.k)) as tf.Tensor2D;
       }
     });
   }
@@ -236,6 +234,17 @@ export class AffineSae implements Sae {
     tf.dispose([this.wEnc, this.bEnc, this.wDec, this.bDec]);
     if (this.activation.kind === 'jumprelu') this.activation.threshold.dispose();
   }
+}
+
+/**
+ * 1 where h is among the k largest of its row and positive, else 0: TopK(ReLU(h)) = h * mask.
+ * An entry tied with the k-th largest value is kept too (ties have probability 0 for float data).
+ */
+export function topkMask(h: tf.Tensor2D, k: number): tf.Tensor2D {
+  return tf.tidy(() => {
+    const kth = tf.slice(tf.topk(h, k).values, [0, k - 1], [-1, 1]);
+    return tf.mul(tf.cast(tf.greaterEqual(h, kth), 'float32'), tf.cast(tf.greater(h, 0), 'float32')) as tf.Tensor2D;
+  });
 }
 
 /** Dense codes `[tokens, dSae]` from sparse ones (for tests and small inputs). */

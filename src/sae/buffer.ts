@@ -1,0 +1,197 @@
+/**
+ * Activation streams for SAE training, with bounded memory.
+ *
+ * An `ActivationSource` yields chunks of token activations `[n, dIn]` (row-major Float32Array),
+ * one pass (epoch) at a time. `modelActivationSource` runs a Model over texts in a seeded shuffled
+ * document order and keeps the real (mask 1) tokens of one hook.
+ *
+ * `ActivationBuffer` holds at most `capacityTokens` rows. It refills from the source whenever it is
+ * half empty and hands out batches of rows drawn uniformly at random without replacement from what
+ * it holds, so a batch mixes tokens of many documents (as dictionary_learning's ActivationBuffer
+ * does). When a pass ends the source restarts with the next epoch's shuffle.
+ */
+import { tf } from '../engine/engine.js';
+import { mulberry32, permutation, randomInt, type Rng } from '../data/random.js';
+import type { Batch, HookName, Model } from '../models/model.js';
+
+export interface ActivationSource {
+  readonly dIn: number;
+  /** Starts pass `epoch` (0, 1, ...): a fresh shuffle of the data. */
+  restart(epoch: number): void;
+  /** The next chunk `[n, dIn]` of this pass, or undefined when the pass is over. */
+  nextChunk(): Promise<Float32Array | undefined>;
+}
+
+export interface ModelSourceOptions {
+  model: Model;
+  /** Right-padded batch of texts (for example `OpenedModel.tokenize`). */
+  tokenize: (texts: string[]) => Batch;
+  texts: readonly string[];
+  hook: HookName;
+  /** Documents per forward pass (default 16). */
+  docsPerBatch?: number;
+  seed?: number;
+}
+
+/** Activations of `hook` over `texts`, documents shuffled per epoch with seed `seed + epoch`. */
+export function modelActivationSource(options: ModelSourceOptions): ActivationSource {
+  const { model, tokenize, texts, hook } = options;
+  if (!model.hookNames.includes(hook)) throw new Error(`unknown hook "${hook}" for this model`);
+  if (texts.length === 0) throw new Error('modelActivationSource: no texts');
+  const docsPerBatch = options.docsPerBatch ?? 16;
+  const seed = options.seed ?? 42;
+  let order = permutation(texts.length, seed);
+  let pos = 0;
+  return {
+    dIn: model.config.dModel,
+    restart(epoch: number) {
+      order = permutation(texts.length, seed + epoch);
+      pos = 0;
+    },
+    nextChunk() {
+      if (pos >= texts.length) return Promise.resolve(undefined);
+      const docs = Array.from(order.subarray(pos, Math.min(pos + docsPerBatch, texts.length)), (i) => texts[i]!);
+      pos += docs.length;
+      const batch = tokenize(docs);
+      try {
+        const { captures } = model.run(batch, { capture: [hook], stopAfter: hook });
+        const acts = captures[hook]!;
+        const [n, seq, d] = acts.shape;
+        const values = acts.dataSync() as Float32Array;
+        const mask = batch.attentionMask.dataSync();
+        acts.dispose();
+        let real = 0;
+        for (let i = 0; i < n * seq; i++) if (mask[i] !== 0) real++;
+        const out = new Float32Array(real * d);
+        let r = 0;
+        for (let i = 0; i < n * seq; i++) {
+          if (mask[i] !== 0) out.set(values.subarray(i * d, (i + 1) * d), (r++) * d);
+        }
+        return Promise.resolve(out);
+      } finally {
+        tf.dispose([batch.inputIds, batch.attentionMask]);
+      }
+    },
+  };
+}
+
+/** A source over rows already in memory (tests, cached activations); shuffled per epoch. */
+export function arrayActivationSource(rows: Float32Array, dIn: number, options: { chunkTokens?: number; seed?: number } = {}): ActivationSource {
+  const n = rows.length / dIn;
+  if (!Number.isInteger(n) || n === 0) throw new Error(`arrayActivationSource: ${rows.length} values do not make rows of width ${dIn}`);
+  const chunk = options.chunkTokens ?? 256;
+  const seed = options.seed ?? 42;
+  let order = permutation(n, seed);
+  let pos = 0;
+  return {
+    dIn,
+    restart(epoch: number) {
+      order = permutation(n, seed + epoch);
+      pos = 0;
+    },
+    nextChunk() {
+      if (pos >= n) return Promise.resolve(undefined);
+      const m = Math.min(chunk, n - pos);
+      const out = new Float32Array(m * dIn);
+      for (let i = 0; i < m; i++) out.set(rows.subarray(order[pos + i]! * dIn, (order[pos + i]! + 1) * dIn), i * dIn);
+      pos += m;
+      return Promise.resolve(out);
+    },
+  };
+}
+
+/** Reads up to `maxTokens` rows of one pass of `source` (e.g. a held-out set). */
+export async function collectActivations(source: ActivationSource, maxTokens: number): Promise<Float32Array> {
+  const d = source.dIn;
+  source.restart(0);
+  const parts: Float32Array[] = [];
+  let total = 0;
+  while (total < maxTokens) {
+    const c = await source.nextChunk();
+    if (c === undefined) break;
+    const take = Math.min(c.length / d, maxTokens - total);
+    parts.push(take * d === c.length ? c : c.subarray(0, take * d));
+    total += take;
+  }
+  const out = new Float32Array(total * d);
+  let off = 0;
+  for (const p of parts) {
+    out.set(p, off);
+    off += p.length;
+  }
+  return out;
+}
+
+export interface BufferOptions {
+  /** Rows held at most (default 32768). */
+  capacityTokens?: number;
+  seed?: number;
+}
+
+export class ActivationBuffer {
+  readonly dIn: number;
+  readonly capacity: number;
+  private readonly rows: Float32Array;
+  private count = 0;
+  private pending: Float32Array | undefined;
+  private readonly rng: Rng;
+  /** Passes over the source started so far. */
+  epoch = 0;
+  /** Rows read from the source so far. */
+  tokensRead = 0;
+
+  constructor(private readonly source: ActivationSource, options: BufferOptions = {}) {
+    this.dIn = source.dIn;
+    this.capacity = options.capacityTokens ?? 32768;
+    if (this.capacity < 1) throw new Error('ActivationBuffer: capacityTokens must be >= 1');
+    this.rows = new Float32Array(this.capacity * this.dIn);
+    this.rng = mulberry32(options.seed ?? 42);
+    source.restart(0);
+  }
+
+  /** Rows currently held. */
+  get size(): number {
+    return this.count;
+  }
+
+  private async refill(): Promise<void> {
+    const d = this.dIn;
+    let emptyPasses = 0;
+    while (this.count < this.capacity) {
+      let chunk = this.pending;
+      this.pending = undefined;
+      if (chunk === undefined) chunk = await this.source.nextChunk();
+      if (chunk === undefined) {
+        // End of a pass: start the next one; two passes in a row without a token is an error.
+        if (++emptyPasses > 1 && this.count === 0) throw new Error('ActivationBuffer: the activation source yields no tokens');
+        this.epoch++;
+        this.source.restart(this.epoch);
+        if (emptyPasses > 1) return;
+        continue;
+      }
+      if (chunk.length % d !== 0) throw new Error(`ActivationBuffer: a chunk of ${chunk.length} values is not a whole number of rows of width ${d}`);
+      emptyPasses = 0;
+      const n = chunk.length / d;
+      const take = Math.min(n, this.capacity - this.count);
+      this.rows.set(chunk.subarray(0, take * d), this.count * d);
+      this.count += take;
+      this.tokensRead += take;
+      if (take < n) this.pending = chunk.subarray(take * d);
+    }
+  }
+
+  /** `batchSize` rows `[batchSize, dIn]`, uniformly drawn without replacement from the buffer. */
+  async next(batchSize: number): Promise<Float32Array> {
+    if (batchSize > this.capacity / 2) throw new Error(`ActivationBuffer: batch size ${batchSize} exceeds half the capacity (${this.capacity})`);
+    if (this.count < Math.max(batchSize, this.capacity / 2)) await this.refill();
+    const d = this.dIn;
+    const out = new Float32Array(batchSize * d);
+    for (let b = 0; b < batchSize; b++) {
+      const j = randomInt(this.rng, this.count);
+      out.set(this.rows.subarray(j * d, (j + 1) * d), b * d);
+      this.count--;
+      if (j !== this.count) this.rows.copyWithin(j * d, this.count * d, (this.count + 1) * d);
+    }
+    return out;
+  }
+}

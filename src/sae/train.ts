@@ -1,0 +1,484 @@
+/**
+ * SAE training for models that have no released SAEs.
+ *
+ * Two architectures, both the AffineSae shape with b_dec subtracted from the input:
+ *  - `relu` (dictionary_learning StandardTrainer conventions): f = ReLU(W_enc^T (x - b_dec) + b_enc),
+ *    loss = mean_tokens ||x - xHat||_2 + l1 * mean_tokens ||f||_1; decoder rows kept at unit norm
+ *    (the gradient component along each row is projected out before the step and rows are
+ *    renormalised after it); linear lr warm-up over `warmupSteps`, restarted after each resampling;
+ *    dead features (no activation for `resampleSteps / 2` steps) resampled every `resampleSteps`:
+ *    their encoder column becomes an input drawn with probability proportional to its
+ *    reconstruction loss, scaled to 0.2 x the mean alive encoder norm, their decoder row that input
+ *    normalised, their encoder bias 0, and their Adam moments are reset.
+ *  - `topk` (sparsify / OpenAI conventions): f = TopK_k(ReLU(...)), loss = sum ||x - xHat||^2 /
+ *    sum ||x - mean(x)||^2 (fraction of variance unexplained), unit-norm decoder rows, the same
+ *    warm-up and dead-feature resampling.
+ * Adam (beta1 0.9, beta2 0.999). Initialisation: decoder rows random unit vectors, W_enc = W_dec^T,
+ * b_enc = 0, b_dec = the mean of the first batch.
+ *
+ * Inputs are scaled by c = sqrt(dIn) / E||x|| (estimated on the first batch) so that the L1
+ * coefficient means the same for every model; c is folded into the saved weights
+ * (W_enc <- c W_enc, W_dec <- W_dec / c, b_dec <- b_dec / c), so the saved SAE reads raw activations.
+ *
+ * Checkpoints (`<out>/checkpoint/`): every `checkpointEvery` steps, `ckpt-<step>.safetensors`
+ * (parameters, Adam moments, steps since each feature fired) then `checkpoint.json` naming it, each
+ * written atomically; a run with the same settings resumes from it. The activation stream is not
+ * replayed on resume: the buffer is reseeded with `seed + step`.
+ */
+import { existsSync, readdirSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { tf, initEngine } from '../engine/engine.js';
+import { writeJsonAtomic } from '../io/atomic.js';
+import { readSafetensors, writeSafetensors } from '../io/safetensors.js';
+import { mulberry32, randomNormalArray, type Rng } from '../data/random.js';
+import type { HookName } from '../models/model.js';
+import { progress } from '../report/progress.js';
+import { ActivationBuffer, type ActivationSource } from './buffer.js';
+import { AffineSae, topkMask } from './sae.js';
+import { saveSaeLensSae } from './saelens.js';
+import { readJsonObject } from './weights.js';
+
+export type SaeArch = 'relu' | 'topk';
+
+export interface TrainOptions {
+  arch: SaeArch;
+  dSae: number;
+  /** Active features per token for `topk` (default 32). */
+  k?: number;
+  /** L1 coefficient for `relu` (default 1.5, for inputs scaled to E||x|| = sqrt(dIn)). */
+  l1?: number;
+  /** Adam learning rate (default 1e-3). */
+  lr?: number;
+  /** Tokens per step (default 1024). */
+  batchSize?: number;
+  /** Training tokens in total. */
+  tokens: number;
+  /** Linear lr warm-up steps, restarted after each resampling (default 200). */
+  warmupSteps?: number;
+  /** Resample dead features every this many steps (default 1000; 0 disables). */
+  resampleSteps?: number;
+  seed?: number;
+  /** Rows the activation buffer holds (default 32768). */
+  bufferTokens?: number;
+  /** Folder for periodic checkpoints; resumes from it when it holds one with the same settings. */
+  checkpointDir?: string;
+  /** Steps between checkpoints (default 500). */
+  checkpointEvery?: number;
+  hook?: HookName;
+  model?: string;
+  /** Progress label (default "train-sae"). */
+  label?: string;
+  /** Called after every step (monitoring, tests). */
+  onStep?: (info: { step: number; fve: number; l0: number; numTensors: number }) => void;
+}
+
+export interface SaeMetrics {
+  /** 1 - sum ||x - xHat||^2 / sum ||x - mean(x)||^2 over the evaluation tokens. */
+  fve: number;
+  /** Mean number of nonzero features per token. */
+  l0: number;
+  /** Fraction of features that never fire on the evaluation tokens. */
+  deadFraction: number;
+  tokens: number;
+}
+
+export interface TrainResult {
+  sae: AffineSae;
+  steps: number;
+  /** The input scale c folded into the weights. */
+  inputScale: number;
+  /** Metrics of the last 50 training batches (running). */
+  train: { fve: number; l0: number };
+  /** Step the run resumed from (0 for a fresh run). */
+  resumedFrom: number;
+}
+
+/** FVE, L0 and dead fraction of `sae` on rows `[n, dIn]`, chunked. */
+export function evaluateSae(sae: AffineSae, rows: Float32Array, chunkTokens = 1024): SaeMetrics {
+  const d = sae.dIn;
+  const n = rows.length / d;
+  if (!Number.isInteger(n) || n === 0) throw new Error(`evaluateSae: ${rows.length} values are not rows of width ${d}`);
+  const mean = new Float64Array(d);
+  for (let i = 0; i < n; i++) for (let j = 0; j < d; j++) mean[j]! += rows[i * d + j]! / n;
+  let total = 0;
+  for (let i = 0; i < n; i++) for (let j = 0; j < d; j++) total += (rows[i * d + j]! - mean[j]!) ** 2;
+  let residual = 0;
+  let nonzero = 0;
+  const fired = new Uint8Array(sae.dSae);
+  for (let start = 0; start < n; start += chunkTokens) {
+    const m = Math.min(chunkTokens, n - start);
+    const [res, f] = tf.tidy(() => {
+      const x = tf.tensor2d(rows.subarray(start * d, (start + m) * d), [m, d]);
+      const codes = sae.encode(x);
+      const r = tf.sum(tf.square(tf.sub(x, sae.decode(codes))));
+      return [r, codes];
+    });
+    residual += (res.dataSync() as Float32Array)[0]!;
+    const fv = f.dataSync() as Float32Array;
+    tf.dispose([res, f]);
+    for (let t = 0; t < m; t++) {
+      const base = t * sae.dSae;
+      for (let j = 0; j < sae.dSae; j++) if (fv[base + j] !== 0) { nonzero++; fired[j] = 1; }
+    }
+  }
+  let dead = 0;
+  for (let j = 0; j < sae.dSae; j++) if (fired[j] === 0) dead++;
+  return { fve: 1 - residual / total, l0: nonzero / n, deadFraction: dead / sae.dSae, tokens: n };
+}
+
+interface Params {
+  wEnc: tf.Variable<tf.Rank.R2>;
+  bEnc: tf.Variable<tf.Rank.R1>;
+  wDec: tf.Variable<tf.Rank.R2>;
+  bDec: tf.Variable<tf.Rank.R1>;
+}
+const PARAM_NAMES = ['wEnc', 'bEnc', 'wDec', 'bDec'] as const;
+type ParamName = (typeof PARAM_NAMES)[number];
+
+interface Adam {
+  m: Record<ParamName, tf.Tensor>;
+  v: Record<ParamName, tf.Tensor>;
+  t: number;
+}
+
+/** A trainable variable holding `init`'s values; `init` is disposed (tf.variable does not take it over). */
+function variableOf<R extends tf.Rank>(init: tf.Tensor<R>): tf.Variable<R> {
+  const v = tf.variable(init);
+  init.dispose();
+  return v;
+}
+
+function unitRows(values: Float32Array, rows: number, cols: number): Float32Array {
+  for (let r = 0; r < rows; r++) {
+    let s = 0;
+    for (let c = 0; c < cols; c++) s += values[r * cols + c]! ** 2;
+    const inv = 1 / Math.sqrt(Math.max(s, 1e-24));
+    for (let c = 0; c < cols; c++) values[r * cols + c]! *= inv;
+  }
+  return values;
+}
+
+/** The settings a checkpoint must share with the run that resumes it. */
+function checkpointKey(o: Required<Pick<TrainOptions, 'arch' | 'dSae' | 'k' | 'l1' | 'lr' | 'batchSize' | 'seed'>>, dIn: number): string {
+  return JSON.stringify({ arch: o.arch, dIn, dSae: o.dSae, k: o.arch === 'topk' ? o.k : null, l1: o.arch === 'relu' ? o.l1 : null, lr: o.lr, batchSize: o.batchSize, seed: o.seed });
+}
+
+/** Trains an SAE on a stream of activations. */
+export async function trainSaeOnSource(source: ActivationSource, options: TrainOptions): Promise<TrainResult> {
+  await initEngine();
+  const d = source.dIn;
+  const o = {
+    arch: options.arch,
+    dSae: options.dSae,
+    k: options.k ?? 32,
+    l1: options.l1 ?? 1.5,
+    lr: options.lr ?? 1e-3,
+    batchSize: options.batchSize ?? 1024,
+    seed: options.seed ?? 42,
+  };
+  if (!Number.isInteger(o.dSae) || o.dSae < 1) throw new Error(`trainSae: dSae must be a positive integer, got ${o.dSae}`);
+  if (o.arch === 'topk' && (o.k < 1 || o.k > o.dSae)) throw new Error(`trainSae: k must be in [1, ${o.dSae}], got ${o.k}`);
+  const warmup = options.warmupSteps ?? 200;
+  const resampleEvery = options.resampleSteps ?? 1000;
+  const totalSteps = Math.max(1, Math.ceil(options.tokens / o.batchSize));
+  const checkpointEvery = options.checkpointEvery ?? 500;
+  const key = checkpointKey(o, d);
+
+
+  // ---- initial state (fresh or from a checkpoint)
+  let step = 0;
+  let scale: number;
+  let stepsSinceActive: Float32Array = new Float32Array(o.dSae);
+  let params: Params;
+  let adam: Adam;
+  const resume = options.checkpointDir !== undefined ? readCheckpoint(options.checkpointDir, key) : undefined;
+  // A resumed run reseeds its stream so that it does not repeat the first batches.
+  const streamSeed = o.seed + (resume?.step ?? 0);
+  const buffer = new ActivationBuffer(source, { capacityTokens: Math.max(options.bufferTokens ?? 32768, 2 * o.batchSize), seed: streamSeed });
+  const rng: Rng = mulberry32(streamSeed + 1);
+  if (resume !== undefined) {
+    step = resume.step;
+    scale = resume.scale;
+    stepsSinceActive = resume.stepsSinceActive;
+    params = resume.params;
+    adam = resume.adam;
+  } else {
+    const first = await buffer.next(o.batchSize);
+    let norm = 0;
+    const mean = new Float32Array(d);
+    for (let i = 0; i < o.batchSize; i++) {
+      let s = 0;
+      for (let j = 0; j < d; j++) {
+        s += first[i * d + j]! ** 2;
+        mean[j]! += first[i * d + j]! / o.batchSize;
+      }
+      norm += Math.sqrt(s) / o.batchSize;
+    }
+    if (!(norm > 0) || !Number.isFinite(norm)) throw new Error(`trainSae: the activations have mean norm ${norm}; cannot train on them`);
+    scale = Math.sqrt(d) / norm;
+    const dec = unitRows(randomNormalArray(o.dSae * d, o.seed), o.dSae, d);
+    params = {
+      wDec: variableOf(tf.tensor2d(dec, [o.dSae, d])),
+      wEnc: variableOf(tf.tidy(() => tf.transpose(tf.tensor2d(dec, [o.dSae, d])) as tf.Tensor2D)),
+      bEnc: variableOf(tf.zeros([o.dSae]) as tf.Tensor1D),
+      bDec: variableOf(tf.tensor1d(mean.map((v) => v * scale))),
+    };
+    adam = {
+      m: Object.fromEntries(PARAM_NAMES.map((n) => [n, tf.zerosLike(params[n] as tf.Tensor)])) as Record<ParamName, tf.Tensor>,
+      v: Object.fromEntries(PARAM_NAMES.map((n) => [n, tf.zerosLike(params[n] as tf.Tensor)])) as Record<ParamName, tf.Tensor>,
+      t: 0,
+    };
+  }
+
+  const bar = progress(options.label ?? 'train-sae', totalSteps, 'steps');
+  if (step > 0) bar.tick(step, `resumed at step ${step}`);
+  const recent: { fve: number; l0: number }[] = [];
+  let lastResample = step;
+
+  try {
+    while (step < totalSteps) {
+      const raw = await buffer.next(o.batchSize);
+      const sinceResample = resampleEvery > 0 ? step - lastResample : step;
+      const lr = o.lr * Math.min(1, (sinceResample + 1) / Math.max(1, warmup));
+      const { fve, l0, fired } = trainStep(params, adam, raw, scale, o, lr);
+      for (let j = 0; j < o.dSae; j++) stepsSinceActive[j] = fired[j] ? 0 : stepsSinceActive[j]! + 1;
+      step++;
+      recent.push({ fve, l0 });
+      if (recent.length > 50) recent.shift();
+      if (resampleEvery > 0 && step % resampleEvery === 0 && step < totalSteps) {
+        const resampled = resampleDeadFeatures(params, adam, raw, scale, stepsSinceActive, resampleEvery / 2, o, rng);
+        if (resampled > 0) lastResample = step;
+      }
+      if (options.checkpointDir !== undefined && (step % checkpointEvery === 0 || step === totalSteps)) {
+        writeCheckpoint(options.checkpointDir, key, step, scale, stepsSinceActive, params, adam);
+      }
+      options.onStep?.({ step, fve, l0, numTensors: tf.memory().numTensors });
+      const avg = averageOf(recent);
+      bar.tick(1, `fve=${avg.fve.toFixed(3)} l0=${avg.l0.toFixed(1)}`);
+    }
+  } catch (err) {
+    disposeState(params, adam);
+    throw err;
+  }
+  bar.done();
+  const sae = foldToSae(params, scale, o, options);
+  disposeState(params, adam);
+  return { sae, steps: step, inputScale: scale, train: averageOf(recent), resumedFrom: resume?.step ?? 0 };
+}
+
+function averageOf(rows: { fve: number; l0: number }[]): { fve: number; l0: number } {
+  if (rows.length === 0) return { fve: NaN, l0: NaN };
+  return { fve: rows.reduce((a, r) => a + r.fve, 0) / rows.length, l0: rows.reduce((a, r) => a + r.l0, 0) / rows.length };
+}
+
+function disposeState(params: Params, adam: Adam): void {
+  for (const n of PARAM_NAMES) tf.dispose([params[n], adam.m[n], adam.v[n]]);
+}
+
+type StepOptions = { arch: SaeArch; k: number; l1: number; batchSize: number; dSae: number };
+
+function preActivations(params: Params, x: tf.Tensor2D): tf.Tensor2D {
+  return tf.add(tf.matMul(tf.sub(x, params.bDec), params.wEnc), params.bEnc) as tf.Tensor2D;
+}
+
+/**
+ * Codes of scaled inputs `x [B, d]`, differentiable in the parameters. For top-k the 0/1 selection
+ * mask comes in precomputed (`topkSelection`), outside the gradient tape: tfjs has no TopK gradient
+ * and the mask is piecewise constant, so d f / d h = mask.
+ */
+function codes(params: Params, x: tf.Tensor2D, o: StepOptions, selection?: tf.Tensor2D): tf.Tensor2D {
+  const h = preActivations(params, x);
+  if (o.arch === 'relu') return tf.relu(h);
+  return tf.mul(h, selection ?? topkMask(h, o.k)) as tf.Tensor2D;
+}
+
+/** One optimiser step; returns batch FVE, L0 and which features fired. */
+function trainStep(params: Params, adam: Adam, raw: Float32Array, scale: number, o: StepOptions, lr: number): { fve: number; l0: number; fired: Uint8Array } {
+  const d = raw.length / o.batchSize;
+  let stats: tf.Tensor | undefined;
+  let firedT: tf.Tensor | undefined;
+  tf.tidy(() => {
+    const x = tf.mul(tf.tensor2d(raw, [o.batchSize, d]), scale) as tf.Tensor2D;
+    const vars = PARAM_NAMES.map((n) => params[n]);
+    const selection = o.arch === 'topk' ? topkMask(preActivations(params, x), o.k) : undefined;
+    const { grads } = tf.variableGrads(() => {
+      const f = codes(params, x, o, selection);
+      const xHat = tf.add(tf.matMul(f, params.wDec), params.bDec);
+      const diff = tf.sub(x, xHat);
+      const sq = tf.sum(tf.square(diff), 1);
+      const total = tf.sum(tf.square(tf.sub(x, tf.mean(x, 0))));
+      stats = tf.keep(tf.stack([tf.sub(1, tf.div(tf.sum(sq), total)), tf.div(tf.sum(tf.cast(tf.greater(f, 0), 'float32')), o.batchSize)]));
+      firedT = tf.keep(tf.greater(tf.max(f, 0), 0));
+      if (o.arch === 'relu') {
+        const l2 = tf.mean(tf.sqrt(tf.add(sq, 1e-12)));
+        const l1 = tf.mean(tf.sum(f, 1));
+        return tf.add(l2, tf.mul(o.l1, l1)) as tf.Scalar;
+      }
+      return tf.div(tf.sum(sq), total) as tf.Scalar;
+    }, vars);
+    // Unit-norm decoder rows: drop the gradient component along each row.
+    const w = params.wDec;
+    const gDec = grads[w.name]!;
+    grads[w.name] = tf.sub(gDec, tf.mul(tf.sum(tf.mul(gDec, w), 1, true), w));
+    adam.t++;
+    const b1 = 0.9;
+    const b2 = 0.999;
+    const c1 = 1 - b1 ** adam.t;
+    const c2 = 1 - b2 ** adam.t;
+    for (const n of PARAM_NAMES) {
+      const p = params[n];
+      const g = grads[p.name]!;
+      const m = tf.add(tf.mul(adam.m[n], b1), tf.mul(g, 1 - b1));
+      const v = tf.add(tf.mul(adam.v[n], b2), tf.mul(tf.square(g), 1 - b2));
+      (p as unknown as tf.Variable).assign(tf.sub(p, tf.mul(tf.div(tf.div(m, c1), tf.add(tf.sqrt(tf.div(v, c2)), 1e-8)), lr)));
+      tf.dispose([adam.m[n], adam.v[n]]);
+      adam.m[n] = tf.keep(m);
+      adam.v[n] = tf.keep(v);
+    }
+    w.assign(tf.div(w, tf.add(tf.norm(w, 2, 1, true), 1e-12)) as tf.Tensor2D);
+  });
+  const [fve, l0] = stats!.dataSync() as Float32Array;
+  const fired = Uint8Array.from(firedT!.dataSync() as Uint8Array);
+  tf.dispose([stats!, firedT!]);
+  return { fve: fve!, l0: l0!, fired };
+}
+
+/** dictionary_learning's resampling of dead features; returns how many were resampled. */
+function resampleDeadFeatures(params: Params, adam: Adam, raw: Float32Array, scale: number, stepsSinceActive: Float32Array, deadAfter: number, o: StepOptions, rng: Rng): number {
+  const dead: number[] = [];
+  for (let j = 0; j < o.dSae; j++) if (stepsSinceActive[j]! > deadAfter) dead.push(j);
+  if (dead.length === 0) return 0;
+  const d = raw.length / o.batchSize;
+  const losses = tf.tidy(() => {
+    const x = tf.mul(tf.tensor2d(raw, [o.batchSize, d]), scale) as tf.Tensor2D;
+    const xHat = tf.add(tf.matMul(codes(params, x, o), params.wDec), params.bDec);
+    return tf.norm(tf.sub(x, xHat), 2, 1);
+  });
+  const weights = Float64Array.from(losses.dataSync());
+  losses.dispose();
+  // Draw without replacement with probability proportional to the loss (Efraimidis-Spirakis keys).
+  const keys = Array.from(weights, (w, i) => ({ i, key: w > 0 ? Math.log(1 - rng()) / w : -Infinity }));
+  keys.sort((a, b) => b.key - a.key);
+  const n = Math.min(dead.length, o.batchSize);
+  const chosen = dead.slice(0, n);
+  const wEnc = params.wEnc.dataSync() as Float32Array;
+  const wDec = params.wDec.dataSync() as Float32Array;
+  const bEnc = params.bEnc.dataSync() as Float32Array;
+  const newEnc = Float32Array.from(wEnc);
+  const newDec = Float32Array.from(wDec);
+  const newBEnc = Float32Array.from(bEnc);
+  const deadSet = new Set(dead);
+  let aliveNorm = 0;
+  let alive = 0;
+  for (let j = 0; j < o.dSae; j++) {
+    if (deadSet.has(j)) continue;
+    let s = 0;
+    for (let r = 0; r < d; r++) s += wEnc[r * o.dSae + j]! ** 2;
+    aliveNorm += Math.sqrt(s);
+    alive++;
+  }
+  aliveNorm = alive > 0 ? aliveNorm / alive : 1;
+  for (let c = 0; c < n; c++) {
+    const j = chosen[c]!;
+    const row = keys[c]!.i;
+    let s = 0;
+    for (let r = 0; r < d; r++) s += (raw[row * d + r]! * scale) ** 2;
+    const norm = Math.sqrt(Math.max(s, 1e-24));
+    for (let r = 0; r < d; r++) {
+      const v = raw[row * d + r]! * scale;
+      newEnc[r * o.dSae + j] = (v / norm) * aliveNorm * 0.2;
+      newDec[j * d + r] = v / norm;
+    }
+    newBEnc[j] = 0;
+    stepsSinceActive[j] = 0;
+  }
+  const maskEnc = new Float32Array(d * o.dSae).fill(1);
+  const maskDec = new Float32Array(o.dSae * d).fill(1);
+  const maskB = new Float32Array(o.dSae).fill(1);
+  for (const j of chosen) {
+    for (let r = 0; r < d; r++) { maskEnc[r * o.dSae + j] = 0; maskDec[j * d + r] = 0; }
+    maskB[j] = 0;
+  }
+  tf.tidy(() => {
+    params.wEnc.assign(tf.tensor2d(newEnc, [d, o.dSae]));
+    params.wDec.assign(tf.tensor2d(newDec, [o.dSae, d]));
+    params.bEnc.assign(tf.tensor1d(newBEnc));
+    const masks: Record<ParamName, tf.Tensor | undefined> = { wEnc: tf.tensor2d(maskEnc, [d, o.dSae]), wDec: tf.tensor2d(maskDec, [o.dSae, d]), bEnc: tf.tensor1d(maskB), bDec: undefined };
+    for (const name of PARAM_NAMES) {
+      const mk = masks[name];
+      if (mk === undefined) continue;
+      const m = tf.mul(adam.m[name], mk);
+      const v = tf.mul(adam.v[name], mk);
+      tf.dispose([adam.m[name], adam.v[name]]);
+      adam.m[name] = tf.keep(m);
+      adam.v[name] = tf.keep(v);
+    }
+  });
+  return n;
+}
+
+/** The trained SAE with the input scale folded in, reading raw activations. */
+function foldToSae(params: Params, scale: number, o: StepOptions, options: TrainOptions): AffineSae {
+  return new AffineSae(
+    {
+      wEnc: tf.tidy(() => tf.mul(params.wEnc, scale) as tf.Tensor2D),
+      bEnc: tf.clone(params.bEnc),
+      wDec: tf.tidy(() => tf.div(params.wDec, scale) as tf.Tensor2D),
+      bDec: tf.tidy(() => tf.div(params.bDec, scale) as tf.Tensor1D),
+      subtractDecoderBiasFromInput: true,
+      activation: o.arch === 'relu' ? { kind: 'relu' } : { kind: 'topk', k: o.k },
+    },
+    { format: 'sae-eraser', source: 'trained in memory', hook: options.hook, model: options.model },
+  );
+}
+
+// ------------------------------------------------------------------------------------------------
+// Checkpoints
+// ------------------------------------------------------------------------------------------------
+
+const CHECKPOINT_INDEX = 'checkpoint.json';
+
+function writeCheckpoint(dir: string, key: string, step: number, scale: number, stepsSinceActive: Float32Array, params: Params, adam: Adam): void {
+  const file = `ckpt-${step}.safetensors`;
+  const tensors: Record<string, tf.Tensor | { dtype: 'F32'; shape: number[]; data: Float32Array }> = {
+    steps_since_active: { dtype: 'F32', shape: [stepsSinceActive.length], data: stepsSinceActive },
+  };
+  for (const n of PARAM_NAMES) {
+    tensors[n] = params[n];
+    tensors[`adam_m.${n}`] = adam.m[n];
+    tensors[`adam_v.${n}`] = adam.v[n];
+  }
+  writeSafetensors(join(dir, file), tensors);
+  writeJsonAtomic(join(dir, CHECKPOINT_INDEX), { key, step, scale, adamT: adam.t, file });
+  // Older checkpoint files are superseded only once the index names the new one.
+  for (const old of readdirSync(dir)) if (/^ckpt-\d+\.safetensors$/.test(old) && old !== file) rmSync(join(dir, old), { force: true });
+}
+
+function readCheckpoint(dir: string, key: string): { step: number; scale: number; stepsSinceActive: Float32Array; params: Params; adam: Adam } | undefined {
+  const index = join(dir, CHECKPOINT_INDEX);
+  if (!existsSync(index)) return undefined;
+  const info = readJsonObject(index);
+  if (info.key !== key) {
+    throw new Error(`${index}: this checkpoint was made with other settings (${String(info.key)}) than this run (${key}); use another output folder or delete it`);
+  }
+  const file = readSafetensors(join(dir, String(info.file)));
+  const t = (name: string): tf.Tensor => file.tensor(name);
+  const params: Params = {
+    wEnc: variableOf(t('wEnc') as tf.Tensor2D),
+    bEnc: variableOf(t('bEnc') as tf.Tensor1D),
+    wDec: variableOf(t('wDec') as tf.Tensor2D),
+    bDec: variableOf(t('bDec') as tf.Tensor1D),
+  };
+  const adam: Adam = {
+    m: Object.fromEntries(PARAM_NAMES.map((n) => [n, t(`adam_m.${n}`)])) as Record<ParamName, tf.Tensor>,
+    v: Object.fromEntries(PARAM_NAMES.map((n) => [n, t(`adam_v.${n}`)])) as Record<ParamName, tf.Tensor>,
+    t: Number(info.adamT),
+  };
+  return { step: Number(info.step), scale: Number(info.scale), stepsSinceActive: file.float32('steps_since_active').slice(), params, adam };
+}
+
+/** Saves a trained SAE in SAELens format with its metrics in cfg.json metadata and metrics.json. */
+export function saveTrainedSae(sae: AffineSae, dir: string, info: Record<string, unknown>): void {
+  saveSaeLensSae(sae, dir, { extraMetadata: { training: info } });
+  writeJsonAtomic(join(dir, 'metrics.json'), info);
+}
