@@ -19,17 +19,19 @@
  * LinearProbe, overridden by `retrain`), exposed through `retrainedProbe()`.
  *
  * Options (FitContext.options), with defaults:
- *   steps 10, batchSize 4, stepsPerPass = steps, attributionExamples 100, hooks (all with an SAE up
- *   to the probe hook), selection "auto", candidates 100, threshold 0, score "abs",
- *   minConceptScore 0.2, dominance 1, minGroupSize 5, conceptExamples (all), features (manual),
- *   evalBatchSize 16, retrain {} (LinearProbeOptions).
+ *   attribution "ig" ("atp": first-order attribution patching, one pass per batch for all
+ *   hooks, about steps x hooks times cheaper and cruder), steps 10, batchSize 4,
+ *   stepsPerPass 1, attributionExamples 100, hooks (all with an SAE up to the probe hook),
+ *   selection "auto", candidates 100, threshold 0, score "abs", minConceptScore 0.2, dominance 1,
+ *   minGroupSize 5, conceptExamples (all), features (manual), evalBatchSize 16,
+ *   retrain {} (LinearProbeOptions).
  */
 import type { RawTensor } from '../io/safetensors.js';
 import type { HookName } from '../models/model.js';
 import { LinearProbe, type LinearProbeOptions } from '../probe/linear.js';
 import type { Probe } from '../probe/probe.js';
 import { FeatureAblationEraser, hooksUpToProbe, pooledWithEdits, readFeatureAblationCheckpoint } from './ablate.js';
-import { integratedGradients, rankFeatures, type HookAttribution, type RankedFeature } from './attribution.js';
+import { attributionPatching, integratedGradients, rankFeatures, type HookAttribution, type RankedFeature } from './attribution.js';
 import type { EraserSae, FitContext, LabelledSplit } from './eraser.js';
 import { CONCEPT_SELECTION_DEFAULTS, conceptFeatureColumns, selectConceptFeatures, type SelectionRecord } from './feature-selection.js';
 
@@ -37,6 +39,8 @@ export type ShiftMethod = 'shift' | 'shift_retrain';
 export type ShiftSelection = 'auto' | 'top' | 'manual';
 
 export interface ShiftOptions {
+  /** 'ig' (integrated gradients, SFC's SHIFT) or 'atp' (first-order attribution patching, one pass for all hooks). */
+  attribution: 'ig' | 'atp';
   steps: number;
   batchSize: number;
   stepsPerPass: number;
@@ -56,7 +60,7 @@ export interface ShiftOptions {
 }
 
 const KNOWN_OPTIONS = new Set([
-  'steps', 'batchSize', 'stepsPerPass', 'attributionExamples', 'hooks', 'selection', 'candidates', 'threshold', 'score',
+  'attribution', 'steps', 'batchSize', 'stepsPerPass', 'attributionExamples', 'hooks', 'selection', 'candidates', 'threshold', 'score',
   'minConceptScore', 'dominance', 'minGroupSize', 'conceptExamples', 'features', 'evalBatchSize', 'retrain',
   // Read by the random-ablation control, which shares the option block.
   'k', 'perHook', 'seed',
@@ -103,10 +107,13 @@ export function resolveShiftOptions(o: Readonly<Record<string, unknown>>): Shift
   if (typeof retrain !== 'object' || retrain === null || Array.isArray(retrain)) throw new Error('shift option "retrain" must be an object of linear probe options');
   const minConceptScore = nonNegative(o, 'minConceptScore', CONCEPT_SELECTION_DEFAULTS.minConceptScore);
   if (minConceptScore > 1) throw new Error(`shift option "minConceptScore" must be in [0, 1], got ${minConceptScore}`);
+  const attribution = o.attribution ?? 'ig';
+  if (attribution !== 'ig' && attribution !== 'atp') throw new Error(`shift option "attribution" must be "ig" or "atp", got ${JSON.stringify(attribution)}`);
   return {
+    attribution,
     steps,
     batchSize: positiveInt(o, 'batchSize', 4),
-    stepsPerPass: positiveInt(o, 'stepsPerPass', steps),
+    stepsPerPass: positiveInt(o, 'stepsPerPass', 1),
     attributionExamples: positiveInt(o, 'attributionExamples', 100),
     hooks,
     selection,
@@ -149,10 +156,11 @@ export function chooseShiftFeatures(ctx: FitContext, o: ShiftOptions): ShiftFitR
   const hooks = hooksUpToProbe(ctx.model, ctx.saes, ctx.probeHook, o.hooks);
   if (hooks.length === 0) throw new Error(`shift: no hook with an SAE at or before the probe hook "${ctx.probeHook}" (SAEs at: ${Object.keys(ctx.saes).join(', ') || 'none'})`);
   const train = headOf(ctx.train, o.attributionExamples);
-  const attributions = integratedGradients(
-    { model: ctx.model, tokenize: ctx.tokenize, saes: ctx.saes, hooks, probeHook: ctx.probeHook, probe: ctx.probe, texts: train.texts, labels: train.y },
-    { steps: o.steps, batchSize: o.batchSize, stepsPerPass: o.stepsPerPass, progressLabel: 'shift: IG attribution' },
-  );
+  const input = { model: ctx.model, tokenize: ctx.tokenize, saes: ctx.saes, hooks, probeHook: ctx.probeHook, probe: ctx.probe, texts: train.texts, labels: train.y };
+  const attributions =
+    o.attribution === 'atp'
+      ? attributionPatching(input, { batchSize: o.batchSize, progressLabel: 'shift: attribution patching' })
+      : integratedGradients(input, { steps: o.steps, batchSize: o.batchSize, stepsPerPass: o.stepsPerPass, progressLabel: 'shift: IG attribution' });
   const ranked = rankFeatures(attributions, { topK: o.candidates, threshold: o.threshold, score: o.score });
   let chosen: RankedFeature[];
   let selection: SelectionRecord[] | RankedFeature[];
@@ -225,7 +233,8 @@ export class ShiftEraser extends FeatureAblationEraser {
     const o = this.options;
     const retrain = this.method === 'shift_retrain' ? '; the probe head is then retrained on the ablated ambiguous training set' : '';
     if (o === undefined) return `features from a checkpoint${retrain}`;
-    const ig = `IG attribution (${o.steps} steps, zero baseline) to the probe on ${o.attributionExamples} ambiguous training examples`;
+    const method = o.attribution === 'atp' ? 'attribution patching (first order)' : `IG attribution (${o.steps} steps, zero baseline)`;
+    const ig = `${method} to the probe on ${o.attributionExamples} ambiguous training examples`;
     switch (o.selection) {
       case 'manual':
         return `features listed in the config${retrain}`;

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { initEngine, tf } from '../../src/engine/engine.js';
-import { integratedGradients, probeMetric, rankFeatures, type HookAttribution } from '../../src/erasure/attribution.js';
+import { attributionPatching, integratedGradients, probeMetric, rankFeatures, type HookAttribution } from '../../src/erasure/attribution.js';
 import type { Batch, HookName } from '../../src/models/model.js';
 import { meanPool } from '../../src/models/pool.js';
 import { LinearProbe } from '../../src/probe/linear.js';
@@ -131,6 +131,29 @@ describe('integrated gradients', () => {
       expect(Math.abs(2 * t200 - t100 - delta), `${nClasses} classes`).toBeLessThan(2e-3 * Math.abs(delta));
       probe.dispose();
     }
+  });
+
+  it('attribution patching (one pass for all hooks) equals IG with one step, hook by hook', () => {
+    const { texts, labels } = textsAndLabels(5, 12);
+    const probe = probeWith(13);
+    const hooks = ['embed', 'layers.0.attn_out', 'layers.0.resid_out', 'layers.1.mlp_out'];
+    const saes = Object.fromEntries(hooks.map((h) => [h, sae]));
+    const input = { model, tokenize: toyTokenize, saes, hooks, probeHook: 'layers.1.resid_out', probe, texts, labels };
+    const calls = model.calls;
+    const atp = attributionPatching(input, { batchSize: 5 });
+    expect(model.calls - calls).toBe(1);
+    const ig1 = integratedGradients(input, { steps: 1, batchSize: 2 });
+    for (const h of hooks) {
+      expect(relDiff(atp[h]!.features, ig1[h]!.features), h).toBeLessThan(1e-4);
+      expect(Math.abs(atp[h]!.error - ig1[h]!.error), h).toBeLessThan(1e-4 * Math.max(1, Math.abs(ig1[h]!.error)));
+    }
+    // And differs from 10-step IG on this nonlinear model (the test above would pass vacuously otherwise).
+    const ig10 = integratedGradients(input, { batchSize: 5 });
+    expect(relDiff(atp.embed!.features, ig10.embed!.features)).toBeGreaterThan(1e-2);
+    const before = tf.memory().numTensors;
+    attributionPatching(input, { batchSize: 2 });
+    expect(tf.memory().numTensors).toBe(before);
+    probe.dispose();
   });
 
   it('leaves no tensors behind', () => {

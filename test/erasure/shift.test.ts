@@ -221,6 +221,17 @@ describe('shift at the probe hook only', () => {
     eraser.dispose();
   });
 
+  it('with attribution patching (atp), still finds the planted gender features at the embedding', async () => {
+    const eraser = new ShiftEraser('shift');
+    await eraser.fit(context({ attribution: 'atp' }));
+    const embed = Array.from(eraser.ablatedFeatures().embed ?? []);
+    expect(embed).toEqual(expect.arrayContaining([0, 1]));
+    expect(embed).not.toContain(2);
+    expect(embed).not.toContain(3);
+    expect(eraser.describe().summary).toMatch(/attribution patching/);
+    eraser.dispose();
+  });
+
   it('manual selection ablates exactly the listed features, without attribution', async () => {
     const eraser = new ShiftEraser('shift');
     await eraser.fit(context({ selection: 'manual', features: { embed: [1, 0], [PROBE_HOOK]: [5] } }));
@@ -234,6 +245,7 @@ describe('shift at the probe hook only', () => {
     await expect(new ShiftEraser().fit(context({ stpes: 3 }))).rejects.toThrow(/shift option "stpes" is unknown/);
     await expect(new ShiftEraser().fit(context({ selection: 'manual' }))).rejects.toThrow(/needs "features"/);
     await expect(new ShiftEraser().fit(context({ candidates: 0 }))).rejects.toThrow(/"candidates" must be a positive integer/);
+    await expect(new ShiftEraser().fit(context({ attribution: 'exact' }))).rejects.toThrow(/"attribution" must be "ig" or "atp"/);
     await expect(new ShiftEraser().fit(context({ selection: 'manual', features: { embed: [10] } }))).rejects.toThrow(/feature index 10 is outside \[0, 10\)/);
   });
 });
