@@ -327,4 +327,16 @@ describe('SAE interface use', () => {
     out.dispose();
     expect(tf.memory().numTensors).toBe(before);
   });
+
+  it('leaves no tensors behind when its edits run in a forward pass', async () => {
+    const e = new RandomAblationEraser();
+    await e.fit(context({ perHook: { embed: 2, [PROBE_HOOK]: 2 } }));
+    const edits = e.edits();
+    const run = (): void => pooledWithEdits(model, toyTokenize, splits.balanced.texts.slice(0, 9), PROBE_HOOK, edits, { batchSize: 4 }).dispose();
+    run();
+    const before = tf.memory().numTensors;
+    run();
+    expect(tf.memory().numTensors).toBe(before);
+    e.dispose();
+  });
 });
