@@ -1,0 +1,142 @@
+/**
+ * `das_mask`: a learned mask over the directions of a learned rotation (distributed alignment
+ * search with a boundless mask), trained jointly with the rotation (gate, objectives and training
+ * are in mask.ts; the rotation's parametrisation in orthogonal.ts).
+ *
+ * Edit with rotation R `[d, d]` (orthogonal; R = cayley(P - P^T) for a free parameter P, starting
+ * at R = I) and gate s `[d]`:
+ *   x' = R diag(s) R^T x     (per token; row vectors: x' = ((x R) ⊙ s) R^T)
+ * i.e. the coordinates of x in the rotated basis (columns r_j of R) are masked. Linear, so at the
+ * probe hook x̄' = R diag(s) R^T x̄ on cached mean-pooled activations. Removed units are the
+ * directions r_j with a hard gate of 0; `describe()` gives their count as the rank.
+ *
+ * A uniform gate makes R diag(s) R^T = s I whatever R, so R gets no gradient at the start; the
+ * initial logits get multiplicative noise (`initNoise`, default 0.05 for DAS) to break the tie.
+ * Cost: the rotation is recomputed every step (a d x d float64 inverse, orthogonal.ts), which
+ * dominates at d = 512 (a few hundred ms per step).
+ */
+import { tf } from '../engine/engine.js';
+import type { ActivationCache } from '../cache/cache.js';
+import type { HookName } from '../models/model.js';
+import type { FitContext } from './eraser.js';
+import {
+  MaskEraser,
+  type CheckpointHook,
+  type CheckpointTensors,
+  type MaskEraserHooks,
+  type MaskKind,
+  type MaskLoadTarget,
+  type UnitFrame,
+  type UnitSpace,
+  uniqueVariableName,
+} from './mask.js';
+import { hookWidth } from './neuron-mask.js';
+import { orthogonalityError, rotationOf } from './orthogonal.js';
+
+class RotatedUnits implements UnitSpace {
+  readonly unitKind = 'directions' as const;
+  readonly variables: Record<string, tf.Variable>;
+  private frozen: tf.Tensor2D | undefined;
+
+  constructor(
+    readonly hook: HookName,
+    readonly dIn: number,
+    initialSkew?: Float32Array,
+  ) {
+    // A = P - P^T; restoring a saved A uses P = A / 2.
+    const p = initialSkew === undefined ? tf.zeros([dIn, dIn]) : tf.mul(tf.tensor2d(initialSkew, [dIn, dIn]), 0.5);
+    this.variables = { rotation_param: tf.variable(p, true, uniqueVariableName(`das_rotation_${hook}`)) };
+    p.dispose();
+  }
+
+  get nUnits(): number {
+    return this.dIn;
+  }
+
+  private pooled(cache: ActivationCache, rows: ArrayLike<number>): tf.Tensor2D {
+    const width = cache.dim(this.hook);
+    if (width !== this.dIn) throw new Error(`das_mask at ${this.hook}: the cache holds width ${width}, the rotation is ${this.dIn} x ${this.dIn}`);
+    return cache.pooled(this.hook, rows);
+  }
+
+  /** R `[d, d]`: the frozen one after `freeze`, else computed from the parameter (differentiable). */
+  rotation(): tf.Tensor2D {
+    return this.frozen ?? rotationOf(this.variables.rotation_param as tf.Variable<tf.Rank.R2>);
+  }
+
+  pooledInputs(cache: ActivationCache, rows: ArrayLike<number>): { raw: tf.Tensor2D; rest: null } {
+    return { raw: this.pooled(cache, rows), rest: null };
+  }
+
+  frame(): UnitFrame {
+    const r = this.rotation();
+    const rT = tf.transpose(r);
+    const pooled = (cache: ActivationCache, rows: ArrayLike<number>): tf.Tensor2D => this.pooled(cache, rows);
+    const apply = (x2d: tf.Tensor2D, gate: tf.Tensor1D): tf.Tensor2D => tf.matMul(tf.mul(tf.matMul(x2d, r), gate), rT) as tf.Tensor2D;
+    return {
+      units: (raw) => tf.matMul(raw, r) as tf.Tensor2D,
+      directions: rT,
+      constantDirections: this.frozen !== undefined,
+      edit: (x, gate) => {
+        const [n, seq, d] = x.shape;
+        return tf.reshape(apply(tf.reshape(x, [n * seq, d]) as tf.Tensor2D, gate), [n, seq, d]) as tf.Tensor3D;
+      },
+      erasePooled: (cache, rows, gate) => apply(pooled(cache, rows), gate),
+    };
+  }
+
+  freeze(): void {
+    if (this.frozen !== undefined) return;
+    this.frozen = tf.tidy(() => rotationOf(this.variables.rotation_param as tf.Variable<tf.Rank.R2>));
+  }
+
+  /** max |R^T R - I| of the current rotation. */
+  orthogonalityError(): number {
+    const r = tf.tidy(() => tf.clone(this.rotation()));
+    try {
+      return orthogonalityError(r.dataSync(), this.dIn);
+    } finally {
+      r.dispose();
+    }
+  }
+
+  checkpointInfo(): Record<string, unknown> {
+    return { parametrisation: 'cayley' };
+  }
+
+  savedTensors(): Record<string, tf.Tensor> {
+    const p = this.variables.rotation_param!;
+    return {
+      skew: tf.tidy(() => tf.sub(p, tf.transpose(p))),
+      rotation: tf.tidy(() => tf.clone(this.rotation())),
+    };
+  }
+
+  dispose(): void {
+    this.variables.rotation_param!.dispose();
+    this.frozen?.dispose();
+    this.frozen = undefined;
+  }
+}
+
+const DAS_MASK: MaskKind = {
+  method: 'das_mask',
+  create: (hook: HookName, ctx: FitContext) => new RotatedUnits(hook, hookWidth(ctx, hook)),
+  restore: (entry: CheckpointHook, file: CheckpointTensors, _target: MaskLoadTarget) =>
+    new RotatedUnits(entry.hook, entry.dIn, file.float32(`${entry.hook}.skew`, [entry.dIn, entry.dIn])),
+};
+
+/** The `das_mask` eraser; `defaults` are option defaults under the config's (see mask.ts). */
+export function dasMaskEraser(defaults: Readonly<Record<string, unknown>> = {}, hooks: MaskEraserHooks = {}): MaskEraser {
+  return new MaskEraser(DAS_MASK, defaults, hooks);
+}
+
+/** Loads a `das_mask` checkpoint; `target.hooks` / `target.probeHook`, when given, must match. */
+export function loadDasMaskEraser(dir: string, target: MaskLoadTarget = {}): MaskEraser {
+  return new MaskEraser(DAS_MASK).loadFrom(dir, target);
+}
+
+/** The rotation R `[d, d]` (row-major) of a fitted `das_mask` eraser at a hook. */
+export function dasRotation(eraser: MaskEraser, hook: HookName): Float32Array {
+  return eraser.unitTensor(hook, 'rotation');
+}

@@ -1,0 +1,167 @@
+/**
+ * `sae_mask`: a learned mask over SAE features (the product's original method, with its fixes;
+ * the gate, objectives and training are in mask.ts).
+ *
+ * Edit at a hook with SAE (encode f(x), decode(f) = f W_dec + b_dec) and gate s `[dSae]`:
+ *   x' = decode(s ⊙ f(x)) + (x - decode(f(x)))      (keepError, default)
+ *   x' = decode(s ⊙ f(x))                            (keepError: false, as the original)
+ * per token. Decoding is affine, so mean pooling commutes with it, and at the probe hook
+ *   x̄' = decode(s ⊙ f̄) + ē
+ * with f̄ and ē the cached mean-pooled SAE codes and error (`saePooledDense`, `saeErrorPooled`):
+ * `erasePooled` computes exactly this, and training uses it without rerunning the model. The
+ * cache must have been built with the same SAE (only the width can be checked here).
+ */
+import { tf } from '../engine/engine.js';
+import type { ActivationCache } from '../cache/cache.js';
+import type { HookName } from '../models/model.js';
+import type { EraserSae, FitContext } from './eraser.js';
+import {
+  MaskEraser,
+  type CheckpointHook,
+  type CheckpointTensors,
+  type MaskEraserHooks,
+  type MaskKind,
+  type MaskLoadTarget,
+  type MaskOptions,
+  type UnitFrame,
+  type UnitSpace,
+} from './mask.js';
+
+/** Rows of dense codes per chunk in token-level edits: keeps a chunk near 32 MB. */
+function chunkTokens(dSae: number): number {
+  return Math.max(1, Math.floor((8 * 1024 * 1024) / dSae));
+}
+
+class SaeUnits implements UnitSpace {
+  readonly unitKind = 'sae_features' as const;
+  readonly variables = {};
+  readonly nUnits: number;
+  readonly dIn: number;
+  /** Decoder rows `[dSae, dIn]`. */
+  private readonly decoder: tf.Tensor2D;
+  /** b_dec = decode(0), `[1, dIn]`. */
+  private readonly decoderBias: tf.Tensor2D;
+
+  constructor(
+    readonly hook: HookName,
+    private readonly sae: EraserSae,
+    private readonly keepError: boolean,
+  ) {
+    this.nUnits = sae.dSae;
+    this.dIn = sae.dIn;
+    this.decoder = sae.decoderDirections();
+    if (this.decoder.shape[0] !== sae.dSae || this.decoder.shape[1] !== sae.dIn) {
+      const shape = this.decoder.shape.join(', ');
+      this.decoder.dispose();
+      throw new Error(`sae_mask at ${hook}: the SAE's decoder directions have shape [${shape}], expected [${sae.dSae}, ${sae.dIn}]`);
+    }
+    this.decoderBias = tf.tidy(() => tf.reshape(sae.decode(tf.zeros([1, sae.dSae])), [1, sae.dIn]) as tf.Tensor2D);
+  }
+
+  private checkCache(cache: ActivationCache): void {
+    const cached = cache.dSae(this.hook);
+    if (cached !== this.nUnits) {
+      throw new Error(`sae_mask at ${this.hook}: the cache holds SAE codes of width ${cached}, the mask's SAE has width ${this.nUnits}; rebuild the cache with this SAE`);
+    }
+  }
+
+  private pooledCodes(cache: ActivationCache, rows: ArrayLike<number>): tf.Tensor2D {
+    this.checkCache(cache);
+    return cache.saePooledDense(this.hook, rows);
+  }
+
+  pooledInputs(cache: ActivationCache, rows: ArrayLike<number>): { raw: tf.Tensor2D; rest: tf.Tensor2D } {
+    const raw = this.pooledCodes(cache, rows);
+    const rest = tf.tidy(() =>
+      this.keepError ? (tf.add(cache.saeErrorPooled(this.hook, rows), this.decoderBias) as tf.Tensor2D) : tf.tile(this.decoderBias, [rows.length, 1]),
+    );
+    return { raw, rest };
+  }
+
+  frame(): UnitFrame {
+    const { sae, keepError, decoder, hook } = this;
+    const pooledCodes = (cache: ActivationCache, rows: ArrayLike<number>): tf.Tensor2D => this.pooledCodes(cache, rows);
+    return {
+      units: (raw) => raw,
+      directions: decoder,
+      constantDirections: true,
+      edit(x, gate) {
+        const [n, seq, d] = x.shape;
+        const flat = tf.reshape(x, [n * seq, d]) as tf.Tensor2D;
+        const step = chunkTokens(sae.dSae);
+        const parts: tf.Tensor[] = [];
+        for (let s = 0; s < n * seq; s += step) {
+          const xs = tf.slice(flat, [s, 0], [Math.min(step, n * seq - s), d]);
+          const f = sae.encode(xs);
+          const kept = sae.decode(tf.mul(f, gate));
+          parts.push(keepError ? tf.add(kept, tf.sub(xs, sae.decode(f))) : kept);
+        }
+        return tf.reshape(parts.length === 1 ? parts[0]! : tf.concat(parts, 0), [n, seq, d]) as tf.Tensor3D;
+      },
+      erasePooled(cache, rows, gate) {
+        const kept = sae.decode(tf.mul(pooledCodes(cache, rows), gate)) as tf.Tensor2D;
+        return keepError ? (tf.add(kept, cache.saeErrorPooled(hook, rows)) as tf.Tensor2D) : kept;
+      },
+    };
+  }
+
+  freeze(): void {}
+
+  checkpointInfo(): Record<string, unknown> {
+    return { dSae: this.nUnits, keepError: this.keepError };
+  }
+
+  savedTensors(): Record<string, tf.Tensor> {
+    return {};
+  }
+
+  dispose(): void {
+    this.decoder.dispose();
+    this.decoderBias.dispose();
+  }
+}
+
+function saeAt(hook: HookName, saes: FitContext['saes'] | undefined, what: string): EraserSae {
+  const sae = saes?.[hook];
+  if (sae === undefined) {
+    const have = Object.keys(saes ?? {});
+    throw new Error(`sae_mask: ${what} hook "${hook}", but no SAE is given for it (SAEs at: ${have.length > 0 ? have.join(', ') : 'none'})`);
+  }
+  return sae;
+}
+
+const SAE_MASK: MaskKind = {
+  method: 'sae_mask',
+  create(hook: HookName, ctx: FitContext, options: MaskOptions): UnitSpace {
+    const sae = saeAt(hook, ctx.saes, 'the mask is asked for at');
+    return new SaeUnits(hook, sae, options.keepError);
+  },
+  restore(entry: CheckpointHook, file: CheckpointTensors, target: MaskLoadTarget, options: MaskOptions): UnitSpace {
+    const sae = saeAt(entry.hook, target.saes, `checkpoint ${file.path} was made for`);
+    const want = entry.dSae;
+    if (sae.dSae !== want) {
+      throw new Error(`sae_mask: checkpoint ${file.path} was made for an SAE of width ${String(want)} at hook ${entry.hook}; the SAE given there has width ${sae.dSae}`);
+    }
+    if (sae.dIn !== entry.dIn) {
+      throw new Error(`sae_mask: checkpoint ${file.path} was made for an SAE reading width ${entry.dIn} at hook ${entry.hook}; the SAE given there reads width ${sae.dIn}`);
+    }
+    return new SaeUnits(entry.hook, sae, options.keepError);
+  },
+};
+
+/**
+ * The `sae_mask` eraser. `defaults` are option defaults (the experiment config's
+ * FitContext.options override them); see mask.ts for every option.
+ */
+export function saeMaskEraser(defaults: Readonly<Record<string, unknown>> = {}, hooks: MaskEraserHooks = {}): MaskEraser {
+  return new MaskEraser(SAE_MASK, defaults, hooks);
+}
+
+/**
+ * Loads an `sae_mask` checkpoint (`dir/eraser.json` + `dir/eraser.safetensors`). `target.saes`
+ * must hold an SAE of the checkpoint's width at each of its hooks; `target.hooks` and
+ * `target.probeHook`, when given, must match the checkpoint's. Errors name the mismatch.
+ */
+export function loadSaeMaskEraser(dir: string, target: MaskLoadTarget): MaskEraser {
+  return new MaskEraser(SAE_MASK).loadFrom(dir, target);
+}
