@@ -271,6 +271,11 @@ export class ActivationCache {
     return d;
   }
 
+  /** Whether pooled SAE codes are cached at `hook`. */
+  hasSae(hook: HookName): boolean {
+    return this.index.saes[hook] !== undefined;
+  }
+
   dSae(hook: HookName): number {
     const s = this.index.saes[hook];
     if (s === undefined) throw new Error(`${this.dir}: no SAE features cached at "${hook}"`);

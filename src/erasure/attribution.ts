@@ -386,3 +386,41 @@ export function rankFeatures(attributions: Readonly<Record<HookName, HookAttribu
   const kept = options.topK === undefined ? all : all.slice(0, options.topK);
   return kept.map(({ hook, feature, attribution }) => ({ hook, feature, attribution }));
 }
+
+/**
+ * Exact IG attribution at the probe's own hook from cached pooled SAE codes, for a binary linear
+ * probe: no forward pass at all.
+ *
+ * At the probe hook the metric is m = (2y - 1)(w . mean_t x_t + b) with x_t = f_t W_dec + b_dec + e_t,
+ * which is affine in every f and e, so its gradient along the IG path is the constant
+ * dm/df_{t,i} = (2y - 1) (v_i . w) / T and every Riemann sum is exact:
+ *   A_f[i] = (2y - 1) mean_t f_{t,i} (v_i . w),   A_e = (2y - 1) mean_t e_t . w,
+ * the same values `integratedGradients` computes through the model (up to rounding), for any number
+ * of steps. `pooledCodes` `[n, dSae]` and `pooledErrors` `[n, d]` are per-example token means.
+ */
+export function pooledProbeHookAttribution(
+  hook: HookName,
+  sae: EraserSae,
+  probe: Probe,
+  pooledCodes: tf.Tensor2D,
+  pooledErrors: tf.Tensor2D,
+  labels: ArrayLike<number>,
+): HookAttribution {
+  if (probe.nClasses !== 2 || probe.kind !== 'linear') {
+    throw new Error(`pooled attribution: needs a binary linear probe (got ${probe.kind} with ${probe.nClasses} classes); use integratedGradients`);
+  }
+  const n = pooledCodes.shape[0];
+  const y = checkLabelsFor(probe, labels, n);
+  return tf.tidy(() => {
+    // A linear binary probe's logit gradient is its weight vector, the same at every input.
+    const w = tf.grad((x: tf.Tensor) => tf.sum(probe.logits(x as tf.Tensor2D)))(tf.zeros([1, sae.dIn])).reshape([sae.dIn, 1]);
+    const sign = tf.sub(tf.mul(tf.tensor1d(y, 'int32').toFloat(), 2), 1).reshape([1, n]);
+    const directions = sae.decoderDirections();
+    const vw = matMulT(directions, w).reshape([1, sae.dSae]);
+    // mean over examples of sign_n f̄_{n,i} (v_i . w)
+    const features = tf.div(tf.mul(matMulT(sign, pooledCodes), vw), n);
+    const error = tf.div(matMulT(matMulT(sign, pooledErrors), w), n);
+    directions.dispose();
+    return { hook, features: features.dataSync() as Float32Array, error: error.dataSync()[0]! };
+  });
+}

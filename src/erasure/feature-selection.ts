@@ -209,14 +209,7 @@ export interface ColumnSource {
 
 /** The SAE width cached at `hook`, or undefined when the cache holds no SAE codes there. */
 export function cachedSaeWidth(cache: ActivationCache, hook: HookName): number | undefined {
-  if (!cache.hooks.includes(hook)) return undefined;
-  try {
-    return cache.dSae(hook);
-  } catch (err) {
-    // The cache signals "no SAE at this hook" only by this error; anything else is a real failure.
-    if (err instanceof Error && err.message.includes('no SAE features cached')) return undefined;
-    throw err;
-  }
+  return cache.hasSae(hook) ? cache.dSae(hook) : undefined;
 }
 
 /**

@@ -26,12 +26,13 @@
  *   minGroupSize 5, conceptExamples (all), features (manual), evalBatchSize 16,
  *   retrain {} (LinearProbeOptions).
  */
+import { tf } from '../engine/engine.js';
 import type { RawTensor } from '../io/safetensors.js';
 import type { HookName } from '../models/model.js';
 import { LinearProbe, type LinearProbeOptions } from '../probe/linear.js';
 import type { Probe } from '../probe/probe.js';
 import { FeatureAblationEraser, hooksUpToProbe, pooledWithEdits, readFeatureAblationCheckpoint } from './ablate.js';
-import { attributionPatching, integratedGradients, rankFeatures, type HookAttribution, type RankedFeature } from './attribution.js';
+import { attributionPatching, integratedGradients, pooledProbeHookAttribution, rankFeatures, type HookAttribution, type RankedFeature } from './attribution.js';
 import type { EraserSae, FitContext, LabelledSplit } from './eraser.js';
 import { CONCEPT_SELECTION_DEFAULTS, conceptFeatureColumns, selectConceptFeatures, type SelectionRecord } from './feature-selection.js';
 
@@ -157,10 +158,23 @@ export function chooseShiftFeatures(ctx: FitContext, o: ShiftOptions): ShiftFitR
   if (hooks.length === 0) throw new Error(`shift: no hook with an SAE at or before the probe hook "${ctx.probeHook}" (SAEs at: ${Object.keys(ctx.saes).join(', ') || 'none'})`);
   const train = headOf(ctx.train, o.attributionExamples);
   const input = { model: ctx.model, tokenize: ctx.tokenize, saes: ctx.saes, hooks, probeHook: ctx.probeHook, probe: ctx.probe, texts: train.texts, labels: train.y };
-  const attributions =
-    o.attribution === 'atp'
-      ? attributionPatching(input, { batchSize: o.batchSize, progressLabel: 'shift: attribution patching' })
-      : integratedGradients(input, { steps: o.steps, batchSize: o.batchSize, stepsPerPass: o.stepsPerPass, progressLabel: 'shift: IG attribution' });
+  // At the probe's own hook the metric is affine in the SAE codes: IG is exact from cached pooled
+  // codes, with no forward pass. Other hooks go through the model.
+  const pooledHooks = hooks.filter((h) => h === ctx.probeHook && ctx.probe.kind === 'linear' && ctx.probe.nClasses === 2 && ctx.cache.hasSae(h));
+  const modelHooks = hooks.filter((h) => !pooledHooks.includes(h));
+  const modelInput = { ...input, hooks: modelHooks };
+  const attributions: Record<HookName, HookAttribution> =
+    modelHooks.length === 0
+      ? {}
+      : o.attribution === 'atp'
+        ? attributionPatching(modelInput, { batchSize: o.batchSize, progressLabel: 'shift: attribution patching' })
+        : integratedGradients(modelInput, { steps: o.steps, batchSize: o.batchSize, stepsPerPass: o.stepsPerPass, progressLabel: 'shift: IG attribution' });
+  for (const hook of pooledHooks) {
+    const codes = ctx.cache.saePooledDense(hook, train.rows);
+    const errors = ctx.cache.saeErrorPooled(hook, train.rows);
+    attributions[hook] = pooledProbeHookAttribution(hook, ctx.saes[hook]!, ctx.probe, codes, errors, train.y);
+    tf.dispose([codes, errors]);
+  }
   const ranked = rankFeatures(attributions, { topK: o.candidates, threshold: o.threshold, score: o.score });
   let chosen: RankedFeature[];
   let selection: SelectionRecord[] | RankedFeature[];

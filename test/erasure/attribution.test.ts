@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { initEngine, tf } from '../../src/engine/engine.js';
-import { attributionPatching, integratedGradients, probeMetric, rankFeatures, type HookAttribution } from '../../src/erasure/attribution.js';
+import { attributionPatching, integratedGradients, pooledProbeHookAttribution, probeMetric, rankFeatures, type HookAttribution } from '../../src/erasure/attribution.js';
 import type { Batch, HookName } from '../../src/models/model.js';
 import { meanPool } from '../../src/models/pool.js';
 import { LinearProbe } from '../../src/probe/linear.js';
@@ -239,5 +239,34 @@ describe('rankFeatures', () => {
     expect(rankFeatures(attributions, { threshold: 0.25 })).toHaveLength(4);
     expect(rankFeatures(attributions, { score: 'positive', threshold: 0.1 }).map((r) => `${r.hook}:${r.feature}`)).toEqual(['layers.0.resid_out:0', 'embed:0', 'layers.0.resid_out:1']);
     expect(() => rankFeatures(attributions, { threshold: -1 })).toThrow(/threshold/);
+  });
+});
+
+describe('pooled attribution at the probe hook', () => {
+  it('equals IG through the model, from pooled codes alone', () => {
+    const model = new ToyModel({ nLayers: 2, seed: 3, layerScale: 0.6 });
+    const sae = randomSae(12, 11);
+    const hook: HookName = 'layers.1.resid_out';
+    const probe = probeWith(4);
+    const { texts, labels } = textsAndLabels(10, 9);
+    const viaModel = integratedGradients({ model, tokenize: toyTokenize, saes: { [hook]: sae }, hooks: [hook], probeHook: hook, probe, texts, labels }, { steps: 3, batchSize: 5 })[hook]!;
+    // Per-example token means of the SAE codes and errors at the hook.
+    const [codes, errors] = tf.tidy(() => {
+      const batch = toyTokenize(texts);
+      const x = model.run(batch, { capture: [hook] }).captures[hook]!;
+      const [n, seq] = x.shape;
+      const flat = tf.reshape(x, [n * seq, D]);
+      const f = sae.encode(flat);
+      const e = tf.sub(flat, sae.decode(f));
+      return [meanPool(tf.reshape(f, [n, seq, sae.dSae]) as tf.Tensor3D, batch.attentionMask), meanPool(tf.reshape(e, [n, seq, D]) as tf.Tensor3D, batch.attentionMask)];
+    });
+    const pooled = pooledProbeHookAttribution(hook, sae, probe, codes!, errors!, labels);
+    expect(relDiff(pooled.features, viaModel.features)).toBeLessThan(1e-4);
+    expect(pooled.error).toBeCloseTo(viaModel.error, 4);
+    expect(() => pooledProbeHookAttribution(hook, sae, probeWith(4, 3), codes!, errors!, labels)).toThrow(/needs a binary linear probe/);
+    tf.dispose([codes!, errors!]);
+    probe.dispose();
+    model.dispose();
+    sae.dispose();
   });
 });
