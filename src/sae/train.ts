@@ -13,7 +13,8 @@
  *  - `topk` (sparsify / OpenAI conventions): f = TopK_k(ReLU(...)), loss = sum ||x - xHat||^2 /
  *    sum ||x - mean(x)||^2 (fraction of variance unexplained), unit-norm decoder rows, the same
  *    warm-up and dead-feature resampling.
- * Adam (beta1 0.9, beta2 0.999). Initialisation: decoder rows random unit vectors, W_enc = W_dec^T,
+ * Adam (beta1 0.9, beta2 0.999). Initialisation: decoder rows random unit vectors, W_enc = c W_dec^T
+ * with c = min(1, 2 dIn / dSae),
  * b_enc = 0, b_dec = the mean of the first batch.
  *
  * Inputs are scaled by c = sqrt(dIn) / E||x|| (estimated on the first batch) so that the L1
@@ -219,7 +220,9 @@ export async function trainSaeOnSource(source: ActivationSource, options: TrainO
     const dec = unitRows(randomNormalArray(o.dSae * d, o.seed), o.dSae, d);
     params = {
       wDec: variableOf(tf.tensor2d(dec, [o.dSae, d])),
-      wEnc: variableOf(tf.tidy(() => tf.transpose(tf.tensor2d(dec, [o.dSae, d])) as tf.Tensor2D)),
+      // Tied init scaled so that the initial reconstruction has about the input's scale: for random
+      // unit directions, sum_i ReLU(c v_i.x) v_i ~ c (dSae / 2d) x.
+      wEnc: variableOf(tf.tidy(() => tf.mul(tf.transpose(tf.tensor2d(dec, [o.dSae, d])), Math.min(1, (2 * d) / o.dSae)) as tf.Tensor2D)),
       bEnc: variableOf(tf.zeros([o.dSae]) as tf.Tensor1D),
       bDec: variableOf(tf.tensor1d(mean.map((v) => v * scale))),
     };
@@ -481,4 +484,78 @@ function readCheckpoint(dir: string, key: string): { step: number; scale: number
 export function saveTrainedSae(sae: AffineSae, dir: string, info: Record<string, unknown>): void {
   saveSaeLensSae(sae, dir, { extraMetadata: { training: info } });
   writeJsonAtomic(join(dir, 'metrics.json'), info);
+}
+
+// ------------------------------------------------------------------------------------------------
+// Training on a model's activations (the `train-sae` subcommand)
+// ------------------------------------------------------------------------------------------------
+
+export interface TrainSaeOptions extends Omit<TrainOptions, 'hook' | 'model' | 'checkpointDir' | 'label'> {
+  /** Model folder or hub id (`owner/name[@revision]`). */
+  model: string;
+  hook: HookName;
+  /** Training texts: a JSONL/CSV/Parquet file with a text field. */
+  input: string;
+  /** Held-out texts for the final metrics (default: none). */
+  heldOut?: string;
+  textField?: string;
+  /** Output folder: the SAE in SAELens format, metrics.json, and checkpoint/ while training. */
+  out: string;
+  /** Tokens per text (default 128). */
+  maxLength?: number;
+  /** Held-out tokens evaluated at most (default 100k). */
+  heldOutTokens?: number;
+}
+
+async function readTexts(path: string, field: string): Promise<string[]> {
+  const { readTable } = await import('../io/tabular.js');
+  const table = await readTable(path);
+  if (table.rows.length === 0) throw new Error(`${path}: no rows`);
+  return table.rows.map((row, i) => {
+    const t = row[field];
+    if (typeof t !== 'string') throw new Error(`${table.where(i)}: field "${field}" is ${t === undefined ? 'missing' : 'not a string'}`);
+    return t;
+  });
+}
+
+/**
+ * Trains an SAE on hook activations of a model over texts, evaluates it on held-out texts and saves
+ * it in SAELens format (loadable with `loadSae(out)`). Returns the SAE and the held-out metrics.
+ */
+export async function trainSae(options: TrainSaeOptions): Promise<{ sae: AffineSae; heldOut?: SaeMetrics; result: TrainResult }> {
+  await initEngine();
+  const { openModel } = await import('../models/open.js');
+  const { modelActivationSource, collectActivations } = await import('./buffer.js');
+  const field = options.textField ?? 'text';
+  const texts = await readTexts(options.input, field);
+  const heldOutTexts = options.heldOut !== undefined ? await readTexts(options.heldOut, field) : undefined;
+  const opened = await openModel(options.model, { maxLength: options.maxLength ?? 128 });
+  try {
+    const source = modelActivationSource({ model: opened.model, tokenize: opened.tokenize, texts, hook: options.hook, seed: options.seed });
+    const result = await trainSaeOnSource(source, { ...options, hook: options.hook, model: options.model, checkpointDir: join(options.out, 'checkpoint') });
+    let heldOut: SaeMetrics | undefined;
+    if (heldOutTexts !== undefined) {
+      const held = modelActivationSource({ model: opened.model, tokenize: opened.tokenize, texts: heldOutTexts, hook: options.hook, seed: options.seed });
+      heldOut = evaluateSae(result.sae, await collectActivations(held, options.heldOutTokens ?? 100_000));
+    }
+    const info = {
+      model: options.model,
+      hook: options.hook,
+      arch: options.arch,
+      dSae: options.dSae,
+      k: options.arch === 'topk' ? (options.k ?? 32) : undefined,
+      l1: options.arch === 'relu' ? (options.l1 ?? 1.5) : undefined,
+      tokens: result.steps * (options.batchSize ?? 1024),
+      steps: result.steps,
+      inputScale: result.inputScale,
+      train: result.train,
+      heldOut,
+      input: options.input,
+      heldOutInput: options.heldOut,
+    };
+    saveTrainedSae(result.sae, options.out, info);
+    return { sae: result.sae, heldOut, result };
+  } finally {
+    opened.model.dispose();
+  }
 }

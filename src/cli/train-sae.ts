@@ -1,0 +1,71 @@
+/**
+ * `sae-eraser train-sae`: trains an SAE on a model's hook activations over a text file and saves it
+ * in SAELens format (cfg.json + sae_weights.safetensors + metrics.json).
+ */
+import { trainSae } from '../sae/train.js';
+import type { Subcommand } from './main.js';
+import { UsageError, oneOf, optionalInt, optionalNumber, optionalString, parse, requireString } from './args.js';
+
+const usage = `usage: sae-eraser train-sae --model DIR_OR_REPO --hook HOOK --input FILE.jsonl --d-sae N --out DIR
+       [--arch relu|topk] [--k K] [--l1 C] [--tokens N] [--held-out FILE.jsonl] [--text-field text]
+       [--batch-size 1024] [--lr 1e-3] [--max-length 128] [--seed 42] [--quiet]
+
+Streams HOOK activations of the model over the texts of FILE (documents shuffled, bounded memory),
+trains a ReLU SAE (L2 + L1, dictionary_learning conventions; --l1, default 1.5 on inputs scaled to
+mean norm sqrt(d)) or a TopK SAE (--k, default 32) on --tokens tokens (default 2,000,000), writes
+periodic checkpoints to DIR/checkpoint (a rerun resumes), and saves the SAE to DIR in SAELens format
+with metrics.json (fraction of variance explained, L0 and dead-feature fraction on --held-out).`;
+
+/** Runs the subcommand on parsed arguments (exported for tests and scripts). */
+export async function trainSaeCommand(argv: string[]): Promise<void> {
+  const p = parse(argv, {
+    model: { type: 'string' },
+    hook: { type: 'string' },
+    input: { type: 'string' },
+    'held-out': { type: 'string' },
+    'd-sae': { type: 'string' },
+    out: { type: 'string' },
+    arch: { type: 'string' },
+    k: { type: 'string' },
+    l1: { type: 'string' },
+    tokens: { type: 'string' },
+    'text-field': { type: 'string' },
+    'batch-size': { type: 'string' },
+    lr: { type: 'string' },
+    'max-length': { type: 'string' },
+    seed: { type: 'string' },
+  });
+  const dSae = optionalInt(p, 'd-sae');
+  if (dSae === undefined) throw new UsageError('--d-sae is required');
+  const arch = oneOf(p, 'arch', ['relu', 'topk'] as const, 'relu');
+  const l1 = optionalNumber(p, 'l1');
+  if (l1 !== undefined && l1 < 0) throw new UsageError('--l1 must be >= 0');
+  const lr = optionalNumber(p, 'lr');
+  if (lr !== undefined && lr <= 0) throw new UsageError('--lr must be > 0');
+  const { heldOut } = await trainSae({
+    model: requireString(p, 'model'),
+    hook: requireString(p, 'hook'),
+    input: requireString(p, 'input'),
+    heldOut: optionalString(p, 'held-out'),
+    out: requireString(p, 'out'),
+    textField: optionalString(p, 'text-field'),
+    arch,
+    dSae,
+    k: optionalInt(p, 'k'),
+    l1,
+    lr,
+    tokens: optionalInt(p, 'tokens') ?? 2_000_000,
+    batchSize: optionalInt(p, 'batch-size'),
+    maxLength: optionalInt(p, 'max-length'),
+    seed: optionalInt(p, 'seed', 0),
+  });
+  if (heldOut !== undefined) {
+    process.stdout.write(`held-out: FVE ${heldOut.fve.toFixed(4)}, L0 ${heldOut.l0.toFixed(1)}, dead features ${(100 * heldOut.deadFraction).toFixed(1)}% (${heldOut.tokens} tokens)\n`);
+  }
+}
+
+export const trainSaeSubcommand: Subcommand = {
+  summary: 'Train an SAE on hook activations of a model (saved in SAELens format).',
+  usage,
+  main: trainSaeCommand,
+};
