@@ -19,38 +19,42 @@ import { Checkpoint } from './checkpoint.js';
 import type { BertConfig } from './config.js';
 import { checkBatch, HookRunner, tidyRun } from './hooks.js';
 import {
-  activation,
   attend,
   attentionBias,
+  columnBlocks,
   embedding,
   layerNorm,
   layerNormSpecs,
   linear,
   linearSpecs,
-  makeLinear,
   mergeHeads,
+  mlp,
   readLayerNorm,
   readLinear,
+  readMlp,
   splitHeads,
   tensorsOf,
   type LayerNorm,
   type Linear,
+  type Mlp,
   type TensorSpec,
 } from './layers.js';
 import { standardHookNames, type Batch, type HookName, type Model, type RunOptions, type RunResult } from './model.js';
 
 interface BertLayer {
-  /** query, key and value projections fused: `W^T = [W_q^T | W_k^T | W_v^T]`, `[d, 3d]`. */
-  queryKeyValue: Linear;
+  query: Linear;
+  key: Linear;
+  value: Linear;
   attentionDense: Linear;
   attentionLayerNorm: LayerNorm;
-  intermediate: Linear;
-  output: Linear;
+  /** intermediate.dense, GELU, output.dense. */
+  mlp: Mlp;
   outputLayerNorm: LayerNorm;
 }
 
 interface BertWeights {
-  wordEmbeddings: tf.Tensor2D;
+  /** E_word, `[vocab, d]` row-major (looked up on the JS side; see `embedding`). */
+  wordEmbeddings: Float32Array;
   positionEmbeddings: tf.Tensor2D;
   /** E_type[0], `[1, d]`: token types are always 0. */
   typeZeroEmbedding: tf.Tensor2D;
@@ -84,16 +88,6 @@ function tensorSpecs(c: BertConfig): TensorSpec[] {
   return specs;
 }
 
-/** Reads the three self-attention projections of `prefix` and fuses them into one `[d, 3d]` map. */
-function readFusedQkv(ckpt: Checkpoint, prefix: string): Linear {
-  const names = ['query', 'key', 'value'].map((m) => `${prefix}.attention.self.${m}`);
-  const [weightT, bias] = tf.tidy(() => [
-    tf.concat(names.map((n) => ckpt.readTransposed(`${n}.weight`)), 1) as tf.Tensor2D,
-    tf.concat(names.map((n) => ckpt.read(`${n}.bias`)), 0) as tf.Tensor1D,
-  ]);
-  return makeLinear(weightT!, bias);
-}
-
 export class BertModel implements Model {
   readonly hookNames: readonly HookName[];
 
@@ -111,7 +105,7 @@ export class BertModel implements Model {
     for (const s of tensorSpecs(c)) ckpt.check(s.name, s.shape, s.why);
     const typeZeroEmbedding = tf.tidy(() => tf.slice(ckpt.read('embeddings.token_type_embeddings.weight'), [0, 0], [1, -1]) as tf.Tensor2D);
     const weights: BertWeights = {
-      wordEmbeddings: ckpt.read('embeddings.word_embeddings.weight') as tf.Tensor2D,
+      wordEmbeddings: ckpt.float32('embeddings.word_embeddings.weight'),
       positionEmbeddings: ckpt.read('embeddings.position_embeddings.weight') as tf.Tensor2D,
       typeZeroEmbedding,
       embeddingLayerNorm: readLayerNorm(ckpt, 'embeddings.LayerNorm', c.layerNormEps),
@@ -120,11 +114,12 @@ export class BertModel implements Model {
     for (let i = 0; i < c.nLayers; i++) {
       const p = `encoder.layer.${i}`;
       weights.layers.push({
-        queryKeyValue: readFusedQkv(ckpt, p),
+        query: readLinear(ckpt, `${p}.attention.self.query`, true),
+        key: readLinear(ckpt, `${p}.attention.self.key`, true),
+        value: readLinear(ckpt, `${p}.attention.self.value`, true),
         attentionDense: readLinear(ckpt, `${p}.attention.output.dense`, true),
         attentionLayerNorm: readLayerNorm(ckpt, `${p}.attention.output.LayerNorm`, c.layerNormEps),
-        intermediate: readLinear(ckpt, `${p}.intermediate.dense`, true),
-        output: readLinear(ckpt, `${p}.output.dense`, true),
+        mlp: readMlp(ckpt, `${p}.intermediate.dense`, `${p}.output.dense`, c.dModel, c.dFf, c.hiddenAct),
         outputLayerNorm: readLayerNorm(ckpt, `${p}.output.LayerNorm`, c.layerNormEps),
       });
     }
@@ -141,7 +136,7 @@ export class BertModel implements Model {
       let x: tf.Tensor3D | undefined;
       if (hooks.needs('embed')) {
         // (word + type 0) + position, in transformers' order.
-        const words = embedding(this.weights.wordEmbeddings, batch.inputIds);
+        const words = embedding(this.weights.wordEmbeddings, c.dModel, batch.inputIds);
         const positions = tf.slice(this.weights.positionEmbeddings, [0, 0], [seq, -1]);
         const summed = tf.add(tf.add(words, this.weights.typeZeroEmbedding), positions) as tf.Tensor3D;
         x = hooks.at('embed', layerNorm(summed, this.weights.embeddingLayerNorm));
@@ -166,7 +161,7 @@ export class BertModel implements Model {
     const attnOut = hooks.at(attnHook, this.attention(x, w, bias));
     if (!hooks.needs(mlpHook)) return undefined;
     const y = layerNorm(tf.add(attnOut, x) as tf.Tensor3D, w.attentionLayerNorm);
-    const mlpOut = hooks.at(mlpHook, linear(activation(this.config.hiddenAct, linear(y, w.intermediate)) as tf.Tensor3D, w.output));
+    const mlpOut = hooks.at(mlpHook, mlp(y, w.mlp));
     if (!hooks.needs(residHook)) return undefined;
     return hooks.at(residHook, layerNorm(tf.add(mlpOut, y) as tf.Tensor3D, w.outputLayerNorm));
   }
@@ -174,8 +169,9 @@ export class BertModel implements Model {
   /** Bidirectional self-attention through the output projection (before residual and LayerNorm). */
   private attention(x: tf.Tensor3D, w: BertLayer, bias: tf.Tensor4D): tf.Tensor3D {
     const { nHeads, headDim } = this.config;
-    const [q, k, v] = tf.split(linear(x, w.queryKeyValue), 3, -1) as [tf.Tensor3D, tf.Tensor3D, tf.Tensor3D];
-    const context = attend(splitHeads(q, nHeads), splitHeads(k, nHeads), splitHeads(v, nHeads), bias, 1 / Math.sqrt(headDim));
+    const xBlocks = columnBlocks(x);
+    const [q, k, v] = [w.query, w.key, w.value].map((l) => splitHeads(linear(x, l, xBlocks), nHeads)) as [tf.Tensor4D, tf.Tensor4D, tf.Tensor4D];
+    const context = attend(q, k, v, bias, 1 / Math.sqrt(headDim));
     return linear(mergeHeads(context), w.attentionDense);
   }
 

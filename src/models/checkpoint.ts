@@ -67,6 +67,14 @@ export class Checkpoint {
     return file.tensor(full);
   }
 
+  /** Reads a checked tensor's values as float32 (row-major). */
+  float32(name: string): Float32Array {
+    const full = this.prefix + name;
+    const file = this.files.get(full);
+    if (file === undefined) throw new Error(`${this.describeFiles()}: missing tensor "${full}"`);
+    return file.float32(full);
+  }
+
   /** Reads a `[out, in]` linear weight and returns it transposed, `[in, out]`, ready for `x @ W^T`. */
   readTransposed(name: string): tf.Tensor2D {
     const w = this.read(name);

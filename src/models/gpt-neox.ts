@@ -12,33 +12,42 @@
  * with MLP(y) = GELU(y W_1^T + b_1) W_2^T + b_2 (exact erf GELU).
  *
  * Attention: the fused projection `query_key_value` gives, per head h, a contiguous block
- * [q_h | k_h | v_h] of 3 * headDim features. Rotary embedding acts on the first
- * rotaryDims = floor(headDim * rotary_pct) dims of each q and k head (the rest pass through):
+ * [q_h | k_h | v_h] of 3 * headDim features; the loader splits it into separate q, k and v
+ * projections. Rotary embedding acts on the first rotaryDims = floor(headDim * rotary_pct) dims of
+ * each q and k head (the rest pass through):
  *   rope(x) = x * cos(p theta) + rotate_half(x) * sin(p theta),  rotate_half([x1, x2]) = [-x2, x1],
  * with theta_j = base^(-2j / rotaryDims), the angle vector being [p theta, p theta] (halves repeated),
- * and positions p = 0..seq-1 (right padding keeps real tokens at their positions).
+ * and positions p = 0..seq-1 (right padding keeps real tokens at their positions). Written over
+ * the whole head as rope(x) = x * C + (x R) * S, where C is cos on the rotary dims and 1 elsewhere,
+ * S is sin on the rotary dims and 0 elsewhere, and R is the signed permutation matrix of
+ * rotate_half (exact in float32: each output is one input times +-1).
  * Scores q k^T / sqrt(headDim), plus a causal and key-padding mask, softmax over keys.
  */
-import { tf } from '../engine/engine.js';
+import { matMulT, tf } from '../engine/engine.js';
 import { Checkpoint } from './checkpoint.js';
 import type { GptNeoxConfig } from './config.js';
 import { checkBatch, HookRunner, tidyRun } from './hooks.js';
 import {
-  activation,
   attend,
   attentionBias,
+  columnBlocks,
   embedding,
   layerNorm,
   layerNormSpecs,
   linear,
+  linearFromRows,
   linearSpecs,
-  makeLinear,
   mergeHeads,
+  mlp,
   readLayerNorm,
+  readMlp,
   readLinear,
+  selectRows,
+  splitHeads,
   tensorsOf,
   type LayerNorm,
   type Linear,
+  type Mlp,
   type TensorSpec,
 } from './layers.js';
 import { standardHookNames, type Batch, type HookName, type Model, type RunOptions, type RunResult } from './model.js';
@@ -46,14 +55,16 @@ import { standardHookNames, type Batch, type HookName, type Model, type RunOptio
 interface NeoxLayer {
   inputLayerNorm: LayerNorm;
   postAttentionLayerNorm: LayerNorm;
-  queryKeyValue: Linear;
+  query: Linear;
+  key: Linear;
+  value: Linear;
   attentionDense: Linear;
-  mlpIn: Linear;
-  mlpOut: Linear;
+  mlp: Mlp;
 }
 
 interface NeoxWeights {
-  embedIn: tf.Tensor2D;
+  /** E_in, `[vocab, d]` row-major (looked up on the JS side; see `embedding`). */
+  embedIn: Float32Array;
   layers: NeoxLayer[];
   finalLayerNorm: LayerNorm;
 }
@@ -81,39 +92,67 @@ function tensorSpecs(c: GptNeoxConfig): TensorSpec[] {
 }
 
 /**
- * Rotary tables `[maxPositions, rotaryDims]`: cos and sin of the angle p * theta_j, the
- * `rotaryDims / 2` frequencies repeated twice. Computed in float32 steps as transformers does
+ * Rotary tables over whole heads, `[maxPositions, headDim]`: C = cos(p theta_j) on the rotary dims
+ * (the rotaryDims / 2 frequencies repeated twice) and 1 on the rest; S = sin(p theta_j) on the
+ * rotary dims and 0 on the rest. Computed in float32 steps as transformers does
  * (inv_freq = 1 / base^(2j / rotaryDims) in float32, angle = float32(inv_freq * p)).
  */
 export function rotaryTables(c: GptNeoxConfig): { cos: Float32Array; sin: Float32Array } {
   const r = c.rotaryDims;
+  const hd = c.headDim;
   const half = r / 2;
   const invFreq = new Float32Array(half);
   for (let j = 0; j < half; j++) invFreq[j] = 1 / Math.fround(c.rotaryBase ** Math.fround((2 * j) / r));
-  const cos = new Float32Array(c.maxPositions * r);
-  const sin = new Float32Array(c.maxPositions * r);
+  const cos = new Float32Array(c.maxPositions * hd).fill(1);
+  const sin = new Float32Array(c.maxPositions * hd);
   for (let p = 0; p < c.maxPositions; p++) {
     for (let j = 0; j < half; j++) {
       const angle = Math.fround(invFreq[j]! * p);
-      cos[p * r + j] = cos[p * r + j + half] = Math.cos(angle);
-      sin[p * r + j] = sin[p * r + j + half] = Math.sin(angle);
+      cos[p * hd + j] = cos[p * hd + j + half] = Math.cos(angle);
+      sin[p * hd + j] = sin[p * hd + j + half] = Math.sin(angle);
     }
   }
   return { cos, sin };
 }
 
-/** rope(x) on the first `cos.shape[1]` dims of the last axis of `x` `[n, heads, seq, headDim]`. */
-function applyRotary(x: tf.Tensor4D, cos: tf.Tensor2D, sin: tf.Tensor2D): tf.Tensor4D {
+/**
+ * R `[headDim, headDim]` with (x R) = rotate_half on the first rotaryDims dims and 0 on the rest:
+ * output j < r/2 is -x[j + r/2], output r/2 <= j < r is x[j - r/2].
+ */
+export function rotateHalfMatrix(headDim: number, rotaryDims: number): Float32Array {
+  const half = rotaryDims / 2;
+  const m = new Float32Array(headDim * headDim);
+  for (let j = 0; j < half; j++) m[(j + half) * headDim + j] = -1;
+  for (let j = half; j < rotaryDims; j++) m[(j - half) * headDim + j] = 1;
+  return m;
+}
+
+/** rope(x) = x C + (x R) S for `x` `[n, seq, nHeads * headDim]`, tables `[seq, headDim]`. */
+function applyRotary(x: tf.Tensor3D, nHeads: number, cos: tf.Tensor2D, sin: tf.Tensor2D, rotateHalf: tf.Tensor2D): tf.Tensor3D {
   return tf.tidy(() => {
-    const headDim = x.shape[3];
-    const r = cos.shape[1];
-    const rot = tf.slice(x, [0, 0, 0, 0], [-1, -1, -1, r]);
-    const [x1, x2] = tf.split(rot, 2, -1) as [tf.Tensor4D, tf.Tensor4D];
-    const rotateHalf = tf.concat([tf.neg(x2), x1], -1);
-    const rotated = tf.add(tf.mul(rot, cos), tf.mul(rotateHalf, sin)) as tf.Tensor4D;
-    if (r === headDim) return rotated;
-    return tf.concat([rotated, tf.slice(x, [0, 0, 0, r], [-1, -1, -1, headDim - r])], -1);
+    const [n, seq, d] = x.shape;
+    const headDim = d / nHeads;
+    const heads = tf.reshape(x, [n, seq, nHeads, headDim]);
+    const rotated = tf.reshape(matMulT(tf.reshape(x, [n * seq * nHeads, headDim]), rotateHalf), [n, seq, nHeads, headDim]);
+    const c = tf.reshape(cos, [1, seq, 1, headDim]);
+    const s = tf.reshape(sin, [1, seq, 1, headDim]);
+    return tf.reshape(tf.add(tf.mul(heads, c), tf.mul(rotated, s)), [n, seq, d]);
   });
+}
+
+/**
+ * Splits the fused `query_key_value` projection (`[3d, d]`, per head the rows [q_h | k_h | v_h])
+ * into separate q, k and v projections.
+ */
+function splitQkv(ckpt: Checkpoint, name: string, c: GptNeoxConfig): { query: Linear; key: Linear; value: Linear } {
+  const w = ckpt.float32(`${name}.weight`);
+  const b = c.attentionBias ? ckpt.float32(`${name}.bias`) : undefined;
+  const part = (which: number): Linear => {
+    const rows: number[] = [];
+    for (let h = 0; h < c.nHeads; h++) for (let j = 0; j < c.headDim; j++) rows.push(h * 3 * c.headDim + which * c.headDim + j);
+    return linearFromRows(selectRows(w, c.dModel, rows), c.dModel, c.dModel, b === undefined ? undefined : selectRows(b, 1, rows));
+  };
+  return { query: part(0), key: part(1), value: part(2) };
 }
 
 export class GptNeoxModel implements Model {
@@ -125,6 +164,7 @@ export class GptNeoxModel implements Model {
     private readonly weights: NeoxWeights,
     private readonly rotaryCos: tf.Tensor2D,
     private readonly rotarySin: tf.Tensor2D,
+    private readonly rotateHalf: tf.Tensor2D,
     /** Reads `E_out^T` `[d, vocab]` on first use (checked at load), or explains why there is none. */
     private readonly loadUnembedding: () => Linear,
   ) {
@@ -145,7 +185,7 @@ export class GptNeoxModel implements Model {
 
     const c = config;
     const weights: NeoxWeights = {
-      embedIn: ckpt.read('embed_in.weight') as tf.Tensor2D,
+      embedIn: ckpt.float32('embed_in.weight'),
       layers: [],
       finalLayerNorm: readLayerNorm(ckpt, 'final_layer_norm', c.layerNormEps),
     };
@@ -154,23 +194,24 @@ export class GptNeoxModel implements Model {
       weights.layers.push({
         inputLayerNorm: readLayerNorm(ckpt, `${p}.input_layernorm`, c.layerNormEps),
         postAttentionLayerNorm: readLayerNorm(ckpt, `${p}.post_attention_layernorm`, c.layerNormEps),
-        queryKeyValue: readLinear(ckpt, `${p}.attention.query_key_value`, c.attentionBias),
+        ...splitQkv(ckpt, `${p}.attention.query_key_value`, c),
         attentionDense: readLinear(ckpt, `${p}.attention.dense`, c.attentionBias),
-        mlpIn: readLinear(ckpt, `${p}.mlp.dense_h_to_4h`, true),
-        mlpOut: readLinear(ckpt, `${p}.mlp.dense_4h_to_h`, true),
+        mlp: readMlp(ckpt, `${p}.mlp.dense_h_to_4h`, `${p}.mlp.dense_4h_to_h`, c.dModel, c.dFf, c.hiddenAct),
       });
     }
     const { cos, sin } = rotaryTables(c);
     const loadUnembedding = (): Linear => {
-      if (hasEmbedOut) return makeLinear(root.readTransposed(UNEMBEDDING));
-      if (c.tieWordEmbeddings) return makeLinear(tf.transpose(weights.embedIn));
+      // Left whole: blocked partial products would each be [tokens, vocab].
+      if (hasEmbedOut) return { weightT: [root.readTransposed(UNEMBEDDING)] };
+      if (c.tieWordEmbeddings) return linearFromRows(weights.embedIn, c.vocabSize, c.dModel, undefined, false);
       throw new Error(`${dir}: logits need "${UNEMBEDDING}", which the checkpoint lacks (and tie_word_embeddings is false)`);
     };
     return new GptNeoxModel(
       c,
       weights,
-      tf.tensor2d(cos, [c.maxPositions, c.rotaryDims]),
-      tf.tensor2d(sin, [c.maxPositions, c.rotaryDims]),
+      tf.tensor2d(cos, [c.maxPositions, c.headDim]),
+      tf.tensor2d(sin, [c.maxPositions, c.headDim]),
+      tf.tensor2d(rotateHalfMatrix(c.headDim, c.rotaryDims), [c.headDim, c.headDim]),
       loadUnembedding,
     );
   }
@@ -187,7 +228,7 @@ export class GptNeoxModel implements Model {
       const sin = tf.slice(this.rotarySin, [0, 0], [seq, -1]);
       const bias = attentionBias(batch.attentionMask, true);
       let x: tf.Tensor3D | undefined;
-      if (hooks.needs('embed')) x = hooks.at('embed', embedding(this.weights.embedIn, batch.inputIds));
+      if (hooks.needs('embed')) x = hooks.at('embed', embedding(this.weights.embedIn, c.dModel, batch.inputIds));
       for (let i = 0; i < c.nLayers && x !== undefined; i++) x = this.layer(i, x, bias, cos, sin, hooks);
       const result: { captures: Record<HookName, tf.Tensor3D>; logits?: tf.Tensor3D } = { captures: hooks.captures };
       if (hooks.wantLogits) {
@@ -208,12 +249,12 @@ export class GptNeoxModel implements Model {
     const attnOut = hooks.at(attnHook, this.attention(layerNorm(x, w.inputLayerNorm), w, bias, cos, sin));
     if (!hooks.needs(mlpHook)) return undefined;
     if (this.config.parallelResidual) {
-      const mlpOut = hooks.at(mlpHook, this.mlp(layerNorm(x, w.postAttentionLayerNorm), w));
+      const mlpOut = hooks.at(mlpHook, mlp(layerNorm(x, w.postAttentionLayerNorm), w.mlp));
       if (!hooks.needs(residHook)) return undefined;
       return hooks.at(residHook, tf.add(tf.add(mlpOut, attnOut), x));
     }
     const mid = tf.add(attnOut, x) as tf.Tensor3D;
-    const mlpOut = hooks.at(mlpHook, this.mlp(layerNorm(mid, w.postAttentionLayerNorm), w));
+    const mlpOut = hooks.at(mlpHook, mlp(layerNorm(mid, w.postAttentionLayerNorm), w.mlp));
     if (!hooks.needs(residHook)) return undefined;
     return hooks.at(residHook, tf.add(mlpOut, mid));
   }
@@ -221,21 +262,16 @@ export class GptNeoxModel implements Model {
   /** Causal self-attention with rotary positions, through the output projection: `[n, seq, d]`. */
   private attention(h: tf.Tensor3D, w: NeoxLayer, bias: tf.Tensor4D, cos: tf.Tensor2D, sin: tf.Tensor2D): tf.Tensor3D {
     const { nHeads, headDim } = this.config;
-    const [n, seq] = h.shape;
-    // Per head, the fused projection holds [q_h | k_h | v_h].
-    const qkv = tf.transpose(tf.reshape(linear(h, w.queryKeyValue), [n, seq, nHeads, 3 * headDim]), [0, 2, 1, 3]);
-    const [q, k, v] = tf.split(qkv, 3, -1) as [tf.Tensor4D, tf.Tensor4D, tf.Tensor4D];
-    const context = attend(applyRotary(q, cos, sin), applyRotary(k, cos, sin), v, bias, headDim ** -0.5);
-    return linear(mergeHeads(context), w.attentionDense);
-  }
-
-  private mlp(h: tf.Tensor3D, w: NeoxLayer): tf.Tensor3D {
-    return linear(activation(this.config.hiddenAct, linear(h, w.mlpIn)) as tf.Tensor3D, w.mlpOut);
+    const hBlocks = columnBlocks(h);
+    const q = splitHeads(applyRotary(linear(h, w.query, hBlocks), nHeads, cos, sin, this.rotateHalf), nHeads);
+    const k = splitHeads(applyRotary(linear(h, w.key, hBlocks), nHeads, cos, sin, this.rotateHalf), nHeads);
+    const v = splitHeads(linear(h, w.value, hBlocks), nHeads);
+    return linear(mergeHeads(attend(q, k, v, bias, headDim ** -0.5)), w.attentionDense);
   }
 
   dispose(): void {
     tf.dispose(tensorsOf(this.weights));
-    tf.dispose([this.rotaryCos, this.rotarySin]);
+    tf.dispose([this.rotaryCos, this.rotarySin, this.rotateHalf]);
     tf.dispose(tensorsOf(this.unembedding));
     this.unembedding = undefined;
   }

@@ -5,11 +5,13 @@
  * precomputed at load time).
  *
  * Accuracy: the wasm matMul (XNNPACK) accumulates each output along the whole `in` axis in one
- * running float32 sum. With `in` = 1536-2048 and large terms (MLP output projections of trained
- * models reach |y| ~ 200) its rounding error is ~4x PyTorch's and exceeds 1e-4. Long products are
- * therefore split into blocks of at most SUM_BLOCK inputs whose partial products are added
- * pairwise: x W^T = sum_b x[:, B_b] W^T[B_b, :]. Same FLOPs; on all-MiniLM-L6-v2 the mlp_out error
- * against a float64 pass drops from 2.3e-4 to 0.9e-4 (PyTorch fp32: 1.7e-4).
+ * running float32 sum, so its rounding error grows with `in` and exceeds PyTorch's by ~4x on long
+ * products with large terms (trained MLPs reach |mlp_out| ~ 200; error > 1e-4). Every product is
+ * therefore cut into blocks of at most BLOCK inputs whose partial products are added pairwise:
+ *   x W^T = sum_k x[:, K_k] W^T[K_k, :].
+ * The MLP is also computed in blocks of BLOCK hidden units, so its hidden activation never needs
+ * cutting: f(x) = sum_b act(x W1[B_b]^T + b1[B_b]) W2[:, B_b]^T + b2. Same FLOPs; on
+ * all-MiniLM-L6-v2 the mlp_out error against a float64 pass drops below PyTorch's own.
  */
 import { matMulT, tf } from '../engine/engine.js';
 import type { Checkpoint } from './checkpoint.js';
@@ -17,25 +19,50 @@ import type { HiddenAct } from './config.js';
 
 /** y = x W^T + b. */
 export interface Linear {
-  /** `W^T` `[in, out]` cut along `in` into consecutive row blocks of at most SUM_BLOCK rows. */
-  weightTBlocks: tf.Tensor2D[];
+  /** `W^T` `[in, out]`, cut along `in` into the row blocks of `blockSizes(in)` (or left whole). */
+  weightT: tf.Tensor2D[];
   bias?: tf.Tensor1D;
 }
 
-/** Longest run of products summed in one matMul accumulator (see the header). */
-const SUM_BLOCK = 128;
-/** Products with at most this many inputs are left whole. */
-const SPLIT_ABOVE = 256;
+/** A two-layer MLP split into blocks of hidden units (see the header). */
+export interface Mlp {
+  blocks: { in: Linear; outWeightT: tf.Tensor2D[] }[];
+  outBias: tf.Tensor1D;
+  act: HiddenAct;
+}
 
-/** A linear layer from `W^T` `[in, out]` (taken over: split into blocks, then disposed) and bias. */
-export function makeLinear(weightT: tf.Tensor2D, bias?: tf.Tensor1D): Linear {
-  const dIn = weightT.shape[0];
-  if (dIn <= SPLIT_ABOVE) return bias === undefined ? { weightTBlocks: [weightT] } : { weightTBlocks: [weightT], bias };
-  const nBlocks = Math.ceil(dIn / SUM_BLOCK);
-  const sizes = Array.from({ length: nBlocks }, (_, b) => Math.min(SUM_BLOCK, dIn - b * SUM_BLOCK));
+/** The longest float32 running sum a product may use (see the header). */
+export const BLOCK = 128;
+
+/** Sizes of consecutive blocks of at most BLOCK covering `d`. */
+export function blockSizes(d: number): number[] {
+  return Array.from({ length: Math.ceil(d / BLOCK) }, (_, k) => Math.min(BLOCK, d - k * BLOCK));
+}
+
+/** Cuts `W^T` `[in, out]` into its row blocks (taking ownership of it). */
+export function blockRows(weightT: tf.Tensor2D): tf.Tensor2D[] {
+  const sizes = blockSizes(weightT.shape[0]);
+  if (sizes.length === 1) return [weightT];
   const blocks = tf.split(weightT, sizes, 0) as tf.Tensor2D[];
   weightT.dispose();
-  return bias === undefined ? { weightTBlocks: blocks } : { weightTBlocks: blocks, bias };
+  return blocks;
+}
+
+/**
+ * A linear layer from `W` `[out, in]` given row-major, and its bias. `blocked: false` keeps `W^T`
+ * whole (for the unembedding, whose partial products would be vocabulary-sized).
+ */
+export function linearFromRows(weight: Float32Array, dOut: number, dIn: number, bias?: Float32Array, blocked = true): Linear {
+  const weightT = tf.tidy(() => tf.transpose(tf.tensor2d(weight, [dOut, dIn])) as tf.Tensor2D);
+  const blocks = blocked ? blockRows(weightT) : [weightT];
+  return bias === undefined ? { weightT: blocks } : { weightT: blocks, bias: tf.tensor1d(bias) };
+}
+
+/** Rows `rows` of a row-major matrix with `rowLen` columns, as a new row-major array. */
+export function selectRows(data: Float32Array, rowLen: number, rows: readonly number[]): Float32Array {
+  const out = new Float32Array(rows.length * rowLen);
+  rows.forEach((r, i) => out.set(data.subarray(r * rowLen, (r + 1) * rowLen), i * rowLen));
+  return out;
 }
 
 /** Sums tensors pairwise (a balanced tree), which keeps float32 rounding error low. */
@@ -59,17 +86,42 @@ export interface LayerNorm {
 /** Additive attention bias for masked-out keys: exp(score + MASKED) underflows to exactly 0. */
 const MASKED = -1e9;
 
-/** Applies a linear map to the last axis of `x` `[n, seq, in]` -> `[n, seq, out]`. */
-export function linear(x: tf.Tensor3D, layer: Linear): tf.Tensor3D {
+/** `x` `[n, seq, d]` flattened to `[n * seq, d]` and cut into the column blocks of `blockSizes(d)`. */
+export function columnBlocks(x: tf.Tensor3D): tf.Tensor2D[] {
+  const [n, seq, d] = x.shape;
+  const x2 = tf.reshape(x, [n * seq, d]) as tf.Tensor2D;
+  const sizes = blockSizes(d);
+  return sizes.length === 1 ? [x2] : (tf.split(x2, sizes, 1) as tf.Tensor2D[]);
+}
+
+/** sum_k x_k W^T_k (+ b), pairwise over the blocks: `[n * seq, out]`. */
+function blockedProduct(xBlocks: readonly tf.Tensor2D[], layer: Linear): tf.Tensor2D {
+  if (xBlocks.length !== layer.weightT.length) {
+    throw new Error(`internal: ${xBlocks.length} input blocks for a weight in ${layer.weightT.length} blocks`);
+  }
+  const y = pairwiseSum(layer.weightT.map((w, k) => matMulT(xBlocks[k]!, w)));
+  return (layer.bias === undefined ? y : tf.add(y, layer.bias)) as tf.Tensor2D;
+}
+
+/**
+ * Applies a linear map to the last axis of `x` `[n, seq, in]` -> `[n, seq, out]`. Pass `xBlocks`
+ * (`columnBlocks(x)`) to share the cutting between several maps of the same input.
+ */
+export function linear(x: tf.Tensor3D, layer: Linear, xBlocks?: readonly tf.Tensor2D[]): tf.Tensor3D {
   return tf.tidy(() => {
-    const [n, seq, dIn] = x.shape;
-    const blocks = layer.weightTBlocks;
-    const dOut = blocks[0]!.shape[1];
-    const x2 = tf.reshape(x, [n * seq, dIn]);
-    const xBlocks = blocks.length === 1 ? [x2] : tf.split(x2, blocks.map((b) => b.shape[0]), 1);
-    let y = pairwiseSum(blocks.map((w, b) => matMulT(xBlocks[b]!, w)));
-    if (layer.bias !== undefined) y = tf.add(y, layer.bias);
-    return tf.reshape(y, [n, seq, dOut]);
+    const [n, seq, d] = x.shape;
+    const blocks = xBlocks ?? (layer.weightT.length === 1 ? [tf.reshape(x, [n * seq, d]) as tf.Tensor2D] : columnBlocks(x));
+    return tf.reshape(blockedProduct(blocks, layer), [n, seq, layer.weightT[0]!.shape[1]]);
+  });
+}
+
+/** The MLP `act(x W1^T + b1) W2^T + b2` on `[n, seq, d]`, block by block. */
+export function mlp(x: tf.Tensor3D, m: Mlp): tf.Tensor3D {
+  return tf.tidy(() => {
+    const [n, seq, d] = x.shape;
+    const xBlocks = columnBlocks(x);
+    const partials = m.blocks.map((b) => matMulT(activation(m.act, blockedProduct(xBlocks, b.in)), b.outWeightT[0]!));
+    return tf.reshape(tf.add(pairwiseSum(partials), m.outBias), [n, seq, d]);
   });
 }
 
@@ -137,12 +189,17 @@ export function attend(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, bias: tf.
   });
 }
 
-/** Embedding lookup: rows of `table` `[vocab, d]` for ids `[n, seq]` -> `[n, seq, d]`. */
-export function embedding(table: tf.Tensor2D, ids: tf.Tensor2D): tf.Tensor3D {
-  return tf.tidy(() => {
-    const [n, seq] = ids.shape;
-    return tf.reshape(tf.gather(table, tf.reshape(ids, [n * seq])), [n, seq, table.shape[1]]);
-  });
+/**
+ * Embedding lookup: rows of `table` (`[vocab, d]`, row-major) for ids `[n, seq]` -> `[n, seq, d]`.
+ * Done as a row copy rather than a gather kernel: the wasm gather moves one element at a time,
+ * and the table needs no gradient.
+ */
+export function embedding(table: Float32Array, d: number, ids: tf.Tensor2D): tf.Tensor3D {
+  const [n, seq] = ids.shape;
+  const idValues = ids.dataSync();
+  const out = new Float32Array(n * seq * d);
+  for (let t = 0; t < idValues.length; t++) out.set(table.subarray(idValues[t]! * d, (idValues[t]! + 1) * d), t * d);
+  return tf.tensor3d(out, [n, seq, d]);
 }
 
 /** A checkpoint tensor the loader needs: its name (without prefix), shape, and why (for errors). */
@@ -169,8 +226,30 @@ export function layerNormSpecs(name: string, d: number, why: string): TensorSpec
 
 /** Reads a checked linear layer, transposing its weight to `[in, out]`. */
 export function readLinear(ckpt: Checkpoint, name: string, bias: boolean): Linear {
-  const weightT = ckpt.readTransposed(`${name}.weight`);
-  return makeLinear(weightT, bias ? (ckpt.read(`${name}.bias`) as tf.Tensor1D) : undefined);
+  const weightT = blockRows(ckpt.readTransposed(`${name}.weight`));
+  return bias ? { weightT, bias: ckpt.read(`${name}.bias`) as tf.Tensor1D } : { weightT };
+}
+
+/**
+ * Reads a checked MLP (`inName` `[dFf, d]` + bias, `outName` `[d, dFf]` + bias) into blocks of
+ * BLOCK hidden units.
+ */
+export function readMlp(ckpt: Checkpoint, inName: string, outName: string, d: number, dFf: number, act: HiddenAct): Mlp {
+  const w1 = ckpt.float32(`${inName}.weight`);
+  const b1 = ckpt.float32(`${inName}.bias`);
+  const w2 = ckpt.float32(`${outName}.weight`);
+  const blocks: Mlp['blocks'] = [];
+  for (let start = 0; start < dFf; start += BLOCK) {
+    const size = Math.min(BLOCK, dFf - start);
+    // W2[:, start:start+size]^T, `[size, d]`: row i is column start+i of W2.
+    const outT = new Float32Array(size * d);
+    for (let i = 0; i < size; i++) for (let j = 0; j < d; j++) outT[i * d + j] = w2[j * dFf + start + i]!;
+    blocks.push({
+      in: linearFromRows(w1.subarray(start * d, (start + size) * d), size, d, b1.subarray(start, start + size)),
+      outWeightT: [tf.tensor2d(outT, [size, d])],
+    });
+  }
+  return { blocks, outBias: ckpt.read(`${outName}.bias`) as tf.Tensor1D, act };
 }
 
 /** Reads a checked LayerNorm. */
@@ -183,6 +262,7 @@ export function tensorsOf(weights: unknown): tf.Tensor[] {
   const out: tf.Tensor[] = [];
   const walk = (v: unknown): void => {
     if (v instanceof tf.Tensor) out.push(v);
+    else if (ArrayBuffer.isView(v)) return;
     else if (Array.isArray(v)) v.forEach(walk);
     else if (typeof v === 'object' && v !== null) Object.values(v).forEach(walk);
   };
