@@ -28,7 +28,7 @@ import {
   type MaskLoadTarget,
   type UnitFrame,
   type UnitSpace,
-  uniqueVariableName,
+  variableFrom,
 } from './mask.js';
 import { hookWidth } from './neuron-mask.js';
 import { orthogonalityError, rotationOf } from './orthogonal.js';
@@ -36,7 +36,8 @@ import { orthogonalityError, rotationOf } from './orthogonal.js';
 class RotatedUnits implements UnitSpace {
   readonly unitKind = 'directions' as const;
   readonly variables: Record<string, tf.Variable>;
-  private frozen: tf.Tensor2D | undefined;
+  /** R and R^T once training is over. */
+  private frozen: { r: tf.Tensor2D; rT: tf.Tensor2D } | undefined;
 
   constructor(
     readonly hook: HookName,
@@ -45,8 +46,7 @@ class RotatedUnits implements UnitSpace {
   ) {
     // A = P - P^T; restoring a saved A uses P = A / 2.
     const p = initialSkew === undefined ? tf.zeros([dIn, dIn]) : tf.mul(tf.tensor2d(initialSkew, [dIn, dIn]), 0.5);
-    this.variables = { rotation_param: tf.variable(p, true, uniqueVariableName(`das_rotation_${hook}`)) };
-    p.dispose();
+    this.variables = { rotation_param: variableFrom(p as tf.Tensor2D, `das_rotation_${hook}`) };
   }
 
   get nUnits(): number {
@@ -61,7 +61,7 @@ class RotatedUnits implements UnitSpace {
 
   /** R `[d, d]`: the frozen one after `freeze`, else computed from the parameter (differentiable). */
   rotation(): tf.Tensor2D {
-    return this.frozen ?? rotationOf(this.variables.rotation_param as tf.Variable<tf.Rank.R2>);
+    return this.frozen?.r ?? rotationOf(this.variables.rotation_param as tf.Variable<tf.Rank.R2>);
   }
 
   pooledInputs(cache: ActivationCache, rows: ArrayLike<number>): { raw: tf.Tensor2D; rest: null } {
@@ -70,7 +70,7 @@ class RotatedUnits implements UnitSpace {
 
   frame(): UnitFrame {
     const r = this.rotation();
-    const rT = tf.transpose(r);
+    const rT = this.frozen?.rT ?? tf.transpose(r);
     const pooled = (cache: ActivationCache, rows: ArrayLike<number>): tf.Tensor2D => this.pooled(cache, rows);
     const apply = (x2d: tf.Tensor2D, gate: tf.Tensor1D): tf.Tensor2D => tf.matMul(tf.mul(tf.matMul(x2d, r), gate), rT) as tf.Tensor2D;
     return {
@@ -87,7 +87,8 @@ class RotatedUnits implements UnitSpace {
 
   freeze(): void {
     if (this.frozen !== undefined) return;
-    this.frozen = tf.tidy(() => rotationOf(this.variables.rotation_param as tf.Variable<tf.Rank.R2>));
+    const r = tf.tidy(() => rotationOf(this.variables.rotation_param as tf.Variable<tf.Rank.R2>));
+    this.frozen = { r, rT: tf.transpose(r) };
   }
 
   /** max |R^T R - I| of the current rotation. */
@@ -114,7 +115,7 @@ class RotatedUnits implements UnitSpace {
 
   dispose(): void {
     this.variables.rotation_param!.dispose();
-    this.frozen?.dispose();
+    if (this.frozen !== undefined) tf.dispose([this.frozen.r, this.frozen.rT]);
     this.frozen = undefined;
   }
 }

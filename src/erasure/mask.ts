@@ -221,9 +221,12 @@ export function resolveMaskOptions(method: MaskMethod, raw: Readonly<Record<stri
 
 /** Temperature at optimiser step `step` of `totalSteps`: linear from `start` to `end`, in float32. */
 export function temperatureAt(step: number, totalSteps: number, start: number, end: number): number {
+  // torch.linspace(start, end, totalSteps) in float32: from the start for the first half, from the
+  // end for the second, so both endpoints are exact.
   const f = Math.fround;
-  const frac = totalSteps <= 1 ? 0 : f(step / (totalSteps - 1));
-  return f(f(start) + f(f(f(end) - f(start)) * frac));
+  if (totalSteps <= 1) return f(start);
+  const delta = f(f(f(end) - f(start)) / (totalSteps - 1));
+  return step < totalSteps / 2 ? f(f(start) + f(delta * step)) : f(f(end) - f(delta * (totalSteps - 1 - step)));
 }
 
 /** The logit m0 with sigmoid(m0 / t0) = keep. */
@@ -301,8 +304,8 @@ class Head {
   private readonly optimizer: AdamW | undefined;
 
   constructor(init: AffineHead, trainable: boolean, lr: number, name: string) {
-    this.wT = tf.variable(tf.tensor2d(init.wT, [init.d, init.nOut]), false, `${name}_wT_${uniqueId()}`);
-    this.b = tf.variable(tf.tensor1d(init.b), false, `${name}_b_${uniqueId()}`);
+    this.wT = variableFrom(tf.tensor2d(init.wT, [init.d, init.nOut]), `${name}_wT`);
+    this.b = variableFrom(tf.tensor1d(init.b), `${name}_b`);
     this.optimizer = trainable ? new AdamW([this.wT, this.b], { lr, weightDecay: 0.01 }) : undefined;
   }
 
@@ -327,6 +330,13 @@ class Head {
 let idCounter = 0;
 function uniqueId(): number {
   return idCounter++;
+}
+
+/** A variable holding `initial` (which is disposed: tf.variable keeps its own reference). */
+export function variableFrom<R extends tf.Rank>(initial: tf.Tensor<R>, prefix: string): tf.Variable<R> {
+  const v = tf.variable(initial, true, uniqueVariableName(prefix));
+  initial.dispose();
+  return v;
 }
 
 /** A variable name unique in this process (tfjs variable names must be). */
@@ -796,7 +806,7 @@ interface CheckpointJson {
   method: MaskMethod;
   probeHook: HookName;
   hooks: CheckpointHook[];
-  options: MaskOptions;
+  options: Partial<MaskOptions>;
   /** Temperature of the soft gate at evaluation (when hardMask is false). */
   evalTemperature: number;
   retrainedProbe: string | null;
@@ -868,7 +878,7 @@ export class MaskEraser implements Eraser {
         const space = this.kind.create(hook, ctx, o);
         spaces.push(space);
         const init = Float32Array.from({ length: space.nUnits }, () => m0 * (1 + o.initNoise * randomNormal(rng)));
-        logitVars.push(tf.variable(tf.tensor1d(init), true, `mask_${hook}_${uniqueId()}`));
+        logitVars.push(variableFrom(tf.tensor1d(init), `mask_${hook}`));
       }
       const pooled = hooks.length === 1 && hooks[0] === ctx.probeHook;
       const source = (split: LabelledSplit): RowSource =>
@@ -1055,7 +1065,7 @@ export class MaskEraser implements Eraser {
       method: this.kind.method,
       probeHook: this.probeHook!,
       hooks: this.fitted.map((f) => ({ hook: f.space.hook, units: f.space.nUnits, dIn: f.space.dIn, ...f.space.checkpointInfo() })),
-      options: this.options!,
+      options: savedOptions(this.kind.method, this.options!),
       evalTemperature: this.options!.tempEnd,
       retrainedProbe: this.retrained === undefined ? null : RETRAINED_PROBE_FILE,
     };
@@ -1083,7 +1093,8 @@ export class MaskEraser implements Eraser {
     if (target.probeHook !== undefined && target.probeHook !== json.probeHook) {
       throw new Error(`${jsonPath}: the mask was made for a probe reading hook ${json.probeHook}, but the probe here reads ${target.probeHook}`);
     }
-    const options = resolveMaskOptions(method, json.options as unknown as Record<string, unknown>, json.options.seed);
+    if (typeof json.options !== 'object' || json.options === null) throw new Error(`${jsonPath}: field "options" must be an object`);
+    const options = resolveMaskOptions(method, json.options as Record<string, unknown>, 42);
     const safetensorsPath = join(dir, 'eraser.safetensors');
     const file = readSafetensors(safetensorsPath);
     const tensors: CheckpointTensors = {
@@ -1129,6 +1140,14 @@ export class MaskEraser implements Eraser {
   dispose(): void {
     this.release();
   }
+}
+
+/** Options as saved in a checkpoint: those that apply to the method (read back by `resolveMaskOptions`). */
+function savedOptions(method: MaskMethod, o: MaskOptions): Partial<MaskOptions> {
+  const out: Partial<MaskOptions> = { ...o };
+  if (method !== 'sae_mask') delete out.keepError;
+  if (out.hooks === undefined) delete out.hooks;
+  return out;
 }
 
 function disposeFitted(f: FittedHook): void {

@@ -17,7 +17,8 @@ import { mulberry32, randomNormal, type Rng } from '../../src/data/random.js';
 import type { FitContext, LabelledSplit } from '../../src/erasure/eraser.js';
 import { LinearProbe } from '../../src/probe/linear.js';
 import type { Probe } from '../../src/probe/probe.js';
-import { ToyModel, ToySae, toyTokenize, D } from './sae-toy.js';
+import { standardHookNames, type Model } from '../../src/models/model.js';
+import { ToySae, toyTokenize, D } from './sae-toy.js';
 
 export const HOOK = 'layers.0.resid_out';
 export { D };
@@ -189,8 +190,23 @@ export function groupAccuracy(probe: Probe, X: tf.Tensor2D, s: LabelledSplit): {
   return { groups, worst: Math.min(...groups), overall: right / pred.length };
 }
 
-/** A fit context over the planted pooled problem (the toy model only names the hooks). */
-export function pooledContext(p: PlantedPooled, probe: Probe, options: Record<string, unknown>, model = new ToyModel()): FitContext {
+/**
+ * A model that only names its hooks (those of a 1-layer toy model) and throws when run: the pooled
+ * path must never run the model.
+ */
+export function hooksOnlyModel(): Model {
+  return {
+    config: { modelType: 'hooks-only', nLayers: 1, dModel: D, vocabSize: 1, maxPositions: 1 },
+    hookNames: standardHookNames(1),
+    run: () => {
+      throw new Error('hooks-only model: run() was called on the pooled path');
+    },
+    dispose: () => undefined,
+  };
+}
+
+/** A fit context over the planted pooled problem. */
+export function pooledContext(p: PlantedPooled, probe: Probe, options: Record<string, unknown>, model: Model = hooksOnlyModel()): FitContext {
   return {
     model,
     tokenize: toyTokenize,
