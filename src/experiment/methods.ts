@@ -5,6 +5,9 @@
  */
 import type { Eraser, MethodName } from '../erasure/eraser.js';
 import { inlpEraser, leaceEraser } from '../erasure/closed-form.js';
+import { createShiftEraser } from '../erasure/shift.js';
+import { createRandomAblationEraser } from '../erasure/random-ablation.js';
+import { createWordDeletionEraser } from '../erasure/word-deletion.js';
 
 type Options = Readonly<Record<string, unknown>>;
 
@@ -18,6 +21,11 @@ const registry: Partial<Record<MethodName, MethodEntry>> = {
   // Closed-form erasers remove a subspace; a head retrained on erased data is how they are evaluated.
   leace: { create: leaceEraser, defaults: { retrainHead: true } },
   inlp: { create: inlpEraser, defaults: { retrainHead: true } },
+  // SHIFT and its controls read their options from the fit context.
+  shift: { create: () => createShiftEraser('shift'), defaults: {} },
+  shift_retrain: { create: () => createShiftEraser('shift_retrain'), defaults: {} },
+  random: { create: () => createRandomAblationEraser(), defaults: {} },
+  word_deletion: { create: () => createWordDeletionEraser(), defaults: { retrainHead: true } },
 };
 
 /** The options a method runs with: its defaults overridden by the config's. */
