@@ -7,6 +7,7 @@ import { mkdtempSync, readFileSync, rmSync, statSync, truncateSync, writeFileSyn
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { initEngine, tf } from '../../src/engine/engine.js';
+import { openCheckpoint, writeSafetensors, type RawTensor } from '../../src/io/safetensors.js';
 import { parseBertConfig, parseGptNeoxConfig, type RawConfig } from '../../src/models/config.js';
 import { loadModel, loadModelConfig } from '../../src/models/load.js';
 import type { Model } from '../../src/models/model.js';
@@ -155,6 +156,29 @@ describe('checkpoint validation', () => {
     expect(() => model.run(batch, { logits: true })).toThrow(/logits need "embed_out\.weight", which the checkpoint lacks/);
     tf.dispose([batch.inputIds, batch.attentionMask]);
     model.dispose();
+  });
+
+  it('a sharded checkpoint (model.safetensors.index.json) loads like the single file', async () => {
+    const sharded = track(mkdtempSync(join(tmpdir(), 'sae-eraser-sharded-')));
+    writeFileSync(join(sharded, 'config.json'), readFileSync(join(bertDir(), 'config.json')));
+    const shards: Record<string, RawTensor>[] = [{}, {}];
+    const weightMap: Record<string, string> = {};
+    for (const [name, file] of openCheckpoint(bertDir())) {
+      const which = name.startsWith('encoder.layer.1.') ? 1 : 0;
+      shards[which]![name] = { dtype: 'F32', shape: file.info(name).shape, data: Float32Array.from(file.float32(name)) };
+      weightMap[name] = `model-0000${which + 1}-of-00002.safetensors`;
+    }
+    shards.forEach((t, i) => writeSafetensors(join(sharded, `model-0000${i + 1}-of-00002.safetensors`), t));
+    writeFileSync(join(sharded, 'model.safetensors.index.json'), JSON.stringify({ metadata: {}, weight_map: weightMap }));
+    const single = await loadModel(bertDir());
+    const fromShards = await loadModel(sharded);
+    const batch = { inputIds: tf.tensor2d([[5, 6, 7, 8]], [1, 4], 'int32'), attentionMask: tf.tensor2d([[1, 1, 1, 0]], [1, 4], 'int32') };
+    const a = single.run(batch, { capture: ['layers.1.resid_out'] });
+    const b = fromShards.run(batch, { capture: ['layers.1.resid_out'] });
+    expect(tf.tidy(() => tf.max(tf.abs(tf.sub(a.captures['layers.1.resid_out']!, b.captures['layers.1.resid_out']!))).dataSync()[0])).toBe(0);
+    tf.dispose([...Object.values(a.captures), ...Object.values(b.captures), batch.inputIds, batch.attentionMask]);
+    single.dispose();
+    fromShards.dispose();
   });
 
   it('bare GPT-NeoX names (GPTNeoXModel) load like gpt_neox.-prefixed ones', async () => {
