@@ -19,7 +19,7 @@ p.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"])
 a = p.parse_args()
 
 torch.set_num_threads(a.threads)
-model = GPTNeoXForCausalLM.from_pretrained(a.model, torch_dtype=torch.float32, attn_implementation=a.attn).eval()
+model = GPTNeoXForCausalLM.from_pretrained(a.model, dtype=torch.float32, attn_implementation=a.attn).eval()
 base = model.gpt_neox
 base.layers = base.layers[: a.layers]  # stop after layer layers-1, like stopAfter
 ids = torch.from_numpy(np.fromfile(a.ids, dtype="<i4").reshape(a.n, a.seq).astype(np.int64))
