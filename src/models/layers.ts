@@ -26,7 +26,8 @@ export interface Linear {
 
 /** A two-layer MLP split into blocks of hidden units (see the header). */
 export interface Mlp {
-  blocks: { in: Linear; outWeightT: tf.Tensor2D[] }[];
+  /** Per block of at most BLOCK hidden units: its rows of W1 (as a Linear) and its `[units, d]` rows of W2^T. */
+  blocks: { in: Linear; outWeightT: tf.Tensor2D }[];
   outBias: tf.Tensor1D;
   act: HiddenAct;
 }
@@ -120,7 +121,7 @@ export function mlp(x: tf.Tensor3D, m: Mlp): tf.Tensor3D {
   return tf.tidy(() => {
     const [n, seq, d] = x.shape;
     const xBlocks = columnBlocks(x);
-    const partials = m.blocks.map((b) => matMulT(activation(m.act, blockedProduct(xBlocks, b.in)), b.outWeightT[0]!));
+    const partials = m.blocks.map((b) => matMulT(activation(m.act, blockedProduct(xBlocks, b.in)), b.outWeightT));
     return tf.reshape(tf.add(pairwiseSum(partials), m.outBias), [n, seq, d]);
   });
 }
@@ -246,7 +247,7 @@ export function readMlp(ckpt: Checkpoint, inName: string, outName: string, d: nu
     for (let i = 0; i < size; i++) for (let j = 0; j < d; j++) outT[i * d + j] = w2[j * dFf + start + i]!;
     blocks.push({
       in: linearFromRows(w1.subarray(start * d, (start + size) * d), size, d, b1.subarray(start, start + size)),
-      outWeightT: [tf.tensor2d(outT, [size, d])],
+      outWeightT: tf.tensor2d(outT, [size, d]),
     });
   }
   return { blocks, outBias: ckpt.read(`${outName}.bias`) as tf.Tensor1D, act };
