@@ -1,0 +1,26 @@
+/**
+ * sae-eraser's public API. Call `initEngine()` once before any tensor work.
+ */
+export { initEngine, matMulT, tf } from './engine/engine.js';
+export type { Batch, Edit, HookName, Model, RunOptions, RunResult } from './models/model.js';
+export { parseHook, residOut, standardHookNames } from './models/model.js';
+export { loadModel, loadModelConfig, SUPPORTED_MODEL_TYPES } from './models/load.js';
+export { openModel, type OpenedModel } from './models/open.js';
+export { meanPool } from './models/pool.js';
+export { loadTokenizer, type Tokenizer } from './data/tokenize.js';
+export { buildSplits, loadBiasInBios, type BiosSplits } from './data/bias-in-bios.js';
+export { loadMnistTestSet, normaliseMnist, splitMnist } from './data/mnist.js';
+export { readSafetensors, writeSafetensors, loadSafetensorsTensors } from './io/safetensors.js';
+export { hubDownload, resolveModelDir, resolveDatasetFile, snapshotDownload } from './io/hub.js';
+export type { Sae } from './sae/sae.js';
+export { loadSae } from './sae/load.js';
+export { trainSae } from './sae/train.js';
+export { ActivationCache, buildActivationCache } from './cache/cache.js';
+export type { Probe } from './probe/probe.js';
+export { LinearProbe, loadProbe } from './probe/linear.js';
+export * from './eval/metrics.js';
+export type { Eraser, EraserDescription, FitContext, LabelledSplit, MethodName } from './erasure/eraser.js';
+export { METHOD_NAMES } from './erasure/eraser.js';
+export { createEraser } from './experiment/methods.js';
+export { readExperimentConfig, parseExperimentConfig } from './experiment/config.js';
+export { runExperiment } from './experiment/runner.js';
