@@ -6,7 +6,7 @@
  * document order and keeps the real (mask 1) tokens of one hook.
  *
  * `ActivationBuffer` holds at most `capacityTokens` rows. It refills from the source whenever it is
- * half empty and hands out batches of rows drawn uniformly at random without replacement from what
+ * half empty (a pass that ends first ends the refill once a batch is there) and hands out batches of rows drawn uniformly at random without replacement from what
  * it holds, so a batch mixes tokens of many documents (as dictionary_learning's ActivationBuffer
  * does). When a pass ends the source restarts with the next epoch's shuffle.
  */
@@ -154,7 +154,8 @@ export class ActivationBuffer {
     return this.count;
   }
 
-  private async refill(): Promise<void> {
+  /** Reads until full; a pass that ends with at least `need` rows held also ends the refill (small data sets). */
+  private async refill(need: number): Promise<void> {
     const d = this.dIn;
     let emptyPasses = 0;
     while (this.count < this.capacity) {
@@ -166,7 +167,7 @@ export class ActivationBuffer {
         if (++emptyPasses > 1 && this.count === 0) throw new Error('ActivationBuffer: the activation source yields no tokens');
         this.epoch++;
         this.source.restart(this.epoch);
-        if (emptyPasses > 1) return;
+        if (emptyPasses > 1 || this.count >= need) return;
         continue;
       }
       if (chunk.length % d !== 0) throw new Error(`ActivationBuffer: a chunk of ${chunk.length} values is not a whole number of rows of width ${d}`);
@@ -183,7 +184,7 @@ export class ActivationBuffer {
   /** `batchSize` rows `[batchSize, dIn]`, uniformly drawn without replacement from the buffer. */
   async next(batchSize: number): Promise<Float32Array> {
     if (batchSize > this.capacity / 2) throw new Error(`ActivationBuffer: batch size ${batchSize} exceeds half the capacity (${this.capacity})`);
-    if (this.count < Math.max(batchSize, this.capacity / 2)) await this.refill();
+    if (this.count < Math.max(batchSize, this.capacity / 2)) await this.refill(batchSize);
     const d = this.dIn;
     const out = new Float32Array(batchSize * d);
     for (let b = 0; b < batchSize; b++) {
