@@ -5,7 +5,8 @@
  * script downloads libtensorflow), otherwise the WebAssembly backend with SIMD. Set
  * `SAE_ERASER_BACKEND=cpu|wasm|tensorflow` to force one.
  *
- * Stock tfjs-wasm autograd is unusable for transformer training in Node; three fixes live here:
+ * Stock tfjs-wasm autograd is unusable for transformer training in Node, and its forward pass is
+ * slow on the shapes of attention; five fixes live here and in kernels.ts:
  *  1. The CommonJS build of tfjs-core registers no gradients (nor chained ops): importing the
  *     `@tensorflow/tfjs` bundle once registers them.
  *  2. `matMul` with `transposeA`/`transposeB` is 10-27x slower on wasm than an explicit
@@ -13,11 +14,20 @@
  *     We re-register that gradient with explicit transposes.
  *  3. The wasm backend has no `UnsortedSegmentSum`, so the stock gradient of `gather` fails. We
  *     re-register it with `scatterND`, which sums duplicate indices.
+ *  4. The wasm BatchMatMul runs every product with more than one batch item (attention's q k^T and
+ *     p v, `[n, heads, seq, seq]`) in a scalar loop at ~1 GFLOP/s; only single 2-D products reach
+ *     XNNPACK. kernels.ts replaces it with one XNNPACK product per batch item on aliases of the
+ *     operands' wasm memory, so `matMulT` / `tf.matMul` of any rank run at XNNPACK speed (and so
+ *     do their gradients, which are matMuls too).
+ *  5. The wasm Slice, SplitV and Unpack kernels copy the whole input for every piece they cut;
+ *     kernels.ts replaces them with copies of just the piece, read through a view of wasm memory.
+ * Fixes 4 and 5 apply on the wasm backend; `SAE_ERASER_STOCK_KERNELS=1` turns them off (to compare).
  */
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
 import { createRequire } from 'node:module';
+import { registerFastWasmKernels } from './kernels.js';
 
 export type BackendName = 'wasm' | 'cpu' | 'tensorflow';
 
@@ -135,6 +145,7 @@ async function setUp(): Promise<BackendName> {
   await tf.ready();
   registerFastMatMulGradient();
   registerScatterGatherGradient();
+  if (backend === 'wasm' && process.env.SAE_ERASER_STOCK_KERNELS !== '1') registerFastWasmKernels(tf.backend());
   return backend;
 }
 
