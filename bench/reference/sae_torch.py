@@ -53,7 +53,7 @@ else:
         xb = x[s:s + a.batch]
         f = torch.relu((xb - bd) @ we + be)
         x_hat = f @ wd + bd
-        loss = (xb - x_hat).norm(dim=-1).mean() + 1.5 * f.sum(dim=-1).mean()
+        loss = (xb - x_hat).norm(dim=-1).mean() + 0.1 * f.sum(dim=-1).mean()
         opt.zero_grad()
         loss.backward()
         with torch.no_grad():

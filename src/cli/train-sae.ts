@@ -11,7 +11,7 @@ const usage = `usage: sae-eraser train-sae --model DIR_OR_REPO --hook HOOK --inp
        [--batch-size 1024] [--lr 1e-3] [--max-length 128] [--seed 42] [--quiet]
 
 Streams HOOK activations of the model over the texts of FILE (documents shuffled, bounded memory),
-trains a ReLU SAE (L2 + L1, dictionary_learning conventions; --l1, default 1.5 on inputs scaled to
+trains a ReLU SAE (L2 + L1, dictionary_learning conventions; --l1, default 0.1 on inputs scaled to
 mean norm sqrt(d)) or a TopK SAE (--k, default 32) on --tokens tokens (default 2,000,000), writes
 periodic checkpoints to DIR/checkpoint (a rerun resumes), and saves the SAE to DIR in SAELens format
 with metrics.json (fraction of variance explained, L0 and dead-feature fraction on --held-out).`;

@@ -46,7 +46,11 @@ export interface TrainOptions {
   dSae: number;
   /** Active features per token for `topk` (default 32). */
   k?: number;
-  /** L1 coefficient for `relu` (default 1.5, for inputs scaled to E||x|| = sqrt(dIn)). */
+  /**
+   * L1 coefficient for `relu` (default 0.1, for inputs scaled to E||x|| = sqrt(dIn)). The L2 term is
+   * the unsquared norm, whose slope along a unit decoder row is at most 1, so a feature can pay for
+   * itself only when l1 < 1; a larger l1 gives sparser codes.
+   */
   l1?: number;
   /** Adam learning rate (default 1e-3). */
   lr?: number;
@@ -172,7 +176,7 @@ export async function trainSaeOnSource(source: ActivationSource, options: TrainO
     arch: options.arch,
     dSae: options.dSae,
     k: options.k ?? 32,
-    l1: options.l1 ?? 1.5,
+    l1: options.l1 ?? 0.1,
     lr: options.lr ?? 1e-3,
     batchSize: options.batchSize ?? 1024,
     seed: options.seed ?? 42,
@@ -544,7 +548,7 @@ export async function trainSae(options: TrainSaeOptions): Promise<{ sae: AffineS
       arch: options.arch,
       dSae: options.dSae,
       k: options.arch === 'topk' ? (options.k ?? 32) : undefined,
-      l1: options.arch === 'relu' ? (options.l1 ?? 1.5) : undefined,
+      l1: options.arch === 'relu' ? (options.l1 ?? 0.1) : undefined,
       tokens: result.steps * (options.batchSize ?? 1024),
       steps: result.steps,
       inputScale: result.inputScale,
