@@ -13,7 +13,7 @@
  * cutting: f(x) = sum_b act(x W1[B_b]^T + b1[B_b]) W2[:, B_b]^T + b2. Same FLOPs; on
  * all-MiniLM-L6-v2 the mlp_out error against a float64 pass drops below PyTorch's own.
  */
-import { matMulT, tf } from '../engine/engine.js';
+import { matMulT, tf, transposeLast2 } from '../engine/engine.js';
 import type { Checkpoint } from './checkpoint.js';
 import type { HiddenAct } from './config.js';
 
@@ -182,11 +182,30 @@ export function attentionBias(attentionMask: tf.Tensor2D, causal: boolean): tf.T
   });
 }
 
-/** softmax(q k^T * scale + bias) v for `[n, heads, seq, headDim]` queries, keys and values. */
+/**
+ * Batched product `a @ b` over the last two axes (`[..., m, d] x [..., d, n]`, one product per
+ * sequence and head), with the inner axis cut into blocks of at most BLOCK terms added pairwise
+ * (see the header): a b = sum_k a[..., K_k] b[..., K_k, :].
+ */
+export function batchedProduct(a: tf.Tensor, b: tf.Tensor): tf.Tensor {
+  return tf.tidy(() => {
+    const sizes = blockSizes(a.shape[a.rank - 1]!);
+    if (sizes.length === 1) return matMulT(a, b);
+    const aBlocks = tf.split(a, sizes, a.rank - 1);
+    const bBlocks = tf.split(b, sizes, b.rank - 2);
+    return pairwiseSum(aBlocks.map((block, k) => matMulT(block, bBlocks[k]!)));
+  });
+}
+
+/**
+ * softmax(q k^T * scale + bias) v for `[n, heads, seq, headDim]` queries, keys and values.
+ * Both products are batched over (sequence, head); the engine runs each item as one XNNPACK
+ * product (engine fix 4). The second sums over keys, so it is blocked once seq > BLOCK.
+ */
 export function attend(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, bias: tf.Tensor4D, scale: number): tf.Tensor4D {
   return tf.tidy(() => {
-    const scores = tf.add(tf.mul(matMulT(q, k, false, true), scale), bias);
-    return matMulT(tf.softmax(scores, -1), v) as tf.Tensor4D;
+    const scores = tf.add(tf.mul(batchedProduct(q, transposeLast2(k)), scale), bias);
+    return batchedProduct(tf.softmax(scores, -1), v) as tf.Tensor4D;
   });
 }
 
