@@ -50,7 +50,7 @@ export interface Sae {
   readonly dIn: number;
   readonly dSae: number;
   readonly metadata: SaeMetadata;
-  /** `x [..., dIn] -> f [..., dSae]`. Differentiable for ReLU SAEs. */
+  /** `x [..., dIn] -> f [..., dSae]`. Differentiable for ReLU and JumpReLU SAEs (not top-k). */
   encode(x: tf.Tensor): tf.Tensor;
   /** `f [..., dSae] -> xHat [..., dIn]`. Differentiable. */
   decode(f: tf.Tensor): tf.Tensor;
@@ -146,9 +146,9 @@ export class AffineSae implements Sae {
   }
 
   /**
-   * The activation applied to pre-activations `[n, dSae]`. ReLU is differentiable; for top-k and
-   * JumpReLU tfjs has no gradient of the selection (TopK, Greater), so differentiate through
-   * `decode` (as attribution patching does) rather than `encode`.
+   * The activation applied to pre-activations `[n, dSae]`. ReLU and JumpReLU are differentiable; for
+   * top-k tfjs has no gradient of the selection (TopK), so differentiate through `decode` (as
+   * attribution patching does) rather than through a top-k `encode`.
    */
   activate(h: tf.Tensor2D): tf.Tensor2D {
     const act = this.activation;
@@ -157,7 +157,8 @@ export class AffineSae implements Sae {
         case 'relu':
           return tf.relu(h);
         case 'jumprelu':
-          return tf.mul(tf.relu(h), tf.cast(tf.greater(h, act.threshold), 'float32')) as tf.Tensor2D;
+          // step(h - t) = [h > t], with a (zero) gradient registered, unlike Greater.
+          return tf.mul(tf.relu(h), tf.step(tf.sub(h, act.threshold))) as tf.Tensor2D;
         case 'topk':
           return tf.mul(h, topkMask(h, act.k)) as tf.Tensor2D;
       }

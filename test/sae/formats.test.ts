@@ -105,6 +105,18 @@ describe('SAE formats match their libraries (PyTorch reference)', () => {
     sae.dispose();
   });
 
+  it('JumpReLU and ReLU encoders are differentiable (gradient = active encoder columns)', () => {
+    for (const name of ['saelens_jumprelu', 'saelens_relu']) {
+      const sae = loadSae(join(ref, name)) as unknown as { encode(x: tf.Tensor): tf.Tensor; wEnc: tf.Tensor2D; dispose(): void };
+      const e = expected(name);
+      const grad = tf.grad((x: tf.Tensor) => tf.sum(sae.encode(x)))(e.x);
+      const want = tf.tidy(() => tf.matMul(tf.cast(tf.greater(sae.encode(e.x), 0), 'float32'), tf.transpose(sae.wEnc)));
+      expect(relErr(grad.dataSync(), want.dataSync()), name).toBeLessThan(1e-6);
+      tf.dispose([grad, want, e.x]);
+      sae.dispose();
+    }
+  });
+
   it('EleutherAI sparsify TopK', () => {
     const sae = loadSae(join(ref, 'sparsify/layers.3'));
     expect(sae.metadata.format).toBe('sparsify');
