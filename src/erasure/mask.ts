@@ -43,10 +43,11 @@
  *   class prior of the concept set), which the mask cannot and should not change. Because g is
  *   re-fitted on the masked representations, scaling a gender unit down does not help (g's
  *   weight grows to compensate): only removing it does.
- *   The task head h starts as the biased probe; with `taskHead: 'adapt'` (default) it takes one
- *   AdamW step on the current masked batch after each mask step, so removing gender units stops
- *   costing task loss once h relies on the task units instead (with `frozen`, the biased head
- *   keeps pulling the gender units back). With `retrainHead` (default true for `concept`), a new
+ *   The task head h starts as the biased probe; with `taskHead: 'adapt'` (default) it is re-fitted
+ *   with the adversaries (same steps, on a fresh random sample of 128 training rows), so removing
+ *   gender units stops costing task loss once h relies on the task units instead (with `frozen`,
+ *   the biased head keeps pulling the gender units back). Heads change only at re-fits, so
+ *   between re-fits their weights stay folded into the unit directions (see Efficiency). With `retrainHead` (default true for `concept`), a new
  *   probe is trained on the erased training representations after the mask is fixed, with the
  *   biased probe's training options, and exposed through `retrainedProbe()`.
  *
@@ -73,10 +74,13 @@
  * pooled values and never reruns the model: the edit is linear per token, so mean pooling
  * commutes with it, x̄' = sum_j s_j ā_j v_j + rest̄. Moreover every head here is affine
  * (z = x' W + b), so the decoder folds into the head: z = (s ⊙ ā) (V W) + rest̄ W + b with
- * V W `[units, out]` computed once per head update; a step costs O(batch x units), and the
- * gradient of a head, x'^T r = ((r^T (s ⊙ ā)) V + r^T rest̄)^T, never forms x'. The probe must
- * therefore be affine; its weights are read off `probe.logits` at 0 and the unit vectors and
- * checked at random points.
+ * V W `[units, out]` computed once per head update; a mask step costs O(batch x units) and no
+ * pass over V, and the gradient of a head, x'^T r = ((r^T (s ⊙ ā)) V + r^T rest̄)^T, never forms
+ * x' (head re-fits pass over V twice per step for all heads together, or form x' once when that
+ * is cheaper). The probe must therefore be affine; its weights are read off `probe.logits` at 0
+ * and the unit vectors and checked at random points. Measured (bench/masks.ts, 600 examples,
+ * SAE 512 x 32768, 950 steps, one wasm thread): the task objective trains in ~17 s, the concept
+ * objective in ~60 s, after one ~6 min pass of the model and SAE into the cache.
  * When a masked hook is upstream of the probe hook (layers between), each step runs the model on
  * the batch with the masks as edits under autograd and mean-pools the probe hook (correct but
  * slow: a forward and backward pass per step, and a forward pass over the concept set per
@@ -210,7 +214,7 @@ export function resolveMaskOptions(method: MaskMethod, raw: Readonly<Record<stri
     conceptWeight: num('conceptWeight', 1, (v) => v >= 0, 'a number >= 0'),
     taskHead: choice('taskHead', 'adapt', ['adapt', 'frozen'] as const),
     headLr: num('headLr', 1e-2, positive, 'a positive number'),
-    adversaryEvery: int('adversaryEvery', 10, 1),
+    adversaryEvery: int('adversaryEvery', 20, 1),
     adversarySteps: int('adversarySteps', 5, 1),
     adversaryInitSteps: int('adversaryInitSteps', 200, 1),
     adversaryCrossFit: bool('adversaryCrossFit', true),
@@ -428,48 +432,61 @@ export interface MaskKind {
 // ---------------------------------------------------------------------------------------------
 // Representations: x' for a batch of rows, in factored or explicit form
 
+/** Head weights folded into unit directions: V W `[units, out]` (W itself when x' is explicit or V = I). */
+type Folded = (head: Head) => tf.Tensor2D;
+
 /** Masked representations of a batch of rows, as far as affine heads need them. */
 interface Represented {
   readonly rows: number;
-  /** Head logits `[B, out]`; differentiable through the mask. */
-  logits(head: Head): tf.Tensor2D;
-  /** r^T x' `[out, d]` for `r [B, out]` (the head's weight gradient, transposed). */
-  transposeTimes(r: tf.Tensor2D): tf.Tensor2D;
+  /** Whether x' is held as (s ⊙ a, V, rest) rather than formed. */
+  readonly factored: boolean;
+  /** Head logits `[B, out]`, given the head's folded weights; differentiable through the mask. */
+  logits(head: Head, folded: tf.Tensor2D): tf.Tensor2D;
+  /**
+   * r^T x' `[out, d]` for `r [B, out]` (the head's weight gradient, transposed), in two parts:
+   * `units` `[out, units]` still to be multiplied by V (null when there is none to apply) and
+   * `direct` `[out, d]`; r^T x' = units V + direct. Intermediates belong to the caller's scope.
+   */
+  gradientParts(r: tf.Tensor2D): { units: tf.Tensor2D | null; direct: tf.Tensor2D | null };
   /** A copy detached from the tape whose tensors survive the current scope; `dispose` frees it. */
   keepDetached(): Represented & { dispose(): void };
+  /** Like `keepDetached`, with x' formed explicitly `[B, d]` (cheaper when a head takes many steps on it). */
+  keepExplicit(): Represented & { dispose(): void };
 }
 
 /** x' = (s ⊙ a) V + rest, never formed: heads act through V W. */
 class FactoredRep implements Represented {
+  readonly factored = true;
+
   constructor(
     private readonly sa: tf.Tensor2D,
     private readonly rest: tf.Tensor2D | null,
-    private readonly directions: tf.Tensor2D | null,
-    /** Whether `directions` belongs to the unit space (fixed, not to be copied) rather than to this step. */
+    /** V `[units, d]`, or null for the standard basis. */
+    readonly directions: tf.Tensor2D | null,
+    /** Whether `directions` belongs to the unit space (fixed, shared, not copied) rather than to this step. */
     private readonly fixedDirections: boolean,
-    private readonly folded: (head: Head) => tf.Tensor2D,
   ) {}
 
   get rows(): number {
     return this.sa.shape[0];
   }
 
-  logits(head: Head): tf.Tensor2D {
+  logits(head: Head, folded: tf.Tensor2D): tf.Tensor2D {
     return tf.tidy(() => {
-      let z = tf.matMul(this.sa, this.folded(head));
+      let z = tf.matMul(this.sa, folded);
       if (this.rest !== null) z = tf.add(z, tf.matMul(this.rest, head.wT));
       return tf.add(z, head.b) as tf.Tensor2D;
     });
   }
 
-  transposeTimes(r: tf.Tensor2D): tf.Tensor2D {
-    return tf.tidy(() => {
-      const rT = tf.transpose(r);
-      let t = tf.matMul(rT, this.sa);
-      if (this.directions !== null) t = tf.matMul(t, this.directions);
-      if (this.rest !== null) t = tf.add(t, tf.matMul(rT, this.rest));
-      return t as tf.Tensor2D;
-    });
+  /** (Intermediates belong to the caller's tidy scope.) */
+  gradientParts(r: tf.Tensor2D): { units: tf.Tensor2D | null; direct: tf.Tensor2D | null } {
+    const rT = tf.transpose(r);
+    const through = tf.matMul(rT, this.sa) as tf.Tensor2D;
+    const restPart = this.rest === null ? null : (tf.matMul(rT, this.rest) as tf.Tensor2D);
+    if (this.directions !== null) return { units: through, direct: restPart };
+    // Standard basis: the unit part is already in activation space.
+    return { units: null, direct: restPart === null ? through : (tf.add(through, restPart) as tf.Tensor2D) };
   }
 
   keepDetached(): FactoredRep & { dispose(): void } {
@@ -480,15 +497,25 @@ class FactoredRep implements Represented {
     const rest = copy(this.rest);
     const directions = this.fixedDirections ? this.directions : copy(this.directions);
     const owned = [sa, rest, this.fixedDirections ? null : directions].filter((t): t is tf.Tensor2D => t !== null);
-    const rep = new FactoredRep(sa, rest, directions, this.fixedDirections, (head) =>
-      directions === null ? (head.wT) : tf.matMul(directions, head.wT),
+    return Object.assign(new FactoredRep(sa, rest, directions, this.fixedDirections), { dispose: () => tf.dispose(owned) });
+  }
+
+  keepExplicit(): ExplicitRep & { dispose(): void } {
+    const x = tf.keep(
+      tf.tidy(() => {
+        let v: tf.Tensor2D = this.directions === null ? tf.clone(this.sa) : (tf.matMul(this.sa, this.directions) as tf.Tensor2D);
+        if (this.rest !== null) v = tf.add(v, this.rest) as tf.Tensor2D;
+        return v;
+      }),
     );
-    return Object.assign(rep, { dispose: () => tf.dispose(owned) });
+    return Object.assign(new ExplicitRep(x), { dispose: () => x.dispose() });
   }
 }
 
-/** x' formed explicitly `[B, d]` (the model path). */
+/** x' formed explicitly `[B, d]` (the model path, and head fits with many steps). */
 class ExplicitRep implements Represented {
+  readonly factored = false;
+
   constructor(private readonly x: tf.Tensor2D) {}
 
   get rows(): number {
@@ -499,13 +526,17 @@ class ExplicitRep implements Represented {
     return tf.tidy(() => tf.add(tf.matMul(this.x, head.wT), head.b) as tf.Tensor2D);
   }
 
-  transposeTimes(r: tf.Tensor2D): tf.Tensor2D {
-    return tf.tidy(() => matMulT(r, this.x, true, false) as tf.Tensor2D);
+  gradientParts(r: tf.Tensor2D): { units: null; direct: tf.Tensor2D } {
+    return { units: null, direct: matMulT(r, this.x, true, false) as tf.Tensor2D };
   }
 
   keepDetached(): ExplicitRep & { dispose(): void } {
     const x = tf.keep(tf.clone(this.x));
     return Object.assign(new ExplicitRep(x), { dispose: () => x.dispose() });
+  }
+
+  keepExplicit(): ExplicitRep & { dispose(): void } {
+    return this.keepDetached();
   }
 }
 
@@ -518,7 +549,9 @@ interface StepView {
 /** Makes masked representations of rows of one split. */
 interface RowSource {
   readonly n: number;
-  represent(positions: ArrayLike<number>, view: StepView, folded: (head: Head, frame: UnitFrame) => tf.Tensor2D): Represented;
+  /** Unit directions shared by every representation this source makes (fixed during training), or null. */
+  fixedDirections(view: StepView): tf.Tensor2D | null;
+  represent(positions: ArrayLike<number>, view: StepView): Represented;
 }
 
 /** Pooled path: rows of the activation cache at the probe hook. */
@@ -533,12 +566,17 @@ class PooledSource implements RowSource {
     return this.cacheRows.length;
   }
 
-  represent(positions: ArrayLike<number>, view: StepView, folded: (head: Head, frame: UnitFrame) => tf.Tensor2D): Represented {
+  fixedDirections(view: StepView): tf.Tensor2D | null {
+    const frame = view.frames.get(this.space.hook)!;
+    return frame.constantDirections ? frame.directions : null;
+  }
+
+  represent(positions: ArrayLike<number>, view: StepView): Represented {
     const rows = Array.from(positions, (p) => this.cacheRows[p]!);
     const { raw, rest } = this.space.pooledInputs(this.cache, rows);
     const frame = view.frames.get(this.space.hook)!;
     const sa = tf.mul(frame.units(raw), view.gates.get(this.space.hook)!) as tf.Tensor2D;
-    return new FactoredRep(sa, rest, frame.directions, frame.constantDirections, (head) => folded(head, frame));
+    return new FactoredRep(sa, rest, frame.directions, frame.constantDirections);
   }
 }
 
@@ -552,6 +590,10 @@ class ModelSource implements RowSource {
 
   get n(): number {
     return this.texts.length;
+  }
+
+  fixedDirections(): null {
+    return null;
   }
 
   represent(positions: ArrayLike<number>, view: StepView): Represented {
@@ -598,7 +640,7 @@ interface TrainSetup {
   probeHead: AffineHead;
   options: MaskOptions;
   label: string;
-  /** Concept rows per chunk when re-fitting the adversaries (bounds memory on the model path). */
+  /** Rows per chunk when re-fitting heads (bounds memory on the model path). */
   refitChunk: number;
   onStep: ((info: MaskStepInfo) => void) | undefined;
 }
@@ -622,6 +664,22 @@ function chunks(n: number, size: number): Int32Array[] {
   return out;
 }
 
+/** A head to re-fit: its rows (positions in `source`) and their targets `[rows, out]`. */
+interface HeadFit {
+  head: Head;
+  source: RowSource;
+  positions: Int32Array;
+  targets: tf.Tensor2D;
+}
+
+/** Rows `positions` of `t` (a new tensor). */
+function rowsOf(t: tf.Tensor2D, positions: ArrayLike<number>): tf.Tensor2D {
+  return tf.tidy(() => tf.gather(t, tf.tensor1d(Int32Array.from(positions), 'int32')) as tf.Tensor2D);
+}
+
+/** Training rows of the adapting task head at each re-fit (a fresh random sample). */
+const TASK_HEAD_ROWS = 128;
+
 /** Trains the mask logits (and unit parameters) in place. */
 function trainMasks(setup: TrainSetup): void {
   const o = setup.options;
@@ -633,7 +691,8 @@ function trainMasks(setup: TrainSetup): void {
   const trainable = [...logits, ...unitVars];
   const optimizer = new AdamW(trainable, { lr: o.lr, weightDecay: 0 });
   const concept = o.objective === 'concept';
-  const taskHead = new Head(setup.probeHead, concept && o.taskHead === 'adapt', o.headLr, 'task_head');
+  const adaptTaskHead = concept && o.taskHead === 'adapt';
+  const taskHead = new Head(setup.probeHead, adaptTaskHead, o.headLr, 'task_head');
   const zeroHead: AffineHead = { d: setup.probeHead.d, nOut: 1, wT: new Float32Array(setup.probeHead.d), b: new Float32Array(1) };
   const rng = mulberry32(o.seed);
   // Concept folds: with cross-fitting, adversary f is fitted on fold f and scores batches of the
@@ -642,23 +701,28 @@ function trainMasks(setup: TrainSetup): void {
   const adversaries = folds.map(() => new Head(zeroHead, true, o.headLr, 'adversary'));
   const taskTargets = targetsOf(setup.taskLabels, taskHead.nOut);
   const conceptTargets = setup.conceptLabels === undefined ? undefined : targetsOf(setup.conceptLabels, 1);
-  // Head weights folded into constant unit directions, cached by head version.
-  const foldCache = new Map<string, { version: number; folded: tf.Tensor2D }>();
-  const folded = (head: Head, frame: UnitFrame): tf.Tensor2D => {
-    if (frame.directions === null) return head.wT;
-    if (!frame.constantDirections) return tf.matMul(frame.directions, head.wT) as tf.Tensor2D;
-    const key = `${head.wT.name}`;
-    const hit = foldCache.get(key);
+  // Head weights folded into fixed unit directions, cached by head version (heads change only at
+  // re-fits, so a step costs no pass over the directions).
+  const foldCache = new Map<Head, { version: number; folded: tf.Tensor2D }>();
+  const foldedFor = (frameDirections: tf.Tensor2D | null, fixed: boolean): Folded => (head) => {
+    if (frameDirections === null) return head.wT;
+    if (!fixed) return tf.matMul(frameDirections, head.wT) as tf.Tensor2D;
+    const hit = foldCache.get(head);
     if (hit !== undefined && hit.version === head.version) return hit.folded;
-    const fresh = tf.keep(tf.matMul(frame.directions, head.wT) as tf.Tensor2D);
+    const fresh = tf.keep(tf.matMul(frameDirections, head.wT) as tf.Tensor2D);
     hit?.folded.dispose();
-    foldCache.set(key, { version: head.version, folded: fresh });
+    foldCache.set(head, { version: head.version, folded: fresh });
     return fresh;
   };
   const view = (temperature: number): StepView => ({
     gates: new Map(spaces.map((s, i) => [s.hook, softGate(logits[i] as tf.Tensor1D, temperature)])),
     frames: new Map(spaces.map((s) => [s.hook, s.frame()])),
   });
+  const logitsOf = (rep: Represented, head: Head, v: StepView, source: RowSource): tf.Tensor2D => {
+    if (!rep.factored) return rep.logits(head, head.wT);
+    const frame = v.frames.get(spaces[0]!.hook)!;
+    return rep.logits(head, foldedFor(frame.directions, source.fixedDirections(v) !== null)(head));
+  };
   const order = Int32Array.from({ length: nTask }, (_, i) => i);
   const cursors = folds.map(() => 0);
   /** The next concept batch of fold f (cycling through a reshuffled fold). */
@@ -673,71 +737,124 @@ function trainMasks(setup: TrainSetup): void {
     return out;
   };
 
-  /** Full-batch refits of the adversaries on their folds, masked at temperature T (no gradient to the mask). */
-  const refitAdversaries = (steps: number, temperature: number): void => {
-    const source = setup.conceptSource!;
-    const reps: { fold: number; pos: Int32Array; rep: Represented & { dispose(): void } }[] = [];
+  /**
+   * Re-fits heads (the adversaries on their folds; the adapting task head on a fresh sample of
+   * training rows) with `steps` full-batch AdamW steps on the representations masked at
+   * temperature T (no gradient to the mask). On factored representations a step costs one pass
+   * over the unit directions for all heads together (folding [W_1 .. W_H] into V) and one for all
+   * their gradients ([r_1^T (s ⊙ a_1); ...] V), memory-bound for a wide SAE; forming x' once
+   * costs about rows / 8 such passes (one matrix product), so it is formed when the rows are few
+   * next to the steps (the initial fit) or the directions change every step (DAS).
+   */
+  const refitHeads = (fits: HeadFit[], steps: number, temperature: number): void => {
+    const reps: { fit: number; at: Int32Array; rep: Represented & { dispose(): void } }[] = [];
+    let directions: tf.Tensor2D | null = null;
     try {
       tf.tidy(() => {
         const v = view(temperature);
-        folds.forEach((fold, f) => {
-          for (const idx of chunks(fold.length, setup.refitChunk)) {
-            const pos = Int32Array.from(idx, (i) => fold[i]!);
-            reps.push({ fold: f, pos, rep: source.represent(pos, v, folded).keepDetached() });
+        fits.forEach((fit, k) => {
+          const fixed = fit.source.fixedDirections(v);
+          const explicit = fixed === null || fit.positions.length < 16 * steps;
+          if (!explicit) directions = fixed;
+          for (const at of chunks(fit.positions.length, setup.refitChunk)) {
+            const rep = fit.source.represent(Array.from(at, (i) => fit.positions[i]!), v);
+            reps.push({ fit: k, at, rep: explicit ? rep.keepExplicit() : rep.keepDetached() });
           }
         });
       });
-      adversaries.forEach((adversary, f) => {
-        const mine = reps.filter((r) => r.fold === f);
-        for (let it = 0; it < steps; it++) {
-          tf.tidy(() => {
-            let gW: tf.Tensor | undefined;
-            let gB: tf.Tensor | undefined;
-            for (const { pos, rep } of mine) {
-              const t = tf.gather(conceptTargets!, tf.tensor1d(pos, 'int32')) as tf.Tensor2D;
-              const dz = taskLossGradient(rep.logits(adversary), t, folds[f]!.length);
-              const w = tf.transpose(rep.transposeTimes(dz));
-              const b = tf.sum(dz, 0);
-              gW = gW === undefined ? w : tf.add(gW, w);
-              gB = gB === undefined ? b : tf.add(gB, b);
+      for (let it = 0; it < steps; it++) {
+        tf.tidy(() => {
+          // One pass folds every head into the shared directions.
+          const widths = fits.map((f) => f.head.nOut);
+          const foldedAll = directions === null ? null : tf.matMul(directions, tf.concat(fits.map((f) => f.head.wT), 1));
+          const units: (tf.Tensor2D | null)[] = fits.map(() => null);
+          const direct: (tf.Tensor2D | null)[] = fits.map(() => null);
+          const gradB: (tf.Tensor | null)[] = fits.map(() => null);
+          const add = <T extends tf.Tensor>(a: T | null, b: T | null): T | null => (a === null ? b : b === null ? a : (tf.add(a, b) as T));
+          let col = 0;
+          fits.forEach((fit, k) => {
+            const folded = foldedAll === null ? fit.head.wT : (tf.slice(foldedAll, [0, col], [-1, widths[k]!]) as tf.Tensor2D);
+            col += widths[k]!;
+            for (const { at, rep } of reps.filter((r) => r.fit === k)) {
+              const t = rowsOf(fit.targets, at);
+              const dz = taskLossGradient(rep.logits(fit.head, rep.factored ? folded : fit.head.wT), t, fit.positions.length);
+              const parts = rep.gradientParts(dz);
+              units[k] = add(units[k]!, parts.units);
+              direct[k] = add(direct[k]!, parts.direct);
+              gradB[k] = add(gradB[k]!, tf.sum(dz, 0));
             }
-            adversary.step(gW!, gB!);
           });
-        }
-      });
+          // One pass maps every head's unit-space gradient back through the directions.
+          const withUnits = fits.map((_, k) => k).filter((k) => units[k] !== null);
+          const mapped = new Map<number, tf.Tensor2D>();
+          if (withUnits.length > 0) {
+            const all = tf.matMul(tf.concat(withUnits.map((k) => units[k]!), 0), directions!);
+            let row = 0;
+            for (const k of withUnits) {
+              mapped.set(k, tf.slice(all, [row, 0], [widths[k]!, -1]) as tf.Tensor2D);
+              row += widths[k]!;
+            }
+          }
+          fits.forEach((fit, k) => {
+            const g = add(mapped.get(k) ?? null, direct[k]!)!;
+            fit.head.step(tf.transpose(g), gradB[k]!);
+          });
+        });
+      }
     } finally {
       for (const { rep } of reps) rep.dispose();
     }
   };
 
+  /** The heads re-fitted together: the adversaries, and the task head when it adapts. */
+  const headFits = (): HeadFit[] => {
+    const fits: HeadFit[] = folds.map((fold, f) => ({
+      head: adversaries[f]!,
+      source: setup.conceptSource!,
+      positions: fold,
+      targets: rowsOf(conceptTargets!, fold),
+    }));
+    if (adaptTaskHead) {
+      const sample = shuffleInPlace(Int32Array.from(order), rng).slice(0, Math.min(nTask, TASK_HEAD_ROWS));
+      fits.push({ head: taskHead, source: setup.taskSource, positions: sample, targets: rowsOf(taskTargets, sample) });
+    }
+    return fits;
+  };
+  const refit = (steps: number, temperature: number): void => {
+    const fits = headFits();
+    try {
+      refitHeads(fits, steps, temperature);
+    } finally {
+      tf.dispose(fits.map((f) => f.targets));
+    }
+  };
+
   const bar = progress(setup.label, totalSteps, 'step');
   try {
-    if (adversaries.length > 0) refitAdversaries(o.adversaryInitSteps, o.tempStart);
+    if (concept) refit(o.adversaryInitSteps, o.tempStart);
     let step = 0;
     for (let epoch = 0; epoch < o.epochs; epoch++) {
       shuffleInPlace(order, rng);
       for (let start = 0; start < nTask; start += o.batchSize) {
         const temperature = temperatureAt(step, totalSteps, o.tempStart, o.tempEnd);
-        if (adversaries.length > 0 && step > 0 && step % o.adversaryEvery === 0) refitAdversaries(o.adversarySteps, temperature);
-        const pos = order.subarray(start, Math.min(nTask, start + o.batchSize));
+        if (concept && step > 0 && step % o.adversaryEvery === 0) refit(o.adversarySteps, temperature);
+        const pos = order.slice(start, Math.min(nTask, start + o.batchSize));
         // Concept batch from fold f, scored by the adversary fitted on the other fold.
         const fold = step % Math.max(1, folds.length);
         const conceptPos = folds.length === 0 ? undefined : nextConceptBatch(fold);
         const adversary = adversaries.length === 0 ? undefined : adversaries[(fold + 1) % adversaries.length]!;
-        let stash: (Represented & { dispose(): void }) | undefined;
-        const parts = { task: 0, adversary: 0 };
         const partTensors: tf.Scalar[] = [];
         const { value, grads } = tf.variableGrads(() => {
           const v = view(temperature);
-          const rep = setup.taskSource.represent(pos, v, folded);
-          if (concept && o.taskHead === 'adapt') stash = rep.keepDetached();
+          const rep = setup.taskSource.represent(pos, v);
           const yb = tf.gather(taskTargets, tf.tensor1d(pos, 'int32')) as tf.Tensor2D;
-          const lTask = taskLoss(rep.logits(taskHead), yb);
+          const lTask = taskLoss(logitsOf(rep, taskHead, v, setup.taskSource), yb);
           partTensors.push(tf.keep(tf.clone(lTask)));
           let loss: tf.Scalar = lTask;
           if (adversary !== undefined && conceptPos !== undefined && o.conceptWeight > 0) {
             const zb = tf.gather(conceptTargets!, tf.tensor1d(conceptPos, 'int32')) as tf.Tensor2D;
-            const lAdv = adversaryLoss(setup.conceptSource!.represent(conceptPos, v, folded).logits(adversary), zb);
+            const cRep = setup.conceptSource!.represent(conceptPos, v);
+            const lAdv = adversaryLoss(logitsOf(cRep, adversary, v, setup.conceptSource!), zb);
             partTensors.push(tf.keep(tf.clone(lAdv)));
             loss = tf.add(loss, tf.mul(lAdv, o.conceptWeight));
           }
@@ -748,23 +865,20 @@ function trainMasks(setup: TrainSetup): void {
         }, trainable);
         try {
           optimizer.step(trainable.map((t) => grads[t.name]!));
-          if (stash !== undefined) {
-            const s = stash;
-            tf.tidy(() => {
-              const yb = tf.gather(taskTargets, tf.tensor1d(pos, 'int32')) as tf.Tensor2D;
-              const dz = taskLossGradient(s.logits(taskHead), yb, s.rows);
-              taskHead.step(tf.transpose(s.transposeTimes(dz)), tf.sum(dz, 0));
-            });
-          }
           const loss = value.dataSync()[0]!;
-          parts.task = partTensors[0]!.dataSync()[0]!;
-          parts.adversary = partTensors[1]?.dataSync()[0] ?? 0;
           if (!Number.isFinite(loss)) throw new Error(`${setup.label}: the loss became ${loss} at step ${step} (temperature ${temperature})`);
           bar.tick(1, `loss ${loss.toFixed(4)}`);
           step++;
-          setup.onStep?.({ step, totalSteps, epoch, temperature, loss, taskLoss: parts.task, adversaryLoss: parts.adversary });
+          setup.onStep?.({
+            step,
+            totalSteps,
+            epoch,
+            temperature,
+            loss,
+            taskLoss: partTensors[0]!.dataSync()[0]!,
+            adversaryLoss: partTensors[1]?.dataSync()[0] ?? 0,
+          });
         } finally {
-          stash?.dispose();
           tf.dispose([value, ...Object.values(grads), ...partTensors]);
         }
       }
