@@ -8,6 +8,9 @@ import { inlpEraser, leaceEraser } from '../erasure/closed-form.js';
 import { createShiftEraser } from '../erasure/shift.js';
 import { createRandomAblationEraser } from '../erasure/random-ablation.js';
 import { createWordDeletionEraser } from '../erasure/word-deletion.js';
+import { saeMaskEraser } from '../erasure/sae-mask.js';
+import { neuronMaskEraser } from '../erasure/neuron-mask.js';
+import { dasMaskEraser } from '../erasure/das-mask.js';
 
 type Options = Readonly<Record<string, unknown>>;
 
@@ -21,6 +24,10 @@ const registry: Partial<Record<MethodName, MethodEntry>> = {
   // Closed-form erasers remove a subspace; a head retrained on erased data is how they are evaluated.
   leace: { create: leaceEraser, defaults: { retrainHead: true } },
   inlp: { create: inlpEraser, defaults: { retrainHead: true } },
+  // Learned masks read options from the fit context; the concept objective retrains the head itself.
+  sae_mask: { create: () => saeMaskEraser(), defaults: {} },
+  neuron_mask: { create: () => neuronMaskEraser(), defaults: {} },
+  das_mask: { create: () => dasMaskEraser(), defaults: {} },
   // SHIFT and its controls read their options from the fit context.
   shift: { create: () => createShiftEraser('shift'), defaults: {} },
   shift_retrain: { create: () => createShiftEraser('shift_retrain'), defaults: {} },

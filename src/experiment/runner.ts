@@ -178,7 +178,7 @@ function score(probe: Probe, test: { balanced: { X: tf.Tensor2D; split: Labelled
   const subgroup_acc: Record<string, Interval> = {};
   for (const [group, { X, split }] of Object.entries(test.subgroups)) subgroup_acc[group] = accuracy(probe.predict(X), split.y);
   // A fresh gender probe, trained to convergence on erased balanced-train representations.
-  const genderProbe = trainProbe(genderTrain.X, genderTrain.z, { ...probeOpts, epochs: 10, seed: seed + 1000 });
+  const genderProbe = trainProbe(genderTrain.X, genderTrain.z, { ...probeOpts, epochs: Math.max(10, probeOpts.epochs ?? 1), seed: seed + 1000 });
   const gender_probe_acc = accuracy(genderProbe.predict(test.balanced.X), test.balanced.split.z);
   genderProbe.dispose();
   return {
@@ -269,6 +269,7 @@ export async function runExperiment(config: ExperimentConfig, options: RunOption
           probe: biasedProbe,
           train: splits.ambiguous,
           concept: splits.concept,
+          balanced: splits.balanced,
           seed,
           options: methodOptions,
         };
