@@ -17,8 +17,8 @@
  *  4. The wasm BatchMatMul runs every product with more than one batch item (attention's q k^T and
  *     p v, `[n, heads, seq, seq]`) in a scalar loop at ~1 GFLOP/s; only single 2-D products reach
  *     XNNPACK. kernels.ts replaces it with one XNNPACK product per batch item on aliases of the
- *     operands' wasm memory, so `matMulT` / `tf.matMul` of any rank run at XNNPACK speed (and so
- *     do their gradients, which are matMuls too).
+ *     operands' wasm memory, so `matMulT` (and `tf.matMul` without flags) runs at XNNPACK speed at
+ *     any rank, and so do their gradients, which are matMuls too.
  *  5. The wasm Slice, SplitV and Unpack kernels copy the whole input for every piece they cut;
  *     kernels.ts replaces them with copies of just the piece, read through a view of wasm memory.
  * Fixes 4 and 5 apply on the wasm backend; `SAE_ERASER_STOCK_KERNELS=1` turns them off (to compare).
