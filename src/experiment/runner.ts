@@ -249,7 +249,7 @@ export async function runExperiment(config: ExperimentConfig, options: RunOption
     original.dispose();
     for (const method of methods) {
       const t = Date.now();
-      const methodOptions = optionsFor(method, config.methods[method] ?? {});
+      const { eraser: methodOptions, runnerRetrainsHead } = optionsFor(method, config.methods[method] ?? {});
       let eraser: Eraser | undefined;
       let probe: Probe = biasedProbe;
       let ownsProbe = false;
@@ -277,7 +277,7 @@ export async function runExperiment(config: ExperimentConfig, options: RunOption
         const retrained = eraser.retrainedProbe?.();
         if (retrained !== undefined) {
           probe = retrained;
-        } else if (methodOptions.retrainHead === true) {
+        } else if (runnerRetrainsHead) {
           const Xa = await erasedPooled(eraser, splits.ambiguous, evalCtx);
           probe = trainProbe(Xa, splits.ambiguous.y, popts);
           Xa.dispose();

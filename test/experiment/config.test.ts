@@ -36,12 +36,19 @@ describe('experiment config', () => {
     expect(() => readExperimentConfig(join(dir, 'missing.json'))).toThrow(/missing\.json: config file not found/);
   });
 
+  it('the runner owns retrainHead for closed-form methods and word deletion only', () => {
+    expect(methodOptions('leace', { variant: 'orth' })).toEqual({ eraser: { variant: 'orth' }, runnerRetrainsHead: true });
+    expect(methodOptions('word_deletion', { retrainHead: false })).toEqual({ eraser: {}, runnerRetrainsHead: false });
+    expect(methodOptions('sae_mask', { retrainHead: false })).toEqual({ eraser: { retrainHead: false }, runnerRetrainsHead: false });
+    expect(() => methodOptions('inlp', { retrainHead: 'yes' })).toThrow(/inlp: option "retrainHead" must be true or false/);
+  });
+
   it('every method name is either a probe or a registered eraser', () => {
     for (const m of METHOD_NAMES) {
       if (m === 'original' || m === 'oracle') {
         expect(() => createEraser(m, {})).toThrow(/is not an eraser/);
       } else {
-        const e = createEraser(m, methodOptions(m, {}));
+        const e = createEraser(m, methodOptions(m, {}).eraser);
         expect(e.method).toBe(m);
         e.dispose();
       }
