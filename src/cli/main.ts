@@ -15,6 +15,7 @@ const subcommands: Record<string, () => Promise<Subcommand>> = {
   activations: async () => (await import('./activations.js')).activations,
   probe: async () => (await import('./probe.js')).probe,
   run: async () => (await import('./run.js')).run,
+  'train-sae': async () => (await import('./train-sae.js')).trainSaeSubcommand,
 };
 
 function help(): string {

@@ -8,13 +8,15 @@ import { UsageError, oneOf, optionalInt, optionalNumber, optionalString, parse, 
 
 const usage = `usage: sae-eraser train-sae --model DIR_OR_REPO --hook HOOK --input FILE.jsonl --d-sae N --out DIR
        [--arch relu|topk] [--k K] [--l1 C] [--tokens N] [--held-out FILE.jsonl] [--text-field text]
-       [--batch-size 1024] [--lr 1e-3] [--max-length 128] [--seed 42] [--quiet]
+       [--batch-size 1024] [--lr 1e-3] [--max-length 128] [--seed 42] [--cache-tokens N] [--quiet]
 
 Streams HOOK activations of the model over the texts of FILE (documents shuffled, bounded memory),
 trains a ReLU SAE (L2 + L1, dictionary_learning conventions; --l1, default 0.1 on inputs scaled to
 mean norm sqrt(d)) or a TopK SAE (--k, default 32) on --tokens tokens (default 2,000,000), writes
 periodic checkpoints to DIR/checkpoint (a rerun resumes), and saves the SAE to DIR in SAELens format
-with metrics.json (fraction of variance explained, L0 and dead-feature fraction on --held-out).`;
+with metrics.json (fraction of variance explained, L0 and dead-feature fraction on --held-out).
+--cache-tokens N collects up to N training tokens once (4 x d bytes each) and trains from memory,
+which is much faster when --tokens is several passes over the data.`;
 
 /** Runs the subcommand on parsed arguments (exported for tests and scripts). */
 export async function trainSaeCommand(argv: string[]): Promise<void> {
@@ -34,6 +36,7 @@ export async function trainSaeCommand(argv: string[]): Promise<void> {
     lr: { type: 'string' },
     'max-length': { type: 'string' },
     seed: { type: 'string' },
+    'cache-tokens': { type: 'string' },
   });
   const dSae = optionalInt(p, 'd-sae');
   if (dSae === undefined) throw new UsageError('--d-sae is required');
@@ -58,6 +61,7 @@ export async function trainSaeCommand(argv: string[]): Promise<void> {
     batchSize: optionalInt(p, 'batch-size'),
     maxLength: optionalInt(p, 'max-length'),
     seed: optionalInt(p, 'seed', 0),
+    cacheTokens: optionalInt(p, 'cache-tokens'),
   });
   if (heldOut !== undefined) {
     process.stdout.write(`held-out: FVE ${heldOut.fve.toFixed(4)}, L0 ${heldOut.l0.toFixed(1)}, dead features ${(100 * heldOut.deadFraction).toFixed(1)}% (${heldOut.tokens} tokens)\n`);

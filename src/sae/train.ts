@@ -509,6 +509,11 @@ export interface TrainSaeOptions extends Omit<TrainOptions, 'hook' | 'model' | '
   maxLength?: number;
   /** Held-out tokens evaluated at most (default 100k). */
   heldOutTokens?: number;
+  /**
+   * Collect up to this many training tokens once and train from memory (4 x dIn bytes a token)
+   * instead of streaming the model over the texts every pass. Default: stream.
+   */
+  cacheTokens?: number;
 }
 
 async function readTexts(path: string, field: string): Promise<string[]> {
@@ -529,13 +534,16 @@ async function readTexts(path: string, field: string): Promise<string[]> {
 export async function trainSae(options: TrainSaeOptions): Promise<{ sae: AffineSae; heldOut?: SaeMetrics; result: TrainResult }> {
   await initEngine();
   const { openModel } = await import('../models/open.js');
-  const { modelActivationSource, collectActivations } = await import('./buffer.js');
+  const { modelActivationSource, collectActivations, arrayActivationSource } = await import('./buffer.js');
   const field = options.textField ?? 'text';
   const texts = await readTexts(options.input, field);
   const heldOutTexts = options.heldOut !== undefined ? await readTexts(options.heldOut, field) : undefined;
   const opened = await openModel(options.model, { maxLength: options.maxLength ?? 128 });
   try {
-    const source = modelActivationSource({ model: opened.model, tokenize: opened.tokenize, texts, hook: options.hook, seed: options.seed });
+    const streamed = modelActivationSource({ model: opened.model, tokenize: opened.tokenize, texts, hook: options.hook, seed: options.seed });
+    const source = options.cacheTokens === undefined
+      ? streamed
+      : arrayActivationSource(await collectActivations(streamed, options.cacheTokens), opened.model.config.dModel, { seed: options.seed });
     const result = await trainSaeOnSource(source, { ...options, hook: options.hook, model: options.model, checkpointDir: join(options.out, 'checkpoint') });
     let heldOut: SaeMetrics | undefined;
     if (heldOutTexts !== undefined) {
