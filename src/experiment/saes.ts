@@ -30,6 +30,7 @@ function trainOptions(spec: Record<string, unknown>, source: string, hook: HookN
     k: spec.k === undefined ? undefined : num('k', 32),
     l1: spec.l1 === undefined ? undefined : num('l1', 1.5),
     lr: spec.lr === undefined ? undefined : num('lr', 1e-3),
+    batchSize: spec.batchSize === undefined ? undefined : num('batchSize', 1024),
     seed: spec.seed === undefined ? 42 : num('seed', 42),
     epochs: num('epochs', 8),
   };
