@@ -36,6 +36,7 @@ import { LinearProbe } from '../src/probe/linear.js';
 import { setQuiet } from '../src/report/progress.js';
 import { AffineSae } from '../src/sae/sae.js';
 import { pythonBin, runPythonReference } from '../test/reference/python.js';
+import { intFlag } from './flags.js';
 
 const LAYER = 3;
 const HOOK = `layers.${LAYER}.resid_out`;
@@ -251,13 +252,6 @@ export async function benchMasks(n = 600, epochs = 25, torchSteps = 4): Promise<
   }
 }
 
-function intFlag(name: string, fallback: number): number {
-  const i = process.argv.indexOf(name);
-  if (i < 0) return fallback;
-  const v = Number(process.argv[i + 1]);
-  if (!Number.isInteger(v) || v < 1) throw new Error(`${name} must be a positive integer, got ${process.argv[i + 1]}`);
-  return v;
-}
 
 function main(): void {
   const n = intFlag('--examples', 600);

@@ -22,6 +22,7 @@ import { arrayActivationSource } from '../src/sae/buffer.js';
 import { AffineSae } from '../src/sae/sae.js';
 import { trainSaeOnSource } from '../src/sae/train.js';
 import { pythonBin } from '../test/reference/python.js';
+import { intFlag } from './flags.js';
 
 interface Weights { x: Float32Array; wEnc: Float32Array; bEnc: Float32Array; wDec: Float32Array; bDec: Float32Array }
 
@@ -120,13 +121,6 @@ export async function benchSae(reps = 3, steps = 5): Promise<SaeBenchResult> {
   }
 }
 
-function intFlag(name: string, fallback: number): number {
-  const i = process.argv.indexOf(name);
-  if (i < 0) return fallback;
-  const v = Number(process.argv[i + 1]);
-  if (!Number.isInteger(v) || v < 1) throw new Error(`${name} must be a positive integer, got ${process.argv[i + 1]}`);
-  return v;
-}
 
 function main(): void {
   const reps = intFlag('--reps', 3);

@@ -21,6 +21,7 @@
  */
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { inflateSync } from 'fflate';
+import { f16ToF32 } from './safetensors.js';
 
 // ------------------------------------------------------------------------------------------------
 // Zip
@@ -211,14 +212,6 @@ export class TorchStorage {
   }
 }
 
-function f16ToF32(h: number): number {
-  const s = h & 0x8000 ? -1 : 1;
-  const e = (h >> 10) & 0x1f;
-  const f = h & 0x3ff;
-  if (e === 0) return s * 2 ** -14 * (f / 1024);
-  if (e === 31) return f === 0 ? s * Infinity : NaN;
-  return s * 2 ** (e - 15) * (1 + f / 1024);
-}
 
 /** A tensor rebuilt from a pickle: a strided view into a storage. */
 export class PickledTensor {

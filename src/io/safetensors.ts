@@ -36,7 +36,7 @@ export interface RawTensor {
 }
 
 /** Converts IEEE half-precision bits to a float. */
-function f16ToF32(h: number): number {
+export function f16ToF32(h: number): number {
   const s = h & 0x8000 ? -1 : 1;
   const e = (h >> 10) & 0x1f;
   const f = h & 0x3ff;
