@@ -1,0 +1,74 @@
+import { beforeAll, describe, expect, it } from 'vitest';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { initEngine } from '../../src/engine/engine.js';
+import { cli } from '../../src/cli/main.js';
+import { LinearProbe } from '../../src/probe/linear.js';
+import { projectRoot, sharedPath } from '../../src/io/shared.js';
+
+const bios = sharedPath('data', 'bias_in_bios', 'validate.jsonl');
+if (bios === undefined) console.warn('test/cli/probe.test.ts: ../shared is absent; skipping the probe CLI test');
+const model = join(projectRoot(), '.cache/models/all-MiniLM-L6-v2');
+
+/** The first `perGroup` bios of each (profession, gender) group, as JSONL. */
+function subset(perGroup: number, offset: number): string {
+  const rows = readFileSync(bios!, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { profession: string; gender: string });
+  const counts = new Map<string, number>();
+  const out: string[] = [];
+  for (const r of rows) {
+    const key = `${r.profession}/${r.gender}`;
+    const c = counts.get(key) ?? 0;
+    counts.set(key, c + 1);
+    if (c >= offset && c < offset + perGroup) out.push(JSON.stringify(r));
+  }
+  return out.join('\n') + '\n';
+}
+
+async function quietly(f: () => Promise<number>): Promise<{ code: number; stderr: string }> {
+  const chunks: string[] = [];
+  const write = process.stderr.write.bind(process.stderr);
+  process.stderr.write = ((c: string) => (chunks.push(String(c)), true)) as typeof process.stderr.write;
+  try {
+    return { code: await f(), stderr: chunks.join('') };
+  } finally {
+    process.stderr.write = write;
+  }
+}
+
+describe.skipIf(bios === undefined)('sae-eraser probe', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'probe-cli-'));
+  beforeAll(async () => {
+    await initEngine();
+    writeFileSync(join(dir, 'train.jsonl'), subset(12, 0));
+    writeFileSync(join(dir, 'test.jsonl'), subset(6, 20));
+  });
+
+  it('writes probe.safetensors and metrics.json with accuracy, gender agreement and subgroups', async () => {
+    const out = join(dir, 'out');
+    const args = ['probe', '--model', model, '--hook', 'layers.2.resid_out', '--train', join(dir, 'train.jsonl'), '--test', join(dir, 'test.jsonl'),
+      '--label', 'profession', '--split', 'balanced', '--professions', 'surgeon,nurse', '--epochs', '20', '--max-length', '48', '--cache-dir', join(dir, 'cache'), '--out', out, '--quiet'];
+    expect((await quietly(() => cli(args))).code).toBe(0);
+    expect(existsSync(join(out, 'probe.safetensors'))).toBe(true);
+    const m = JSON.parse(readFileSync(join(out, 'metrics.json'), 'utf8')) as Record<string, { value: number; n: number }> & { n_train: number; subgroup_acc: Record<string, { n: number }> };
+    expect(m.n_train).toBe(4 * 12);
+    expect(m.accuracy!.n).toBe(4 * 6);
+    expect(m.accuracy!.value).toBeGreaterThan(0.6);
+    expect(Object.keys(m.subgroup_acc).sort()).toEqual(['female_nurse', 'female_surgeon', 'male_nurse', 'male_surgeon']);
+    const probe = LinearProbe.load(join(out, 'probe.safetensors'));
+    expect(probe.dIn).toBe(384);
+    probe.dispose();
+  });
+
+  it('names the file and field for bad labels and an absent profession', async () => {
+    const bad = join(dir, 'bad.jsonl');
+    writeFileSync(bad, '{"text": "a bio", "profession": "surgeon"}\n');
+    const base = ['probe', '--model', model, '--hook', 'layers.2.resid_out', '--test', join(dir, 'test.jsonl'), '--out', join(dir, 'x'), '--quiet'];
+    const r1 = await quietly(() => cli([...base, '--train', bad, '--professions', 'surgeon,nurse']));
+    expect(r1.code).toBe(1);
+    expect(r1.stderr).toMatch(/bad\.jsonl.*gender/);
+    const r2 = await quietly(() => cli([...base, '--train', join(dir, 'train.jsonl'), '--professions', 'surgeon,astronaut']));
+    expect(r2.code).toBe(1);
+    expect(r2.stderr).toMatch(/train\.jsonl.*astronaut/);
+  });
+});
