@@ -1,0 +1,36 @@
+import { describe, expect, it } from 'vitest';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseExperimentConfig } from '../../src/experiment/config.js';
+import { runExperiment } from '../../src/experiment/runner.js';
+import { projectRoot, sharedDir } from '../../src/io/shared.js';
+
+const shared = sharedDir();
+
+describe.skipIf(shared === undefined)('runner input checks (needs ../shared)', () => {
+  const base = {
+    model: join(projectRoot(), '.cache/models/all-MiniLM-L6-v2'),
+    probeHook: 'layers.3.resid_out',
+    dataset: { train: '${shared}/data/bias_in_bios/validate.jsonl', test: '${shared}/data/bias_in_bios/validate.jsonl', professions: ['surgeon', 'nurse'] },
+    methods: { original: {} },
+    seeds: [42],
+  };
+  const out = mkdtempSync(join(tmpdir(), 'run-err-'));
+
+  it('rejects an SAE at a hook the model does not have, before any work', async () => {
+    const config = parseExperimentConfig({ ...base, saes: { 'layers.7.resid_out': { path: '/nowhere' } } }, 'bad-sae.json');
+    await expect(runExperiment(config, { outDir: out })).rejects.toThrow(/bad-sae\.json: SAE hook "layers\.7\.resid_out" does not exist/);
+  });
+
+  it('rejects a probe hook the model does not have and a missing SAE without a train spec', async () => {
+    await expect(runExperiment(parseExperimentConfig({ ...base, probeHook: 'layers.3.resid' }, 'bad-probe.json'), { outDir: out })).rejects.toThrow(/bad-probe\.json: probeHook "layers\.3\.resid" does not exist/);
+    const missing = parseExperimentConfig({ ...base, saes: { 'layers.3.resid_out': { path: join(out, 'no-sae') } } }, 'missing.json');
+    await expect(runExperiment(missing, { outDir: out })).rejects.toThrow(/missing\.json: the SAE for "layers\.3\.resid_out" is missing at .*no-sae, and the config gives no "train" spec/);
+  });
+
+  it('rejects a profession pair the data does not contain, naming the file', async () => {
+    const config = parseExperimentConfig({ ...base, dataset: { ...base.dataset, professions: ['surgeon', 'pilot'] } }, 'pair.json');
+    await expect(runExperiment(config, { outDir: out })).rejects.toThrow(/validate\.jsonl.*pilot/);
+  });
+});
