@@ -47,7 +47,7 @@ export function progress(label: string, total: number, unit = 'it'): Progress {
       const width = 24;
       const filled = Math.round(frac * width);
       line = `${label} [${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${count}/${total} ${unit}`;
-      if (!final) line += ` eta ${formatSeconds((total - count) / Math.max(rate, 1e-9))}`;
+      if (!final && count > 0) line += ` eta ${formatSeconds((total - count) / rate)}`;
     }
     line += ` ${rate.toFixed(rate < 10 ? 2 : 0)} ${unit}/s ${formatSeconds(elapsed)}`;
     if (info !== undefined) line += ` ${info}`;
