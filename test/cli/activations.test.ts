@@ -6,6 +6,10 @@ import { initEngine } from '../../src/engine/engine.js';
 import { cli } from '../../src/cli/main.js';
 import { readSafetensors } from '../../src/io/safetensors.js';
 import { projectRoot } from '../../src/io/shared.js';
+import { tf } from '../../src/engine/engine.js';
+import { AffineSae } from '../../src/sae/sae.js';
+import { saveSaeLensSae } from '../../src/sae/saelens.js';
+import { loadSae } from '../../src/sae/load.js';
 
 const model = join(projectRoot(), '.cache/models/all-MiniLM-L6-v2');
 const dir = mkdtempSync(join(tmpdir(), 'act-cli-'));
@@ -44,6 +48,32 @@ describe('sae-eraser activations', () => {
         expect(pooled[r * d + j]).toBeCloseTo(s / len, 4);
       }
     }
+  });
+
+  it('adds SAE features and errors for --sae HOOK=PATH that reconstruct the activation', async () => {
+    const saeDir = join(dir, 'sae');
+    const sae = new AffineSae({
+      wEnc: tf.randomNormal([384, 64], 0, 0.1, 'float32', 1) as tf.Tensor2D,
+      bEnc: tf.zeros([64]) as tf.Tensor1D,
+      wDec: tf.randomNormal([64, 384], 0, 0.1, 'float32', 2) as tf.Tensor2D,
+      bDec: tf.zeros([384]) as tf.Tensor1D,
+      subtractDecoderBiasFromInput: true,
+      activation: { kind: 'relu' },
+    }, { format: 'saelens', source: saeDir, hook: 'layers.1.resid_out' });
+    saveSaeLensSae(sae, saeDir);
+    const out = join(dir, 'sae.safetensors');
+    expect(await cli(['activations', '--model', model, '--input', input, '--hooks', 'layers.1.resid_out', '--sae', `layers.1.resid_out=${saeDir}`, '--out', out, '--text-field', 'bio', '--pool', 'mean', '--quiet'])).toBe(0);
+    const f = readSafetensors(out);
+    expect(f.info('layers.1.resid_out.sae_features').shape).toEqual([4, 64]);
+    expect(f.info('layers.1.resid_out.sae_error').shape).toEqual([4, 384]);
+    // Pooled x = decode(pooled f) + pooled error, since decoding is affine.
+    const loaded = loadSae(saeDir);
+    const recon = tf.tidy(() => tf.add(loaded.decode(f.tensor('layers.1.resid_out.sae_features')), f.tensor('layers.1.resid_out.sae_error')));
+    const x = f.tensor('layers.1.resid_out');
+    expect(tf.max(tf.abs(tf.sub(recon, x))).dataSync()[0]).toBeLessThan(1e-4);
+    expect(await cli(['activations', '--model', model, '--input', input, '--hooks', 'embed', '--sae', `layers.1.resid_out=${saeDir}`, '--out', out, '--text-field', 'bio'])).toBe(2);
+    tf.dispose([recon, x]);
+    sae.dispose();
   });
 
   it('fails clearly on an unknown hook, an empty input and a missing text field', async () => {
