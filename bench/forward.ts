@@ -15,10 +15,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { initEngine, tf } from '../src/engine/engine.js';
-import { mulberry32 } from '../src/data/random.js';
+import { mulberry32 } from '../src/data/prng.js';
 import { projectRoot } from '../src/io/shared.js';
 import { loadModel } from '../src/models/load.js';
-import { progress } from '../src/report/progress.js';
+import { progress } from '../src/util/progress.js';
 import { pythonBin, runPythonReference } from '../test/reference/python.js';
 
 const N_SEQUENCES = 32;

@@ -2,7 +2,7 @@
  * sae-eraser's public API. Call `initEngine()` once before any tensor work.
  */
 export { initEngine, matMulT, tf } from './engine/engine.js';
-export type { Batch, Edit, HookName, Model, RunOptions, RunResult } from './models/model.js';
+export type { Batch, Edit, HookName, Model, ForwardOptions, ForwardResult } from './models/model.js';
 export { parseHook, residOut, standardHookNames } from './models/model.js';
 export { loadModel, loadModelConfig, SUPPORTED_MODEL_TYPES } from './models/load.js';
 export { openModel, type OpenedModel } from './models/open.js';

@@ -23,7 +23,7 @@ import { writeJsonAtomic } from '../io/atomic.js';
 import { readSafetensors, writeSafetensors, type RawTensor } from '../io/safetensors.js';
 import type { Batch, HookName, Model } from '../models/model.js';
 import { meanPool } from '../models/pool.js';
-import { progress } from '../report/progress.js';
+import { progress } from '../util/progress.js';
 
 /** What the cache needs of an SAE: its widths and encoder/decoder. */
 export interface CacheSae {

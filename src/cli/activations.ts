@@ -10,8 +10,8 @@ import { meanPool } from '../models/pool.js';
 import { loadSae } from '../sae/load.js';
 import { checkSaeFitsModel } from '../sae/hooks.js';
 import type { Sae } from '../sae/sae.js';
-import { progress } from '../report/progress.js';
-import type { Subcommand } from './main.js';
+import { progress } from '../util/progress.js';
+import type { Subcommand } from './subcommand.js';
 import { UsageError, oneOf, optionalInt, optionalString, parse, requireString, stringList } from './args.js';
 
 const usage = `usage: sae-eraser activations --model DIR_OR_REPO --input FILE.jsonl --hooks H1,H2 --out FILE.safetensors
@@ -154,4 +154,4 @@ function computeActivations(
   return tensors;
 }
 
-export const activations: Subcommand = { summary: 'Write hook activations (and SAE features) of a model over a JSONL file.', usage, main };
+export const activationsCommand: Subcommand = { summary: 'Write hook activations (and SAE features) of a model over a JSONL file.', usage, main };

@@ -2,20 +2,16 @@
  * The sae-eraser command line. One file per subcommand in src/cli/, each exporting
  * `{ summary, usage, main(argv) }`; this file only dispatches.
  */
-import { setQuiet } from '../report/progress.js';
+import { setQuiet } from '../util/progress.js';
 import { UsageError } from './args.js';
+import type { Subcommand } from './subcommand.js';
 
-export interface Subcommand {
-  summary: string;
-  usage: string;
-  main(argv: string[]): Promise<void>;
-}
 
 const subcommands: Record<string, () => Promise<Subcommand>> = {
-  activations: async () => (await import('./activations.js')).activations,
-  probe: async () => (await import('./probe.js')).probe,
-  run: async () => (await import('./run.js')).run,
-  'train-sae': async () => (await import('./train-sae.js')).trainSaeSubcommand,
+  activations: async () => (await import('./activations.js')).activationsCommand,
+  probe: async () => (await import('./probe.js')).probeCommand,
+  run: async () => (await import('./run.js')).runCommand,
+  'train-sae': async () => (await import('./train-sae.js')).trainSaeCommand,
 };
 
 function help(): string {

@@ -9,7 +9,7 @@ import { buildSplits, loadBiasInBios, type SplitExample } from '../data/bias-in-
 import { openModel } from '../models/open.js';
 import { LinearProbe } from '../probe/linear.js';
 import { accuracy, genderAgreement, worstGroup } from '../eval/metrics.js';
-import type { Subcommand } from './main.js';
+import type { Subcommand } from './subcommand.js';
 import { UsageError, oneOf, optionalInt, optionalString, parse, requireString, stringList } from './args.js';
 
 const usage = `usage: sae-eraser probe --model M --hook H --train FILE --test FILE --label profession|gender
@@ -101,4 +101,4 @@ async function main(argv: string[]): Promise<void> {
   process.stdout.write(`${JSON.stringify({ accuracy: metrics.accuracy, gender_agreement: metrics.gender_agreement, worst_group_acc: metrics.worst_group_acc }, null, 2)}\nwrote ${out}/probe.safetensors and ${out}/metrics.json\n`);
 }
 
-export const probe: Subcommand = { summary: 'Train and score a linear probe on pooled activations.', usage, main };
+export const probeCommand: Subcommand = { summary: 'Train and score a linear probe on pooled activations.', usage, main };

@@ -1,10 +1,12 @@
 /**
  * `sae-eraser run`: the experiment runner (every configured method over several seeds).
  */
-import { resolve } from 'node:path';
+import { join, resolve } from 'node:path';
+import { writeFileAtomic } from '../io/atomic.js';
+import { renderTable } from '../report/table.js';
 import { applyOverrides, readExperimentConfig } from '../experiment/config.js';
 import { runExperiment } from '../experiment/runner.js';
-import type { Subcommand } from './main.js';
+import type { Subcommand } from './subcommand.js';
 import { UsageError, optionalString, parse, requireString, stringList } from './args.js';
 
 const usage = `usage: sae-eraser run --config FILE.json --out DIR [--model M] [--train FILE] [--val FILE] [--test FILE] [--seeds 42,43,44] [--quiet]
@@ -38,8 +40,8 @@ async function main(argv: string[]): Promise<void> {
   });
   const outDir = resolve(requireString(p, 'out'));
   const result = await runExperiment(config, { outDir });
-  const { renderTable } = await import('../report/table.js');
+  writeFileAtomic(join(outDir, 'table.md'), renderTable(result));
   process.stdout.write(`${renderTable(result)}\nwrote ${outDir}/metrics.json and ${outDir}/table.md (${result.seconds.total.toFixed(0)} s)\n`);
 }
 
-export const run: Subcommand = { summary: 'Run an erasure experiment from a config file.', usage, main };
+export const runCommand: Subcommand = { summary: 'Run an erasure experiment from a config file.', usage, main };

@@ -3,7 +3,7 @@
  * in SAELens format (cfg.json + sae_weights.safetensors + metrics.json).
  */
 import { trainSae } from '../sae/train.js';
-import type { Subcommand } from './main.js';
+import type { Subcommand } from './subcommand.js';
 import { UsageError, oneOf, optionalInt, optionalNumber, optionalString, parse, requireString } from './args.js';
 
 const usage = `usage: sae-eraser train-sae --model DIR_OR_REPO --hook HOOK --input FILE.jsonl --d-sae N --out DIR
@@ -18,8 +18,7 @@ with metrics.json (fraction of variance explained, L0 and dead-feature fraction 
 --cache-tokens N collects up to N training tokens once (4 x d bytes each) and trains from memory,
 which is much faster when --tokens is several passes over the data.`;
 
-/** Runs the subcommand on parsed arguments (exported for tests and scripts). */
-export async function trainSaeCommand(argv: string[]): Promise<void> {
+async function main(argv: string[]): Promise<void> {
   const p = parse(argv, {
     model: { type: 'string' },
     hook: { type: 'string' },
@@ -68,8 +67,8 @@ export async function trainSaeCommand(argv: string[]): Promise<void> {
   }
 }
 
-export const trainSaeSubcommand: Subcommand = {
+export const trainSaeCommand: Subcommand = {
   summary: 'Train an SAE on hook activations of a model (saved in SAELens format).',
   usage,
-  main: trainSaeCommand,
+  main,
 };

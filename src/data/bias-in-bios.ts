@@ -21,10 +21,10 @@
  *    female p1 in that order, then a seeded shuffle.
  *  - subgroups: the four groups at full size, keyed `male_<p0>`, `female_<p0>`, `male_<p1>`,
  *    `female_<p1>` (the paper keys them by (y, z): (0,0), (0,1), (1,0), (1,1)).
- * The shuffle is the project PRNG's (src/data/random.ts) with seed 42 by default, not Python's
+ * The shuffle is the project PRNG's (src/data/prng.ts) with seed 42 by default, not Python's
  * `random.Random(42)`: the examples in each split are the paper's, their order differs.
  */
-import { permutation } from './random.js';
+import { permutation } from './prng.js';
 import { readTable, type ReadTableOptions, type Table } from '../io/tabular.js';
 
 /**

@@ -13,7 +13,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
-import { permutation } from './random.js';
+import { permutation } from './prng.js';
 
 /** The usual MNIST normalisation constants (mean and std of the training pixels in [0, 1]). */
 export const MNIST_MEAN = 0.1307;

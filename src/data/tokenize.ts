@@ -29,7 +29,6 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import * as hfTokenizersUntyped from '@huggingface/tokenizers';
 import { tf } from '../engine/engine.js';
-import type { Batch } from '../models/model.js';
 
 /**
  * The parts of `@huggingface/tokenizers` 0.2.0 used here, as in its types/core/*.d.ts. Its .d.ts files
@@ -57,6 +56,12 @@ export type PaddingSide = 'right' | 'left';
 export interface EncodeOptions {
   /** Add the post-processor's special tokens (BERT: [CLS] ... [SEP]; GPT-NeoX: none). Default true. */
   addSpecialTokens?: boolean;
+}
+
+/** Token ids and attention mask, both `[n, seq]` int32; mask 1 marks a real token. */
+export interface Batch {
+  inputIds: tf.Tensor2D;
+  attentionMask: tf.Tensor2D;
 }
 
 export interface EncodeBatchOptions extends EncodeOptions {

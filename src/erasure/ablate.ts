@@ -30,7 +30,7 @@ import { writeJsonAtomic } from '../io/atomic.js';
 import { readSafetensors, writeSafetensors, type RawTensor, type SafetensorsFile } from '../io/safetensors.js';
 import type { Batch, Edit, HookName, Model } from '../models/model.js';
 import { meanPool } from '../models/pool.js';
-import { progress } from '../report/progress.js';
+import { progress } from '../util/progress.js';
 import { checkWidth, type Eraser, type EraserDescription, type EraserSae, type FitContext, type MethodName } from './eraser.js';
 
 /** Ablated SAE features per hook: sorted, distinct indices into the hook's SAE. */

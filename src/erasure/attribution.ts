@@ -39,7 +39,7 @@ import { matMulT, tf } from '../engine/engine.js';
 import type { Batch, HookName, Model } from '../models/model.js';
 import { meanPool } from '../models/pool.js';
 import type { Probe } from '../probe/probe.js';
-import { progress } from '../report/progress.js';
+import { progress } from '../util/progress.js';
 import { chunkRows } from './ablate.js';
 import type { EraserSae } from './eraser.js';
 

@@ -36,7 +36,7 @@
 import { tf } from '../engine/engine.js';
 import type { ActivationCache } from '../cache/cache.js';
 import type { Batch, HookName, Model } from '../models/model.js';
-import { progress } from '../report/progress.js';
+import { progress } from '../util/progress.js';
 import { chunkRows, csrColumns } from './ablate.js';
 import type { RankedFeature } from './attribution.js';
 import type { EraserSae, LabelledSplit } from './eraser.js';

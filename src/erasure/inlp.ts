@@ -20,7 +20,7 @@
  * classifier close to its optimum, or it stops at "chance" while a better classifier would still
  * find the concept. `linearProbeClassifier(options)` plugs the project probe in instead.
  */
-import { permutation } from '../data/random.js';
+import { permutation } from '../data/prng.js';
 import { matMulT, tf } from '../engine/engine.js';
 import { LinearProbe, type LinearProbeOptions } from '../probe/linear.js';
 import { checkLabels } from '../probe/probe.js';

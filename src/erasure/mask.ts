@@ -98,11 +98,11 @@ import { writeJsonAtomic } from '../io/atomic.js';
 import { readSafetensors, writeSafetensors, type RawTensor } from '../io/safetensors.js';
 import type { Edit, HookName } from '../models/model.js';
 import { meanPool } from '../models/pool.js';
-import { mulberry32, randomNormal, shuffleInPlace } from '../data/random.js';
+import { mulberry32, randomNormal, shuffleInPlace } from '../data/prng.js';
 import { AdamW } from '../probe/adamw.js';
 import { LinearProbe, loadProbe } from '../probe/linear.js';
 import { checkLabels, type Probe } from '../probe/probe.js';
-import { progress } from '../report/progress.js';
+import { progress } from '../util/progress.js';
 import { checkWidth, type Eraser, type EraserDescription, type FitContext, type LabelledSplit } from './eraser.js';
 
 export type MaskMethod = 'sae_mask' | 'neuron_mask' | 'das_mask';

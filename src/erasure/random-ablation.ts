@@ -10,12 +10,12 @@
  *   - `k: number`: k features drawn uniformly from the union of all features of the eligible hooks
  *     (`hooks`, default every hook with an SAE at or before the probe hook), seed `seed`;
  *   - neither: fit SHIFT with the same options and use its per-hook counts.
- * `seed` defaults to FitContext.seed. Draws use `chooseRandomUnits` (src/erasure/random.ts).
+ * `seed` defaults to FitContext.seed. Draws use `chooseRandomUnits` (src/erasure/random-units.ts).
  */
 import type { HookName } from '../models/model.js';
 import { FeatureAblationEraser, hooksUpToProbe, readFeatureAblationCheckpoint } from './ablate.js';
 import type { EraserSae, FitContext } from './eraser.js';
-import { chooseRandomUnits } from './random.js';
+import { chooseRandomUnits } from './random-units.js';
 import { chooseShiftFeatures, resolveShiftOptions } from './shift.js';
 
 interface RandomPlan {

@@ -14,7 +14,7 @@
  *   lo = (p1 - p2) - sqrt((p1 - l1)^2 + (u2 - p2)^2),  hi = (p1 - p2) + sqrt((u1 - p1)^2 + (p2 - l2)^2).
  */
 import { tf } from '../engine/engine.js';
-import { permutation } from '../data/random.js';
+import { permutation } from '../data/prng.js';
 import { checkLabels, type Labels } from '../probe/probe.js';
 import { LinearProbe, type LinearProbeOptions } from '../probe/linear.js';
 

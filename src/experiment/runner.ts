@@ -16,10 +16,10 @@
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { initEngine, tf } from '../engine/engine.js';
-import { writeJsonAtomic, writeFileAtomic } from '../io/atomic.js';
+import { writeJsonAtomic } from '../io/atomic.js';
 import { buildActivationCache, fileId, type ActivationCache, type CacheSpec } from '../cache/cache.js';
 import { buildSplits, loadBiasInBios, type BiosDataset, type SplitExample } from '../data/bias-in-bios.js';
-import { permutation } from '../data/random.js';
+import { permutation } from '../data/prng.js';
 import { openModel, type OpenedModel } from '../models/open.js';
 import { meanPool } from '../models/pool.js';
 import type { HookName } from '../models/model.js';
@@ -28,13 +28,13 @@ import type { Probe } from '../probe/probe.js';
 import { loadSae } from '../sae/load.js';
 import { checkSaeFitsModel } from '../sae/hooks.js';
 import type { Sae } from '../sae/sae.js';
-import { accuracy, aggregateSeeds, genderAgreement, worstGroup, type Interval } from '../eval/metrics.js';
-import { progress } from '../report/progress.js';
+import { accuracy, genderAgreement, worstGroup, type Interval } from '../eval/metrics.js';
+import { summarize, type ExperimentResult, type MethodSeedResult, type Summary } from './results.js';
+import { progress } from '../util/progress.js';
 import type { Eraser, FitContext, LabelledSplit, MethodName } from '../erasure/eraser.js';
 import { createEraser, methodOptions as optionsFor } from './methods.js';
 import type { ExperimentConfig } from './config.js';
 import { ensureSae } from './saes.js';
-import { renderTable } from '../report/table.js';
 
 /** The examples an experiment uses, as split arrays over one list of unique texts. */
 export interface ExperimentData {
@@ -85,53 +85,6 @@ function labelled(split: readonly SplitExample[], rowOf: Map<string, number>): L
     z: Int32Array.from(split, (e) => e.z),
     texts: split.map((e) => e.text),
   };
-}
-
-export interface MethodSeedResult {
-  seed: number;
-  profession_acc: Interval;
-  gender_agreement: Interval;
-  worst_group_acc: Interval & { group: string };
-  subgroup_acc: Record<string, Interval>;
-  gender_probe_acc: Interval;
-  units_removed: number;
-  seconds: number;
-  summary: string;
-}
-
-export interface RunResult {
-  config: string;
-  name: string;
-  model: string;
-  probeHook: HookName;
-  professions: [string, string];
-  seeds: number[];
-  n_test: { balanced: number; subgroups: Record<string, number> };
-  n_train: { ambiguous: number; balanced: number; concept: number };
-  methods: Record<string, {
-    profession_acc: Summary;
-    gender_agreement: Summary;
-    worst_group_acc: Summary;
-    subgroup_acc: Record<string, Summary>;
-    gender_probe_acc: Summary;
-    n_test: number;
-    units_removed: number;
-    seconds: number;
-    per_seed: MethodSeedResult[];
-  }>;
-  seconds: { cache: number; total: number };
-}
-
-export interface Summary {
-  mean: number;
-  std: number;
-  ci95: [number, number];
-}
-
-function summarize(values: number[]): Summary {
-  const s = aggregateSeeds(values);
-  // One seed has no spread; report the point value as its own interval edges as NaN-free JSON.
-  return { mean: s.mean, std: Number.isNaN(s.std) ? 0 : s.std, ci95: [Number.isNaN(s.lo) ? s.mean : s.lo, Number.isNaN(s.hi) ? s.mean : s.hi] };
 }
 
 /** Pooled representations at the probe hook after an eraser, for the given split. */
@@ -194,8 +147,8 @@ export interface RunOptions {
   outDir: string;
 }
 
-/** Runs the experiment and writes `metrics.json`, `table.md` and `erasers/` into `outDir`. */
-export async function runExperiment(config: ExperimentConfig, options: RunOptions): Promise<RunResult> {
+/** Runs the experiment and writes `metrics.json` and `erasers/` into `outDir`. */
+export async function runExperiment(config: ExperimentConfig, options: RunOptions): Promise<ExperimentResult> {
   const t0 = Date.now();
   await initEngine();
   if (config.modelSetup !== undefined) execFileSync('bash', [config.modelSetup], { stdio: ['ignore', 'inherit', 'inherit'] });
@@ -310,7 +263,7 @@ export async function runExperiment(config: ExperimentConfig, options: RunOption
   }
   bar.done();
 
-  const result: RunResult = {
+  const result: ExperimentResult = {
     config: config.source,
     name: config.name,
     model: config.model,
@@ -339,7 +292,6 @@ export async function runExperiment(config: ExperimentConfig, options: RunOption
   }
   result.seconds.total = (Date.now() - t0) / 1000;
   writeJsonAtomic(join(options.outDir, 'metrics.json'), result);
-  writeFileAtomic(join(options.outDir, 'table.md'), renderTable(result));
   model.dispose();
   return result;
 }

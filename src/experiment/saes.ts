@@ -10,7 +10,7 @@
 import { existsSync } from 'node:fs';
 import { arrayActivationSource, collectActivations, modelActivationSource } from '../sae/buffer.js';
 import { evaluateSae, saveTrainedSae, trainSaeOnSource, type SaeArch, type TrainOptions } from '../sae/train.js';
-import { permutation } from '../data/random.js';
+import { permutation } from '../data/prng.js';
 import type { OpenedModel } from '../models/open.js';
 import type { HookName } from '../models/model.js';
 import type { ExperimentConfig, SaeSpec } from './config.js';

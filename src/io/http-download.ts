@@ -12,7 +12,7 @@
 import { createHash, type Hash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { open, rename, rm, stat } from 'node:fs/promises';
-import { progress, type Progress } from '../report/progress.js';
+import { progress, type Progress } from '../util/progress.js';
 import {
   HttpStatusError,
   NetworkError,

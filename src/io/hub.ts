@@ -42,7 +42,7 @@ import {
 } from 'node:fs';
 import { homedir, hostname } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
-import { isQuiet } from '../report/progress.js';
+import { isQuiet } from '../util/progress.js';
 import { tempPathFor, writeFileAtomic } from './atomic.js';
 import { downloadToFile } from './http-download.js';
 import {

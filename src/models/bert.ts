@@ -39,7 +39,7 @@ import {
   type Mlp,
   type TensorSpec,
 } from './layers.js';
-import { standardHookNames, type Batch, type HookName, type Model, type RunOptions, type RunResult } from './model.js';
+import { standardHookNames, type Batch, type HookName, type Model, type ForwardOptions, type ForwardResult } from './model.js';
 
 interface BertLayer {
   query: Linear;
@@ -126,7 +126,7 @@ export class BertModel implements Model {
     return new BertModel(c, weights);
   }
 
-  run(batch: Batch, options: RunOptions = {}): RunResult {
+  run(batch: Batch, options: ForwardOptions = {}): ForwardResult {
     const c = this.config;
     checkBatch(batch, c.vocabSize, c.maxPositions);
     const hooks = new HookRunner(this.hookNames, c.nLayers, options);

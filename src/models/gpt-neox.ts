@@ -50,7 +50,7 @@ import {
   type Mlp,
   type TensorSpec,
 } from './layers.js';
-import { standardHookNames, type Batch, type HookName, type Model, type RunOptions, type RunResult } from './model.js';
+import { standardHookNames, type Batch, type HookName, type Model, type ForwardOptions, type ForwardResult } from './model.js';
 
 interface NeoxLayer {
   inputLayerNorm: LayerNorm;
@@ -216,7 +216,7 @@ export class GptNeoxModel implements Model {
     );
   }
 
-  run(batch: Batch, options: RunOptions = {}): RunResult {
+  run(batch: Batch, options: ForwardOptions = {}): ForwardResult {
     const c = this.config;
     checkBatch(batch, c.vocabSize, c.maxPositions);
     const hooks = new HookRunner(this.hookNames, c.nLayers, options);

@@ -5,7 +5,7 @@
  * `at(hook, value)` after, so a pass never computes more than the options require.
  */
 import { tf } from '../engine/engine.js';
-import { parseHook, type Edit, type HookName, type RunOptions } from './model.js';
+import { parseHook, type Edit, type HookName, type ForwardOptions } from './model.js';
 
 export class HookRunner {
   readonly captures: Record<HookName, tf.Tensor3D> = {};
@@ -16,7 +16,7 @@ export class HookRunner {
   private readonly capture: ReadonlySet<HookName>;
   private readonly edits: Readonly<Record<HookName, Edit>>;
 
-  constructor(hookNames: readonly HookName[], nLayers: number, options: RunOptions = {}) {
+  constructor(hookNames: readonly HookName[], nLayers: number, options: ForwardOptions = {}) {
     this.index = new Map(hookNames.map((h, i) => [h, i]));
     const position = (name: HookName, role: string): number => {
       parseHook(name, nLayers);

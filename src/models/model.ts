@@ -15,13 +15,11 @@ export type HookName = string;
 /** A function of a hook's activation `[n, seq, d]` that returns its replacement (same shape). */
 export type Edit = (activation: tf.Tensor3D) => tf.Tensor3D;
 
-/** Token ids and attention mask, both `[n, seq]` int32; mask 1 marks a real token. */
-export interface Batch {
-  inputIds: tf.Tensor2D;
-  attentionMask: tf.Tensor2D;
-}
+import type { Batch } from '../data/tokenize.js';
 
-export interface RunOptions {
+export type { Batch };
+
+export interface ForwardOptions {
   /** Hooks whose activations are returned. */
   capture?: readonly HookName[];
   /** Hook edits, applied in forward order; the edited value flows on and is what `capture` returns. */
@@ -35,7 +33,7 @@ export interface RunOptions {
   logits?: boolean;
 }
 
-export interface RunResult {
+export interface ForwardResult {
   /** Captured activations `[n, seq, d]` keyed by hook name. The caller disposes them. */
   captures: Record<HookName, tf.Tensor3D>;
   /** `[n, seq, vocab]` when `logits` was requested. */
@@ -58,7 +56,7 @@ export interface Model {
    * One forward pass. Works under autograd (`tf.grad`, `tf.variableGrads`): gradients reach edited
    * activations and any variables an edit uses.
    */
-  run(batch: Batch, options?: RunOptions): RunResult;
+  run(batch: Batch, options?: ForwardOptions): ForwardResult;
   /** Frees the weights. */
   dispose(): void;
 }

@@ -18,8 +18,8 @@
  */
 import { matMulT, tf } from '../engine/engine.js';
 import { readSafetensors, writeSafetensors } from '../io/safetensors.js';
-import { progress } from '../report/progress.js';
-import { mulberry32, shuffleInPlace } from '../data/random.js';
+import { progress } from '../util/progress.js';
+import { mulberry32, shuffleInPlace } from '../data/prng.js';
 import { AdamW } from './adamw.js';
 import { checkLabels, type FitReport, type Labels, type Probe } from './probe.js';
 

@@ -2,11 +2,11 @@
  * The run's Markdown table: one row per method, mean ± std over seeds in percent, the worst group
  * named, and the per-seed Wilson intervals of the first seed for scale.
  */
-import type { RunResult, Summary } from '../experiment/runner.js';
+import type { ExperimentResult, Summary } from '../experiment/results.js';
 
 const pct = (s: Summary): string => `${(100 * s.mean).toFixed(1)} ± ${(100 * s.std).toFixed(1)}`;
 
-export function renderTable(result: RunResult): string {
+export function renderTable(result: ExperimentResult): string {
   const [p0, p1] = result.professions;
   const groups = [`male_${p0}`, `female_${p0}`, `male_${p1}`, `female_${p1}`];
   const lines = [

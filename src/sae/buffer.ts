@@ -11,7 +11,7 @@
  * does). When a pass ends the source restarts with the next epoch's shuffle.
  */
 import { tf } from '../engine/engine.js';
-import { mulberry32, permutation, randomInt, type Rng } from '../data/random.js';
+import { mulberry32, permutation, randomInt, type Rng } from '../data/prng.js';
 import type { Batch, HookName, Model } from '../models/model.js';
 
 export interface ActivationSource {

@@ -14,7 +14,7 @@ import { writeFileAtomic } from '../io/atomic.js';
 import { hubDownload as realHubDownload } from '../io/hub.js';
 import { ZipArchive } from '../io/pickle.js';
 import type { HookName } from '../models/model.js';
-import { progress } from '../report/progress.js';
+import { progress } from '../util/progress.js';
 import { loadDictionaryLearningSae } from './dictionary-learning.js';
 import { featureCircuitsFolder, hookFromFeatureCircuits } from './hooks.js';
 import type { Sae } from './sae.js';

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { initEngine, tf } from '../../src/engine/engine.js';
 import { buildActivationCache, csrToDense, denseToCsr, type CacheSae, type CacheSpec } from '../../src/cache/cache.js';
-import { standardHookNames, type Batch, type Model, type RunOptions, type RunResult } from '../../src/models/model.js';
+import { standardHookNames, type Batch, type Model, type ForwardOptions, type ForwardResult } from '../../src/models/model.js';
 
 beforeAll(async () => {
   await initEngine();
@@ -21,7 +21,7 @@ function fakeModel(): Model & { calls: number } {
     calls: 0,
     config: { modelType: 'fake', nLayers: 2, dModel: D, vocabSize: VOCAB, maxPositions: 64 },
     hookNames,
-    run(batch: Batch, options: RunOptions = {}): RunResult {
+    run(batch: Batch, options: ForwardOptions = {}): ForwardResult {
       model.calls++;
       const captures: Record<string, tf.Tensor3D> = {};
       for (const h of options.capture ?? []) {

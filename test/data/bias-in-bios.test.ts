@@ -6,7 +6,7 @@ import {
   ambiguousSplit, balancedSplit, biosFromTable, buildSplits, groupCounts, loadBiasInBios, professionName, splitArrays,
   subgroupSplits, type BiosDataset, type SplitExample,
 } from '../../src/data/bias-in-bios.js';
-import { permutation } from '../../src/data/random.js';
+import { permutation } from '../../src/data/prng.js';
 import { parseJsonl } from '../../src/io/tabular.js';
 import { sharedPath } from '../../src/io/shared.js';
 import { writeParquetFixture } from '../io/parquet-fixture.js';

@@ -4,7 +4,7 @@ import { attributionPatching, integratedGradients, pooledProbeHookAttribution, p
 import type { Batch, HookName } from '../../src/models/model.js';
 import { meanPool } from '../../src/models/pool.js';
 import { LinearProbe } from '../../src/probe/linear.js';
-import { mulberry32 } from '../../src/data/random.js';
+import { mulberry32 } from '../../src/data/prng.js';
 import { D, ToyModel, randomSae, sentence, toyTokenize, type ToySae } from './sae-toy.js';
 
 beforeAll(async () => {

@@ -6,7 +6,7 @@ import { initEngine, tf } from '../../src/engine/engine.js';
 import { ActivationCache } from '../../src/cache/cache.js';
 import { inlpEraser, leaceEraser } from '../../src/erasure/closed-form.js';
 import type { FitContext, LabelledSplit } from '../../src/erasure/eraser.js';
-import { mulberry32, randomNormal } from '../../src/data/random.js';
+import { mulberry32, randomNormal } from '../../src/data/prng.js';
 import { LinearProbe } from '../../src/probe/linear.js';
 
 const HOOK = 'layers.0.resid_out';

@@ -3,12 +3,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { initEngine, tf } from '../../src/engine/engine.js';
-import { mulberry32, randomNormal } from '../../src/data/random.js';
+import { mulberry32, randomNormal } from '../../src/data/prng.js';
 import { dasMaskEraser, dasRotation, loadDasMaskEraser } from '../../src/erasure/das-mask.js';
 import type { MaskEraser } from '../../src/erasure/mask.js';
 import { cayley64, orthogonalityError, rotationOf } from '../../src/erasure/orthogonal.js';
 import type { LinearProbe } from '../../src/probe/linear.js';
-import { setQuiet } from '../../src/report/progress.js';
+import { setQuiet } from '../../src/util/progress.js';
 import { biasedProbe, groupAccuracy, HOOK, plantedPooled, pooledContext, type PlantedPooled } from './mask-fixtures.js';
 
 beforeAll(async () => {

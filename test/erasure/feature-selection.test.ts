@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { initEngine } from '../../src/engine/engine.js';
 import { buildActivationCache, type ActivationCache } from '../../src/cache/cache.js';
-import { mulberry32, randomNormal } from '../../src/data/random.js';
+import { mulberry32, randomNormal } from '../../src/data/prng.js';
 import type { RankedFeature } from '../../src/erasure/attribution.js';
 import {
   associationDesign,

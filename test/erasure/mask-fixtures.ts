@@ -13,7 +13,7 @@
  */
 import { tf } from '../../src/engine/engine.js';
 import { ActivationCache, denseToCsr } from '../../src/cache/cache.js';
-import { mulberry32, randomNormal, type Rng } from '../../src/data/random.js';
+import { mulberry32, randomNormal, type Rng } from '../../src/data/prng.js';
 import type { FitContext, LabelledSplit } from '../../src/erasure/eraser.js';
 import { LinearProbe } from '../../src/probe/linear.js';
 import type { Probe } from '../../src/probe/probe.js';

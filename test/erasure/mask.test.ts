@@ -12,10 +12,10 @@ import {
 import { saeMaskEraser } from '../../src/erasure/sae-mask.js';
 import { neuronMaskEraser } from '../../src/erasure/neuron-mask.js';
 import { dasMaskEraser } from '../../src/erasure/das-mask.js';
-import { mulberry32 } from '../../src/data/random.js';
+import { mulberry32 } from '../../src/data/prng.js';
 import { LinearProbe } from '../../src/probe/linear.js';
 import type { Probe } from '../../src/probe/probe.js';
-import { setQuiet } from '../../src/report/progress.js';
+import { setQuiet } from '../../src/util/progress.js';
 import { biasedProbe, HOOK, plantedPooled, pooledContext } from './mask-fixtures.js';
 import { ToyModel, axisSae, plantedSplits, toyTokenize } from './sae-toy.js';
 import { buildActivationCache } from '../../src/cache/cache.js';

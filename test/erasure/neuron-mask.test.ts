@@ -7,7 +7,7 @@ import { ActivationCache } from '../../src/cache/cache.js';
 import { loadNeuronMaskEraser, neuronMaskEraser } from '../../src/erasure/neuron-mask.js';
 import type { MaskEraser } from '../../src/erasure/mask.js';
 import type { LinearProbe } from '../../src/probe/linear.js';
-import { setQuiet } from '../../src/report/progress.js';
+import { setQuiet } from '../../src/util/progress.js';
 import { biasedProbe, groupAccuracy, HOOK, plantedPooled, pooledContext, type PlantedPooled } from './mask-fixtures.js';
 
 beforeAll(async () => {

@@ -10,7 +10,7 @@ import { loadNeuronMaskEraser } from '../../src/erasure/neuron-mask.js';
 import type { MaskEraser } from '../../src/erasure/mask.js';
 import { meanPool } from '../../src/models/pool.js';
 import { LinearProbe } from '../../src/probe/linear.js';
-import { setQuiet } from '../../src/report/progress.js';
+import { setQuiet } from '../../src/util/progress.js';
 import { ToyModel, axisSae, plantedSplits, randomSae, toyTokenize, type ToySae } from './sae-toy.js';
 import { biasedProbe, groupAccuracy, HOOK, plantedPooled, pooledContext, PROBE_OPTIONS, type PlantedPooled } from './mask-fixtures.js';
 

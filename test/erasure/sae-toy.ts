@@ -11,9 +11,9 @@
  * surgeon words, e3 nurse words, e4..e7 generic filler words.
  */
 import { matMulT, tf } from '../../src/engine/engine.js';
-import { mulberry32, randomNormal, type Rng } from '../../src/data/random.js';
+import { mulberry32, randomNormal, type Rng } from '../../src/data/prng.js';
 import { HookRunner, tidyRun } from '../../src/models/hooks.js';
-import { standardHookNames, type Batch, type HookName, type Model, type RunOptions, type RunResult } from '../../src/models/model.js';
+import { standardHookNames, type Batch, type HookName, type Model, type ForwardOptions, type ForwardResult } from '../../src/models/model.js';
 import type { EraserSae, LabelledSplit } from '../../src/erasure/eraser.js';
 
 export const D = 8;
@@ -88,7 +88,7 @@ export class ToyModel implements Model {
     }));
   }
 
-  run(batch: Batch, options: RunOptions = {}): RunResult {
+  run(batch: Batch, options: ForwardOptions = {}): ForwardResult {
     this.calls++;
     const hooks = new HookRunner(this.hookNames, this.config.nLayers, options);
     return tidyRun(() => {

@@ -3,7 +3,7 @@
  * planted binary (or C-class) concept z shifting the mean along known directions, and an
  * independent binary task label y planted along another direction.
  */
-import { mulberry32, randomNormal, type Rng } from '../../src/data/random.js';
+import { mulberry32, randomNormal, type Rng } from '../../src/data/prng.js';
 
 export interface Planted {
   n: number;

@@ -4,7 +4,7 @@ import {
   accuracy, aggregateSeeds, differenceInterval, genderAgreement, genderRecoverability, groupAccuracies, logGamma, studentTCdf,
   studentTQuantile, subgroupAccuracies, tprGap, wilson, worstGroup,
 } from '../../src/eval/metrics.js';
-import { mulberry32, randomNormal } from '../../src/data/random.js';
+import { mulberry32, randomNormal } from '../../src/data/prng.js';
 
 beforeAll(async () => {
   await initEngine();

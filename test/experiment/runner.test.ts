@@ -7,7 +7,9 @@ import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { readExperimentConfig } from '../../src/experiment/config.js';
-import { runExperiment, type RunResult } from '../../src/experiment/runner.js';
+import { runExperiment } from '../../src/experiment/runner.js';
+import type { ExperimentResult } from '../../src/experiment/results.js';
+import { renderTable } from '../../src/report/table.js';
 import { METHOD_NAMES } from '../../src/erasure/eraser.js';
 import { projectRoot, sharedDir } from '../../src/io/shared.js';
 
@@ -19,9 +21,9 @@ describe.skipIf(shared === undefined)('the offline experiment (CI size)', () => 
     const out = mkdtempSync(join(tmpdir(), 'run-'));
     const config = readExperimentConfig(join(projectRoot(), 'configs/ci-minilm-surgeon-nurse.json'));
     const result = await runExperiment(config, { outDir: out });
-    const table = readFileSync(join(out, 'table.md'), 'utf8');
+    const table = renderTable(result);
     console.log(`\n${table}`);
-    const written = JSON.parse(readFileSync(join(out, 'metrics.json'), 'utf8')) as RunResult;
+    const written = JSON.parse(readFileSync(join(out, 'metrics.json'), 'utf8')) as ExperimentResult;
     expect(Object.keys(written.methods).sort()).toEqual([...METHOD_NAMES].sort());
     for (const [method, m] of Object.entries(written.methods)) {
       for (const key of ['profession_acc', 'gender_agreement', 'worst_group_acc', 'gender_probe_acc'] as const) {
@@ -34,7 +36,7 @@ describe.skipIf(shared === undefined)('the offline experiment (CI size)', () => 
       expect(Object.keys(m.subgroup_acc).sort()).toEqual(['female_nurse', 'female_surgeon', 'male_nurse', 'male_surgeon']);
       if (method !== 'original' && method !== 'oracle') expect(existsSync(join(out, 'erasers', method, 'seed-42', 'eraser.json')), method).toBe(true);
     }
-    const { original, oracle } = result.methods as Record<string, RunResult['methods'][string]>;
+    const { original, oracle } = result.methods as Record<string, ExperimentResult['methods'][string]>;
     // Issue 4's baseline shape: the probe trained on ambiguous data fails its worst group; the oracle does not.
     expect(original!.worst_group_acc.mean).toBeLessThan(oracle!.worst_group_acc.mean - 0.15);
     expect(original!.gender_agreement.mean).toBeGreaterThan(oracle!.gender_agreement.mean + 0.05);

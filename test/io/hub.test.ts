@@ -34,7 +34,7 @@ import {
   snapshotDownload,
 } from '../../src/io/hub.js';
 import { projectRoot } from '../../src/io/shared.js';
-import { setQuiet } from '../../src/report/progress.js';
+import { setQuiet } from '../../src/util/progress.js';
 import { FakeHub, fakeCommit, gitBlobSha1, pseudoRandomBytes, sha256Hex, type FakeFile } from './hub-server.js';
 
 const ENV_KEYS = [

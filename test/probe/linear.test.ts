@@ -6,7 +6,7 @@ import { initEngine, tf } from '../../src/engine/engine.js';
 import { AdamW } from '../../src/probe/adamw.js';
 import { LinearProbe, loadProbe } from '../../src/probe/linear.js';
 import { readSafetensors, writeSafetensors } from '../../src/io/safetensors.js';
-import { mulberry32, randomNormal } from '../../src/data/random.js';
+import { mulberry32, randomNormal } from '../../src/data/prng.js';
 import { runPythonReference } from '../reference/python.js';
 
 let dir: string;

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { initEngine } from '../../src/engine/engine.js';
 import { projectRoot } from '../../src/io/shared.js';
-import { setQuiet } from '../../src/report/progress.js';
+import { setQuiet } from '../../src/util/progress.js';
 import { trainSaeCommand } from '../../src/cli/train-sae.js';
 import { loadSae } from '../../src/sae/load.js';
 
@@ -28,7 +28,7 @@ describe.skipIf(!haveModel)('sae-eraser train-sae on all-MiniLM-L6-v2 (tiny run)
     writeFileSync(join(dir, 'train.jsonl'), sentences.map((text) => JSON.stringify({ text })).join('\n') + '\n');
     writeFileSync(join(dir, 'held.jsonl'), sentences.slice(0, 3).map((text) => JSON.stringify({ text: text.toUpperCase() })).join('\n') + '\n');
     const out = join(dir, 'sae');
-    await trainSaeCommand([
+    await trainSaeCommand.main([
       '--model', minilm, '--hook', 'layers.1.resid_out', '--input', join(dir, 'train.jsonl'), '--held-out', join(dir, 'held.jsonl'),
       '--d-sae', '64', '--tokens', '512', '--batch-size', '32', '--out', out, '--arch', 'topk', '--k', '8',
     ]);
@@ -41,6 +41,6 @@ describe.skipIf(!haveModel)('sae-eraser train-sae on all-MiniLM-L6-v2 (tiny run)
     expect(sae.metadata.hook).toBe('layers.1.resid_out');
     expect([sae.dIn, sae.dSae]).toEqual([384, 64]);
     sae.dispose();
-    await expect(trainSaeCommand(['--model', minilm, '--hook', 'layers.1.resid_out', '--input', join(dir, 'train.jsonl'), '--out', out])).rejects.toThrow(/--d-sae is required/);
+    await expect(trainSaeCommand.main(['--model', minilm, '--hook', 'layers.1.resid_out', '--input', join(dir, 'train.jsonl'), '--out', out])).rejects.toThrow(/--d-sae is required/);
   });
 });

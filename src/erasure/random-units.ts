@@ -9,9 +9,9 @@
  *   k-dimensional subspace (Haar: the column space of a d x k standard Gaussian matrix), the
  *   matched-rank control for LEACE / diff-in-means / INLP.
  *
- * All randomness comes from src/data/random.ts (mulberry32); default seed 42.
+ * All randomness comes from src/data/prng.ts (mulberry32); default seed 42.
  */
-import { mulberry32, randomNormal, shuffleInPlace } from '../data/random.js';
+import { mulberry32, randomNormal, shuffleInPlace } from '../data/prng.js';
 import { type AffineErasure, columnSpaceBasis, orthogonalErasure, transpose64 } from './linear-algebra.js';
 
 export interface RandomUnitsOptions {

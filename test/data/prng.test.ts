@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import {
   mulberry32, permutation, randomInt, randomNormal, randomNormalArray, randomUniformArray, shuffle, shuffleInPlace, type Rng,
-} from '../../src/data/random.js';
+} from '../../src/data/prng.js';
 
 /** mulberry32 written independently with unsigned BigInt arithmetic mod 2^32. */
 function mulberry32Reference(seed: number, count: number): number[] {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { chooseRandomUnits, randomSubspaceErasure, randomUnitMask } from '../../src/erasure/random.js';
+import { chooseRandomUnits, randomSubspaceErasure, randomUnitMask } from '../../src/erasure/random-units.js';
 import { matMul64, projectionMatrix, transpose64 } from '../../src/erasure/linear-algebra.js';
 import { maxAbsDiff } from './synthetic.js';
 
