@@ -53,8 +53,20 @@ function torchForward(modelDir: string, idsPath: string, reps: number): TorchRes
     pythonBin(),
     [
       join(projectRoot(), 'bench/reference/forward_torch.py'),
-      '--model', modelDir, '--ids', idsPath, '--n', String(N_SEQUENCES), '--seq', String(SEQ_LEN),
-      '--layers', String(STOP_AFTER_LAYER + 1), '--threads', '1', '--reps', String(reps),
+      '--model',
+      modelDir,
+      '--ids',
+      idsPath,
+      '--n',
+      String(N_SEQUENCES),
+      '--seq',
+      String(SEQ_LEN),
+      '--layers',
+      String(STOP_AFTER_LAYER + 1),
+      '--threads',
+      '1',
+      '--reps',
+      String(reps),
     ],
     { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, HF_HUB_OFFLINE: '1', OMP_NUM_THREADS: '1' } },
   );
@@ -113,9 +125,15 @@ function main(): void {
   if (!Number.isInteger(reps) || reps < 1) throw new Error(`--reps must be a positive integer, got ${process.argv[i + 1]}`);
   benchForward(reps).then(
     (r) => {
-      console.log(`forward pass, Pythia-70m-deduped shape (random weights), ${N_SEQUENCES} x ${SEQ_LEN} tokens, up to layers.${STOP_AFTER_LAYER}.resid_out, best of ${reps}`);
-      console.log(`  sae-eraser (tfjs ${r.backend}, 1 thread): ${r.oursTokensPerS.toFixed(0)} tokens/s  (runs: ${r.oursSeconds.map((s) => s.toFixed(2)).join(', ')} s)`);
-      console.log(`  PyTorch ${r.torch.torch} (${r.torch.threads} thread, ${r.torch.attn} attention): ${r.torch.tokens_per_s.toFixed(0)} tokens/s (best of runs before and after)`);
+      console.log(
+        `forward pass, Pythia-70m-deduped shape (random weights), ${N_SEQUENCES} x ${SEQ_LEN} tokens, up to layers.${STOP_AFTER_LAYER}.resid_out, best of ${reps}`,
+      );
+      console.log(
+        `  sae-eraser (tfjs ${r.backend}, 1 thread): ${r.oursTokensPerS.toFixed(0)} tokens/s  (runs: ${r.oursSeconds.map((s) => s.toFixed(2)).join(', ')} s)`,
+      );
+      console.log(
+        `  PyTorch ${r.torch.torch} (${r.torch.threads} thread, ${r.torch.attn} attention): ${r.torch.tokens_per_s.toFixed(0)} tokens/s (best of runs before and after)`,
+      );
       console.log(`  ratio sae-eraser / PyTorch: ${r.ratio.toFixed(2)}`);
     },
     (err: unknown) => {

@@ -27,7 +27,7 @@ import { initEngine, matMulT, tf } from '../src/engine/engine.js';
 import { buildActivationCache } from '../src/cache/cache.js';
 import { mulberry32, randomNormalArray } from '../src/data/prng.js';
 import type { FitContext, LabelledSplit } from '../src/erasure/eraser.js';
-import { saeMaskEraser } from '../src/erasure/sae-mask.js';
+import { createSaeMaskFitter } from '../src/erasure/mask/sae-mask.js';
 import { writeSafetensors } from '../src/io/safetensors.js';
 import { projectRoot } from '../src/io/shared.js';
 import { loadModel } from '../src/models/load.js';
@@ -118,7 +118,12 @@ function calibratedSae(model: Model, tokenize: (texts: string[]) => Batch, texts
     const threshold = tf.mul(sd, -THRESHOLD_SD);
     return [mean, threshold, tf.transpose(tf.div(w, tf.norm(w, 'euclidean', 0))), tf.sum(tf.cast(tf.greater(tf.add(h, threshold), 0), 'float32'))];
   });
-  const stats = { bDec: bDec.dataSync() as Float32Array, bEnc: bEnc.dataSync() as Float32Array, wDec: wDec.dataSync() as Float32Array, active: active.dataSync()[0]! };
+  const stats = {
+    bDec: bDec.dataSync() as Float32Array,
+    bEnc: bEnc.dataSync() as Float32Array,
+    wDec: wDec.dataSync() as Float32Array,
+    active: active.dataSync()[0]!,
+  };
   tf.dispose([bDec, bEnc, wDec, active]);
   const l0 = stats.active / x.shape[0];
   x.dispose();
@@ -197,28 +202,32 @@ export async function benchMasks(n = 600, epochs = 25, torchSteps = 4): Promise<
     const rows = Int32Array.from({ length: n }, (_, i) => i);
     const all: LabelledSplit = { rows, y: inputs.y, z: inputs.z, texts: inputs.texts };
     const half = Int32Array.from({ length: Math.floor(n / 2) }, (_, i) => 2 * i + 1);
-    const concept: LabelledSplit = { rows: half, y: half.map((r) => inputs.y[r]!), z: half.map((r) => inputs.z[r]!), texts: Array.from(half, (r) => inputs.texts[r]!) };
-    const ctx = (options: Record<string, unknown>): FitContext => ({
+    const concept: LabelledSplit = {
+      rows: half,
+      y: half.map((r) => inputs.y[r]!),
+      z: half.map((r) => inputs.z[r]!),
+      texts: Array.from(half, (r) => inputs.texts[r]!),
+    };
+    const ctx: FitContext = {
       model,
       tokenize,
       cache,
+      recache: () => Promise.reject(new Error('bench/masks: the masks at the probe hook never re-cache')),
+      batchSize: 8,
       saes: { [HOOK]: sae },
       probeHook: HOOK,
       probe,
       train: all,
       concept,
       seed: 42,
-      options,
-    });
-    const original = saeMaskEraser();
+    };
     t0 = performance.now();
-    await original.fit(ctx({ objective: 'task', keepError: false, retrainHead: false, epochs }));
+    const original = await createSaeMaskFitter({ objective: 'task', keepError: false, retrainHead: false, epochs }).fit(ctx);
     const taskFitSeconds = (performance.now() - t0) / 1000;
     const removedTask = original.describe().unitsRemoved;
     original.dispose();
-    const fixed = saeMaskEraser();
     t0 = performance.now();
-    await fixed.fit(ctx({ epochs, retrainHead: false }));
+    const fixed = await createSaeMaskFitter({ epochs, retrainHead: false }).fit(ctx);
     const conceptFitSeconds = (performance.now() - t0) / 1000;
     fixed.dispose();
     probe.dispose();
@@ -226,7 +235,23 @@ export async function benchMasks(n = 600, epochs = 25, torchSteps = 4): Promise<
 
     const stdout = execFileSync(
       pythonBin(),
-      [join(projectRoot(), 'bench/reference/masks_torch.py'), '--model', modelDir, '--inputs', inputsFile, '--layer', String(LAYER), '--batch', String(BATCH), '--epochs', String(epochs), '--steps', String(torchSteps), '--threads', '1'],
+      [
+        join(projectRoot(), 'bench/reference/masks_torch.py'),
+        '--model',
+        modelDir,
+        '--inputs',
+        inputsFile,
+        '--layer',
+        String(LAYER),
+        '--batch',
+        String(BATCH),
+        '--epochs',
+        String(epochs),
+        '--steps',
+        String(torchSteps),
+        '--threads',
+        '1',
+      ],
       { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, OMP_NUM_THREADS: '1', MKL_NUM_THREADS: '1' } },
     );
     const torch = JSON.parse(stdout.trim().split('\n').at(-1)!) as TorchResult;
@@ -252,7 +277,6 @@ export async function benchMasks(n = 600, epochs = 25, torchSteps = 4): Promise<
   }
 }
 
-
 function main(): void {
   const n = intFlag('--examples', 600);
   const epochs = intFlag('--epochs', 25);
@@ -264,13 +288,19 @@ function main(): void {
         `Learned SAE mask, original task objective: ${r.n} examples (mean ${r.meanTokens.toFixed(0)} tokens), Pythia-70m-shaped random GPT-NeoX, ` +
           `ReLU SAE 512 x ${D_SAE} at ${HOOK} (L0 ${r.l0.toFixed(0)} per token), ${r.epochs} epochs of batch ${BATCH} (${r.steps} steps)`,
       );
-      console.log(`  sae-eraser (tfjs ${r.backend}, 1 thread): cache ${r.cacheSeconds.toFixed(1)} s (one pass of model + SAE) + training ${r.taskFitSeconds.toFixed(2)} s (pooled codes, no model) = ${ours.toFixed(1)} s; ${r.removedTask} features removed`);
+      console.log(
+        `  sae-eraser (tfjs ${r.backend}, 1 thread): cache ${r.cacheSeconds.toFixed(1)} s (one pass of model + SAE) + training ${r.taskFitSeconds.toFixed(2)} s (pooled codes, no model) = ${ours.toFixed(1)} s; ${r.removedTask} features removed`,
+      );
       console.log(
         `  PyTorch original (1 thread, reruns model + SAE every step): ${r.torch.mean_step_seconds.toFixed(2)} s/step, MEASURED OVER ${r.torch.step_seconds.length} STEPS ` +
           `after a warm-up step and EXTRAPOLATED: ${r.torchEpochSeconds.toFixed(0)} s/epoch (${r.torch.steps_per_epoch} steps) -> ${r.torchTotalSeconds.toFixed(0)} s for ${r.epochs} epochs`,
       );
-      console.log(`  speed-up (PyTorch time / sae-eraser time; above 1: sae-eraser is faster): end to end ${(r.torchTotalSeconds / ours).toFixed(1)}x, training only ${(r.torchTotalSeconds / r.taskFitSeconds).toFixed(0)}x`);
-      console.log(`  sae-eraser, default concept objective (cross-fitted adversary, ${r.n / 2} concept examples): training ${r.conceptFitSeconds.toFixed(2)} s on the same cache`);
+      console.log(
+        `  speed-up (PyTorch time / sae-eraser time; above 1: sae-eraser is faster): end to end ${(r.torchTotalSeconds / ours).toFixed(1)}x, training only ${(r.torchTotalSeconds / r.taskFitSeconds).toFixed(0)}x`,
+      );
+      console.log(
+        `  sae-eraser, default concept objective (cross-fitted adversary, ${r.n / 2} concept examples): training ${r.conceptFitSeconds.toFixed(2)} s on the same cache`,
+      );
     },
     (err: unknown) => {
       console.error(err);

@@ -24,7 +24,13 @@ import { trainSaeOnSource } from '../src/sae/train.js';
 import { pythonBin } from '../test/reference/python.js';
 import { intFlag } from './flags.js';
 
-interface Weights { x: Float32Array; wEnc: Float32Array; bEnc: Float32Array; wDec: Float32Array; bDec: Float32Array }
+interface Weights {
+  x: Float32Array;
+  wEnc: Float32Array;
+  bEnc: Float32Array;
+  wDec: Float32Array;
+  bDec: Float32Array;
+}
 
 function randomWeights(tokens: number, d: number, dSae: number, seed: number): Weights {
   const scaled = (n: number, s: number, k: number): Float32Array => randomNormalArray(n, seed + k).map((v) => v * s);
@@ -39,7 +45,13 @@ function randomWeights(tokens: number, d: number, dSae: number, seed: number): W
 }
 
 function writeWeights(dir: string, w: Weights): void {
-  for (const [name, arr] of [['x', w.x], ['W_enc', w.wEnc], ['b_enc', w.bEnc], ['W_dec', w.wDec], ['b_dec', w.bDec]] as const) {
+  for (const [name, arr] of [
+    ['x', w.x],
+    ['W_enc', w.wEnc],
+    ['b_enc', w.bEnc],
+    ['W_dec', w.wDec],
+    ['b_dec', w.bDec],
+  ] as const) {
     writeFileSync(join(dir, `${name}.f32`), Buffer.from(arr.buffer, arr.byteOffset, arr.byteLength));
   }
 }
@@ -73,7 +85,14 @@ export async function benchSae(reps = 3, steps = 5): Promise<SaeBenchResult> {
     mkdirSync(encDir);
     writeWeights(encDir, w);
     const sae = new AffineSae(
-      { wEnc: tf.tensor2d(w.wEnc, [d, dSae]), bEnc: tf.tensor1d(w.bEnc), wDec: tf.tensor2d(w.wDec, [dSae, d]), bDec: tf.tensor1d(w.bDec), subtractDecoderBiasFromInput: true, activation: { kind: 'relu' } },
+      {
+        wEnc: tf.tensor2d(w.wEnc, [d, dSae]),
+        bEnc: tf.tensor1d(w.bEnc),
+        wDec: tf.tensor2d(w.wDec, [dSae, d]),
+        bDec: tf.tensor1d(w.bDec),
+        subtractDecoderBiasFromInput: true,
+        activation: { kind: 'relu' },
+      },
       { format: 'sae-eraser', source: 'bench' },
     );
     const x = tf.tensor2d(w.x, [tokens, d]);
@@ -88,7 +107,20 @@ export async function benchSae(reps = 3, steps = 5): Promise<SaeBenchResult> {
     const oursSeconds = Array.from({ length: reps }, once);
     tf.dispose(x);
     sae.dispose();
-    const torchEnc = torchRun(['--task', 'encode', '--dir', encDir, '--d', String(d), '--dsae', String(dSae), '--tokens', String(tokens), '--reps', String(reps)]);
+    const torchEnc = torchRun([
+      '--task',
+      'encode',
+      '--dir',
+      encDir,
+      '--d',
+      String(d),
+      '--dsae',
+      String(dSae),
+      '--tokens',
+      String(tokens),
+      '--reps',
+      String(reps),
+    ]);
     const oursEncTps = tokens / Math.min(...oursSeconds);
     const torchEncTps = Number(torchEnc.tokens_per_s);
 
@@ -103,13 +135,33 @@ export async function benchSae(reps = 3, steps = 5): Promise<SaeBenchResult> {
     writeWeights(trainDir, tw);
     const stamps: number[] = [];
     const run = await trainSaeOnSource(arrayActivationSource(tw.x, td), {
-      arch: 'relu', dSae: tSae, batchSize: batch, tokens: (steps + 1) * batch, resampleSteps: 0, bufferTokens: 4 * batch,
+      arch: 'relu',
+      dSae: tSae,
+      batchSize: batch,
+      tokens: (steps + 1) * batch,
+      resampleSteps: 0,
+      bufferTokens: 4 * batch,
       onStep: () => stamps.push(performance.now()),
     });
     run.sae.dispose();
     // Time from the end of the warm-up step to the end of the last one.
     const oursTrainTps = (steps * batch) / ((stamps.at(-1)! - stamps[0]!) / 1000);
-    const torchTrain = torchRun(['--task', 'train', '--dir', trainDir, '--d', String(td), '--dsae', String(tSae), '--tokens', String(trainTokens), '--batch', String(batch), '--steps', String(steps)]);
+    const torchTrain = torchRun([
+      '--task',
+      'train',
+      '--dir',
+      trainDir,
+      '--d',
+      String(td),
+      '--dsae',
+      String(tSae),
+      '--tokens',
+      String(trainTokens),
+      '--batch',
+      String(batch),
+      '--steps',
+      String(steps),
+    ]);
     const torchTrainTps = Number(torchTrain.tokens_per_s);
     return {
       backend,
@@ -121,14 +173,15 @@ export async function benchSae(reps = 3, steps = 5): Promise<SaeBenchResult> {
   }
 }
 
-
 function main(): void {
   const reps = intFlag('--reps', 3);
   const steps = intFlag('--steps', 5);
   benchSae(reps, steps).then(
     (r) => {
       console.log(`SAE encode: 2048 tokens, 512 x 32768 ReLU SAE, encodeSparse (CSR, ${r.encode.nnz} nonzeros), best of ${reps}`);
-      console.log(`  sae-eraser (tfjs ${r.backend}, 1 thread): ${r.encode.oursTokensPerS.toFixed(0)} tokens/s  (runs: ${r.encode.oursSeconds.map((s) => s.toFixed(2)).join(', ')} s)`);
+      console.log(
+        `  sae-eraser (tfjs ${r.backend}, 1 thread): ${r.encode.oursTokensPerS.toFixed(0)} tokens/s  (runs: ${r.encode.oursSeconds.map((s) => s.toFixed(2)).join(', ')} s)`,
+      );
       console.log(`  PyTorch (1 thread): ${r.encode.torchTokensPerS.toFixed(0)} tokens/s`);
       console.log(`  ratio sae-eraser / PyTorch: ${r.encode.ratio.toFixed(2)}`);
       console.log(`SAE training: ReLU SAE 384 -> 4096, batch ${r.train.batch}, ${r.train.steps} steps after a warm-up step`);

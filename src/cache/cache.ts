@@ -97,18 +97,22 @@ function sha256(...parts: (string | Uint8Array)[]): string {
 /** The cache key: changes whenever anything that determines the cached values changes. */
 export function cacheKey(spec: CacheSpec, modelConfig: unknown): string {
   const textsHash = sha256(...spec.texts.map((t) => `${t.length}:${t}`));
-  const saes = Object.entries(spec.saes ?? {}).map(([hook, s]) => [hook, s.id, s.sae.dIn, s.sae.dSae]).sort();
-  return sha256(JSON.stringify({
-    v: 1,
-    model: spec.modelId,
-    config: modelConfig,
-    hooks: [...spec.hooks].sort(),
-    saes,
-    perToken: spec.perToken === true,
-    tokenizer: spec.tokenizerId,
-    texts: textsHash,
-    n: spec.texts.length,
-  })).slice(0, 24);
+  const saes = Object.entries(spec.saes ?? {})
+    .map(([hook, s]) => [hook, s.id, s.sae.dIn, s.sae.dSae])
+    .sort();
+  return sha256(
+    JSON.stringify({
+      v: 1,
+      model: spec.modelId,
+      config: modelConfig,
+      hooks: [...spec.hooks].sort(),
+      saes,
+      perToken: spec.perToken === true,
+      tokenizer: spec.tokenizerId,
+      texts: textsHash,
+      n: spec.texts.length,
+    }),
+  ).slice(0, 24);
 }
 
 /** An id for a file that changes when the file does (path, size, modification time). */
@@ -184,7 +188,11 @@ export class ActivationCache {
   private readonly codesByHook: Map<HookName, CsrRows>;
   readonly tokenCounts: Int32Array;
 
-  private constructor(readonly dir: string, private readonly index: CacheIndex, arrays: CacheArrays) {
+  private constructor(
+    readonly dir: string,
+    private readonly index: CacheIndex,
+    arrays: CacheArrays,
+  ) {
     this.tokenCounts = arrays.tokenCounts;
     this.pooledByHook = arrays.pooled;
     this.errorByHook = arrays.saeErrorPooled;
@@ -203,10 +211,20 @@ export class ActivationCache {
     }
     for (const [hook, s] of Object.entries(sae)) {
       if (dims[hook] === undefined) throw new Error(`activation cache: SAE codes at "${hook}" need pooled activations there too`);
-      if (s.codes.offsets.length !== n + 1 || s.errors.length !== n * dims[hook]!) throw new Error(`activation cache: SAE arrays at "${hook}" do not have ${n} rows`);
+      if (s.codes.offsets.length !== n + 1 || s.errors.length !== n * dims[hook]!)
+        throw new Error(`activation cache: SAE arrays at "${hook}" do not have ${n} rows`);
     }
     const index: CacheIndex = {
-      version: 1, key: 'memory', modelId: 'memory', tokenizerId: 'memory', hooks: Object.keys(pooled), perToken: false, n, dims, shards: [], complete: true,
+      version: 1,
+      key: 'memory',
+      modelId: 'memory',
+      tokenizerId: 'memory',
+      hooks: Object.keys(pooled),
+      perToken: false,
+      n,
+      dims,
+      shards: [],
+      complete: true,
       saes: Object.fromEntries(Object.entries(sae).map(([h, s]) => [h, { id: 'memory', dSae: s.codes.nCols, dIn: dims[h]! }])),
     };
     return new ActivationCache('<memory>', index, {
@@ -355,7 +373,8 @@ export async function buildActivationCache(spec: CacheSpec, opts: BuildOptions):
   }
   for (const [hook, { sae, id }] of Object.entries(saes)) {
     if (!spec.hooks.includes(hook)) throw new Error(`activation cache: SAE ${id} is at hook "${hook}", which is not among the cached hooks`);
-    if (sae.dIn !== model.config.dModel) throw new Error(`activation cache: SAE ${id} has dIn ${sae.dIn} but hook "${hook}" of ${spec.modelId} has width ${model.config.dModel}`);
+    if (sae.dIn !== model.config.dModel)
+      throw new Error(`activation cache: SAE ${id} has dIn ${sae.dIn} but hook "${hook}" of ${spec.modelId} has width ${model.config.dModel}`);
   }
   if (spec.texts.length === 0) throw new Error('activation cache: no texts to cache');
   const key = cacheKey(spec, model.config);
@@ -451,7 +470,12 @@ function storeBatch(spec: CacheSpec, buf: ShardBuffers, rows: number[], batch: B
       const err = tf.sub(flat, sae.decode(f));
       const f3 = tf.reshape(f, [n, seq, sae.dSae]) as tf.Tensor3D;
       const e3 = tf.reshape(err, [n, seq, d]) as tf.Tensor3D;
-      return [meanPool(f3, batch.attentionMask), meanPool(e3, batch.attentionMask), spec.perToken === true ? f : tf.zeros([0]), spec.perToken === true ? err : tf.zeros([0])];
+      return [
+        meanPool(f3, batch.attentionMask),
+        meanPool(e3, batch.attentionMask),
+        spec.perToken === true ? f : tf.zeros([0]),
+        spec.perToken === true ? err : tf.zeros([0]),
+      ];
     });
     try {
       const fp = fPooled.dataSync() as Float32Array;
@@ -488,7 +512,10 @@ function shardTensors(spec: CacheSpec, buf: ShardBuffers, count: number): Record
   for (const [hook, data] of buf.saeError) out[`${hook}.sae_error_pooled`] = { dtype: 'F32', shape: [count, data.length / count], data };
   for (const [hook, rows] of buf.saeCodes) {
     const dSae = spec.saes![hook]!.sae.dSae;
-    const csr = concatCsr(rows.map((r) => denseToCsr(r, 1, dSae)), dSae);
+    const csr = concatCsr(
+      rows.map((r) => denseToCsr(r, 1, dSae)),
+      dSae,
+    );
     out[`${hook}.sae_pooled.offsets`] = { dtype: 'I32', shape: [csr.offsets.length], data: csr.offsets };
     out[`${hook}.sae_pooled.indices`] = { dtype: 'I32', shape: [csr.indices.length], data: csr.indices };
     out[`${hook}.sae_pooled.values`] = { dtype: 'F32', shape: [csr.values.length], data: csr.values };

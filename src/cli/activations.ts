@@ -8,7 +8,7 @@ import { readTable } from '../io/tabular.js';
 import { openModel, type OpenedModel } from '../models/open.js';
 import { meanPool } from '../models/pool.js';
 import { loadSae } from '../sae/load.js';
-import { checkSaeFitsModel } from '../sae/hooks.js';
+import { checkSaeFitsModel } from '../sae/hook-names.js';
 import type { Sae } from '../sae/sae.js';
 import { progress } from '../util/progress.js';
 import type { Subcommand } from './subcommand.js';
@@ -62,7 +62,9 @@ async function main(argv: string[]): Promise<void> {
   await initEngine();
   const opened = await openModel(requireString(p, 'model'), { maxLength: optionalInt(p, 'max-length') });
   const { model } = opened;
-  for (const h of hooks) if (!model.hookNames.includes(h)) throw new Error(`unknown hook "${h}": this model has hooks ${model.hookNames[0]}, ..., ${model.hookNames[model.hookNames.length - 1]}`);
+  for (const h of hooks)
+    if (!model.hookNames.includes(h))
+      throw new Error(`unknown hook "${h}": this model has hooks ${model.hookNames[0]}, ..., ${model.hookNames[model.hookNames.length - 1]}`);
   const saes: Record<string, Sae> = {};
   for (const [hook, path] of Object.entries(saePaths)) {
     const sae = await loadSae(path, { hook });
@@ -123,7 +125,7 @@ function computeActivations(
           // Pad positions are zeroed so the output does not depend on how texts were batched.
           const v = tf.mul(x, tf.expandDims(tf.cast(batch.attentionMask, 'float32'), 2)).dataSync();
           // Each row is right-padded to this batch's length; place it in the global width.
-          for (let r = 0; r < rows; r++) target.set(v.subarray(r * len * width, (r + 1) * len * width), ((start + r) * seq) * width);
+          for (let r = 0; r < rows; r++) target.set(v.subarray(r * len * width, (r + 1) * len * width), (start + r) * seq * width);
         }
       };
       for (const hook of hooks) {

@@ -15,7 +15,12 @@ export interface Parsed {
 
 export function parse(argv: string[], options: OptionSpec): Parsed {
   try {
-    const { values, positionals } = parseArgs({ args: argv, options: { ...options, quiet: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } }, allowPositionals: false, strict: true });
+    const { values, positionals } = parseArgs({
+      args: argv,
+      options: { ...options, quiet: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
+      allowPositionals: false,
+      strict: true,
+    });
     return { values: values as Parsed['values'], positionals };
   } catch (err) {
     throw new UsageError((err as Error).message);
@@ -54,7 +59,10 @@ export function optionalNumber(p: Parsed, name: string): number | undefined {
 export function stringList(p: Parsed, name: string): string[] {
   const v = p.values[name];
   if (v === undefined) return [];
-  return (Array.isArray(v) ? v : [String(v)]).flatMap((s) => s.split(',')).map((s) => s.trim()).filter((s) => s !== '');
+  return (Array.isArray(v) ? v : [String(v)])
+    .flatMap((s) => s.split(','))
+    .map((s) => s.trim())
+    .filter((s) => s !== '');
 }
 
 export function oneOf<T extends string>(p: Parsed, name: string, allowed: readonly T[], fallback: T): T {

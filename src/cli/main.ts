@@ -6,7 +6,6 @@ import { setQuiet } from '../util/progress.js';
 import { UsageError } from './args.js';
 import type { Subcommand } from './subcommand.js';
 
-
 const subcommands: Record<string, () => Promise<Subcommand>> = {
   activations: async () => (await import('./activations.js')).activationsCommand,
   probe: async () => (await import('./probe.js')).probeCommand,

@@ -72,13 +72,15 @@ async function main(argv: string[]): Promise<void> {
   const Xt = cache.pooled(hook, rows(test.balanced));
   const pred = probe.predict(Xt);
   Xt.dispose();
-  const groups = Object.fromEntries(Object.entries(testGroups).map(([k, g]) => {
-    const Xg = cache.pooled(hook, rows(g));
-    const y = target(g);
-    const r = { pred: probe.predict(Xg), y };
-    Xg.dispose();
-    return [k, r];
-  }));
+  const groups = Object.fromEntries(
+    Object.entries(testGroups).map(([k, g]) => {
+      const Xg = cache.pooled(hook, rows(g));
+      const y = target(g);
+      const r = { pred: probe.predict(Xg), y };
+      Xg.dispose();
+      return [k, r];
+    }),
+  );
   const subgroup = Object.fromEntries(Object.entries(groups).map(([k, g]) => [k, accuracy(g.pred, g.y)]));
   const metrics = {
     model: opened.dir,
@@ -89,7 +91,13 @@ async function main(argv: string[]): Promise<void> {
     n_train: trainSplit.length,
     n_test: test.balanced.length,
     accuracy: accuracy(pred, target(test.balanced)),
-    gender_agreement: label === 'profession' ? genderAgreement(pred, Int32Array.from(test.balanced, (e) => e.z)) : undefined,
+    gender_agreement:
+      label === 'profession'
+        ? genderAgreement(
+            pred,
+            Int32Array.from(test.balanced, (e) => e.z),
+          )
+        : undefined,
     subgroup_acc: subgroup,
     worst_group_acc: worstGroup(subgroup),
   };
@@ -98,7 +106,9 @@ async function main(argv: string[]): Promise<void> {
   probe.dispose();
   opened.model.dispose();
   tf.disposeVariables();
-  process.stdout.write(`${JSON.stringify({ accuracy: metrics.accuracy, gender_agreement: metrics.gender_agreement, worst_group_acc: metrics.worst_group_acc }, null, 2)}\nwrote ${out}/probe.safetensors and ${out}/metrics.json\n`);
+  process.stdout.write(
+    `${JSON.stringify({ accuracy: metrics.accuracy, gender_agreement: metrics.gender_agreement, worst_group_acc: metrics.worst_group_acc }, null, 2)}\nwrote ${out}/probe.safetensors and ${out}/metrics.json\n`,
+  );
 }
 
 export const probeCommand: Subcommand = { summary: 'Train and score a linear probe on pooled activations.', usage, main };

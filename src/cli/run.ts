@@ -9,7 +9,7 @@ import { runExperiment } from '../experiment/runner.js';
 import type { Subcommand } from './subcommand.js';
 import { UsageError, optionalString, parse, requireString, stringList } from './args.js';
 
-const usage = `usage: sae-eraser run --config FILE.json --out DIR [--model M] [--train FILE] [--val FILE] [--test FILE] [--seeds 42,43,44] [--quiet]
+const usage = `usage: sae-eraser run --config FILE.json --out DIR [--model M] [--train FILE] [--test FILE] [--seeds 42,43,44] [--quiet]
 
 Runs every method the config names over its seeds and writes DIR/metrics.json, DIR/table.md and the
 fitted erasers (DIR/erasers/<method>/seed-<s>/). The flags override the config's model, data
@@ -21,7 +21,6 @@ async function main(argv: string[]): Promise<void> {
     out: { type: 'string' },
     model: { type: 'string' },
     train: { type: 'string' },
-    val: { type: 'string' },
     test: { type: 'string' },
     seeds: { type: 'string' },
   });
@@ -34,7 +33,6 @@ async function main(argv: string[]): Promise<void> {
   const config = applyOverrides(readExperimentConfig(requireString(p, 'config')), {
     model: optionalString(p, 'model'),
     train: optionalString(p, 'train'),
-    val: optionalString(p, 'val'),
     test: optionalString(p, 'test'),
     seeds: seeds.length > 0 ? seeds : undefined,
   });

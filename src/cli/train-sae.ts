@@ -63,7 +63,9 @@ async function main(argv: string[]): Promise<void> {
     cacheTokens: optionalInt(p, 'cache-tokens'),
   });
   if (heldOut !== undefined) {
-    process.stdout.write(`held-out: FVE ${heldOut.fve.toFixed(4)}, L0 ${heldOut.l0.toFixed(1)}, dead features ${(100 * heldOut.deadFraction).toFixed(1)}% (${heldOut.tokens} tokens)\n`);
+    process.stdout.write(
+      `held-out: FVE ${heldOut.fve.toFixed(4)}, L0 ${heldOut.l0.toFixed(1)}, dead features ${(100 * heldOut.deadFraction).toFixed(1)}% (${heldOut.tokens} tokens)\n`,
+    );
   }
 }
 

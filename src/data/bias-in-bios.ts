@@ -32,10 +32,34 @@ import { readTable, type ReadTableOptions, type Table } from '../io/tabular.js';
  * dataset card: accountant 0, ..., nurse 13, ..., professor 21, ..., yoga_teacher 27).
  */
 export const HF_PROFESSIONS: readonly string[] = [
-  'accountant', 'architect', 'attorney', 'chiropractor', 'comedian', 'composer', 'dentist',
-  'dietitian', 'dj', 'filmmaker', 'interior_designer', 'journalist', 'model', 'nurse', 'painter',
-  'paralegal', 'pastor', 'personal_trainer', 'photographer', 'physician', 'poet', 'professor',
-  'psychologist', 'rapper', 'software_engineer', 'surgeon', 'teacher', 'yoga_teacher',
+  'accountant',
+  'architect',
+  'attorney',
+  'chiropractor',
+  'comedian',
+  'composer',
+  'dentist',
+  'dietitian',
+  'dj',
+  'filmmaker',
+  'interior_designer',
+  'journalist',
+  'model',
+  'nurse',
+  'painter',
+  'paralegal',
+  'pastor',
+  'personal_trainer',
+  'photographer',
+  'physician',
+  'poet',
+  'professor',
+  'psychologist',
+  'rapper',
+  'software_engineer',
+  'surgeon',
+  'teacher',
+  'yoga_teacher',
 ];
 
 /** The paper's pair: professor (y = 0, male-dominated) vs nurse (y = 1, female-dominated). */
@@ -113,8 +137,14 @@ export interface BiosSplits {
 }
 
 const BUILTIN_GENDERS: Readonly<Record<string, Gender>> = {
-  '0': 0, male: 0, m: 0, man: 0,
-  '1': 1, female: 1, f: 1, woman: 1,
+  '0': 0,
+  male: 0,
+  m: 0,
+  man: 0,
+  '1': 1,
+  female: 1,
+  f: 1,
+  woman: 1,
 };
 
 /** The canonical name of a profession value: integer codes through `names`, strings trimmed and lower-cased. */
@@ -131,7 +161,7 @@ export function professionName(value: string | number | bigint, names: readonly 
 }
 
 function describe(value: unknown): string {
-  return typeof value === 'bigint' ? `${value}n` : JSON.stringify(value) ?? String(value);
+  return typeof value === 'bigint' ? `${value}n` : (JSON.stringify(value) ?? String(value));
 }
 
 /** The gender label z of a cell, or an error naming the file, line and field. */
@@ -185,7 +215,9 @@ export function biosFromTable(table: Table, options: BiosLoadOptions = {}): Bios
     const where = table.where(i);
     const text = row[fields.text];
     if (typeof text !== 'string') {
-      throw new Error(`${where}: field "${fields.text}": ${text === undefined || text === null ? 'missing text' : `text must be a string, got ${describe(text)}`}`);
+      throw new Error(
+        `${where}: field "${fields.text}": ${text === undefined || text === null ? 'missing text' : `text must be a string, got ${describe(text)}`}`,
+      );
     }
     return {
       text,
@@ -231,7 +263,10 @@ function groupsOf(ds: BiosDataset, pair: ProfessionPair): Groups {
     if (y === 0) (ex.gender === 0 ? g.maleP0 : g.femaleP0).push(item);
     else (ex.gender === 0 ? g.maleP1 : g.femaleP1).push(item);
   }
-  for (const [p, n] of [[p0, g.maleP0.length + g.femaleP0.length], [p1, g.maleP1.length + g.femaleP1.length]] as const) {
+  for (const [p, n] of [
+    [p0, g.maleP0.length + g.femaleP0.length],
+    [p1, g.maleP1.length + g.femaleP1.length],
+  ] as const) {
     if (n === 0) {
       const present = [...new Set(ds.examples.map((e) => e.profession))].sort();
       throw new Error(
@@ -246,9 +281,7 @@ function groupsOf(ds: BiosDataset, pair: ProfessionPair): Groups {
 function requireNonEmpty(ds: BiosDataset, split: string, groups: readonly [string, SplitExample[]][]): void {
   for (const [key, items] of groups) {
     if (items.length === 0) {
-      throw new Error(
-        `${ds.source}: group ${key} (fields "${ds.fields.profession}", "${ds.fields.gender}") is empty, so the ${split} split cannot be built`,
-      );
+      throw new Error(`${ds.source}: group ${key} (fields "${ds.fields.profession}", "${ds.fields.gender}") is empty, so the ${split} split cannot be built`);
     }
   }
 }
@@ -266,7 +299,10 @@ function subgroupKeys(g: Groups): [string, string, string, string] {
 export function ambiguousSplit(ds: BiosDataset, pair: ProfessionPair = DEFAULT_PROFESSIONS, seed = DEFAULT_SEED): SplitExample[] {
   const g = groupsOf(ds, pair);
   const [maleP0, , , femaleP1] = subgroupKeys(g);
-  requireNonEmpty(ds, 'ambiguous', [[maleP0, g.maleP0], [femaleP1, g.femaleP1]]);
+  requireNonEmpty(ds, 'ambiguous', [
+    [maleP0, g.maleP0],
+    [femaleP1, g.femaleP1],
+  ]);
   const n = Math.min(g.maleP0.length, g.femaleP1.length);
   return shuffled([...g.maleP0.slice(0, n), ...g.femaleP1.slice(0, n)], seed);
 }
@@ -276,9 +312,16 @@ export function balancedSplit(ds: BiosDataset, pair: ProfessionPair = DEFAULT_PR
   const g = groupsOf(ds, pair);
   const keys = subgroupKeys(g);
   const groups = [g.maleP0, g.femaleP0, g.maleP1, g.femaleP1];
-  requireNonEmpty(ds, 'balanced', groups.map((items, k) => [keys[k]!, items] as [string, SplitExample[]]));
+  requireNonEmpty(
+    ds,
+    'balanced',
+    groups.map((items, k) => [keys[k]!, items] as [string, SplitExample[]]),
+  );
   const n = Math.min(...groups.map((items) => items.length));
-  return shuffled(groups.flatMap((items) => items.slice(0, n)), seed);
+  return shuffled(
+    groups.flatMap((items) => items.slice(0, n)),
+    seed,
+  );
 }
 
 /** The four groups at full size, in dataset order, keyed male_<p0>, female_<p0>, male_<p1>, female_<p1>. */
@@ -286,7 +329,11 @@ export function subgroupSplits(ds: BiosDataset, pair: ProfessionPair = DEFAULT_P
   const g = groupsOf(ds, pair);
   const keys = subgroupKeys(g);
   const groups = [g.maleP0, g.femaleP0, g.maleP1, g.femaleP1];
-  requireNonEmpty(ds, 'subgroups', groups.map((items, k) => [keys[k]!, items] as [string, SplitExample[]]));
+  requireNonEmpty(
+    ds,
+    'subgroups',
+    groups.map((items, k) => [keys[k]!, items] as [string, SplitExample[]]),
+  );
   const out: Record<SubgroupKey, SplitExample[]> = {};
   keys.forEach((k, i) => {
     out[k] = groups[i]!;

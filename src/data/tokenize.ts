@@ -159,8 +159,7 @@ export function resolveTokenizerFiles(pathToJsonOrDir: string): {
 
 /** Checks the fields the tokenizer needs, so a wrong file fails here with its name, not deep inside. */
 function validateTokenizerJson(json: unknown, path: string): JsonObject {
-  const notTokenizer = (why: string): Error =>
-    new Error(`${path} is not a Hugging Face tokenizer.json: ${why}`);
+  const notTokenizer = (why: string): Error => new Error(`${path} is not a Hugging Face tokenizer.json: ${why}`);
   if (!isObject(json)) throw notTokenizer('the top level is not a JSON object');
   const model = json.model;
   if (!isObject(model)) throw notTokenizer('missing object field "model"');
@@ -215,8 +214,7 @@ function choosePadToken(tokenizerJson: JsonObject, config: JsonObject, specialTo
 }
 
 /** The Rust tokenizers' GPT-2 split pattern, with Unicode White_Space where JavaScript `\s` differs. */
-const BYTE_LEVEL_SPLIT =
-  /'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\p{White_Space}\p{L}\p{N}]+|\p{White_Space}+(?!\P{White_Space})|\p{White_Space}+/gu;
+const BYTE_LEVEL_SPLIT = /'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\p{White_Space}\p{L}\p{N}]+|\p{White_Space}+(?!\P{White_Space})|\p{White_Space}+/gu;
 /** BERT pre-tokenization: runs of non-space non-punctuation, or single punctuation characters. */
 const BERT_SPLIT = /[^\p{White_Space}\p{P}\u0021-\u002F\u003A-\u0040\u005B-\u0060\u007B-\u007E]+|[\p{P}\u0021-\u002F\u003A-\u0040\u005B-\u0060\u007B-\u007E]/gu;
 

@@ -49,6 +49,23 @@ export function matMulT(a: tf.Tensor, b: tf.Tensor, transposeA = false, transpos
   return tf.tidy(() => tf.matMul(transposeA ? transposeLast2(a) : a, transposeB ? transposeLast2(b) : b));
 }
 
+let variableCount = 0;
+
+/** A variable name unique in this process (tfjs refuses two variables of one name). */
+export function uniqueVariableName(prefix: string): string {
+  return `${prefix}_${variableCount++}`;
+}
+
+/**
+ * A trainable variable holding `initial`'s values, named `prefix` plus a unique suffix. `initial`
+ * is disposed: tf.variable copies it rather than taking it over.
+ */
+export function variableFrom<R extends tf.Rank>(initial: tf.Tensor<R>, prefix: string): tf.Variable<R> {
+  const v = tf.variable(initial, true, uniqueVariableName(prefix));
+  initial.dispose();
+  return v;
+}
+
 /** Sums `g` down to `shape`, undoing numpy-style broadcasting of the leading (batch) axes. */
 function sumToShape(g: tf.Tensor, shape: number[]): tf.Tensor {
   if (g.rank === shape.length && g.shape.every((d, i) => d === shape[i])) return g;
@@ -71,15 +88,11 @@ function registerFastMatMulGradient(): void {
       const { transposeA, transposeB } = attrs as unknown as tf.BatchMatMulAttrs;
       // d(a@b)/da = g @ b^T, d(a@b)/db = a^T @ g, with the flags folded in.
       const da = (): tf.Tensor => {
-        const r = transposeA
-          ? transposeB ? matMulT(b, g, true, true) : matMulT(b, g, false, true)
-          : transposeB ? matMulT(g, b) : matMulT(g, b, false, true);
+        const r = transposeA ? (transposeB ? matMulT(b, g, true, true) : matMulT(b, g, false, true)) : transposeB ? matMulT(g, b) : matMulT(g, b, false, true);
         return sumToShape(r, a.shape);
       };
       const db = (): tf.Tensor => {
-        const r = transposeB
-          ? transposeA ? matMulT(g, a, true, true) : matMulT(g, a, true, false)
-          : transposeA ? matMulT(a, g) : matMulT(a, g, true, false);
+        const r = transposeB ? (transposeA ? matMulT(g, a, true, true) : matMulT(g, a, true, false)) : transposeA ? matMulT(a, g) : matMulT(a, g, true, false);
         return sumToShape(r, b.shape);
       };
       return { a: da, b: db };

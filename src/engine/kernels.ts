@@ -45,8 +45,15 @@ interface WasmBackend {
 
 type KernelArgs = Parameters<tf.KernelFunc>[0];
 type BatchMatMulFn = (
-  aId: number, aShape: Uint8Array, aRank: number, bId: number, bShape: Uint8Array, bRank: number,
-  transposeA: boolean, transposeB: boolean, outId: number,
+  aId: number,
+  aShape: Uint8Array,
+  aRank: number,
+  bId: number,
+  bShape: Uint8Array,
+  bRank: number,
+  transposeA: boolean,
+  transposeB: boolean,
+  outId: number,
 ) => void;
 
 const BYTES_PER_FLOAT = 4;
@@ -184,7 +191,10 @@ function makeBatchMatMul(stock: tf.KernelFunc): tf.KernelFunc {
  * trailing axes the box spans fully, and the innermost axis it cuts, form contiguous runs.
  */
 export function copyBox(
-  x: Float32Array | Int32Array | Uint8Array, shape: readonly number[], begin: readonly number[], size: readonly number[],
+  x: Float32Array | Int32Array | Uint8Array,
+  shape: readonly number[],
+  begin: readonly number[],
+  size: readonly number[],
   out: Float32Array | Int32Array | Uint8Array,
 ): void {
   const rank = shape.length;

@@ -124,14 +124,16 @@ function checkHooks(input: AttributionInput): void {
   const { model, probe, probeHook, saes } = input;
   const probeIndex = model.hookNames.indexOf(probeHook);
   if (probeIndex < 0) throw new Error(`attribution: probe hook "${probeHook}" is not a hook of this model`);
-  if (probe.dIn !== model.config.dModel) throw new Error(`attribution: the probe reads width ${probe.dIn}, the model's hooks have width ${model.config.dModel}`);
+  if (probe.dIn !== model.config.dModel)
+    throw new Error(`attribution: the probe reads width ${probe.dIn}, the model's hooks have width ${model.config.dModel}`);
   for (const hook of input.hooks) {
     const i = model.hookNames.indexOf(hook);
     if (i < 0) throw new Error(`attribution: "${hook}" is not a hook of this model`);
     if (i > probeIndex) throw new Error(`attribution: hook "${hook}" comes after the probe hook "${probeHook}" and cannot affect the probe`);
     const sae = saes[hook];
     if (sae === undefined) throw new Error(`attribution: no SAE at hook "${hook}"`);
-    if (sae.dIn !== model.config.dModel) throw new Error(`attribution: the SAE at "${hook}" reads width ${sae.dIn}, the model's hooks have width ${model.config.dModel}`);
+    if (sae.dIn !== model.config.dModel)
+      throw new Error(`attribution: the SAE at "${hook}" reads width ${sae.dIn}, the model's hooks have width ${model.config.dModel}`);
   }
 }
 
@@ -159,7 +161,8 @@ export function integratedGradients(input: AttributionInput, options: Attributio
     const sae = saes[hook]!;
     const decoderT = tf.tidy(() => {
       const w = sae.decoderDirections();
-      if (w.shape[0] !== sae.dSae || w.shape[1] !== sae.dIn) throw new Error(`SAE at "${hook}": decoderDirections() has shape [${w.shape.join(', ')}], expected [${sae.dSae}, ${sae.dIn}]`);
+      if (w.shape[0] !== sae.dSae || w.shape[1] !== sae.dIn)
+        throw new Error(`SAE at "${hook}": decoderDirections() has shape [${w.shape.join(', ')}], expected [${sae.dSae}, ${sae.dIn}]`);
       return tf.transpose(w) as tf.Tensor2D;
     });
     const decoderBias = tf.tidy(() => tf.reshape(sae.decode(tf.zeros([1, sae.dSae])), [sae.dIn]) as tf.Tensor1D);
@@ -218,7 +221,10 @@ function meanPathGradient(
     const part = tf.tidy(() => {
       const ids = tf.tile(batch.inputIds, [s, 1]) as tf.Tensor2D;
       const mask = tf.tile(batch.attentionMask, [s, 1]) as tf.Tensor2D;
-      const stackedLabels = tf.tensor1d(Int32Array.from({ length: s * b }, (_, i) => labels[i % b]!), 'int32');
+      const stackedLabels = tf.tensor1d(
+        Int32Array.from({ length: s * b }, (_, i) => labels[i % b]!),
+        'int32',
+      );
       const centred = tf.sub(clean, bias);
       const points = tf.reshape(tf.add(tf.mul(tf.reshape(tf.tensor1d(chunk), [s, 1, 1, 1]), tf.expandDims(centred, 0)), bias), [s * b, seq, d]) as tf.Tensor3D;
       const stacked: Batch = { inputIds: ids, attentionMask: mask };
@@ -286,7 +292,10 @@ function accumulate(sae: EraserSae, decoderT: tf.Tensor2D, clean: tf.Tensor3D, m
  * equals `integratedGradients` with steps = 1 hook by hook, at 1/(steps x hooks) of the cost, and
  * is a cruder estimate of a feature's effect when the metric is far from linear in it.
  */
-export function attributionPatching(input: AttributionInput, options: Omit<AttributionOptions, 'steps' | 'stepsPerPass'> = {}): Record<HookName, HookAttribution> {
+export function attributionPatching(
+  input: AttributionInput,
+  options: Omit<AttributionOptions, 'steps' | 'stepsPerPass'> = {},
+): Record<HookName, HookAttribution> {
   const { model, probe, probeHook, texts, saes } = input;
   const batchSize = options.batchSize ?? 4;
   if (!Number.isInteger(batchSize) || batchSize < 1) throw new Error(`attribution patching: batchSize must be a positive integer, got ${batchSize}`);
@@ -343,7 +352,9 @@ export function attributionPatching(input: AttributionInput, options: Omit<Attri
     bar.tick(size);
   }
   bar.done();
-  return Object.fromEntries(hooks.map((h) => [h, { hook: h, features: Float32Array.from(sums.get(h)!.features, (v) => v / n), error: sums.get(h)!.error / n }]));
+  return Object.fromEntries(
+    hooks.map((h) => [h, { hook: h, features: Float32Array.from(sums.get(h)!.features, (v) => v / n), error: sums.get(h)!.error / n }]),
+  );
 }
 
 /** One feature with its attribution. */
@@ -374,7 +385,8 @@ export function rankFeatures(attributions: Readonly<Record<HookName, HookAttribu
   const threshold = options.threshold ?? 0;
   if (score !== 'abs' && score !== 'positive') throw new Error(`rankFeatures: score must be "abs" or "positive", got ${JSON.stringify(score)}`);
   if (!Number.isFinite(threshold) || threshold < 0) throw new Error(`rankFeatures: threshold must be a non-negative number, got ${threshold}`);
-  if (options.topK !== undefined && (!Number.isInteger(options.topK) || options.topK < 0)) throw new Error(`rankFeatures: topK must be a non-negative integer, got ${options.topK}`);
+  if (options.topK !== undefined && (!Number.isInteger(options.topK) || options.topK < 0))
+    throw new Error(`rankFeatures: topK must be a non-negative integer, got ${options.topK}`);
   const all: (RankedFeature & { score: number; order: number })[] = [];
   Object.values(attributions).forEach((a, order) => {
     a.features.forEach((v, feature) => {
@@ -413,7 +425,9 @@ export function pooledProbeHookAttribution(
   const y = checkLabelsFor(probe, labels, n);
   return tf.tidy(() => {
     // A linear binary probe's logit gradient is its weight vector, the same at every input.
-    const w = tf.grad((x: tf.Tensor) => tf.sum(probe.logits(x as tf.Tensor2D)))(tf.zeros([1, sae.dIn])).reshape([sae.dIn, 1]);
+    const w = tf
+      .grad((x: tf.Tensor) => tf.sum(probe.logits(x as tf.Tensor2D)))(tf.zeros([1, sae.dIn]))
+      .reshape([sae.dIn, 1]);
     const sign = tf.sub(tf.mul(tf.tensor1d(y, 'int32').toFloat(), 2), 1).reshape([1, n]);
     const directions = sae.decoderDirections();
     const vw = matMulT(directions, w).reshape([1, sae.dSae]);

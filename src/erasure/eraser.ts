@@ -1,23 +1,25 @@
 /**
- * The Eraser interface: one erasure method, fitted on data, applied as an intervention at named
- * hook points.
+ * The two halves of every erasure method, in the style of EleutherAI concept-erasure's
+ * `LeaceFitter` / `LeaceEraser`:
  *
- * Every method is one file that exports a factory returning an `Eraser`. An eraser
- *  - `fit`s on a `FitContext` (the frozen model and SAEs, the activation cache, labelled splits and
- *    the biased probe);
- *  - applies itself through `edits()`: hook edits on token activations `[n, seq, d]`, usable in any
- *    `Model.run`, cached or not;
- *  - when it acts at the probe's own hook with no layer in between, also through `erasePooled`,
- *    which maps cached mean-pooled values straight to erased pooled representations. This is exact
- *    for every method here because each edit is affine per token (masks, projections, zero
- *    ablation) and mean pooling commutes with affine maps;
- *  - may replace the probe head (`retrainedProbe`, as SHIFT + retrain does);
- *  - `describe`s what it removes, and saves itself as safetensors + JSON.
+ *  - an `EraserFitter` holds the method's validated options and turns a `FitContext` (the frozen
+ *    model and SAEs, the activation cache, labelled splits and the biased probe) into
+ *  - an `Eraser`: immutable once made, it applies the erasure through `edits()` (hook edits on
+ *    token activations `[n, seq, d]`, usable in any `Model.run`) and, when it acts at the probe's
+ *    own hook with no layer in between, through `erasePooled`, which maps cached mean-pooled values
+ *    straight to erased pooled representations. This is exact for every method here because each
+ *    edit is affine per token (masks, projections, zero ablation) and mean pooling commutes with
+ *    affine maps. It may carry a probe `head` retrained on erased data (src/erasure/head.ts),
+ *    `describe`s what it removes and `save`s itself in the one checkpoint layout of
+ *    src/erasure/checkpoint.ts, which `loadEraser` (src/erasure/load.ts) reads back.
+ *
+ * A method is one file (or folder) exporting its option schema, its fitter and its loader.
  */
 import type { tf } from '../engine/engine.js';
 import type { ActivationCache } from '../cache/cache.js';
 import type { Batch, Edit, HookName, Model } from '../models/model.js';
 import type { Probe } from '../probe/probe.js';
+import type { RawTensor } from '../io/safetensors.js';
 
 export const METHOD_NAMES = [
   'original',
@@ -64,11 +66,18 @@ export interface FitContext {
   /** Right-padded batch for a list of texts. */
   tokenize: (texts: string[]) => Batch;
   cache: ActivationCache;
+  /**
+   * An activation cache over other texts (same model, hooks and SAEs as `cache`), for methods that
+   * edit texts before the model reads them (word deletion). Rows follow `texts`.
+   */
+  recache: (texts: string[]) => Promise<ActivationCache>;
+  /** Texts per forward pass when a method has to run the model. */
+  batchSize: number;
   /** SAEs by hook. */
   saes: Readonly<Record<HookName, EraserSae>>;
   /** The hook the probe reads (mean-pooled). */
   probeHook: HookName;
-  /** The biased probe, trained on `train`. Erasers must not modify it. */
+  /** The biased probe, trained on `train`. Fitters must not modify it. */
   probe: Probe;
   /** The training split (ambiguous: task and concept perfectly correlated). */
   train: LabelledSplit;
@@ -77,8 +86,6 @@ export interface FitContext {
   /** Balanced training data, only for methods that are allowed to use it (the oracle). */
   balanced?: LabelledSplit;
   seed: number;
-  /** Method options from the experiment config. */
-  options: Readonly<Record<string, unknown>>;
 }
 
 export interface EraserDescription {
@@ -93,9 +100,15 @@ export interface EraserDescription {
   removed: Record<HookName, { kind: 'sae_features' | 'neurons' | 'directions' | 'tokens'; indices?: number[]; rank?: number }>;
 }
 
+/** Fits one method with the options it was made with; every call returns a new, independent eraser. */
+export interface EraserFitter {
+  readonly method: MethodName;
+  fit(ctx: FitContext): Promise<Eraser>;
+}
+
+/** A fitted erasure, immutable; `dispose` frees its tensors. */
 export interface Eraser {
   readonly method: MethodName;
-  fit(ctx: FitContext): Promise<void>;
   /** Token-level hook edits that apply the erasure in a forward pass. */
   edits(): Record<HookName, Edit>;
   /**
@@ -105,12 +118,22 @@ export interface Eraser {
   erasePooled(cache: ActivationCache, rows: ArrayLike<number>): tf.Tensor2D | undefined;
   /** Texts edited before tokenisation (word deletion), or undefined. */
   editTexts?(texts: readonly string[]): string[];
-  /** A probe head retrained on erased representations, when the method retrains; else undefined. */
-  retrainedProbe?(): Probe | undefined;
+  /** A probe head retrained on erased representations (replaces the biased probe), or undefined. */
+  readonly head: Probe | undefined;
   describe(): EraserDescription;
-  /** Writes `dir/eraser.safetensors` and `dir/eraser.json` atomically. */
-  save(dir: string): void;
+  /** What the checkpoint holds besides the head; `saveEraser` (checkpoint.ts) writes it. */
+  checkpoint(): CheckpointContent;
   dispose(): void;
+}
+
+/** An eraser's part of its checkpoint (layout in src/erasure/checkpoint.ts). */
+export interface CheckpointContent {
+  /** The method family's format name (`sae-eraser/mask`, ...); `loadEraser` dispatches on it. */
+  format: string;
+  /** The family's JSON fields (not `format`, `version`, `method` or `head`, which are added). */
+  fields: Record<string, unknown>;
+  /** Tensors by name. tf.Tensors here belong to the caller: `saveEraser` disposes them after writing. */
+  tensors: Record<string, tf.Tensor | RawTensor>;
 }
 
 /** Shape check shared by erasers applying a `[d]`-wide edit at a hook. */

@@ -66,7 +66,8 @@ function resolve(options: ConceptSelectionOptions): Required<ConceptSelectionOpt
   const o = { ...CONCEPT_SELECTION_DEFAULTS, ...options };
   if (!(o.minConceptScore >= 0 && o.minConceptScore <= 1)) throw new Error(`concept selection: minConceptScore must be in [0, 1], got ${o.minConceptScore}`);
   if (!(o.dominance >= 0) || !Number.isFinite(o.dominance)) throw new Error(`concept selection: dominance must be a non-negative number, got ${o.dominance}`);
-  if (!Number.isInteger(o.minGroupSize) || o.minGroupSize < 1) throw new Error(`concept selection: minGroupSize must be a positive integer, got ${o.minGroupSize}`);
+  if (!Number.isInteger(o.minGroupSize) || o.minGroupSize < 1)
+    throw new Error(`concept selection: minGroupSize must be a positive integer, got ${o.minGroupSize}`);
   return o;
 }
 
@@ -80,7 +81,7 @@ export function rankBiserial(values: ArrayLike<number>, labels: ArrayLike<number
   idx.sort((a, b) => values[a]! - values[b]!);
   let n1 = 0;
   let rankSum1 = 0;
-  for (let i = 0; i < idx.length; ) {
+  for (let i = 0; i < idx.length;) {
     let j = i;
     while (j + 1 < idx.length && values[idx[j + 1]!] === values[idx[i]!]) j++;
     const midrank = (i + j) / 2 + 1;
@@ -138,7 +139,8 @@ function weightedScore(values: ArrayLike<number>, target: ArrayLike<number>, str
 
 function checkBinary(what: string, labels: ArrayLike<number>): void {
   for (let i = 0; i < labels.length; i++) {
-    if (labels[i] !== 0 && labels[i] !== 1) throw new Error(`concept selection: ${what} label ${i} is ${labels[i]}; automatic selection needs binary labels 0/1`);
+    if (labels[i] !== 0 && labels[i] !== 1)
+      throw new Error(`concept selection: ${what} label ${i} is ${labels[i]}; automatic selection needs binary labels 0/1`);
   }
 }
 
@@ -172,7 +174,12 @@ export function associationDesign(y: ArrayLike<number>, z: ArrayLike<number>, mi
 }
 
 /** conceptScore and taskScore of one feature's pooled activations (see the module docstring). */
-export function associationScores(values: ArrayLike<number>, y: ArrayLike<number>, z: ArrayLike<number>, design: AssociationDesign): { conceptScore: number; taskScore: number } {
+export function associationScores(
+  values: ArrayLike<number>,
+  y: ArrayLike<number>,
+  z: ArrayLike<number>,
+  design: AssociationDesign,
+): { conceptScore: number; taskScore: number } {
   if (values.length !== y.length) throw new Error(`concept selection: ${values.length} feature values for ${y.length} examples`);
   return { conceptScore: weightedScore(values, z, design.conceptStrata), taskScore: weightedScore(values, y, design.taskStrata) };
 }
@@ -239,13 +246,22 @@ export function conceptFeatureColumns(
       toRun.push(hook);
       continue;
     }
-    if (width !== sae.dSae) throw new Error(`concept selection: the cache ${source.cache.dir} holds SAE codes of width ${width} at "${hook}", but the SAE given there has width ${sae.dSae}`);
+    if (width !== sae.dSae)
+      throw new Error(
+        `concept selection: the cache ${source.cache.dir} holds SAE codes of width ${width} at "${hook}", but the SAE given there has width ${sae.dSae}`,
+      );
     const feats = Int32Array.from(js, (j) => candidates[j]!.feature);
     const dense = csrColumns(source.cache.saePooledCsr(hook), split.rows, feats);
     js.forEach((j, c) => (columns[j] = Float32Array.from({ length: split.rows.length }, (_, r) => dense[r * feats.length + c]!)));
   }
   if (toRun.length > 0) {
-    const computed = pooledFeatureValues(source, toRun, new Map(toRun.map((h) => [h, Int32Array.from(byHook.get(h)!, (j) => candidates[j]!.feature)])), split.texts, options);
+    const computed = pooledFeatureValues(
+      source,
+      toRun,
+      new Map(toRun.map((h) => [h, Int32Array.from(byHook.get(h)!, (j) => candidates[j]!.feature)])),
+      split.texts,
+      options,
+    );
     for (const hook of toRun) {
       const js = byHook.get(hook)!;
       const values = computed.get(hook)!;

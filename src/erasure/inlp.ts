@@ -64,12 +64,7 @@ function logSoftmaxRows(logits: tf.Tensor): tf.Tensor {
  *   logits = ((x - m) / s) W + b = x (W / s) + (b - (m / s) W).
  * Features with (near-)zero variance keep s = 1.
  */
-export function trainLogisticRegression(
-  x: tf.Tensor2D,
-  labels: ArrayLike<number>,
-  numClasses = 2,
-  options: LogisticRegressionOptions = {},
-): LinearClassifier {
+export function trainLogisticRegression(x: tf.Tensor2D, labels: ArrayLike<number>, numClasses = 2, options: LogisticRegressionOptions = {}): LinearClassifier {
   const [n, d] = x.shape;
   if (labels.length !== n) throw new Error(`trainLogisticRegression: ${n} rows but ${labels.length} labels`);
   if (!Number.isInteger(numClasses) || numClasses < 2) throw new Error(`trainLogisticRegression: numClasses must be >= 2, got ${numClasses}`);
@@ -104,9 +99,7 @@ export function trainLogisticRegression(
     tf.tidy(() => {
       const logits = tf.add(matMulT(xs, w), b);
       const data =
-        out === 1
-          ? tf.mean(tf.sub(tf.softplus(logits), tf.mul(target, logits)))
-          : tf.neg(tf.mean(tf.sum(tf.mul(target, logSoftmaxRows(logits)), 1)));
+        out === 1 ? tf.mean(tf.sub(tf.softplus(logits), tf.mul(target, logits))) : tf.neg(tf.mean(tf.sum(tf.mul(target, logSoftmaxRows(logits)), 1)));
       return tf.add(data, tf.mul(l2 / 2, tf.sum(tf.square(w)))) as tf.Scalar;
     });
 

@@ -1,5 +1,5 @@
 /**
- * Orthogonal matrices from unconstrained parameters, for the DAS mask (das-mask.ts).
+ * Orthogonal matrices from unconstrained parameters, for the DAS mask (mask/das-mask.ts).
  *
  * ## Parametrisation
  * A free square parameter P `[d, d]` gives the skew-symmetric A = P - P^T (A^T = -A), and the

@@ -4,7 +4,7 @@
  * If SHIFT's effect comes from *which* features it removes, removing as many random ones should
  * do much less.
  *
- * How many, and where (FitContext.options):
+ * How many, and where:
  *   - `perHook: { hook: count }`: that many random features at each hook (matching SHIFT hook by
  *     hook); hook i (in the model's forward order) draws with seed `seed + i`;
  *   - `k: number`: k features drawn uniformly from the union of all features of the eligible hooks
@@ -12,13 +12,41 @@
  *   - neither: fit SHIFT with the same options and use its per-hook counts.
  * `seed` defaults to FitContext.seed. Draws use `chooseRandomUnits` (src/erasure/random-units.ts).
  */
+import { z } from 'zod';
 import type { HookName } from '../models/model.js';
-import { FeatureAblationEraser, hooksUpToProbe, readFeatureAblationCheckpoint } from './ablate.js';
-import type { EraserSae, FitContext } from './eraser.js';
+import { hooksUpToProbe } from './ablate.js';
+import type { Eraser, EraserFitter, EraserSae, FitContext } from './eraser.js';
+import { FeatureAblationEraser } from './feature-ablation.js';
 import { chooseRandomUnits } from './random-units.js';
-import { chooseShiftFeatures, resolveShiftOptions } from './shift.js';
+import { checkShiftOptions, chooseShiftFeatures, shiftOptionFields } from './shift.js';
 
-interface RandomPlan {
+export const randomOptionsSchema = z
+  .strictObject({
+    ...shiftOptionFields,
+    k: z
+      .number()
+      .int()
+      .min(0)
+      .optional()
+      .describe('Draw this many features uniformly from all features of the eligible hooks (`hooks`); exclusive with perHook.'),
+    perHook: z
+      .record(z.string(), z.number().int().min(0))
+      .optional()
+      .describe(
+        'Draw this many features at each listed hook, { hook: count }; exclusive with k. With neither, the counts are the ones SHIFT (same options) selects.',
+      ),
+    seed: z.number().int().optional().describe("Seed of the draws (hook i in forward order uses seed + i with perHook); default the run's seed."),
+  })
+  .superRefine((o, ctx) => {
+    checkShiftOptions(o, ctx);
+    if (o.k !== undefined && o.perHook !== undefined) ctx.addIssue({ code: 'custom', path: ['k'], message: '"perHook" and "k" are exclusive: give one' });
+  })
+  .describe('Control for SHIFT: zero-ablate as many SAE features, chosen at random.');
+
+export type RandomOptions = z.output<typeof randomOptionsSchema>;
+
+/** What was drawn, saved in the checkpoint as `plan`. */
+export interface RandomPlan {
   seed: number;
   source: 'perHook' | 'k' | 'shift';
   perHook?: Record<HookName, number>;
@@ -26,75 +54,49 @@ interface RandomPlan {
   hooks: HookName[];
 }
 
-function readSeed(options: Readonly<Record<string, unknown>>, fallback: number): number {
-  const seed = options.seed ?? fallback;
-  if (typeof seed !== 'number' || !Number.isInteger(seed)) throw new Error(`random option "seed" must be an integer, got ${JSON.stringify(seed)}`);
-  return seed;
+/** How the features were drawn, in words (the end of the eraser's summary). */
+function selectedBy(p: RandomPlan): string {
+  const where =
+    p.source === 'k'
+      ? `uniformly from all features of ${p.hooks.join(', ')}`
+      : p.source === 'shift'
+        ? 'matching the per-hook counts SHIFT selects'
+        : 'with the configured per-hook counts';
+  return `features drawn at random (seed ${p.seed}) ${where}; the control for SHIFT`;
 }
 
-export class RandomAblationEraser extends FeatureAblationEraser {
-  private plan: RandomPlan | undefined;
+class RandomFitter implements EraserFitter {
+  readonly method = 'random' as const;
 
-  constructor() {
-    super('random');
-  }
+  constructor(private readonly options: RandomOptions) {}
 
-  async fit(ctx: FitContext): Promise<void> {
-    const o = ctx.options;
-    const seed = readSeed(o, ctx.seed);
-    // Validates the shared option block (hooks, SHIFT settings for the fallback).
-    const shiftOptions = resolveShiftOptions(o);
-    const eligible = hooksUpToProbe(ctx.model, ctx.saes, ctx.probeHook, shiftOptions.hooks);
-    if (o.perHook !== undefined && o.k !== undefined) throw new Error('random options "perHook" and "k" are exclusive: give one');
-    let perHook: Record<HookName, number> | undefined;
-    let source: RandomPlan['source'];
-    if (o.perHook !== undefined) {
-      if (typeof o.perHook !== 'object' || o.perHook === null || Array.isArray(o.perHook)) throw new Error('random option "perHook" must map hook names to feature counts');
-      perHook = {};
-      for (const [hook, count] of Object.entries(o.perHook)) {
-        if (typeof count !== 'number' || !Number.isInteger(count) || count < 0) throw new Error(`random option "perHook"["${hook}"] must be a non-negative integer, got ${JSON.stringify(count)}`);
-        perHook[hook] = count;
-      }
-      hooksUpToProbe(ctx.model, ctx.saes, ctx.probeHook, Object.keys(perHook));
-      source = 'perHook';
-    } else if (o.k !== undefined) {
-      const k = o.k;
-      if (typeof k !== 'number' || !Number.isInteger(k) || k < 0) throw new Error(`random option "k" must be a non-negative integer, got ${JSON.stringify(k)}`);
-      this.plan = { seed, source: 'k', k, hooks: eligible };
-      this.setAblation(ctx.saes, ctx.probeHook, drawFromUnion(ctx.saes, eligible, k, seed));
-      return;
+  async fit(ctx: FitContext): Promise<Eraser> {
+    const o = this.options;
+    const seed = o.seed ?? ctx.seed;
+    const eligible = hooksUpToProbe(ctx.model, ctx.saes, ctx.probeHook, o.hooks);
+    let features: Record<HookName, Int32Array>;
+    let plan: RandomPlan;
+    if (o.k !== undefined) {
+      plan = { seed, source: 'k', k: o.k, hooks: eligible };
+      features = drawFromUnion(ctx.saes, eligible, o.k, seed);
     } else {
-      const shift = chooseShiftFeatures(ctx, shiftOptions);
-      perHook = Object.fromEntries(Object.entries(shift.features).map(([h, f]) => [h, f.length]));
-      source = 'shift';
+      let perHook: Record<HookName, number>;
+      let source: RandomPlan['source'];
+      if (o.perHook !== undefined) {
+        perHook = { ...o.perHook };
+        hooksUpToProbe(ctx.model, ctx.saes, ctx.probeHook, Object.keys(perHook));
+        source = 'perHook';
+      } else {
+        const shift = chooseShiftFeatures(ctx, o);
+        perHook = Object.fromEntries(Object.entries(shift.features).map(([h, f]) => [h, f.length]));
+        source = 'shift';
+      }
+      const order = ctx.model.hookNames;
+      features = {};
+      for (const [hook, count] of Object.entries(perHook)) features[hook] = chooseRandomUnits(ctx.saes[hook]!.dSae, count, seed + order.indexOf(hook));
+      plan = { seed, source, perHook, hooks: Object.keys(perHook) };
     }
-    const order = ctx.model.hookNames;
-    const features: Record<HookName, Int32Array> = {};
-    for (const [hook, count] of Object.entries(perHook)) {
-      features[hook] = chooseRandomUnits(ctx.saes[hook]!.dSae, count, seed + order.indexOf(hook));
-    }
-    this.plan = { seed, source, perHook, hooks: Object.keys(perHook) };
-    this.setAblation(ctx.saes, ctx.probeHook, features);
-  }
-
-  protected how(): string {
-    const p = this.plan;
-    if (p === undefined) return 'random features from a checkpoint';
-    const where = p.source === 'k' ? `uniformly from all features of ${p.hooks.join(', ')}` : p.source === 'shift' ? 'matching the per-hook counts SHIFT selects' : 'with the configured per-hook counts';
-    return `features drawn at random (seed ${p.seed}) ${where}; the control for SHIFT`;
-  }
-
-  protected override extraJson(): Record<string, unknown> {
-    return { plan: this.plan ?? null };
-  }
-
-  /** Reads a `random` checkpoint; `saes` must be the SAEs it was fitted with. */
-  static load(dir: string, saes: Readonly<Record<HookName, EraserSae>>): RandomAblationEraser {
-    const ckpt = readFeatureAblationCheckpoint(dir, saes, ['random']);
-    const eraser = new RandomAblationEraser();
-    eraser.restore(ckpt, saes);
-    eraser.plan = (ckpt.json.plan as RandomPlan | null) ?? undefined;
-    return eraser;
+    return FeatureAblationEraser.create('random', ctx.saes, ctx.probeHook, features, { selectedBy: selectedBy(plan), fields: { plan } });
   }
 }
 
@@ -116,6 +118,7 @@ function drawFromUnion(saes: Readonly<Record<HookName, EraserSae>>, hooks: HookN
   return Object.fromEntries(Object.entries(lists).map(([h, l]) => [h, Int32Array.from(l)]));
 }
 
-export function createRandomAblationEraser(): RandomAblationEraser {
-  return new RandomAblationEraser();
+/** The fitter of `random`, with options parsed by `randomOptionsSchema`. */
+export function createRandomFitter(options: RandomOptions): EraserFitter {
+  return new RandomFitter(options);
 }

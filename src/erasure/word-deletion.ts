@@ -1,7 +1,7 @@
 /**
  * `word_deletion`: the input-level baseline. Deletes explicitly gendered words from the texts
- * before tokenisation; there is no hook edit, and `erasePooled` is undefined (the runner caches the
- * edited texts and evaluates on those).
+ * before tokenisation; there is no hook edit, and `erasePooled` is undefined (`erasedPooled` in
+ * erased.ts re-caches the edited texts instead).
  *
  * Matching: case-insensitive, whole words only (a word is a maximal run of Unicode letters, digits
  * and underscores, so "he" never matches inside "the", "hello" or "hé"), with an optional
@@ -15,39 +15,114 @@
  * The default list, `GENDERED_WORDS`, is documented below: pronouns, titles and forms of address,
  * gendered nouns for people, family and partner terms. It holds no first names (a name list would
  * be long, culture-bound and never complete; names are exactly what an input-level baseline misses).
- * `options.words` replaces it, `options.extraWords` adds to it.
+ * Option `words` replaces it, `extraWords` adds to it. By default the fitter retrains the probe
+ * head on the edited training texts (head.ts).
  */
-import { join } from 'node:path';
-import { existsSync, readFileSync } from 'node:fs';
-import { writeJsonAtomic } from '../io/atomic.js';
-import { writeSafetensors } from '../io/safetensors.js';
+import { z } from 'zod';
 import type { Edit, HookName } from '../models/model.js';
 import type { tf } from '../engine/engine.js';
 import type { ActivationCache } from '../cache/cache.js';
-import type { Eraser, EraserDescription, FitContext } from './eraser.js';
+import type { LoadTarget, StoredCheckpoint } from './checkpoint.js';
+import type { CheckpointContent, Eraser, EraserDescription, EraserFitter, FitContext } from './eraser.js';
+import { retrainHead, withHead } from './head.js';
 
 /** The default gendered words, lower case. */
 export const GENDERED_WORDS: readonly string[] = [
   // Pronouns.
-  'he', 'she', 'him', 'her', 'his', 'hers', 'himself', 'herself',
+  'he',
+  'she',
+  'him',
+  'her',
+  'his',
+  'hers',
+  'himself',
+  'herself',
   // Titles and forms of address.
-  'mr', 'mrs', 'ms', 'miss', 'mister', 'sir', 'madam', 'madame', 'ma\'am',
+  'mr',
+  'mrs',
+  'ms',
+  'miss',
+  'mister',
+  'sir',
+  'madam',
+  'madame',
+  "ma'am",
   // People.
-  'man', 'woman', 'men', 'women', 'boy', 'girl', 'boys', 'girls', 'gentleman', 'gentlemen', 'lady', 'ladies',
-  'male', 'female', 'males', 'females', 'guy', 'guys',
+  'man',
+  'woman',
+  'men',
+  'women',
+  'boy',
+  'girl',
+  'boys',
+  'girls',
+  'gentleman',
+  'gentlemen',
+  'lady',
+  'ladies',
+  'male',
+  'female',
+  'males',
+  'females',
+  'guy',
+  'guys',
   // Family and partners.
-  'husband', 'wife', 'husbands', 'wives', 'son', 'daughter', 'sons', 'daughters',
-  'mother', 'father', 'mothers', 'fathers', 'mom', 'mum', 'dad', 'moms', 'mums', 'dads',
-  'brother', 'sister', 'brothers', 'sisters', 'uncle', 'aunt', 'uncles', 'aunts',
-  'nephew', 'niece', 'nephews', 'nieces', 'grandmother', 'grandfather', 'grandmothers', 'grandfathers',
-  'grandson', 'granddaughter', 'grandsons', 'granddaughters', 'boyfriend', 'girlfriend', 'boyfriends', 'girlfriends',
-  'fiance', 'fiancee', 'fiancé', 'fiancée', 'widow', 'widower', 'widows', 'widowers',
+  'husband',
+  'wife',
+  'husbands',
+  'wives',
+  'son',
+  'daughter',
+  'sons',
+  'daughters',
+  'mother',
+  'father',
+  'mothers',
+  'fathers',
+  'mom',
+  'mum',
+  'dad',
+  'moms',
+  'mums',
+  'dads',
+  'brother',
+  'sister',
+  'brothers',
+  'sisters',
+  'uncle',
+  'aunt',
+  'uncles',
+  'aunts',
+  'nephew',
+  'niece',
+  'nephews',
+  'nieces',
+  'grandmother',
+  'grandfather',
+  'grandmothers',
+  'grandfathers',
+  'grandson',
+  'granddaughter',
+  'grandsons',
+  'granddaughters',
+  'boyfriend',
+  'girlfriend',
+  'boyfriends',
+  'girlfriends',
+  'fiance',
+  'fiancee',
+  'fiancé',
+  'fiancée',
+  'widow',
+  'widower',
+  'widows',
+  'widowers',
 ];
 
 /** After a deleted word, these take no space before them ("to him." -> "to."). */
 const CLOSERS = new Set(['.', ',', ';', ':', '!', '?', ')', ']', '}', '\n', '\r']);
 /** Before a deleted word, these take no space after them ("(she was" -> "(was"). */
-const OPENERS = new Set(['(', '[', '{', '"', '“', '\'', '‘', '\n', '\r']);
+const OPENERS = new Set(['(', '[', '{', '"', '“', "'", '‘', '\n', '\r']);
 
 /** Titles that may carry a period ("Mr."), deleted with it. */
 const TITLES = new Set(['mr', 'mrs', 'ms']);
@@ -86,42 +161,40 @@ export function wordDeleter(words: readonly string[]): (text: string) => { text:
   };
 }
 
-interface WordDeletionJson {
-  format: 'sae-eraser/word-deletion';
-  version: 1;
-  method: 'word_deletion';
-  words: string[];
-  /** Words deleted from the training texts at fit time (for the report). */
-  deletedInTrain: number | null;
-}
+export const WORD_DELETION_FORMAT = 'sae-eraser/word-deletion';
 
-function readWordList(o: Readonly<Record<string, unknown>>, key: string): string[] | undefined {
-  const v = o[key];
-  if (v === undefined) return undefined;
-  if (!Array.isArray(v) || v.some((w) => typeof w !== 'string')) throw new Error(`word_deletion option "${key}" must be a list of words`);
-  return v as string[];
-}
+export const wordDeletionOptionsSchema = z
+  .strictObject({
+    words: z
+      .array(z.string())
+      .optional()
+      .describe(
+        'The words to delete (single words, any case), replacing the default list GENDERED_WORDS (pronouns, titles, gendered nouns, family terms; no names).',
+      ),
+    extraWords: z.array(z.string()).default([]).describe('Words deleted in addition to `words` (or the default list).'),
+    retrainHead: z
+      .boolean()
+      .default(true)
+      .describe("Retrain the probe head on the edited ambiguous training texts (the biased probe's training options); false keeps the biased probe."),
+  })
+  .describe('Input-level baseline: delete gendered words from the texts before the model reads them.');
 
+export type WordDeletionOptions = z.output<typeof wordDeletionOptionsSchema>;
+
+/** Deletes a fixed word list from input texts; no hook edits. Immutable. */
 export class WordDeletionEraser implements Eraser {
   readonly method = 'word_deletion' as const;
-  private words: string[];
-  private deleter: (text: string) => { text: string; deleted: number };
-  private deletedInTrain: number | null = null;
+  readonly head = undefined;
+  private readonly words: readonly string[];
+  private readonly deleter: (text: string) => { text: string; deleted: number };
 
-  constructor(words: readonly string[] = GENDERED_WORDS) {
+  constructor(
+    words: readonly string[],
+    /** Words deleted from the training texts at fit time (for the report), or null when unknown. */
+    readonly deletedInTrain: number | null = null,
+  ) {
     this.words = [...words];
     this.deleter = wordDeleter(this.words);
-  }
-
-  async fit(ctx: FitContext): Promise<void> {
-    for (const key of Object.keys(ctx.options)) {
-      if (key !== 'words' && key !== 'extraWords') throw new Error(`word_deletion option "${key}" is unknown (known: words, extraWords)`);
-    }
-    const words = readWordList(ctx.options, 'words') ?? [...GENDERED_WORDS];
-    const extra = readWordList(ctx.options, 'extraWords') ?? [];
-    this.words = [...words, ...extra];
-    this.deleter = wordDeleter(this.words);
-    this.deletedInTrain = ctx.train.texts.reduce((a, t) => a + this.deleter(t).deleted, 0);
   }
 
   editTexts(texts: readonly string[]): string[] {
@@ -152,32 +225,37 @@ export class WordDeletionEraser implements Eraser {
     return this.words;
   }
 
-  save(dir: string): void {
-    const json: WordDeletionJson = { format: 'sae-eraser/word-deletion', version: 1, method: 'word_deletion', words: this.words, deletedInTrain: this.deletedInTrain };
-    writeSafetensors(join(dir, 'eraser.safetensors'), {}, { format: json.format, method: this.method });
-    writeJsonAtomic(join(dir, 'eraser.json'), json);
-  }
-
-  static load(dir: string): WordDeletionEraser {
-    const path = join(dir, 'eraser.json');
-    if (!existsSync(path)) throw new Error(`${dir}: no eraser checkpoint (eraser.json is missing)`);
-    let json: WordDeletionJson;
-    try {
-      json = JSON.parse(readFileSync(path, 'utf8')) as WordDeletionJson;
-    } catch (err) {
-      throw new Error(`${path}: not valid JSON: ${(err as Error).message}`, { cause: err });
-    }
-    if (json.method !== 'word_deletion') throw new Error(`${path}: field "method" is ${JSON.stringify(json.method)}, expected "word_deletion"`);
-    if (json.version !== 1) throw new Error(`${path}: field "version" is ${JSON.stringify(json.version)}; this build reads version 1`);
-    if (!Array.isArray(json.words) || json.words.some((w) => typeof w !== 'string')) throw new Error(`${path}: field "words" must be a list of words`);
-    const eraser = new WordDeletionEraser(json.words);
-    eraser.deletedInTrain = typeof json.deletedInTrain === 'number' ? json.deletedInTrain : null;
-    return eraser;
+  checkpoint(): CheckpointContent {
+    return { format: WORD_DELETION_FORMAT, fields: { words: [...this.words], deletedInTrain: this.deletedInTrain }, tensors: {} };
   }
 
   dispose(): void {}
 }
 
-export function createWordDeletionEraser(): WordDeletionEraser {
-  return new WordDeletionEraser();
+/** `loadEraser`'s restorer for the word-deletion format. */
+export function restoreWordDeletionEraser(stored: StoredCheckpoint, _target: LoadTarget): Eraser {
+  const { json, jsonPath, method } = stored;
+  if (method !== 'word_deletion') throw new Error(`${jsonPath}: field "method" is ${JSON.stringify(method)}, expected "word_deletion"`);
+  const { words, deletedInTrain } = json;
+  if (!Array.isArray(words) || words.some((w) => typeof w !== 'string')) throw new Error(`${jsonPath}: field "words" must be a list of words`);
+  return new WordDeletionEraser(words as string[], typeof deletedInTrain === 'number' ? deletedInTrain : null);
+}
+
+class WordDeletionFitter implements EraserFitter {
+  readonly method = 'word_deletion' as const;
+
+  constructor(private readonly options: WordDeletionOptions) {}
+
+  async fit(ctx: FitContext): Promise<Eraser> {
+    const words = [...(this.options.words ?? GENDERED_WORDS), ...this.options.extraWords];
+    const deleter = wordDeleter(words);
+    const deletedInTrain = ctx.train.texts.reduce((a, t) => a + deleter(t).deleted, 0);
+    const eraser = new WordDeletionEraser(words, deletedInTrain);
+    return withHead(eraser, this.options.retrainHead ? await retrainHead(eraser, ctx) : undefined);
+  }
+}
+
+/** The fitter of `word_deletion`, with options parsed by `wordDeletionOptionsSchema`. */
+export function createWordDeletionFitter(options: WordDeletionOptions): EraserFitter {
+  return new WordDeletionFitter(options);
 }

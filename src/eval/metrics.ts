@@ -207,7 +207,10 @@ export function genderRecoverability(X: tf.Tensor2D, z: Labels, options: Recover
       tf.gather(X, tf.tensor1d(testIdx, 'int32')) as tf.Tensor2D,
     ]);
     try {
-      probe.fit(xTrain!, Array.from(trainIdx, (i) => zz[i]!));
+      probe.fit(
+        xTrain!,
+        Array.from(trainIdx, (i) => zz[i]!),
+      );
       const zTest = Int32Array.from(testIdx, (i) => zz[i]!);
       const pred = probe.predict(xTest!);
       const ones = zTest.reduce((s, v) => s + v, 0);

@@ -1,55 +1,142 @@
 /**
  * Experiment configs: which model, data, SAEs and methods a `sae-eraser run` compares.
  *
+ * One strict zod schema (`experimentConfigSchema`) covers the whole file, method options, the probe
+ * recipe and SAE training specs included, so a config is fully checked when it is read, before any
+ * model loads or SAE trains; an unknown field or a value of the wrong type is an error naming the
+ * config file and the field, never silently ignored or coerced. The same schema, exported as JSON
+ * Schema, ships as configs/experiment.schema.json (src/experiment/config-schema.ts writes it).
+ *
  * Paths are relative to the current directory; `${shared}` expands to the shared data folder
- * (`../shared` or `SAE_ERASER_SHARED`). Every field is checked, and an unknown method or field
- * is an error naming the config file, so a typo never silently runs a different experiment.
+ * (`../shared` or `SAE_ERASER_SHARED`).
  */
 import { existsSync, readFileSync } from 'node:fs';
-import { isMethodName, METHOD_NAMES, type MethodName } from '../erasure/eraser.js';
+import { z } from 'zod';
+import { describeIssues } from '../util/schema.js';
 import { sharedDir } from '../io/shared.js';
+import { METHOD_NAMES, type MethodName } from '../erasure/eraser.js';
+import { METHODS, parseMethodOptions, type MethodOptions } from '../erasure/methods.js';
+import { linearProbeOptionsSchema, type LinearProbeOptions } from '../probe/linear.js';
+import { saeSpecSchema, type SaeSpec } from './saes.js';
 
-export interface SaeSpec {
-  /** Folder or file of the SAE (any supported format). */
-  path: string;
-  /** How to train it when `path` is missing (the `train-sae` options); omit to require the file. */
-  train?: Record<string, unknown>;
+export type { SaeSpec, SaeTrainSpec } from './saes.js';
+
+const POSITIVE_INT = 'must be a positive integer';
+
+function positiveInt(): z.ZodNumber {
+  return z.number({ error: POSITIVE_INT }).int({ error: POSITIVE_INT }).min(1, { error: POSITIVE_INT });
 }
 
-export interface DatasetSpec {
-  train: string;
-  /** Optional validation file (used for early choices only; never for reported metrics). */
-  val?: string;
-  test: string;
-  /** [first profession (y = 0), second (y = 1)]. */
-  professions: [string | number, string | number];
-  fields?: { text?: string; profession?: string; gender?: string };
-  /** Size of the concept-labelled set drawn from the train file's natural distribution. */
-  conceptSize: number;
-  /** Optional caps for quick runs: at most this many rows of each split (seeded subsample). */
-  limits?: { ambiguous?: number; balanced?: number; concept?: number; testBalanced?: number; testSubgroup?: number };
+function nonEmptyString(what: string): z.ZodString {
+  return z.string({ error: `must be ${what}` }).min(1, { error: `must be ${what} (not empty)` });
 }
+
+const profession = z.union([z.string(), z.number().int()]);
+
+const datasetSchema = z
+  .strictObject({
+    train: nonEmptyString('a path').describe(
+      'Bias in Bios file (JSONL, CSV or parquet) the training splits (ambiguous, balanced, concept set) are drawn from.',
+    ),
+    test: nonEmptyString('a path').describe(
+      'Bias in Bios file (JSONL, CSV or parquet) the reported metrics are computed on (balanced split and the four subgroups).',
+    ),
+    professions: z
+      .tuple([profession, profession], { error: 'must be a pair of profession names or codes' })
+      .describe('[first profession (y = 0), second (y = 1)], as names or integer codes.'),
+    fields: z
+      .strictObject({
+        text: z.string().min(1).optional().describe('Field holding the text; default "hard_text" when the file has it, else "text".'),
+        profession: z.string().min(1).optional().describe('Field holding the profession; default "profession".'),
+        gender: z.string().min(1).optional().describe('Field holding the gender; default "gender".'),
+      })
+      .optional()
+      .describe('Names of the data fields, when they differ from the defaults.'),
+    conceptSize: positiveInt().default(256).describe("Size of the concept-labelled set drawn from the train file's natural distribution."),
+    limits: z
+      .strictObject({
+        ambiguous: positiveInt().optional().describe('At most this many ambiguous training rows.'),
+        balanced: positiveInt().optional().describe('At most this many balanced training rows.'),
+        concept: positiveInt().optional().describe('At most this many concept-set rows.'),
+        testBalanced: positiveInt().optional().describe('At most this many balanced test rows.'),
+        testSubgroup: positiveInt().optional().describe('At most this many test rows per subgroup.'),
+      })
+      .optional()
+      .describe('Optional caps for quick runs: at most this many rows of each split (seeded subsample).'),
+  })
+  .describe('The data: Bias in Bios files and the profession pair.');
+
+export type DatasetSpec = z.output<typeof datasetSchema>;
+
+/** One line per method for the JSON Schema, used when the method's own schema carries no description. */
+const METHOD_SUMMARIES: Readonly<Record<MethodName, string>> = {
+  original: 'The biased probe, trained on the ambiguous split (no options).',
+  oracle: 'A probe trained on the balanced split: a reference, not a method (no options).',
+  sae_mask: 'Learned mask on SAE features.',
+  neuron_mask: 'Learned mask on neurons (the hook activations).',
+  das_mask: 'Learned mask in a learned rotation (DAS).',
+  shift: 'SHIFT: attribution to SAE features, selection of concept features, zero ablation.',
+  shift_retrain: 'SHIFT, then a probe head retrained on the erased representations.',
+  leace: 'LEACE closed-form linear erasure, then a retrained head.',
+  inlp: 'Iterative nullspace projection, then a retrained head.',
+  random: 'Zero-ablates as many random SAE features as SHIFT did.',
+  word_deletion: 'Deletes concept words from the texts.',
+};
+
+const methodsSchema = z
+  .strictObject(
+    Object.fromEntries(
+      METHOD_NAMES.map((m) => {
+        const options = METHODS[m].options;
+        return [m, options.optional().describe(options.description ?? METHOD_SUMMARIES[m])];
+      }),
+    ) as Record<MethodName, z.ZodOptional<z.ZodType>>,
+  )
+  .meta({ minProperties: 1 })
+  .describe('Methods to run, by name, each with its options ({} for the defaults).');
+
+export const experimentConfigSchema = z
+  .strictObject({
+    $schema: z.string().optional().describe('JSON Schema of this file, for editors; ignored.'),
+    name: nonEmptyString('a string').default('experiment').describe('Name of the experiment, shown in reports.'),
+    description: z.string().optional().describe('Free text about the experiment; ignored.'),
+    model: nonEmptyString('a model folder or hub id').describe('Model folder (config.json, safetensors, tokenizer.json) or hub id owner/name[@revision].'),
+    modelSetup: nonEmptyString('a script path').optional().describe('Shell script run before the model is opened (e.g. extracting weights from a package).'),
+    maxLength: positiveInt().default(128).describe('Tokens per text (longer texts are truncated).'),
+    probeHook: nonEmptyString('a hook name').describe('Hook the probe reads, mean-pooled over tokens (e.g. layers.3.resid_out).'),
+    dataset: datasetSchema,
+    saes: z.record(z.string(), saeSpecSchema).default({}).describe('SAEs by hook name, for the methods that use SAE features.'),
+    methods: methodsSchema,
+    seeds: z
+      .array(z.number().int(), { error: 'must be a non-empty list of integer seeds' })
+      .min(1, { error: 'must be a non-empty list of integer seeds' })
+      .default([42, 43, 44])
+      .describe('Seeds; every method runs once per seed and metrics are reported over them.'),
+    probe: linearProbeOptionsSchema.default({}),
+    cacheDir: nonEmptyString('a folder').default('.cache/activations').describe('Folder of the activation cache.'),
+    batchSize: positiveInt().default(32).describe('Texts per forward pass of the model.'),
+  })
+  .meta({ title: 'sae-eraser experiment config' })
+  .describe('A sae-eraser run: the model, data, SAEs and erasure methods to compare.');
 
 export interface ExperimentConfig {
   /** Where the config came from, for messages. */
   source: string;
   name: string;
   model: string;
-  /** Shell script run before the model is opened (e.g. extracting weights from a package). */
   modelSetup?: string;
   maxLength: number;
   probeHook: string;
   dataset: DatasetSpec;
   saes: Record<string, SaeSpec>;
-  methods: Partial<Record<MethodName, Record<string, unknown>>>;
+  /** Validated options of each method, in the config's order. */
+  methods: Partial<Record<MethodName, MethodOptions>>;
   seeds: number[];
-  /** Probe recipe overrides (see LinearProbeOptions). */
-  probe: Record<string, unknown>;
+  /** Probe recipe overrides (fields left unset take LinearProbe's defaults). */
+  probe: LinearProbeOptions;
   cacheDir: string;
   batchSize: number;
 }
-
-type Json = Record<string, unknown>;
 
 function expandShared(path: string, source: string): string {
   if (!path.includes('${shared}')) return path;
@@ -58,84 +145,52 @@ function expandShared(path: string, source: string): string {
   return path.replaceAll('${shared}', dir);
 }
 
-function field<T>(obj: Json, key: string, source: string, check: (v: unknown) => v is T, what: string, fallback?: T): T {
-  const v = obj[key];
-  if (v === undefined) {
-    if (fallback !== undefined) return fallback;
-    throw new Error(`${source}: missing field "${key}" (${what})`);
-  }
-  if (!check(v)) throw new Error(`${source}: field "${key}" must be ${what}, got ${JSON.stringify(v)}`);
-  return v;
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/** One line per issue; unknown top-level fields and unknown methods list what is known. */
+function configIssues(error: z.ZodError): string[] {
+  return error.issues.map((issue) => {
+    if (issue.code === 'unrecognized_keys' && issue.path.length === 0) {
+      const names = issue.keys.map((k) => `"${k}"`).join(', ');
+      return `unknown field${issue.keys.length > 1 ? 's' : ''} ${names} in the config (known: ${Object.keys(experimentConfigSchema.shape).join(', ')})`;
+    }
+    if (issue.code === 'unrecognized_keys' && issue.path.length === 1 && issue.path[0] === 'methods') {
+      return issue.keys.map((k) => `unknown method "${k}" (known: ${METHOD_NAMES.join(', ')})`).join('; ');
+    }
+    return describeIssues(experimentConfigSchema, new z.ZodError([issue])).join('; ');
+  });
 }
 
-const isString = (v: unknown): v is string => typeof v === 'string' && v !== '';
-const isPositiveInt = (v: unknown): v is number => Number.isInteger(v) && (v as number) > 0;
-const isObject = (v: unknown): v is Json => typeof v === 'object' && v !== null && !Array.isArray(v);
-const isIntArray = (v: unknown): v is number[] => Array.isArray(v) && v.length > 0 && v.every((x) => Number.isInteger(x));
-
-function checkKeys(obj: Json, allowed: readonly string[], source: string, where: string): void {
-  for (const k of Object.keys(obj)) {
-    if (!allowed.includes(k)) throw new Error(`${source}: unknown field "${k}" in ${where} (known: ${allowed.join(', ')})`);
-  }
-}
-
-/** Validates a parsed config object. */
+/** Validates a parsed config object (everything, method options included); `source` names it in errors. */
 export function parseExperimentConfig(raw: unknown, source: string): ExperimentConfig {
   if (!isObject(raw)) throw new Error(`${source}: the config must be a JSON object`);
-  checkKeys(raw, ['name', 'model', 'modelSetup', 'maxLength', 'probeHook', 'dataset', 'saes', 'methods', 'seeds', 'probe', 'cacheDir', 'batchSize', 'description'], source, 'the config');
-  const ds = field(raw, 'dataset', source, isObject, 'an object');
-  checkKeys(ds, ['train', 'val', 'test', 'professions', 'fields', 'conceptSize', 'limits'], source, 'dataset');
-  const professions = field(ds, 'professions', source, (v): v is [string | number, string | number] => Array.isArray(v) && v.length === 2 && v.every((x) => typeof x === 'string' || Number.isInteger(x)), 'a pair of profession names or codes');
-  const methodsRaw = field(raw, 'methods', source, isObject, 'an object of method name -> options');
+  const result = experimentConfigSchema.safeParse(raw);
+  if (!result.success) throw new Error(`${source}: ${configIssues(result.error).join('; ')}`);
+  const c = result.data;
+  const rawMethods = raw.methods as Record<string, unknown>;
   const methods: ExperimentConfig['methods'] = {};
-  for (const [name, opts] of Object.entries(methodsRaw)) {
-    if (!isMethodName(name)) throw new Error(`${source}: unknown method "${name}" (known: ${METHOD_NAMES.join(', ')})`);
-    if (!isObject(opts)) throw new Error(`${source}: options of method "${name}" must be an object`);
-    methods[name] = opts;
-  }
+  for (const name of Object.keys(rawMethods) as MethodName[]) methods[name] = parseMethodOptions(name, rawMethods[name], `${source}: methods.${name}`);
   if (Object.keys(methods).length === 0) throw new Error(`${source}: "methods" names no method`);
-  const saesRaw = field(raw, 'saes', source, isObject, 'an object of hook -> SAE spec', {});
   const saes: Record<string, SaeSpec> = {};
-  for (const [hook, spec] of Object.entries(saesRaw)) {
-    if (!isObject(spec)) throw new Error(`${source}: SAE spec for "${hook}" must be an object`);
-    checkKeys(spec, ['path', 'train'], source, `saes["${hook}"]`);
-    saes[hook] = {
-      path: expandShared(field(spec, 'path', source, isString, 'a path'), source),
-      train: spec.train === undefined ? undefined : field(spec, 'train', source, isObject, 'an object'),
-    };
-  }
-  const limits = ds.limits === undefined ? undefined : field(ds, 'limits', source, isObject, 'an object');
-  if (limits !== undefined) {
-    checkKeys(limits, ['ambiguous', 'balanced', 'concept', 'testBalanced', 'testSubgroup'], source, 'dataset.limits');
-    for (const [k, v] of Object.entries(limits)) if (!isPositiveInt(v)) throw new Error(`${source}: dataset.limits.${k} must be a positive integer`);
-  }
-  const fields = ds.fields === undefined ? undefined : field(ds, 'fields', source, isObject, 'an object');
+  for (const [hook, spec] of Object.entries(c.saes)) saes[hook] = { ...spec, path: expandShared(spec.path, source) };
   return {
     source,
-    name: field(raw, 'name', source, isString, 'a string', 'experiment'),
-    model: field(raw, 'model', source, isString, 'a model folder or hub id'),
-    modelSetup: raw.modelSetup === undefined ? undefined : field(raw, 'modelSetup', source, isString, 'a script path'),
-    maxLength: field(raw, 'maxLength', source, isPositiveInt, 'a positive integer', 128),
-    probeHook: field(raw, 'probeHook', source, isString, 'a hook name'),
-    dataset: {
-      train: expandShared(field(ds, 'train', source, isString, 'a path'), source),
-      val: ds.val === undefined || ds.val === null ? undefined : expandShared(field(ds, 'val', source, isString, 'a path'), source),
-      test: expandShared(field(ds, 'test', source, isString, 'a path'), source),
-      professions,
-      fields: fields as DatasetSpec['fields'],
-      conceptSize: field(ds, 'conceptSize', source, isPositiveInt, 'a positive integer', 256),
-      limits: limits as DatasetSpec['limits'],
-    },
+    name: c.name,
+    model: c.model,
+    modelSetup: c.modelSetup,
+    maxLength: c.maxLength,
+    probeHook: c.probeHook,
+    dataset: { ...c.dataset, train: expandShared(c.dataset.train, source), test: expandShared(c.dataset.test, source) },
     saes,
     methods,
-    seeds: field(raw, 'seeds', source, isIntArray, 'a non-empty list of integer seeds', [42, 43, 44]),
-    probe: field(raw, 'probe', source, isObject, 'an object', {}),
-    cacheDir: field(raw, 'cacheDir', source, isString, 'a folder', '.cache/activations'),
-    batchSize: field(raw, 'batchSize', source, isPositiveInt, 'a positive integer', 32),
+    seeds: c.seeds,
+    probe: c.probe,
+    cacheDir: c.cacheDir,
+    batchSize: c.batchSize,
   };
 }
 
-/** Reads and validates a config file. */
+/** Reads and validates a config file (synchronously: nothing is loaded or trained). */
 export function readExperimentConfig(path: string): ExperimentConfig {
   if (!existsSync(path)) throw new Error(`${path}: config file not found`);
   let raw: unknown;
@@ -147,11 +202,10 @@ export function readExperimentConfig(path: string): ExperimentConfig {
   return parseExperimentConfig(raw, path);
 }
 
-/** Command-line overrides (`--model`, `--train`, `--val`, `--test`, `--seeds`). */
+/** Command-line overrides (`--model`, `--train`, `--test`, `--seeds`). */
 export interface ConfigOverrides {
   model?: string;
   train?: string;
-  val?: string;
   test?: string;
   seeds?: number[];
 }
@@ -164,7 +218,6 @@ export function applyOverrides(config: ExperimentConfig, o: ConfigOverrides): Ex
     dataset: {
       ...config.dataset,
       train: o.train ?? config.dataset.train,
-      val: o.val ?? config.dataset.val,
       test: o.test ?? config.dataset.test,
     },
   };

@@ -26,17 +26,20 @@ export interface ExperimentResult {
   seeds: number[];
   n_test: { balanced: number; subgroups: Record<string, number> };
   n_train: { ambiguous: number; balanced: number; concept: number };
-  methods: Record<string, {
-    profession_acc: Summary;
-    gender_agreement: Summary;
-    worst_group_acc: Summary;
-    subgroup_acc: Record<string, Summary>;
-    gender_probe_acc: Summary;
-    n_test: number;
-    units_removed: number;
-    seconds: number;
-    per_seed: MethodSeedResult[];
-  }>;
+  methods: Record<
+    string,
+    {
+      profession_acc: Summary;
+      gender_agreement: Summary;
+      worst_group_acc: Summary;
+      subgroup_acc: Record<string, Summary>;
+      gender_probe_acc: Summary;
+      n_test: number;
+      units_removed: number;
+      seconds: number;
+      per_seed: MethodSeedResult[];
+    }
+  >;
   seconds: { cache: number; total: number };
 }
 
@@ -51,4 +54,3 @@ export function summarize(values: number[]): Summary {
   // One seed has no spread; report the point value as its own interval edges as NaN-free JSON.
   return { mean: s.mean, std: Number.isNaN(s.std) ? 0 : s.std, ci95: [Number.isNaN(s.lo) ? s.mean : s.lo, Number.isNaN(s.hi) ? s.mean : s.hi] };
 }
-

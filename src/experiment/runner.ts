@@ -20,19 +20,20 @@ import { writeJsonAtomic } from '../io/atomic.js';
 import { buildActivationCache, fileId, type ActivationCache, type CacheSpec } from '../cache/cache.js';
 import { buildSplits, loadBiasInBios, type BiosDataset, type SplitExample } from '../data/bias-in-bios.js';
 import { permutation } from '../data/prng.js';
-import { openModel, type OpenedModel } from '../models/open.js';
-import { meanPool } from '../models/pool.js';
+import { openModel } from '../models/open.js';
 import type { HookName } from '../models/model.js';
 import { LinearProbe, type LinearProbeOptions } from '../probe/linear.js';
 import type { Probe } from '../probe/probe.js';
 import { loadSae } from '../sae/load.js';
-import { checkSaeFitsModel } from '../sae/hooks.js';
+import { checkSaeFitsModel } from '../sae/hook-names.js';
 import type { Sae } from '../sae/sae.js';
 import { accuracy, genderAgreement, worstGroup, type Interval } from '../eval/metrics.js';
 import { summarize, type ExperimentResult, type MethodSeedResult, type Summary } from './results.js';
 import { progress } from '../util/progress.js';
-import type { Eraser, FitContext, LabelledSplit, MethodName } from '../erasure/eraser.js';
-import { createEraser, methodOptions as optionsFor } from './methods.js';
+import type { Eraser, LabelledSplit, MethodName } from '../erasure/eraser.js';
+import { erasedPooled } from '../erasure/erased.js';
+import { saveEraser } from '../erasure/checkpoint.js';
+import { createFitter } from '../erasure/methods.js';
 import type { ExperimentConfig } from './config.js';
 import { ensureSae } from './saes.js';
 
@@ -64,7 +65,9 @@ export async function loadExperimentData(config: ExperimentConfig): Promise<Expe
   const testSplits = buildSplits(test, { professions: dataset.professions });
   const limits = dataset.limits ?? {};
   // The concept set: natural-distribution examples of the two professions with gender labels.
-  const pool = Object.values(trainSplits.subgroups).flat().sort((a, b) => a.row - b.row);
+  const pool = Object.values(trainSplits.subgroups)
+    .flat()
+    .sort((a, b) => a.row - b.row);
   const concept = cap(pool, dataset.conceptSize, 7);
   const testSubgroups = Object.fromEntries(Object.entries(testSplits.subgroups).map(([k, v]) => [k, cap(v, limits.testSubgroup, 11)]));
   const parts = {
@@ -73,7 +76,9 @@ export async function loadExperimentData(config: ExperimentConfig): Promise<Expe
     concept: cap(concept, limits.concept, 9),
     testBalanced: cap(testSplits.balanced, limits.testBalanced, 13),
   };
-  const texts = [...new Set([...parts.ambiguous, ...parts.balanced, ...parts.concept, ...parts.testBalanced, ...Object.values(testSubgroups).flat()].map((e) => e.text))];
+  const texts = [
+    ...new Set([...parts.ambiguous, ...parts.balanced, ...parts.concept, ...parts.testBalanced, ...Object.values(testSubgroups).flat()].map((e) => e.text)),
+  ];
   return { professions: trainSplits.professions, texts, ...parts, testSubgroups };
 }
 
@@ -87,36 +92,8 @@ function labelled(split: readonly SplitExample[], rowOf: Map<string, number>): L
   };
 }
 
-/** Pooled representations at the probe hook after an eraser, for the given split. */
-async function erasedPooled(eraser: Eraser | undefined, split: LabelledSplit, ctx: { cache: ActivationCache; opened: OpenedModel; probeHook: HookName; batchSize: number; recache: (texts: string[]) => Promise<ActivationCache> }): Promise<tf.Tensor2D> {
-  if (eraser === undefined) return ctx.cache.pooled(ctx.probeHook, split.rows);
-  if (eraser.editTexts !== undefined) {
-    const edited = eraser.editTexts(split.texts);
-    const cache = await ctx.recache(edited);
-    const rowOf = new Map(edited.map((t, i) => [t, i]));
-    return cache.pooled(ctx.probeHook, Int32Array.from(edited, (t) => rowOf.get(t)!));
-  }
-  const fast = eraser.erasePooled(ctx.cache, split.rows);
-  if (fast !== undefined) return fast;
-  // The eraser acts upstream of the probe hook: run the model with its edits.
-  const edits = eraser.edits();
-  const { model, tokenize } = ctx.opened;
-  const parts: tf.Tensor2D[] = [];
-  for (let i = 0; i < split.texts.length; i += ctx.batchSize) {
-    const batch = tokenize(split.texts.slice(i, i + ctx.batchSize));
-    parts.push(tf.tidy(() => {
-      const { captures } = model.run(batch, { capture: [ctx.probeHook], edits });
-      return meanPool(captures[ctx.probeHook]!, batch.attentionMask);
-    }));
-    tf.dispose([batch.inputIds, batch.attentionMask]);
-  }
-  const out = tf.concat(parts, 0) as tf.Tensor2D;
-  tf.dispose(parts);
-  return out;
-}
-
 function probeOptions(config: ExperimentConfig, seed: number): LinearProbeOptions {
-  return { ...(config.probe as LinearProbeOptions), seed };
+  return { ...config.probe, seed };
 }
 
 function trainProbe(X: tf.Tensor2D, y: Int32Array, options: LinearProbeOptions): Probe {
@@ -126,7 +103,13 @@ function trainProbe(X: tf.Tensor2D, y: Int32Array, options: LinearProbeOptions):
 }
 
 /** Scores a probe on erased test representations, and a fresh gender probe on erased balanced data. */
-function score(probe: Probe, test: { balanced: { X: tf.Tensor2D; split: LabelledSplit }; subgroups: Record<string, { X: tf.Tensor2D; split: LabelledSplit }> }, genderTrain: { X: tf.Tensor2D; z: Int32Array }, seed: number, probeOpts: LinearProbeOptions): Omit<MethodSeedResult, 'seed' | 'units_removed' | 'seconds' | 'summary'> {
+function score(
+  probe: Probe,
+  test: { balanced: { X: tf.Tensor2D; split: LabelledSplit }; subgroups: Record<string, { X: tf.Tensor2D; split: LabelledSplit }> },
+  genderTrain: { X: tf.Tensor2D; z: Int32Array },
+  seed: number,
+  probeOpts: LinearProbeOptions,
+): Omit<MethodSeedResult, 'seed' | 'units_removed' | 'seconds' | 'summary'> {
   const predBalanced = probe.predict(test.balanced.X);
   const subgroup_acc: Record<string, Interval> = {};
   for (const [group, { X, split }] of Object.entries(test.subgroups)) subgroup_acc[group] = accuracy(probe.predict(X), split.y);
@@ -161,7 +144,13 @@ export async function runExperiment(config: ExperimentConfig, options: RunOption
   const saeIds: Record<HookName, string> = {};
   for (const [hook, spec] of Object.entries(config.saes)) {
     if (!model.hookNames.includes(hook)) throw new Error(`${config.source}: SAE hook "${hook}" does not exist in ${config.model}`);
-    const path = await ensureSae(hook, spec, opened, config, data.ambiguous.concat(data.balanced).map((e) => e.text));
+    const path = await ensureSae(
+      hook,
+      spec,
+      opened,
+      config,
+      data.ambiguous.concat(data.balanced).map((e) => e.text),
+    );
     const sae = await loadSae(path, { hook });
     checkSaeFitsModel(sae, model, hook);
     saes[hook] = sae;
@@ -190,7 +179,18 @@ export async function runExperiment(config: ExperimentConfig, options: RunOption
     testSubgroups: Object.fromEntries(Object.entries(data.testSubgroups).map(([k, v]) => [k, labelled(v, rowOf)])),
   };
   const recache = (texts: string[]): Promise<ActivationCache> => buildCache(texts, 'caching edited texts');
-  const evalCtx = { cache, opened, probeHook: config.probeHook, batchSize: config.batchSize, recache };
+  const fitInputs = {
+    model,
+    tokenize: opened.tokenize,
+    cache,
+    recache,
+    batchSize: config.batchSize,
+    saes,
+    probeHook: config.probeHook,
+    train: splits.ambiguous,
+    concept: splits.concept,
+    balanced: splits.balanced,
+  };
 
   const methods = Object.keys(config.methods) as MethodName[];
   const perMethod: Record<string, MethodSeedResult[]> = Object.fromEntries(methods.map((m) => [m, []]));
@@ -202,7 +202,6 @@ export async function runExperiment(config: ExperimentConfig, options: RunOption
     original.dispose();
     for (const method of methods) {
       const t = Date.now();
-      const { eraser: methodOptions, runnerRetrainsHead } = optionsFor(method, config.methods[method] ?? {});
       let eraser: Eraser | undefined;
       let probe: Probe = biasedProbe;
       let ownsProbe = false;
@@ -212,36 +211,19 @@ export async function runExperiment(config: ExperimentConfig, options: RunOption
         Xb.dispose();
         ownsProbe = true;
       } else if (method !== 'original') {
-        eraser = createEraser(method, methodOptions);
-        const ctx: FitContext = {
-          model,
-          tokenize: opened.tokenize,
-          cache,
-          saes,
-          probeHook: config.probeHook,
-          probe: biasedProbe,
-          train: splits.ambiguous,
-          concept: splits.concept,
-          balanced: splits.balanced,
-          seed,
-          options: methodOptions,
-        };
-        await eraser.fit(ctx);
-        const retrained = eraser.retrainedProbe?.();
-        if (retrained !== undefined) {
-          probe = retrained;
-        } else if (runnerRetrainsHead) {
-          const Xa = await erasedPooled(eraser, splits.ambiguous, evalCtx);
-          probe = trainProbe(Xa, splits.ambiguous.y, popts);
-          Xa.dispose();
-          ownsProbe = true;
-        }
+        const fitter = createFitter(config.methods[method]!);
+        eraser = await fitter.fit({ ...fitInputs, probe: biasedProbe, seed });
+        probe = eraser.head ?? biasedProbe;
       }
       const test = {
-        balanced: { X: await erasedPooled(eraser, splits.testBalanced, evalCtx), split: splits.testBalanced },
-        subgroups: Object.fromEntries(await Promise.all(Object.entries(splits.testSubgroups).map(async ([k, s]) => [k, { X: await erasedPooled(eraser, s, evalCtx), split: s }] as const))),
+        balanced: { X: await erasedPooled(eraser, splits.testBalanced, fitInputs), split: splits.testBalanced },
+        subgroups: Object.fromEntries(
+          await Promise.all(
+            Object.entries(splits.testSubgroups).map(async ([k, s]) => [k, { X: await erasedPooled(eraser, s, fitInputs), split: s }] as const),
+          ),
+        ),
       };
-      const genderX = await erasedPooled(eraser, splits.balanced, evalCtx);
+      const genderX = await erasedPooled(eraser, splits.balanced, fitInputs);
       const scores = score(probe, test, { X: genderX, z: splits.balanced.z }, seed, popts);
       tf.dispose([test.balanced.X, genderX, ...Object.values(test.subgroups).map((s) => s.X)]);
       const description = eraser?.describe();
@@ -253,7 +235,7 @@ export async function runExperiment(config: ExperimentConfig, options: RunOption
         summary: description?.summary ?? (method === 'oracle' ? 'probe trained on balanced data' : 'no erasure'),
       });
       if (eraser !== undefined) {
-        eraser.save(join(options.outDir, 'erasers', method, `seed-${seed}`));
+        saveEraser(eraser, join(options.outDir, 'erasers', method, `seed-${seed}`));
         eraser.dispose();
       }
       if (ownsProbe) probe.dispose();
@@ -270,7 +252,10 @@ export async function runExperiment(config: ExperimentConfig, options: RunOption
     probeHook: config.probeHook,
     professions: data.professions,
     seeds: config.seeds,
-    n_test: { balanced: splits.testBalanced.rows.length, subgroups: Object.fromEntries(Object.entries(splits.testSubgroups).map(([k, s]) => [k, s.rows.length])) },
+    n_test: {
+      balanced: splits.testBalanced.rows.length,
+      subgroups: Object.fromEntries(Object.entries(splits.testSubgroups).map(([k, s]) => [k, s.rows.length])),
+    },
     n_train: { ambiguous: splits.ambiguous.rows.length, balanced: splits.balanced.rows.length, concept: splits.concept.rows.length },
     methods: {},
     seconds: { cache: cacheSeconds, total: 0 },

@@ -8,40 +8,64 @@
  * the texts is held out for the metrics.
  */
 import { existsSync } from 'node:fs';
+import { z } from 'zod';
 import { arrayActivationSource, collectActivations, modelActivationSource } from '../sae/buffer.js';
-import { evaluateSae, saveTrainedSae, trainSaeOnSource, type SaeArch, type TrainOptions } from '../sae/train.js';
+import { evaluateSae, saveTrainedSae, trainSaeOnSource, type TrainOptions } from '../sae/train.js';
 import { permutation } from '../data/prng.js';
 import type { OpenedModel } from '../models/open.js';
 import type { HookName } from '../models/model.js';
-import type { ExperimentConfig, SaeSpec } from './config.js';
 
-/** Reads the `train` spec of an SAE with defaults: ReLU, 4096 features, 8 passes over the tokens. */
-function trainOptions(spec: Record<string, unknown>, source: string, hook: HookName): Omit<TrainOptions, 'tokens'> & { epochs: number } {
-  const num = (key: string, fallback: number): number => {
-    const v = spec[key] ?? fallback;
-    if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) throw new Error(`${source}: saes["${hook}"].train.${key} must be a positive number`);
-    return v;
-  };
-  const arch = (spec.arch ?? 'relu') as SaeArch;
-  if (arch !== 'relu' && arch !== 'topk') throw new Error(`${source}: saes["${hook}"].train.arch must be relu or topk`);
-  return {
-    arch,
-    dSae: num('dSae', 4096),
-    k: spec.k === undefined ? undefined : num('k', 32),
-    l1: spec.l1 === undefined ? undefined : num('l1', 1.5),
-    lr: spec.lr === undefined ? undefined : num('lr', 1e-3),
-    batchSize: spec.batchSize === undefined ? undefined : num('batchSize', 1024),
-    seed: spec.seed === undefined ? 42 : num('seed', 42),
-    epochs: num('epochs', 8),
-  };
+/**
+ * How to train an SAE that is missing (an SAE spec's `train`). The options the trainer defaults
+ * itself (k, l1, lr, batchSize) stay unset when absent, so its defaults apply.
+ */
+export const saeTrainSpecSchema = z
+  .strictObject({
+    arch: z.enum(['relu', 'topk']).default('relu').describe('SAE architecture: relu (L1 penalty, dictionary_learning StandardTrainer conventions) or topk.'),
+    dSae: z.number().int().min(1).default(4096).describe('Number of SAE features.'),
+    epochs: z
+      .number()
+      .positive()
+      .default(8)
+      .describe('Passes over the training tokens (the token budget is the collected tokens times this; may be fractional).'),
+    k: z.number().int().min(1).optional().describe('Active features per token for topk; default 32.'),
+    l1: z.number().positive().optional().describe('L1 coefficient for relu; default 0.1 (inputs are scaled to E||x|| = sqrt(dIn)).'),
+    lr: z.number().positive().optional().describe('Adam learning rate; default 1e-3.'),
+    batchSize: z.number().int().min(1).optional().describe('Tokens per optimiser step; default 1024.'),
+    seed: z.number().int().min(0).default(42).describe('Seed of the initialisation and the token order.'),
+  })
+  .describe('Training recipe used when the SAE file is missing (see sae-eraser train-sae).');
+
+export type SaeTrainSpec = z.output<typeof saeTrainSpecSchema>;
+
+export const saeSpecSchema = z
+  .strictObject({
+    path: z.string().min(1).describe('Folder or file of the SAE (any supported format); ${shared} expands to the shared data folder.'),
+    train: saeTrainSpecSchema.optional().describe('How to train the SAE when `path` is missing; omit to require the file.'),
+  })
+  .describe('An SAE at one hook.');
+
+export type SaeSpec = z.output<typeof saeSpecSchema>;
+
+/** What ensureSae needs of the experiment: where the config came from (for messages) and the model. */
+export interface SaeContext {
+  readonly source: string;
+  readonly model: string;
 }
 
-export async function ensureSae(hook: HookName, spec: SaeSpec, opened: OpenedModel, config: ExperimentConfig, texts: readonly string[]): Promise<string> {
+/** The trainer's options for a parsed `train` spec (its defaults already filled in by the schema). */
+function trainOptions(spec: SaeTrainSpec): Omit<TrainOptions, 'tokens'> & { epochs: number } {
+  return { arch: spec.arch, dSae: spec.dSae, k: spec.k, l1: spec.l1, lr: spec.lr, batchSize: spec.batchSize, seed: spec.seed, epochs: spec.epochs };
+}
+
+export async function ensureSae(hook: HookName, spec: SaeSpec, opened: OpenedModel, config: SaeContext, texts: readonly string[]): Promise<string> {
   if (existsSync(spec.path)) return spec.path;
   if (spec.train === undefined) {
-    throw new Error(`${config.source}: the SAE for "${hook}" is missing at ${spec.path}, and the config gives no "train" spec to make it (see sae-eraser train-sae --help)`);
+    throw new Error(
+      `${config.source}: the SAE for "${hook}" is missing at ${spec.path}, and the config gives no "train" spec to make it (see sae-eraser train-sae --help)`,
+    );
   }
-  const { epochs, ...options } = trainOptions(spec.train, config.source, hook);
+  const { epochs, ...options } = trainOptions(spec.train);
   const order = permutation(texts.length, 42);
   const nHeld = Math.max(1, Math.floor(texts.length / 10));
   const pick = (idx: Int32Array): string[] => Array.from(idx, (i) => texts[i]!);
@@ -58,7 +82,9 @@ export async function ensureSae(hook: HookName, spec: SaeSpec, opened: OpenedMod
   });
   const heldOut = evaluateSae(result.sae, await collect(pick(order.subarray(0, nHeld))));
   saveTrainedSae(result.sae, spec.path, { model: config.model, hook, ...options, epochs, trainTokens: trainRows.length / d, heldOut, steps: result.steps });
-  process.stderr.write(`trained SAE at ${hook}: held-out FVE ${heldOut.fve.toFixed(3)}, L0 ${heldOut.l0.toFixed(1)}, dead ${(100 * heldOut.deadFraction).toFixed(1)}%\n`);
+  process.stderr.write(
+    `trained SAE at ${hook}: held-out FVE ${heldOut.fve.toFixed(3)}, L0 ${heldOut.l0.toFixed(1)}, dead ${(100 * heldOut.deadFraction).toFixed(1)}%\n`,
+  );
   result.sae.dispose();
   return spec.path;
 }

@@ -13,14 +13,7 @@ import { createHash, type Hash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { open, rename, rm, stat } from 'node:fs/promises';
 import { progress, type Progress } from '../util/progress.js';
-import {
-  HttpStatusError,
-  NetworkError,
-  errorMessage,
-  requestFollowing,
-  statusError,
-  type HttpResponse,
-} from './http.js';
+import { HttpStatusError, NetworkError, errorMessage, requestFollowing, statusError, type HttpResponse } from './http.js';
 
 export interface DownloadOptions {
   url: string;

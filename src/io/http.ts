@@ -123,10 +123,7 @@ function withoutHeader(headers: Record<string, string>, name: string): Record<st
  * (scheme, host and port) of `url`, the Authorization header is dropped for the rest of the chain:
  * signed CDN URLs carry their own credentials and must never see the hub token.
  */
-export async function requestFollowing(
-  url: string,
-  options: HttpRequestOptions & { maxRedirects?: number } = {},
-): Promise<HttpResponse> {
+export async function requestFollowing(url: string, options: HttpRequestOptions & { maxRedirects?: number } = {}): Promise<HttpResponse> {
   const maxRedirects = options.maxRedirects ?? 10;
   const origin = new URL(url).origin;
   let headers = options.headers ?? {};

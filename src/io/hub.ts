@@ -45,16 +45,7 @@ import { dirname, join, relative, resolve } from 'node:path';
 import { isQuiet } from '../util/progress.js';
 import { tempPathFor, writeFileAtomic } from './atomic.js';
 import { downloadToFile } from './http-download.js';
-import {
-  NetworkError,
-  errorMessage,
-  httpRequest,
-  isRedirect,
-  readBodyText,
-  requestFollowing,
-  serverMessage,
-  type HttpResponse,
-} from './http.js';
+import { NetworkError, errorMessage, httpRequest, isRedirect, readBodyText, requestFollowing, serverMessage, type HttpResponse } from './http.js';
 
 export type RepoType = 'model' | 'dataset';
 
@@ -99,16 +90,7 @@ export interface ResolveModelOptions extends HubOptions {
 }
 
 export type HubErrorKind =
-  | 'repo-not-found'
-  | 'revision-not-found'
-  | 'entry-not-found'
-  | 'gated'
-  | 'forbidden'
-  | 'http'
-  | 'network'
-  | 'not-cached'
-  | 'bad-response'
-  | 'download';
+  'repo-not-found' | 'revision-not-found' | 'entry-not-found' | 'gated' | 'forbidden' | 'http' | 'network' | 'not-cached' | 'bad-response' | 'download';
 
 /** A hub failure; the message names the repo, revision and file concerned. */
 export class HubError extends Error {
@@ -201,12 +183,7 @@ function checkRepo(repo: string): void {
 /** A relative `/`-separated path without `.`/`..`/empty segments (it becomes a path in the cache). */
 function checkRelativePath(what: string, value: string): void {
   const segments = value.split('/');
-  if (
-    value === '' ||
-    value.includes('\\') ||
-    value.includes('\0') ||
-    segments.some((s) => s === '' || s === '.' || s === '..')
-  ) {
+  if (value === '' || value.includes('\\') || value.includes('\0') || segments.some((s) => s === '' || s === '.' || s === '..')) {
     throw new Error(`invalid ${what} "${value}": expected a relative path with "/" separators and no "." or ".." parts`);
   }
 }
@@ -222,7 +199,10 @@ function checkEtagOrCommit(what: string, value: string, url: string): void {
 
 /** Strips a weak-validator prefix and the quotes of an ETag header value. */
 export function normalizeEtag(value: string): string {
-  return value.trim().replace(/^W\//, '').replace(/^"+|"+$/g, '');
+  return value
+    .trim()
+    .replace(/^W\//, '')
+    .replace(/^"+|"+$/g, '');
 }
 
 function encodeFilePath(file: string): string {
@@ -468,16 +448,26 @@ async function hubHttpError(res: HttpResponse, ctx: Ctx, file: string | undefine
   const target = describe(ctx, file);
   const tokenHint = ctx.token === undefined ? 'set HF_TOKEN to a token that can read it' : 'check that HF_TOKEN can read it';
   if (code === 'RevisionNotFound') {
-    return new HubError('revision-not-found', `revision "${ctx.revision}" not found in ${ctx.repoType} repo ${ctx.repo}${file !== undefined ? ` (asked for "${file}")` : ''}${tail}`, { status });
+    return new HubError(
+      'revision-not-found',
+      `revision "${ctx.revision}" not found in ${ctx.repoType} repo ${ctx.repo}${file !== undefined ? ` (asked for "${file}")` : ''}${tail}`,
+      { status },
+    );
   }
   if (code === 'EntryNotFound') {
     return new HubError('entry-not-found', `${target} does not exist${tail}`, { status });
   }
   if (code === 'GatedRepo') {
-    return new HubError('gated', `${ctx.repoType} repo ${ctx.repo} is gated: accept its terms on the hub and ${tokenHint}; needed for ${target}${tail}`, { status });
+    return new HubError('gated', `${ctx.repoType} repo ${ctx.repo} is gated: accept its terms on the hub and ${tokenHint}; needed for ${target}${tail}`, {
+      status,
+    });
   }
   if (code === 'RepoNotFound' || status === 401) {
-    return new HubError('repo-not-found', `${ctx.repoType} repo ${ctx.repo} not found or not accessible (if it is private or gated, ${tokenHint}); needed for ${target}${tail}`, { status });
+    return new HubError(
+      'repo-not-found',
+      `${ctx.repoType} repo ${ctx.repo} not found or not accessible (if it is private or gated, ${tokenHint}); needed for ${target}${tail}`,
+      { status },
+    );
   }
   if (status === 403) {
     return new HubError('forbidden', `access to ${target} is forbidden: ${tokenHint}${tail}`, { status });
@@ -512,9 +502,7 @@ async function fileMetadata(ctx: Ctx, file: string): Promise<FileMetadata> {
   let linkedEtag: string | undefined;
   let linkedSize: string | undefined;
   for (let hop = 0; hop <= 10; hop++) {
-    const res = await sendWithRetries(ctx, () =>
-      httpRequest(current, { method: 'HEAD', headers, timeoutMs: ctx.metadataTimeoutMs }),
-    );
+    const res = await sendWithRetries(ctx, () => httpRequest(current, { method: 'HEAD', headers, timeoutMs: ctx.metadataTimeoutMs }));
     commit ??= res.header('x-repo-commit');
     linkedEtag ??= res.header('x-linked-etag');
     linkedSize ??= res.header('x-linked-size');
@@ -548,7 +536,10 @@ async function fileMetadata(ctx: Ctx, file: string): Promise<FileMetadata> {
       throw error;
     }
     if (commit === undefined) {
-      throw new HubError('bad-response', `no X-Repo-Commit header for ${describe(ctx, file)} from ${res.url}: the endpoint ${ctx.endpoint} does not answer like the Hugging Face hub (proxy or firewall?)`);
+      throw new HubError(
+        'bad-response',
+        `no X-Repo-Commit header for ${describe(ctx, file)} from ${res.url}: the endpoint ${ctx.endpoint} does not answer like the Hugging Face hub (proxy or firewall?)`,
+      );
     }
     if (etag === undefined) {
       throw new HubError('bad-response', `no ETag for ${describe(ctx, file)} from ${res.url}: cannot name the cached blob`);
@@ -597,7 +588,11 @@ function fromCacheOrThrow(ctx: Ctx, file: string, cause: unknown, cacheOnlyReaso
     throw new HubError('not-cached', `${describe(ctx, file)} is not in the hub cache ${ctx.cacheDir} and ${why}: ${missing}`);
   }
   if (cause instanceof HubError) throw cause;
-  throw new HubError('network', `cannot reach the hub for ${describe(ctx, file)} (${errorMessage(cause)}), and it is not in the hub cache ${ctx.cacheDir}: ${missing}`, { cause });
+  throw new HubError(
+    'network',
+    `cannot reach the hub for ${describe(ctx, file)} (${errorMessage(cause)}), and it is not in the hub cache ${ctx.cacheDir}: ${missing}`,
+    { cause },
+  );
 }
 
 async function materialize(ctx: Ctx, file: string, meta: FileMetadata): Promise<string> {
@@ -757,7 +752,11 @@ async function resolveRevision(ctx: Ctx): Promise<{ commit: string; files: strin
       throw new HubError('not-cached', `${describe(ctx)} is not in the hub cache ${ctx.cacheDir} and ${offlineReason()}: ${missing}`);
     }
     if (cause instanceof HubError && cause.kind !== 'network') throw cause;
-    throw new HubError('network', `cannot reach the hub for ${describe(ctx)} (${errorMessage(cause)}), and it is not in the hub cache ${ctx.cacheDir}: ${missing}`, { cause });
+    throw new HubError(
+      'network',
+      `cannot reach the hub for ${describe(ctx)} (${errorMessage(cause)}), and it is not in the hub cache ${ctx.cacheDir}: ${missing}`,
+      { cause },
+    );
   }
   if (cause === undefined) return { commit, files: undefined, cacheOnlyReason: offlineReason() };
   note(`${errorMessage(cause)}; using the cached snapshot ${commit} of ${ctx.repo}`);
@@ -843,7 +842,10 @@ export async function resolveModelDir(dirOrRepo: string, options: ResolveModelOp
   const atCommit = { ...ctx, revision: commit };
   const fetch = (file: string): Promise<string> => download(atCommit, file, cacheOnlyReason);
   const absent = (file: string): HubError =>
-    new HubError('entry-not-found', `model repo ${repo} at revision "${ctx.revision}" (commit ${commit}) has no ${file}; its files: ${[...(listed ?? [])].slice(0, 30).join(', ')}`);
+    new HubError(
+      'entry-not-found',
+      `model repo ${repo} at revision "${ctx.revision}" (commit ${commit}) has no ${file}; its files: ${[...(listed ?? [])].slice(0, 30).join(', ')}`,
+    );
   /** Fetches a file that may be absent: undefined when the listing or the cache says it is not there. */
   const fetchIfPresent = async (file: string): Promise<string | undefined> => {
     if (listed !== undefined) return listed.has(file) ? fetch(file) : undefined;

@@ -52,7 +52,11 @@ function readExactly(fd: number, path: string, length: number, position: number)
 
 /** A zip archive opened for random access; entries are read one at a time. */
 export class ZipArchive {
-  private constructor(readonly path: string, private readonly fd: number, readonly entries: ReadonlyMap<string, ZipEntry>) {}
+  private constructor(
+    readonly path: string,
+    private readonly fd: number,
+    readonly entries: ReadonlyMap<string, ZipEntry>,
+  ) {}
 
   /** Opens a zip file and reads its central directory; throws a clear error for a non-zip file. */
   static open(path: string): ZipArchive {
@@ -143,9 +147,17 @@ function readCentralDirectory(fd: number, path: string): Map<string, ZipEntry> {
       const len = v.getUint16(e + 2, true);
       if (id === 0x0001) {
         let q = e + 4;
-        if (uncompressed === 0xffffffff) { uncompressed = Number(v.getBigUint64(q, true)); q += 8; }
-        if (compressedSize === 0xffffffff) { compressedSize = Number(v.getBigUint64(q, true)); q += 8; }
-        if (localHeaderOffset === 0xffffffff) { localHeaderOffset = Number(v.getBigUint64(q, true)); }
+        if (uncompressed === 0xffffffff) {
+          uncompressed = Number(v.getBigUint64(q, true));
+          q += 8;
+        }
+        if (compressedSize === 0xffffffff) {
+          compressedSize = Number(v.getBigUint64(q, true));
+          q += 8;
+        }
+        if (localHeaderOffset === 0xffffffff) {
+          localHeaderOffset = Number(v.getBigUint64(q, true));
+        }
       }
       e += 4 + len;
     }
@@ -175,7 +187,16 @@ const STORAGE_TYPES: Readonly<Record<string, TorchDtype>> = {
 };
 
 const DTYPE_BYTES: Readonly<Record<TorchDtype, number>> = {
-  float32: 4, float64: 8, float16: 2, bfloat16: 2, int64: 8, int32: 4, int16: 2, int8: 1, uint8: 1, bool: 1,
+  float32: 4,
+  float64: 8,
+  float16: 2,
+  bfloat16: 2,
+  int64: 8,
+  int32: 4,
+  int16: 2,
+  int8: 1,
+  uint8: 1,
+  bool: 1,
 };
 
 /** A Python tuple (kept apart from lists so that the shape of the data is not lost). */
@@ -190,7 +211,10 @@ export class PySet {
 
 /** A reference to one of the allow-listed Python globals (never a callable JS function). */
 export class PyGlobal {
-  constructor(readonly module: string, readonly name: string) {}
+  constructor(
+    readonly module: string,
+    readonly name: string,
+  ) {}
   get qualifiedName(): string {
     return `${this.module}.${this.name}`;
   }
@@ -199,7 +223,12 @@ export class PyGlobal {
 /** One storage of the archive (`<name>/data/<key>`), read on first use. */
 export class TorchStorage {
   private bytesCache: Uint8Array | undefined;
-  constructor(readonly key: string, readonly dtype: TorchDtype, readonly numel: number, private readonly load: () => Uint8Array) {}
+  constructor(
+    readonly key: string,
+    readonly dtype: TorchDtype,
+    readonly numel: number,
+    private readonly load: () => Uint8Array,
+  ) {}
 
   bytes(): Uint8Array {
     if (this.bytesCache === undefined) {
@@ -211,7 +240,6 @@ export class TorchStorage {
     return this.bytesCache;
   }
 }
-
 
 /** A tensor rebuilt from a pickle: a strided view into a storage. */
 export class PickledTensor {
@@ -294,12 +322,24 @@ export class PickledTensor {
     for (let i = 0; i < n; i++) {
       const j = at(i);
       switch (dtype) {
-        case 'int64': out[i] = view.getBigInt64(8 * j, true); break;
-        case 'int32': out[i] = BigInt(view.getInt32(4 * j, true)); break;
-        case 'int16': out[i] = BigInt(view.getInt16(2 * j, true)); break;
-        case 'int8': out[i] = BigInt(view.getInt8(j)); break;
-        case 'uint8': case 'bool': out[i] = BigInt(view.getUint8(j)); break;
-        default: throw new Error(`tensor has dtype ${dtype}, expected an integer dtype`);
+        case 'int64':
+          out[i] = view.getBigInt64(8 * j, true);
+          break;
+        case 'int32':
+          out[i] = BigInt(view.getInt32(4 * j, true));
+          break;
+        case 'int16':
+          out[i] = BigInt(view.getInt16(2 * j, true));
+          break;
+        case 'int8':
+          out[i] = BigInt(view.getInt8(j));
+          break;
+        case 'uint8':
+        case 'bool':
+          out[i] = BigInt(view.getUint8(j));
+          break;
+        default:
+          throw new Error(`tensor has dtype ${dtype}, expected an integer dtype`);
       }
     }
     return out;
@@ -308,19 +348,7 @@ export class PickledTensor {
 
 /** What the allow-list unpickler can produce. Dicts (and OrderedDicts) are Maps, in insertion order. */
 export type PyValue =
-  | null
-  | boolean
-  | number
-  | bigint
-  | string
-  | Uint8Array
-  | PyValue[]
-  | PyTuple
-  | PySet
-  | Map<PyValue, PyValue>
-  | PyGlobal
-  | TorchStorage
-  | PickledTensor;
+  null | boolean | number | bigint | string | Uint8Array | PyValue[] | PyTuple | PySet | Map<PyValue, PyValue> | PyGlobal | TorchStorage | PickledTensor;
 
 // ------------------------------------------------------------------------------------------------
 // The allow-list
@@ -342,7 +370,10 @@ const ALLOWED_GLOBALS = new Set<string>([
 ]);
 
 export class UnsafePickleError extends Error {
-  constructor(readonly file: string, readonly global: string) {
+  constructor(
+    readonly file: string,
+    readonly global: string,
+  ) {
     super(
       `${file}: refusing to unpickle the global "${global}": it is not on the allow-list (only tensors, ` +
         'collections.OrderedDict and plain containers can be loaded from a .pt file). The file may be ' +
@@ -369,16 +400,37 @@ type StackItem = PyValue | typeof MARK;
 class Reader {
   pos = 0;
   private readonly view: DataView;
-  constructor(private readonly buf: Uint8Array, private readonly source: string) {
+  constructor(
+    private readonly buf: Uint8Array,
+    private readonly source: string,
+  ) {
     this.view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
   }
   need(n: number): void {
     if (this.pos + n > this.buf.length) throw new Error(`${this.source}: truncated pickle (needed ${n} bytes at offset ${this.pos})`);
   }
-  u8(): number { this.need(1); return this.buf[this.pos++]!; }
-  u16(): number { this.need(2); const v = this.view.getUint16(this.pos, true); this.pos += 2; return v; }
-  i32(): number { this.need(4); const v = this.view.getInt32(this.pos, true); this.pos += 4; return v; }
-  u32(): number { this.need(4); const v = this.view.getUint32(this.pos, true); this.pos += 4; return v; }
+  u8(): number {
+    this.need(1);
+    return this.buf[this.pos++]!;
+  }
+  u16(): number {
+    this.need(2);
+    const v = this.view.getUint16(this.pos, true);
+    this.pos += 2;
+    return v;
+  }
+  i32(): number {
+    this.need(4);
+    const v = this.view.getInt32(this.pos, true);
+    this.pos += 4;
+    return v;
+  }
+  u32(): number {
+    this.need(4);
+    const v = this.view.getUint32(this.pos, true);
+    this.pos += 4;
+    return v;
+  }
   u64(): number {
     this.need(8);
     const v = this.view.getBigUint64(this.pos, true);
@@ -386,8 +438,18 @@ class Reader {
     if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw new Error(`${this.source}: pickle length ${v} is too large`);
     return Number(v);
   }
-  f64be(): number { this.need(8); const v = this.view.getFloat64(this.pos, false); this.pos += 8; return v; }
-  bytes(n: number): Uint8Array { this.need(n); const b = this.buf.slice(this.pos, this.pos + n); this.pos += n; return b; }
+  f64be(): number {
+    this.need(8);
+    const v = this.view.getFloat64(this.pos, false);
+    this.pos += 8;
+    return v;
+  }
+  bytes(n: number): Uint8Array {
+    this.need(n);
+    const b = this.buf.slice(this.pos, this.pos + n);
+    this.pos += n;
+    return b;
+  }
   line(): string {
     const end = this.buf.indexOf(0x0a, this.pos);
     if (end < 0) throw new Error(`${this.source}: truncated pickle (unterminated text line at offset ${this.pos})`);
@@ -441,7 +503,9 @@ function rebuildTensor(args: readonly PyValue[], source: string): PickledTensor 
   if (numel > 0) {
     const last = off + shape.reduce((acc, d, i) => acc + (d - 1) * strides[i]!, 0);
     if (last >= storage.numel) {
-      throw new Error(`${source}: a tensor view (offset ${off}, size ${JSON.stringify(shape)}, stride ${JSON.stringify(strides)}) reaches element ${last} of storage "${storage.key}", which has only ${storage.numel}`);
+      throw new Error(
+        `${source}: a tensor view (offset ${off}, size ${JSON.stringify(shape)}, stride ${JSON.stringify(strides)}) reaches element ${last} of storage "${storage.key}", which has only ${storage.numel}`,
+      );
     }
   }
   return new PickledTensor(storage, off, shape, strides);
@@ -466,7 +530,8 @@ function callGlobal(fn: PyValue, args: readonly PyValue[], source: string): PyVa
     }
     case '_codecs.encode': {
       const [text, encoding] = args;
-      if (typeof text !== 'string' || (encoding !== 'latin1' && encoding !== 'latin-1')) throw new Error(`${source}: _codecs.encode is only accepted as (str, 'latin1') (pickled bytes)`);
+      if (typeof text !== 'string' || (encoding !== 'latin1' && encoding !== 'latin-1'))
+        throw new Error(`${source}: _codecs.encode is only accepted as (str, 'latin1') (pickled bytes)`);
       const out = new Uint8Array(text.length);
       for (let i = 0; i < text.length; i++) {
         const c = text.charCodeAt(i);
@@ -550,88 +615,222 @@ export function unpickle(data: Uint8Array, options: UnpickleOptions): PyValue {
   for (;;) {
     const op = r.u8();
     switch (op) {
-      case 0x80: { // PROTO
+      case 0x80: {
+        // PROTO
         const v = r.u8();
         if (v > 5) throw new Error(`${source}: pickle protocol ${v} is not supported (max 5)`);
         break;
       }
-      case 0x95: r.u64(); break; // FRAME
-      case 0x2e: return pop(); // STOP
-      case 0x28: metastack.push(stack); stack = []; break; // MARK
-      case 0x30: pop(); break; // POP
-      case 0x31: popMark(); break; // POP_MARK
-      case 0x32: stack.push(top()); break; // DUP
+      case 0x95:
+        r.u64();
+        break; // FRAME
+      case 0x2e:
+        return pop(); // STOP
+      case 0x28:
+        metastack.push(stack);
+        stack = [];
+        break; // MARK
+      case 0x30:
+        pop();
+        break; // POP
+      case 0x31:
+        popMark();
+        break; // POP_MARK
+      case 0x32:
+        stack.push(top());
+        break; // DUP
       // memo
-      case 0x70: memo.set(Number(r.line()), top()); break; // PUT
-      case 0x71: memo.set(r.u8(), top()); break; // BINPUT
-      case 0x72: memo.set(r.u32(), top()); break; // LONG_BINPUT
-      case 0x94: memo.set(memo.size, top()); break; // MEMOIZE
-      case 0x67: case 0x68: case 0x6a: { // GET, BINGET, LONG_BINGET
+      case 0x70:
+        memo.set(Number(r.line()), top());
+        break; // PUT
+      case 0x71:
+        memo.set(r.u8(), top());
+        break; // BINPUT
+      case 0x72:
+        memo.set(r.u32(), top());
+        break; // LONG_BINPUT
+      case 0x94:
+        memo.set(memo.size, top());
+        break; // MEMOIZE
+      case 0x67:
+      case 0x68:
+      case 0x6a: {
+        // GET, BINGET, LONG_BINGET
         const k = op === 0x67 ? Number(r.line()) : op === 0x68 ? r.u8() : r.u32();
         if (!memo.has(k)) throw new Error(`${source}: malformed pickle (memo key ${k} missing)`);
         stack.push(memo.get(k)!);
         break;
       }
       // constants and numbers
-      case 0x4e: stack.push(null); break; // NONE
-      case 0x88: stack.push(true); break; // NEWTRUE
-      case 0x89: stack.push(false); break; // NEWFALSE
-      case 0x49: stack.push(parseTextInt(r.line(), source)); break; // INT
-      case 0x4c: stack.push(parseTextInt(r.line(), source) as number | bigint); break; // LONG
-      case 0x4a: stack.push(r.i32()); break; // BININT
-      case 0x4b: stack.push(r.u8()); break; // BININT1
-      case 0x4d: stack.push(r.u16()); break; // BININT2
-      case 0x8a: stack.push(decodeLong(r.bytes(r.u8()))); break; // LONG1
-      case 0x8b: { // LONG4
+      case 0x4e:
+        stack.push(null);
+        break; // NONE
+      case 0x88:
+        stack.push(true);
+        break; // NEWTRUE
+      case 0x89:
+        stack.push(false);
+        break; // NEWFALSE
+      case 0x49:
+        stack.push(parseTextInt(r.line(), source));
+        break; // INT
+      case 0x4c:
+        stack.push(parseTextInt(r.line(), source) as number | bigint);
+        break; // LONG
+      case 0x4a:
+        stack.push(r.i32());
+        break; // BININT
+      case 0x4b:
+        stack.push(r.u8());
+        break; // BININT1
+      case 0x4d:
+        stack.push(r.u16());
+        break; // BININT2
+      case 0x8a:
+        stack.push(decodeLong(r.bytes(r.u8())));
+        break; // LONG1
+      case 0x8b: {
+        // LONG4
         const n = r.i32();
         if (n < 0) throw new Error(`${source}: negative LONG4 length`);
         stack.push(decodeLong(r.bytes(n)));
         break;
       }
-      case 0x46: stack.push(Number.parseFloat(r.line())); break; // FLOAT
-      case 0x47: stack.push(r.f64be()); break; // BINFLOAT
+      case 0x46:
+        stack.push(Number.parseFloat(r.line()));
+        break; // FLOAT
+      case 0x47:
+        stack.push(r.f64be());
+        break; // BINFLOAT
       // strings and bytes
-      case 0x53: { // STRING (protocol 0, quoted repr)
+      case 0x53: {
+        // STRING (protocol 0, quoted repr)
         const s = r.line();
         stack.push(s.replace(/^(['"])(.*)\1$/, '$2'));
         break;
       }
-      case 0x54: stack.push(new TextDecoder('latin1').decode(r.bytes(r.i32()))); break; // BINSTRING
-      case 0x55: stack.push(new TextDecoder('latin1').decode(r.bytes(r.u8()))); break; // SHORT_BINSTRING
-      case 0x56: stack.push(r.line()); break; // UNICODE (raw-unicode-escape; ASCII in practice)
-      case 0x58: stack.push(utf8.decode(r.bytes(r.u32()))); break; // BINUNICODE
-      case 0x8c: stack.push(utf8.decode(r.bytes(r.u8()))); break; // SHORT_BINUNICODE
-      case 0x8d: stack.push(utf8.decode(r.bytes(r.u64()))); break; // BINUNICODE8
-      case 0x42: stack.push(r.bytes(r.u32())); break; // BINBYTES
-      case 0x43: stack.push(r.bytes(r.u8())); break; // SHORT_BINBYTES
-      case 0x8e: case 0x96: stack.push(r.bytes(r.u64())); break; // BINBYTES8, BYTEARRAY8
+      case 0x54:
+        stack.push(new TextDecoder('latin1').decode(r.bytes(r.i32())));
+        break; // BINSTRING
+      case 0x55:
+        stack.push(new TextDecoder('latin1').decode(r.bytes(r.u8())));
+        break; // SHORT_BINSTRING
+      case 0x56:
+        stack.push(r.line());
+        break; // UNICODE (raw-unicode-escape; ASCII in practice)
+      case 0x58:
+        stack.push(utf8.decode(r.bytes(r.u32())));
+        break; // BINUNICODE
+      case 0x8c:
+        stack.push(utf8.decode(r.bytes(r.u8())));
+        break; // SHORT_BINUNICODE
+      case 0x8d:
+        stack.push(utf8.decode(r.bytes(r.u64())));
+        break; // BINUNICODE8
+      case 0x42:
+        stack.push(r.bytes(r.u32()));
+        break; // BINBYTES
+      case 0x43:
+        stack.push(r.bytes(r.u8()));
+        break; // SHORT_BINBYTES
+      case 0x8e:
+      case 0x96:
+        stack.push(r.bytes(r.u64()));
+        break; // BINBYTES8, BYTEARRAY8
       // containers
-      case 0x5d: stack.push([]); break; // EMPTY_LIST
-      case 0x6c: { const items = popMark(); stack.push(items); break; } // LIST
-      case 0x61: { const v = pop(); appendItems(top(), [v]); break; } // APPEND
-      case 0x65: { const items = popMark(); appendItems(top(), items); break; } // APPENDS
-      case 0x29: stack.push(new PyTuple([])); break; // EMPTY_TUPLE
-      case 0x74: { const items = popMark(); stack.push(new PyTuple(items)); break; } // TUPLE
-      case 0x85: stack.push(new PyTuple([pop()])); break; // TUPLE1
-      case 0x86: { const b = pop(); const a = pop(); stack.push(new PyTuple([a, b])); break; } // TUPLE2
-      case 0x87: { const c = pop(); const b = pop(); const a = pop(); stack.push(new PyTuple([a, b, c])); break; } // TUPLE3
-      case 0x7d: stack.push(new Map()); break; // EMPTY_DICT
-      case 0x64: { const items = popMark(); const m = new Map<PyValue, PyValue>(); setItems(m, items); stack.push(m); break; } // DICT
-      case 0x73: { const v = pop(); const k = pop(); setItems(top(), [k, v]); break; } // SETITEM
-      case 0x75: { const items = popMark(); setItems(top(), items); break; } // SETITEMS
-      case 0x8f: stack.push(new PySet([])); break; // EMPTY_SET
-      case 0x90: { const items = popMark(); appendItems(top(), items); break; } // ADDITEMS
-      case 0x91: { const items = popMark(); stack.push(new PySet(items)); break; } // FROZENSET
+      case 0x5d:
+        stack.push([]);
+        break; // EMPTY_LIST
+      case 0x6c: {
+        const items = popMark();
+        stack.push(items);
+        break;
+      } // LIST
+      case 0x61: {
+        const v = pop();
+        appendItems(top(), [v]);
+        break;
+      } // APPEND
+      case 0x65: {
+        const items = popMark();
+        appendItems(top(), items);
+        break;
+      } // APPENDS
+      case 0x29:
+        stack.push(new PyTuple([]));
+        break; // EMPTY_TUPLE
+      case 0x74: {
+        const items = popMark();
+        stack.push(new PyTuple(items));
+        break;
+      } // TUPLE
+      case 0x85:
+        stack.push(new PyTuple([pop()]));
+        break; // TUPLE1
+      case 0x86: {
+        const b = pop();
+        const a = pop();
+        stack.push(new PyTuple([a, b]));
+        break;
+      } // TUPLE2
+      case 0x87: {
+        const c = pop();
+        const b = pop();
+        const a = pop();
+        stack.push(new PyTuple([a, b, c]));
+        break;
+      } // TUPLE3
+      case 0x7d:
+        stack.push(new Map());
+        break; // EMPTY_DICT
+      case 0x64: {
+        const items = popMark();
+        const m = new Map<PyValue, PyValue>();
+        setItems(m, items);
+        stack.push(m);
+        break;
+      } // DICT
+      case 0x73: {
+        const v = pop();
+        const k = pop();
+        setItems(top(), [k, v]);
+        break;
+      } // SETITEM
+      case 0x75: {
+        const items = popMark();
+        setItems(top(), items);
+        break;
+      } // SETITEMS
+      case 0x8f:
+        stack.push(new PySet([]));
+        break; // EMPTY_SET
+      case 0x90: {
+        const items = popMark();
+        appendItems(top(), items);
+        break;
+      } // ADDITEMS
+      case 0x91: {
+        const items = popMark();
+        stack.push(new PySet(items));
+        break;
+      } // FROZENSET
       // globals and calls: every name goes through the allow-list before anything else happens
-      case 0x63: { const module = r.line(); const name = r.line(); stack.push(lookupGlobal(module, name)); break; } // GLOBAL
-      case 0x93: { // STACK_GLOBAL
+      case 0x63: {
+        const module = r.line();
+        const name = r.line();
+        stack.push(lookupGlobal(module, name));
+        break;
+      } // GLOBAL
+      case 0x93: {
+        // STACK_GLOBAL
         const name = pop();
         const module = pop();
         if (typeof module !== 'string' || typeof name !== 'string') throw new Error(`${source}: STACK_GLOBAL with non-string names`);
         stack.push(lookupGlobal(module, name));
         break;
       }
-      case 0x69: { // INST
+      case 0x69: {
+        // INST
         const module = r.line();
         const name = r.line();
         const cls = lookupGlobal(module, name);
@@ -639,47 +838,61 @@ export function unpickle(data: Uint8Array, options: UnpickleOptions): PyValue {
         stack.push(callGlobal(cls, args, source));
         break;
       }
-      case 0x6f: { // OBJ
+      case 0x6f: {
+        // OBJ
         const items = popMark();
         const cls = items.shift() ?? null;
         stack.push(callGlobal(cls, items, source));
         break;
       }
-      case 0x52: { // REDUCE
+      case 0x52: {
+        // REDUCE
         const args = pop();
         const fn = pop();
         if (!(args instanceof PyTuple)) throw new Error(`${source}: REDUCE arguments are not a tuple`);
         stack.push(callGlobal(fn, args.items, source));
         break;
       }
-      case 0x81: { // NEWOBJ: cls.__new__(cls, *args); only OrderedDict is constructible
+      case 0x81: {
+        // NEWOBJ: cls.__new__(cls, *args); only OrderedDict is constructible
         const args = pop();
         const cls = pop();
-        if (!(cls instanceof PyGlobal) || cls.qualifiedName !== 'collections.OrderedDict') throw new Error(`${source}: NEWOBJ of a class that is not allow-listed`);
+        if (!(cls instanceof PyGlobal) || cls.qualifiedName !== 'collections.OrderedDict')
+          throw new Error(`${source}: NEWOBJ of a class that is not allow-listed`);
         void args;
         stack.push(new Map());
         break;
       }
-      case 0x92: { // NEWOBJ_EX
+      case 0x92: {
+        // NEWOBJ_EX
         pop();
         pop();
         const cls = pop();
-        if (!(cls instanceof PyGlobal) || cls.qualifiedName !== 'collections.OrderedDict') throw new Error(`${source}: NEWOBJ_EX of a class that is not allow-listed`);
+        if (!(cls instanceof PyGlobal) || cls.qualifiedName !== 'collections.OrderedDict')
+          throw new Error(`${source}: NEWOBJ_EX of a class that is not allow-listed`);
         stack.push(new Map());
         break;
       }
-      case 0x62: { // BUILD: object state. Only attributes of OrderedDicts (a state_dict's `_metadata`)
+      case 0x62: {
+        // BUILD: object state. Only attributes of OrderedDicts (a state_dict's `_metadata`)
         // and tensors (backward-compat fields) occur; they carry nothing we use and are dropped.
         pop();
         const obj = top();
         if (!(obj instanceof Map) && !(obj instanceof PickledTensor)) throw new Error(`${source}: BUILD on a value that is not an OrderedDict or tensor`);
         break;
       }
-      case 0x50: stack.push(persistent(r.line())); break; // PERSID
-      case 0x51: stack.push(persistent(pop())); break; // BINPERSID
-      case 0x82: case 0x83: case 0x84: // EXT1, EXT2, EXT4: the copyreg extension registry names globals too
+      case 0x50:
+        stack.push(persistent(r.line()));
+        break; // PERSID
+      case 0x51:
+        stack.push(persistent(pop()));
+        break; // BINPERSID
+      case 0x82:
+      case 0x83:
+      case 0x84: // EXT1, EXT2, EXT4: the copyreg extension registry names globals too
         throw new Error(`${source}: refusing pickle extension codes (EXT opcodes): they resolve to arbitrary globals`);
-      case 0x97: case 0x98: // NEXT_BUFFER, READONLY_BUFFER
+      case 0x97:
+      case 0x98: // NEXT_BUFFER, READONLY_BUFFER
         throw new Error(`${source}: out-of-band pickle buffers are not supported`);
       default:
         throw new Error(`${source}: unknown pickle opcode 0x${op.toString(16)} at offset ${r.pos - 1}`);
@@ -702,14 +915,17 @@ export function loadTorchFile(path: string): PyValue {
   }
   if (!(head[0] === 0x50 && head[1] === 0x4b)) {
     if (head[0] === 0x80) {
-      throw new Error(`${path}: this is a legacy (pre-1.6, non-zip) torch.save file, which is not supported; re-save it with a recent PyTorch (torch.save(torch.load(f), f))`);
+      throw new Error(
+        `${path}: this is a legacy (pre-1.6, non-zip) torch.save file, which is not supported; re-save it with a recent PyTorch (torch.save(torch.load(f), f))`,
+      );
     }
     throw new Error(`${path}: not a PyTorch .pt file (expected a zip archive written by torch.save)`);
   }
   const zip = ZipArchive.open(path);
   try {
     const pkl = zip.names().filter((n) => n.endsWith('data.pkl') && n.split('/').length === 2);
-    if (pkl.length !== 1) throw new Error(`${path}: expected one <name>/data.pkl in the archive, found ${pkl.length} (entries: ${zip.names().slice(0, 10).join(', ')})`);
+    if (pkl.length !== 1)
+      throw new Error(`${path}: expected one <name>/data.pkl in the archive, found ${pkl.length} (entries: ${zip.names().slice(0, 10).join(', ')})`);
     const prefix = pkl[0]!.slice(0, -'data.pkl'.length);
     const byteorderName = `${prefix}byteorder`;
     if (zip.entries.has(byteorderName)) {
@@ -719,7 +935,8 @@ export function loadTorchFile(path: string): PyValue {
     const storages = new Map<string, TorchStorage>();
     const persistentLoad = (pid: PyValue): PyValue => {
       const items = pid instanceof PyTuple ? pid.items : undefined;
-      if (items === undefined || items[0] !== 'storage' || items.length < 5) throw new Error(`${path}: unsupported persistent id in data.pkl (expected a torch storage reference)`);
+      if (items === undefined || items[0] !== 'storage' || items.length < 5)
+        throw new Error(`${path}: unsupported persistent id in data.pkl (expected a torch storage reference)`);
       const [, type, key, , numel] = items;
       if (!(type instanceof PyGlobal) || !(type.name in STORAGE_TYPES)) throw new Error(`${path}: unsupported storage type in data.pkl`);
       if (typeof key !== 'string') throw new Error(`${path}: storage key is not a string`);

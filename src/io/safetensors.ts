@@ -16,7 +16,16 @@ import { writeFileAtomic } from './atomic.js';
 export type SafetensorsDtype = 'F64' | 'F32' | 'F16' | 'BF16' | 'I64' | 'I32' | 'I16' | 'I8' | 'U8' | 'BOOL';
 
 const DTYPE_BYTES: Record<SafetensorsDtype, number> = {
-  F64: 8, F32: 4, F16: 2, BF16: 2, I64: 8, I32: 4, I16: 2, I8: 1, U8: 1, BOOL: 1,
+  F64: 8,
+  F32: 4,
+  F16: 2,
+  BF16: 2,
+  I64: 8,
+  I32: 4,
+  I16: 2,
+  I8: 1,
+  U8: 1,
+  BOOL: 1,
 };
 
 const FLOAT_DTYPES = new Set<SafetensorsDtype>(['F64', 'F32', 'F16', 'BF16']);
@@ -81,7 +90,12 @@ export class SafetensorsFile {
   private readonly infos: Map<string, TensorInfo>;
   private readonly dataStart: number;
 
-  private constructor(readonly path: string, infos: Map<string, TensorInfo>, metadata: Record<string, string>, dataStart: number) {
+  private constructor(
+    readonly path: string,
+    infos: Map<string, TensorInfo>,
+    metadata: Record<string, string>,
+    dataStart: number,
+  ) {
     this.infos = infos;
     this.metadata = metadata;
     this.dataStart = dataStart;
@@ -246,10 +260,14 @@ function validateEntry(path: string, name: string, raw: unknown, dataSize: numbe
   const count = (shape as number[]).reduce((a, b) => a * b, 1);
   const want = count * DTYPE_BYTES[entry.dtype];
   if (end - begin !== want) {
-    throw new Error(`${path}: tensor "${name}": data_offsets [${begin}, ${end}] hold ${end - begin} bytes but ${entry.dtype} ${JSON.stringify(shape)} needs ${want}`);
+    throw new Error(
+      `${path}: tensor "${name}": data_offsets [${begin}, ${end}] hold ${end - begin} bytes but ${entry.dtype} ${JSON.stringify(shape)} needs ${want}`,
+    );
   }
   if (end > dataSize) {
-    throw new Error(`${path}: tensor "${name}": data ends at byte ${end} but the data buffer has only ${dataSize} bytes (truncated file or a header that lies about offsets)`);
+    throw new Error(
+      `${path}: tensor "${name}": data ends at byte ${end} but the data buffer has only ${dataSize} bytes (truncated file or a header that lies about offsets)`,
+    );
   }
   return { dtype: entry.dtype, shape: shape as number[], dataOffsets: [begin, end] };
 }

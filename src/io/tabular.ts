@@ -136,7 +136,9 @@ export function parseCsvRecords(text: string, source = '<csv>', options: CsvOpti
         const start = i;
         while (i < n && s[i] !== delimiter && s[i] !== '\n' && s[i] !== '\r') {
           if (s[i] === '"') {
-            throw new Error(`${source} line ${line}: field ${fields.length + 1}: double quote inside an unquoted field (quote the whole field and write "" for a quote)`);
+            throw new Error(
+              `${source} line ${line}: field ${fields.length + 1}: double quote inside an unquoted field (quote the whole field and write "" for a quote)`,
+            );
           }
           i++;
         }

@@ -17,7 +17,7 @@
 import { tf } from '../engine/engine.js';
 import { Checkpoint } from './checkpoint.js';
 import type { BertConfig } from './config.js';
-import { checkBatch, HookRunner, tidyRun } from './hooks.js';
+import { checkBatch, HookRunner, tidyRun } from './hook-runner.js';
 import {
   attend,
   attentionBias,
@@ -129,21 +129,21 @@ export class BertModel implements Model {
   run(batch: Batch, options: ForwardOptions = {}): ForwardResult {
     const c = this.config;
     checkBatch(batch, c.vocabSize, c.maxPositions);
-    const hooks = new HookRunner(this.hookNames, c.nLayers, options);
+    const runner = new HookRunner(this.hookNames, c.nLayers, options);
     return tidyRun(() => {
       const seq = batch.inputIds.shape[1];
       const bias = attentionBias(batch.attentionMask, false);
       let x: tf.Tensor3D | undefined;
-      if (hooks.needs('embed')) {
+      if (runner.needs('embed')) {
         // (word + type 0) + position, in transformers' order.
         const words = embedding(this.weights.wordEmbeddings, c.dModel, batch.inputIds);
         const positions = tf.slice(this.weights.positionEmbeddings, [0, 0], [seq, -1]);
         const summed = tf.add(tf.add(words, this.weights.typeZeroEmbedding), positions) as tf.Tensor3D;
-        x = hooks.at('embed', layerNorm(summed, this.weights.embeddingLayerNorm));
+        x = runner.at('embed', layerNorm(summed, this.weights.embeddingLayerNorm));
       }
-      for (let i = 0; i < c.nLayers && x !== undefined; i++) x = this.layer(i, x, bias, hooks);
-      const result: { captures: Record<HookName, tf.Tensor3D>; logits?: tf.Tensor3D } = { captures: hooks.captures };
-      if (hooks.wantLogits) {
+      for (let i = 0; i < c.nLayers && x !== undefined; i++) x = this.layer(i, x, bias, runner);
+      const result: { captures: Record<HookName, tf.Tensor3D>; logits?: tf.Tensor3D } = { captures: runner.captures };
+      if (runner.wantLogits) {
         if (x === undefined) throw new Error('internal: final hidden state requested but the pass stopped early');
         result.logits = x;
       }
@@ -152,18 +152,18 @@ export class BertModel implements Model {
   }
 
   /** Layer i on hidden state x; undefined when the pass stops inside this layer. */
-  private layer(i: number, x: tf.Tensor3D, bias: tf.Tensor4D, hooks: HookRunner): tf.Tensor3D | undefined {
+  private layer(i: number, x: tf.Tensor3D, bias: tf.Tensor4D, runner: HookRunner): tf.Tensor3D | undefined {
     const w = this.weights.layers[i]!;
     const attnHook = `layers.${i}.attn_out`;
     const mlpHook = `layers.${i}.mlp_out`;
     const residHook = `layers.${i}.resid_out`;
-    if (!hooks.needs(attnHook)) return undefined;
-    const attnOut = hooks.at(attnHook, this.attention(x, w, bias));
-    if (!hooks.needs(mlpHook)) return undefined;
+    if (!runner.needs(attnHook)) return undefined;
+    const attnOut = runner.at(attnHook, this.attention(x, w, bias));
+    if (!runner.needs(mlpHook)) return undefined;
     const y = layerNorm(tf.add(attnOut, x) as tf.Tensor3D, w.attentionLayerNorm);
-    const mlpOut = hooks.at(mlpHook, mlp(y, w.mlp));
-    if (!hooks.needs(residHook)) return undefined;
-    return hooks.at(residHook, layerNorm(tf.add(mlpOut, y) as tf.Tensor3D, w.outputLayerNorm));
+    const mlpOut = runner.at(mlpHook, mlp(y, w.mlp));
+    if (!runner.needs(residHook)) return undefined;
+    return runner.at(residHook, layerNorm(tf.add(mlpOut, y) as tf.Tensor3D, w.outputLayerNorm));
   }
 
   /** Bidirectional self-attention through the output projection (before residual and LayerNorm). */

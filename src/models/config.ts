@@ -163,7 +163,11 @@ export function parseGptNeoxConfig(cfg: RawConfig): GptNeoxConfig {
   // Same arithmetic as transformers: int(head_size * rotary_pct).
   const rotaryDims = Math.floor(base.headDim * rotaryPct);
   if (rotaryDims < 2 || rotaryDims % 2 !== 0) {
-    throw fieldError(cfg, 'rotary_pct', `is ${rotaryPct}: head size ${base.headDim} x rotary_pct gives ${rotaryDims} rotary dims; an even number >= 2 is needed`);
+    throw fieldError(
+      cfg,
+      'rotary_pct',
+      `is ${rotaryPct}: head size ${base.headDim} x rotary_pct gives ${rotaryDims} rotary dims; an even number >= 2 is needed`,
+    );
   }
   rejectUnlessDefault(cfg, 'rope_scaling', (v) => v === null, 'only plain rotary embeddings are implemented');
   return {

@@ -26,7 +26,7 @@
 import { matMulT, tf } from '../engine/engine.js';
 import { Checkpoint } from './checkpoint.js';
 import type { GptNeoxConfig } from './config.js';
-import { checkBatch, HookRunner, tidyRun } from './hooks.js';
+import { checkBatch, HookRunner, tidyRun } from './hook-runner.js';
 import {
   attend,
   attentionBias,
@@ -219,19 +219,19 @@ export class GptNeoxModel implements Model {
   run(batch: Batch, options: ForwardOptions = {}): ForwardResult {
     const c = this.config;
     checkBatch(batch, c.vocabSize, c.maxPositions);
-    const hooks = new HookRunner(this.hookNames, c.nLayers, options);
+    const runner = new HookRunner(this.hookNames, c.nLayers, options);
     // Read lazily outside the tidy below, which would otherwise dispose it.
-    if (hooks.wantLogits) this.unembedding ??= this.loadUnembedding();
+    if (runner.wantLogits) this.unembedding ??= this.loadUnembedding();
     return tidyRun(() => {
       const seq = batch.inputIds.shape[1];
       const cos = tf.slice(this.rotaryCos, [0, 0], [seq, -1]);
       const sin = tf.slice(this.rotarySin, [0, 0], [seq, -1]);
       const bias = attentionBias(batch.attentionMask, true);
       let x: tf.Tensor3D | undefined;
-      if (hooks.needs('embed')) x = hooks.at('embed', embedding(this.weights.embedIn, c.dModel, batch.inputIds));
-      for (let i = 0; i < c.nLayers && x !== undefined; i++) x = this.layer(i, x, bias, cos, sin, hooks);
-      const result: { captures: Record<HookName, tf.Tensor3D>; logits?: tf.Tensor3D } = { captures: hooks.captures };
-      if (hooks.wantLogits) {
+      if (runner.needs('embed')) x = runner.at('embed', embedding(this.weights.embedIn, c.dModel, batch.inputIds));
+      for (let i = 0; i < c.nLayers && x !== undefined; i++) x = this.layer(i, x, bias, cos, sin, runner);
+      const result: { captures: Record<HookName, tf.Tensor3D>; logits?: tf.Tensor3D } = { captures: runner.captures };
+      if (runner.wantLogits) {
         if (x === undefined) throw new Error('internal: logits requested but the pass stopped early');
         result.logits = linear(layerNorm(x, this.weights.finalLayerNorm), this.unembedding!);
       }
@@ -240,23 +240,23 @@ export class GptNeoxModel implements Model {
   }
 
   /** Layer i on hidden state x; undefined when the pass stops inside this layer. */
-  private layer(i: number, x: tf.Tensor3D, bias: tf.Tensor4D, cos: tf.Tensor2D, sin: tf.Tensor2D, hooks: HookRunner): tf.Tensor3D | undefined {
+  private layer(i: number, x: tf.Tensor3D, bias: tf.Tensor4D, cos: tf.Tensor2D, sin: tf.Tensor2D, runner: HookRunner): tf.Tensor3D | undefined {
     const w = this.weights.layers[i]!;
     const attnHook = `layers.${i}.attn_out`;
     const mlpHook = `layers.${i}.mlp_out`;
     const residHook = `layers.${i}.resid_out`;
-    if (!hooks.needs(attnHook)) return undefined;
-    const attnOut = hooks.at(attnHook, this.attention(layerNorm(x, w.inputLayerNorm), w, bias, cos, sin));
-    if (!hooks.needs(mlpHook)) return undefined;
+    if (!runner.needs(attnHook)) return undefined;
+    const attnOut = runner.at(attnHook, this.attention(layerNorm(x, w.inputLayerNorm), w, bias, cos, sin));
+    if (!runner.needs(mlpHook)) return undefined;
     if (this.config.parallelResidual) {
-      const mlpOut = hooks.at(mlpHook, mlp(layerNorm(x, w.postAttentionLayerNorm), w.mlp));
-      if (!hooks.needs(residHook)) return undefined;
-      return hooks.at(residHook, tf.add(tf.add(mlpOut, attnOut), x));
+      const mlpOut = runner.at(mlpHook, mlp(layerNorm(x, w.postAttentionLayerNorm), w.mlp));
+      if (!runner.needs(residHook)) return undefined;
+      return runner.at(residHook, tf.add(tf.add(mlpOut, attnOut), x));
     }
     const mid = tf.add(attnOut, x) as tf.Tensor3D;
-    const mlpOut = hooks.at(mlpHook, mlp(layerNorm(mid, w.postAttentionLayerNorm), w.mlp));
-    if (!hooks.needs(residHook)) return undefined;
-    return hooks.at(residHook, tf.add(mlpOut, mid));
+    const mlpOut = runner.at(mlpHook, mlp(layerNorm(mid, w.postAttentionLayerNorm), w.mlp));
+    if (!runner.needs(residHook)) return undefined;
+    return runner.at(residHook, tf.add(mlpOut, mid));
   }
 
   /** Causal self-attention with rotary positions, through the output projection: `[n, seq, d]`. */

@@ -175,9 +175,7 @@ export function attentionBias(attentionMask: tf.Tensor2D, causal: boolean): tf.T
   return tf.tidy(() => {
     const [n, seq] = attentionMask.shape;
     const keyAllowed = tf.reshape(tf.cast(attentionMask, 'float32'), [n, 1, 1, seq]);
-    const allowed = causal
-      ? tf.mul(keyAllowed, tf.reshape(tf.linalg.bandPart(tf.ones([seq, seq]), -1, 0), [1, 1, seq, seq]))
-      : keyAllowed;
+    const allowed = causal ? tf.mul(keyAllowed, tf.reshape(tf.linalg.bandPart(tf.ones([seq, seq]), -1, 0), [1, 1, seq, seq])) : keyAllowed;
     return tf.mul(tf.sub(1, allowed), MASKED) as tf.Tensor4D;
   });
 }

@@ -75,9 +75,7 @@ export function parseHook(name: HookName, nLayers: number): { kind: 'embed' } | 
   if (name === 'embed') return { kind: 'embed' };
   const m = /^layers\.(\d+)\.(attn_out|mlp_out|resid_out)$/.exec(name);
   if (m === null || Number(m[1]) >= nLayers) {
-    throw new Error(
-      `unknown hook "${name}": this model has hooks embed and layers.{0..${nLayers - 1}}.{attn_out,mlp_out,resid_out}`,
-    );
+    throw new Error(`unknown hook "${name}": this model has hooks embed and layers.{0..${nLayers - 1}}.{attn_out,mlp_out,resid_out}`);
   }
   return { kind: m[2] as 'attn_out' | 'mlp_out' | 'resid_out', layer: Number(m[1]) };
 }

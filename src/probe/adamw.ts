@@ -39,10 +39,17 @@ export class AdamW {
     this.beta2 = options.beta2 ?? 0.999;
     this.eps = options.eps ?? 1e-8;
     this.weightDecay = options.weightDecay ?? 0.01;
-    for (const [name, value] of [['lr', this.lr], ['eps', this.eps], ['weightDecay', this.weightDecay]] as const) {
+    for (const [name, value] of [
+      ['lr', this.lr],
+      ['eps', this.eps],
+      ['weightDecay', this.weightDecay],
+    ] as const) {
       if (!(value >= 0) || !Number.isFinite(value)) throw new Error(`AdamW: ${name} must be a finite non-negative number, got ${value}`);
     }
-    for (const [name, value] of [['beta1', this.beta1], ['beta2', this.beta2]] as const) {
+    for (const [name, value] of [
+      ['beta1', this.beta1],
+      ['beta2', this.beta2],
+    ] as const) {
       if (!(value >= 0 && value < 1)) throw new Error(`AdamW: ${name} must be in [0, 1), got ${value}`);
     }
     this.m = params.map((p) => zeroVariable(p));

@@ -16,6 +16,7 @@
  * from the project PRNG with the seed (so the values are not torch's). Optimiser: our own AdamW
  * (src/probe/adamw.ts), which matches torch's step for step.
  */
+import { z } from 'zod';
 import { matMulT, tf } from '../engine/engine.js';
 import { readSafetensors, writeSafetensors } from '../io/safetensors.js';
 import { progress } from '../util/progress.js';
@@ -23,27 +24,29 @@ import { mulberry32, shuffleInPlace } from '../data/prng.js';
 import { AdamW } from './adamw.js';
 import { checkLabels, type FitReport, type Labels, type Probe } from './probe.js';
 
-export interface LinearProbeOptions {
-  /** AdamW learning rate; default 1e-2. */
-  lr?: number;
-  /** Passes over the data; default 1. */
-  epochs?: number;
-  /** Rows per optimiser step; default 128. */
-  batchSize?: number;
-  /** AdamW decoupled weight decay; default 0.01 (torch's AdamW default, which the paper used). */
-  weightDecay?: number;
-  /** Seed for the initialisation and, when `shuffle`, the batch order; default 42. */
-  seed?: number;
-  /**
-   * Reshuffle the rows every epoch (seeded). Default false: batches follow the data order, as in
-   * the paper, where the split itself was shuffled.
-   */
-  shuffle?: boolean;
-  /** Keep the current weights instead of re-initialising at each `fit`. Default false. */
-  warmStart?: boolean;
-  /** When set, training reports through the progress helper under this label. */
+/**
+ * The probe recipe a config may set (`probe` in an experiment config). Every field is optional and
+ * falls back to the default named in its description, so parsing stores exactly what the user wrote.
+ */
+export const linearProbeOptionsSchema = z
+  .strictObject({
+    lr: z.number().min(0).optional().describe('AdamW learning rate; default 1e-2.'),
+    epochs: z.number().int().min(1).optional().describe('Passes over the training rows; default 1.'),
+    batchSize: z.number().int().min(1).optional().describe('Rows per optimiser step; default 128.'),
+    weightDecay: z.number().min(0).optional().describe("AdamW decoupled weight decay; default 0.01 (torch's AdamW default, which the paper used)."),
+    seed: z.number().int().optional().describe('Seed for the initialisation and, when `shuffle`, the batch order; default 42.'),
+    shuffle: z
+      .boolean()
+      .optional()
+      .describe('Reshuffle the rows every epoch (seeded). Default false: batches follow the data order, as in the paper, where the split itself was shuffled.'),
+    warmStart: z.boolean().optional().describe('Keep the current weights instead of re-initialising at each fit. Default false.'),
+  })
+  .describe('Linear probe recipe (logistic regression trained with AdamW); unset fields take the defaults named here.');
+
+export type LinearProbeOptions = z.output<typeof linearProbeOptionsSchema> & {
+  /** When set, training reports through the progress helper under this label (set by code, not by configs). */
   progressLabel?: string;
-}
+};
 
 export const LINEAR_PROBE_KIND = 'linear';
 
@@ -172,7 +175,10 @@ export class LinearProbe implements Probe {
           const size = Math.min(o.batchSize, n - start);
           const loss = tf.tidy(() => {
             const [xb, tb] = o.shuffle
-              ? [tf.gather(X, tf.tensor1d(order.subarray(start, start + size), 'int32')), tf.gather(targets, tf.tensor1d(order.subarray(start, start + size), 'int32'))]
+              ? [
+                  tf.gather(X, tf.tensor1d(order.subarray(start, start + size), 'int32')),
+                  tf.gather(targets, tf.tensor1d(order.subarray(start, start + size), 'int32')),
+                ]
               : [tf.slice(X, [start, 0], [size, this.dIn]), tf.slice(targets, [start, 0], [size, this.nOut])];
             return this.step(xb as tf.Tensor2D, tb as tf.Tensor2D, optimizer);
           });
@@ -258,10 +264,12 @@ export class LinearProbe implements Probe {
     const dIn = Number(file.metadata.d_in);
     const nClasses = Number(file.metadata.n_classes);
     if (!Number.isInteger(dIn) || dIn < 1) throw new Error(`${path}: metadata d_in is ${JSON.stringify(file.metadata.d_in)}, expected a positive integer`);
-    if (!Number.isInteger(nClasses) || nClasses < 2) throw new Error(`${path}: metadata n_classes is ${JSON.stringify(file.metadata.n_classes)}, expected an integer >= 2`);
+    if (!Number.isInteger(nClasses) || nClasses < 2)
+      throw new Error(`${path}: metadata n_classes is ${JSON.stringify(file.metadata.n_classes)}, expected an integer >= 2`);
     const nOut = nClasses === 2 ? 1 : nClasses;
     const ws = file.info('weight').shape;
-    if (ws.length !== 2 || ws[0] !== nOut || ws[1] !== dIn) throw new Error(`${path}: tensor "weight" has shape [${ws.join(', ')}], expected [${nOut}, ${dIn}]`);
+    if (ws.length !== 2 || ws[0] !== nOut || ws[1] !== dIn)
+      throw new Error(`${path}: tensor "weight" has shape [${ws.join(', ')}], expected [${nOut}, ${dIn}]`);
     const bs = file.info('bias').shape;
     if (bs.length !== 1 || bs[0] !== nOut) throw new Error(`${path}: tensor "bias" has shape [${bs.join(', ')}], expected [${nOut}]`);
     let saved: LinearProbeOptions = {};

@@ -65,7 +65,7 @@ export function modelActivationSource(options: ModelSourceOptions): ActivationSo
         const out = new Float32Array(real * d);
         let r = 0;
         for (let i = 0; i < n * seq; i++) {
-          if (mask[i] !== 0) out.set(values.subarray(i * d, (i + 1) * d), (r++) * d);
+          if (mask[i] !== 0) out.set(values.subarray(i * d, (i + 1) * d), r++ * d);
         }
         return Promise.resolve(out);
       } finally {
@@ -140,7 +140,10 @@ export class ActivationBuffer {
   /** Rows read from the source so far. */
   tokensRead = 0;
 
-  constructor(private readonly source: ActivationSource, options: BufferOptions = {}) {
+  constructor(
+    private readonly source: ActivationSource,
+    options: BufferOptions = {},
+  ) {
     this.dIn = source.dIn;
     this.capacity = options.capacityTokens ?? 32768;
     if (this.capacity < 1) throw new Error('ActivationBuffer: capacityTokens must be >= 1');

@@ -11,7 +11,7 @@ import { basename, dirname, join } from 'node:path';
 import { tf } from '../engine/engine.js';
 import { loadTorchStateDict } from '../io/pickle.js';
 import type { HookName } from '../models/model.js';
-import { hookFromFeatureCircuits } from './hooks.js';
+import { hookFromFeatureCircuits } from './hook-names.js';
 import { AffineSae } from './sae.js';
 import { expectWeight, matrix, readJsonObject, stringField, type NamedArray } from './weights.js';
 
@@ -39,23 +39,31 @@ export function loadDictionaryLearningSae(path: string, options: LoadOptions = {
     trainer = typeof cfg.trainer === 'object' && cfg.trainer !== null ? (cfg.trainer as Record<string, unknown>) : undefined;
     const dictClass = stringField(trainer, 'dict_class');
     if (dictClass !== undefined && dictClass !== 'AutoEncoder') {
-      throw new Error(`${configPath}: dict_class "${dictClass}" is not supported (only dictionary_learning's AutoEncoder; SAELens and sparsify formats load through loadSae)`);
+      throw new Error(
+        `${configPath}: dict_class "${dictClass}" is not supported (only dictionary_learning's AutoEncoder; SAELens and sparsify formats load through loadSae)`,
+      );
     }
   }
 
   const state = loadTorchStateDict(aePath);
   const arrays = new Map<string, NamedArray>();
   for (const [name, t] of state) {
-    if (t.dtype === 'float32' || t.dtype === 'float16' || t.dtype === 'bfloat16' || t.dtype === 'float64') arrays.set(name, { shape: t.shape, values: t.float32() });
+    if (t.dtype === 'float32' || t.dtype === 'float16' || t.dtype === 'bfloat16' || t.dtype === 'float64')
+      arrays.set(name, { shape: t.shape, values: t.float32() });
   }
   const encW = arrays.get('encoder.weight');
   if (encW === undefined || !arrays.has('bias') || !arrays.has('decoder.weight')) {
-    throw new Error(`${aePath}: not a dictionary_learning AutoEncoder state_dict (needs bias, encoder.weight, encoder.bias, decoder.weight; found ${[...state.keys()].join(', ') || 'nothing'})`);
+    throw new Error(
+      `${aePath}: not a dictionary_learning AutoEncoder state_dict (needs bias, encoder.weight, encoder.bias, decoder.weight; found ${[...state.keys()].join(', ') || 'nothing'})`,
+    );
   }
   if (encW.shape.length !== 2) throw new Error(`${aePath}: tensor "encoder.weight" has shape [${encW.shape}], expected [dSae, d]`);
   const [dSae, dIn] = encW.shape as [number, number];
   const extra = [...state.keys()].filter((k) => !['bias', 'encoder.weight', 'encoder.bias', 'decoder.weight'].includes(k));
-  if (extra.length > 0) throw new Error(`${aePath}: unexpected tensors ${extra.join(', ')}: this is not a plain AutoEncoder (gated, JumpReLU and TopK dictionaries are not supported in this format)`);
+  if (extra.length > 0)
+    throw new Error(
+      `${aePath}: unexpected tensors ${extra.join(', ')}: this is not a plain AutoEncoder (gated, JumpReLU and TopK dictionaries are not supported in this format)`,
+    );
 
   const wEncRaw = expectWeight(aePath, 'encoder.weight', encW, [dSae, dIn]);
   const bEnc = expectWeight(aePath, 'encoder.bias', arrays.get('encoder.bias'), [dSae]);

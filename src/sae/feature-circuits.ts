@@ -16,7 +16,7 @@ import { ZipArchive } from '../io/pickle.js';
 import type { HookName } from '../models/model.js';
 import { progress } from '../util/progress.js';
 import { loadDictionaryLearningSae } from './dictionary-learning.js';
-import { featureCircuitsFolder, hookFromFeatureCircuits } from './hooks.js';
+import { featureCircuitsFolder, hookFromFeatureCircuits } from './hook-names.js';
 import type { Sae } from './sae.js';
 
 export const FEATURE_CIRCUITS_REPO = 'saprmarks/pythia-70m-deduped-saes';
@@ -95,7 +95,9 @@ export async function ensureFeatureCircuitsSaes(dir: string, options: FeatureCir
   const found = findFeatureCircuitsRoot(dir, dict);
   if (found !== undefined) return found;
   if (options.download === false) {
-    throw new Error(`${dir}: no Sparse Feature Circuits dictionaries here (expected <site>/${dict}/ae.pt for sites embed, attn_out_layer{i}, mlp_out_layer{i}, resid_out_layer{i}) and downloading is off`);
+    throw new Error(
+      `${dir}: no Sparse Feature Circuits dictionaries here (expected <site>/${dict}/ae.pt for sites embed, attn_out_layer{i}, mlp_out_layer{i}, resid_out_layer{i}) and downloading is off`,
+    );
   }
   const download = options.hubDownload ?? realHubDownload;
   const zipPath = await download({ repo: FEATURE_CIRCUITS_REPO, file: FEATURE_CIRCUITS_ZIP, revision: options.revision ?? 'main', repoType: 'model' });
@@ -113,9 +115,10 @@ export async function ensureFeatureCircuitsSaes(dir: string, options: FeatureCir
 export async function loadFeatureCircuitsSaes(dir: string, options: FeatureCircuitsOptions = {}): Promise<Map<HookName, Sae>> {
   const dict = options.dict ?? FEATURE_CIRCUITS_DICT;
   const root = await ensureFeatureCircuitsSaes(dir, options);
-  const sites = options.hooks !== undefined
-    ? options.hooks.map(featureCircuitsFolder)
-    : readdirSync(root).filter((s) => hookFromFeatureCircuits(s) !== undefined && existsSync(join(root, s, dict, 'ae.pt')));
+  const sites =
+    options.hooks !== undefined
+      ? options.hooks.map(featureCircuitsFolder)
+      : readdirSync(root).filter((s) => hookFromFeatureCircuits(s) !== undefined && existsSync(join(root, s, dict, 'ae.pt')));
   const out = new Map<HookName, Sae>();
   try {
     for (const site of sites) {

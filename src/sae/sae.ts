@@ -17,10 +17,7 @@ import type { HookName } from '../models/model.js';
 
 export type SaeFormat = 'dictionary_learning' | 'saelens' | 'sparsify' | 'sae-eraser';
 
-export type SaeActivation =
-  | { kind: 'relu' }
-  | { kind: 'topk'; k: number }
-  | { kind: 'jumprelu'; threshold: tf.Tensor1D };
+export type SaeActivation = { kind: 'relu' } | { kind: 'topk'; k: number } | { kind: 'jumprelu'; threshold: tf.Tensor1D };
 
 export interface SaeMetadata {
   /** Our hook point (`embed`, `layers.{i}.resid_out`, ...), when known. */
@@ -105,7 +102,10 @@ export class AffineSae implements Sae {
   readonly subtractDecoderBiasFromInput: boolean;
   readonly activation: SaeActivation;
 
-  constructor(weights: AffineSaeWeights, readonly metadata: SaeMetadata) {
+  constructor(
+    weights: AffineSaeWeights,
+    readonly metadata: SaeMetadata,
+  ) {
     const { wEnc, bEnc, wDec, bDec, activation } = weights;
     const src = metadata.source;
     if (wEnc.rank !== 2 || wDec.rank !== 2) throw new Error(`${src}: encoder and decoder weights must be matrices`);

@@ -24,7 +24,7 @@ import { writeJsonAtomic } from '../io/atomic.js';
 import { readSafetensors, writeSafetensors } from '../io/safetensors.js';
 import type { HookName } from '../models/model.js';
 import type { LoadOptions } from './dictionary-learning.js';
-import { hookFromTransformerLens, isOurHook } from './hooks.js';
+import { hookFromTransformerLens, isOurHook } from './hook-names.js';
 import { AffineSae, type SaeActivation } from './sae.js';
 import { expectWeight, intField, readJsonObject, stringField } from './weights.js';
 
@@ -166,4 +166,3 @@ export function saveSaeLensSae(sae: AffineSae, dir: string, options: SaveSaeLens
 export function isSaeLensDir(dir: string): boolean {
   return existsSync(join(dir, SAELENS_CONFIG)) && existsSync(join(dir, SAELENS_WEIGHTS));
 }
-

@@ -12,7 +12,7 @@ import { basename, dirname, join } from 'node:path';
 import { tf } from '../engine/engine.js';
 import { readSafetensors } from '../io/safetensors.js';
 import type { LoadOptions } from './dictionary-learning.js';
-import { hookFromSparsify } from './hooks.js';
+import { hookFromSparsify } from './hook-names.js';
 import { AffineSae } from './sae.js';
 import { expectWeight, intField, matrix, readJsonObject, stringField } from './weights.js';
 
@@ -38,8 +38,8 @@ export function loadSparsifySae(path: string, options: LoadOptions = {}): Affine
   if (!file.has('encoder.weight')) throw new Error(`${weightsPath}: missing tensor "encoder.weight" (found ${file.names().join(', ')})`);
   const encShape = file.info('encoder.weight').shape;
   const dSae = encShape[0]!;
-  const numLatents = typeof cfg.num_latents === 'number' && cfg.num_latents > 0 ? cfg.num_latents
-    : typeof cfg.expansion_factor === 'number' ? cfg.expansion_factor * dIn : dSae;
+  const numLatents =
+    typeof cfg.num_latents === 'number' && cfg.num_latents > 0 ? cfg.num_latents : typeof cfg.expansion_factor === 'number' ? cfg.expansion_factor * dIn : dSae;
   if (numLatents !== dSae) throw new Error(`${cfgPath}: num_latents/expansion_factor say ${numLatents} latents but encoder.weight has ${dSae}`);
   const get = (name: string, shape: number[]): Float32Array => {
     if (!file.has(name)) throw new Error(`${weightsPath}: missing tensor "${name}" (found ${file.names().join(', ')})`);

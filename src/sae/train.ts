@@ -28,7 +28,7 @@
  */
 import { existsSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { tf, initEngine } from '../engine/engine.js';
+import { tf, initEngine, variableFrom } from '../engine/engine.js';
 import { writeJsonAtomic } from '../io/atomic.js';
 import { readSafetensors, writeSafetensors } from '../io/safetensors.js';
 import { mulberry32, randomNormalArray, type Rng } from '../data/prng.js';
@@ -123,7 +123,11 @@ export function evaluateSae(sae: AffineSae, rows: Float32Array, chunkTokens = 10
     tf.dispose([res, f]);
     for (let t = 0; t < m; t++) {
       const base = t * sae.dSae;
-      for (let j = 0; j < sae.dSae; j++) if (fv[base + j] !== 0) { nonzero++; fired[j] = 1; }
+      for (let j = 0; j < sae.dSae; j++)
+        if (fv[base + j] !== 0) {
+          nonzero++;
+          fired[j] = 1;
+        }
     }
   }
   let dead = 0;
@@ -146,13 +150,6 @@ interface Adam {
   t: number;
 }
 
-/** A trainable variable holding `init`'s values; `init` is disposed (tf.variable does not take it over). */
-function variableOf<R extends tf.Rank>(init: tf.Tensor<R>): tf.Variable<R> {
-  const v = tf.variable(init);
-  init.dispose();
-  return v;
-}
-
 function unitRows(values: Float32Array, rows: number, cols: number): Float32Array {
   for (let r = 0; r < rows; r++) {
     let s = 0;
@@ -165,7 +162,16 @@ function unitRows(values: Float32Array, rows: number, cols: number): Float32Arra
 
 /** The settings a checkpoint must share with the run that resumes it. */
 function checkpointKey(o: Required<Pick<TrainOptions, 'arch' | 'dSae' | 'k' | 'l1' | 'lr' | 'batchSize' | 'seed'>>, dIn: number): string {
-  return JSON.stringify({ arch: o.arch, dIn, dSae: o.dSae, k: o.arch === 'topk' ? o.k : null, l1: o.arch === 'relu' ? o.l1 : null, lr: o.lr, batchSize: o.batchSize, seed: o.seed });
+  return JSON.stringify({
+    arch: o.arch,
+    dIn,
+    dSae: o.dSae,
+    k: o.arch === 'topk' ? o.k : null,
+    l1: o.arch === 'relu' ? o.l1 : null,
+    lr: o.lr,
+    batchSize: o.batchSize,
+    seed: o.seed,
+  });
 }
 
 /** Trains an SAE on a stream of activations. */
@@ -188,7 +194,6 @@ export async function trainSaeOnSource(source: ActivationSource, options: TrainO
   const totalSteps = Math.max(1, Math.ceil(options.tokens / o.batchSize));
   const checkpointEvery = options.checkpointEvery ?? 500;
   const key = checkpointKey(o, d);
-
 
   // ---- initial state (fresh or from a checkpoint)
   let step = 0;
@@ -223,12 +228,15 @@ export async function trainSaeOnSource(source: ActivationSource, options: TrainO
     scale = Math.sqrt(d) / norm;
     const dec = unitRows(randomNormalArray(o.dSae * d, o.seed), o.dSae, d);
     params = {
-      wDec: variableOf(tf.tensor2d(dec, [o.dSae, d])),
+      wDec: variableFrom(tf.tensor2d(dec, [o.dSae, d]), 'sae_wDec'),
       // Tied init scaled so that the initial reconstruction has about the input's scale: for random
       // unit directions, sum_i ReLU(c v_i.x) v_i ~ c (dSae / 2d) x.
-      wEnc: variableOf(tf.tidy(() => tf.mul(tf.transpose(tf.tensor2d(dec, [o.dSae, d])), Math.min(1, (2 * d) / o.dSae)) as tf.Tensor2D)),
-      bEnc: variableOf(tf.zeros([o.dSae]) as tf.Tensor1D),
-      bDec: variableOf(tf.tensor1d(mean.map((v) => v * scale))),
+      wEnc: variableFrom(
+        tf.tidy(() => tf.mul(tf.transpose(tf.tensor2d(dec, [o.dSae, d])), Math.min(1, (2 * d) / o.dSae)) as tf.Tensor2D),
+        'sae_wEnc',
+      ),
+      bEnc: variableFrom(tf.zeros([o.dSae]) as tf.Tensor1D, 'sae_bEnc'),
+      bDec: variableFrom(tf.tensor1d(mean.map((v) => v * scale)), 'sae_bDec'),
     };
     adam = {
       m: Object.fromEntries(PARAM_NAMES.map((n) => [n, tf.zerosLike(params[n] as tf.Tensor)])) as Record<ParamName, tf.Tensor>,
@@ -351,7 +359,16 @@ function trainStep(params: Params, adam: Adam, raw: Float32Array, scale: number,
 }
 
 /** dictionary_learning's resampling of dead features; returns how many were resampled. */
-function resampleDeadFeatures(params: Params, adam: Adam, raw: Float32Array, scale: number, stepsSinceActive: Float32Array, deadAfter: number, o: StepOptions, rng: Rng): number {
+function resampleDeadFeatures(
+  params: Params,
+  adam: Adam,
+  raw: Float32Array,
+  scale: number,
+  stepsSinceActive: Float32Array,
+  deadAfter: number,
+  o: StepOptions,
+  rng: Rng,
+): number {
   const dead: number[] = [];
   for (let j = 0; j < o.dSae; j++) if (stepsSinceActive[j]! > deadAfter) dead.push(j);
   if (dead.length === 0) return 0;
@@ -403,14 +420,22 @@ function resampleDeadFeatures(params: Params, adam: Adam, raw: Float32Array, sca
   const maskDec = new Float32Array(o.dSae * d).fill(1);
   const maskB = new Float32Array(o.dSae).fill(1);
   for (const j of chosen) {
-    for (let r = 0; r < d; r++) { maskEnc[r * o.dSae + j] = 0; maskDec[j * d + r] = 0; }
+    for (let r = 0; r < d; r++) {
+      maskEnc[r * o.dSae + j] = 0;
+      maskDec[j * d + r] = 0;
+    }
     maskB[j] = 0;
   }
   tf.tidy(() => {
     params.wEnc.assign(tf.tensor2d(newEnc, [d, o.dSae]));
     params.wDec.assign(tf.tensor2d(newDec, [o.dSae, d]));
     params.bEnc.assign(tf.tensor1d(newBEnc));
-    const masks: Record<ParamName, tf.Tensor | undefined> = { wEnc: tf.tensor2d(maskEnc, [d, o.dSae]), wDec: tf.tensor2d(maskDec, [o.dSae, d]), bEnc: tf.tensor1d(maskB), bDec: undefined };
+    const masks: Record<ParamName, tf.Tensor | undefined> = {
+      wEnc: tf.tensor2d(maskEnc, [d, o.dSae]),
+      wDec: tf.tensor2d(maskDec, [o.dSae, d]),
+      bEnc: tf.tensor1d(maskB),
+      bDec: undefined,
+    };
     for (const name of PARAM_NAMES) {
       const mk = masks[name];
       if (mk === undefined) continue;
@@ -466,15 +491,17 @@ function readCheckpoint(dir: string, key: string): { step: number; scale: number
   if (!existsSync(index)) return undefined;
   const info = readJsonObject(index);
   if (info.key !== key) {
-    throw new Error(`${index}: this checkpoint was made with other settings (${String(info.key)}) than this run (${key}); use another output folder or delete it`);
+    throw new Error(
+      `${index}: this checkpoint was made with other settings (${String(info.key)}) than this run (${key}); use another output folder or delete it`,
+    );
   }
   const file = readSafetensors(join(dir, String(info.file)));
   const t = (name: string): tf.Tensor => file.tensor(name);
   const params: Params = {
-    wEnc: variableOf(t('wEnc') as tf.Tensor2D),
-    bEnc: variableOf(t('bEnc') as tf.Tensor1D),
-    wDec: variableOf(t('wDec') as tf.Tensor2D),
-    bDec: variableOf(t('bDec') as tf.Tensor1D),
+    wEnc: variableFrom(t('wEnc') as tf.Tensor2D, 'sae_wEnc'),
+    bEnc: variableFrom(t('bEnc') as tf.Tensor1D, 'sae_bEnc'),
+    wDec: variableFrom(t('wDec') as tf.Tensor2D, 'sae_wDec'),
+    bDec: variableFrom(t('bDec') as tf.Tensor1D, 'sae_bDec'),
   };
   const adam: Adam = {
     m: Object.fromEntries(PARAM_NAMES.map((n) => [n, t(`adam_m.${n}`)])) as Record<ParamName, tf.Tensor>,
@@ -541,9 +568,10 @@ export async function trainSae(options: TrainSaeOptions): Promise<{ sae: AffineS
   const opened = await openModel(options.model, { maxLength: options.maxLength ?? 128 });
   try {
     const streamed = modelActivationSource({ model: opened.model, tokenize: opened.tokenize, texts, hook: options.hook, seed: options.seed });
-    const source = options.cacheTokens === undefined
-      ? streamed
-      : arrayActivationSource(await collectActivations(streamed, options.cacheTokens), opened.model.config.dModel, { seed: options.seed });
+    const source =
+      options.cacheTokens === undefined
+        ? streamed
+        : arrayActivationSource(await collectActivations(streamed, options.cacheTokens), opened.model.config.dModel, { seed: options.seed });
     const result = await trainSaeOnSource(source, { ...options, hook: options.hook, model: options.model, checkpointDir: join(options.out, 'checkpoint') });
     let heldOut: SaeMetrics | undefined;
     if (heldOutTexts !== undefined) {

@@ -42,7 +42,8 @@ export function readJsonObject(path: string): Record<string, unknown> {
 /** A positive integer field of a config, or a clear error. */
 export function intField(path: string, cfg: Record<string, unknown>, field: string): number {
   const v = cfg[field];
-  if (typeof v !== 'number' || !Number.isInteger(v) || v <= 0) throw new Error(`${path}: field "${field}" must be a positive integer, got ${JSON.stringify(v)}`);
+  if (typeof v !== 'number' || !Number.isInteger(v) || v <= 0)
+    throw new Error(`${path}: field "${field}" must be a positive integer, got ${JSON.stringify(v)}`);
   return v;
 }
 

@@ -24,7 +24,9 @@ function formatSeconds(s: number): string {
   if (!Number.isFinite(s)) return '?';
   if (s < 60) return `${s.toFixed(1)}s`;
   const m = Math.floor(s / 60);
-  return `${m}m${Math.round(s - 60 * m).toString().padStart(2, '0')}s`;
+  return `${m}m${Math.round(s - 60 * m)
+    .toString()
+    .padStart(2, '0')}s`;
 }
 
 /** Starts a progress report for `total` units of `unit` (total 0 or unknown: a plain counter). */

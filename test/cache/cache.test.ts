@@ -145,10 +145,15 @@ describe('activation cache', () => {
     const model = fakeModel();
     const root = mkdtempSync(join(tmpdir(), 'cache-'));
     const bad: CacheSae = { ...fakeSae(), dIn: 5 };
-    await expect(buildActivationCache({ modelId: 'fake', hooks: ['embed'], saes: { embed: { sae: bad, id: 'wide' } }, tokenizerId: 't', texts }, { model, tokenize, root }))
-      .rejects.toThrow(/SAE wide has dIn 5 but hook "embed" of fake has width 4/);
-    await expect(buildActivationCache({ modelId: 'fake', hooks: ['layers.9.resid_out'], tokenizerId: 't', texts }, { model, tokenize, root }))
-      .rejects.toThrow(/hook "layers.9.resid_out" does not exist/);
+    await expect(
+      buildActivationCache(
+        { modelId: 'fake', hooks: ['embed'], saes: { embed: { sae: bad, id: 'wide' } }, tokenizerId: 't', texts },
+        { model, tokenize, root },
+      ),
+    ).rejects.toThrow(/SAE wide has dIn 5 but hook "embed" of fake has width 4/);
+    await expect(buildActivationCache({ modelId: 'fake', hooks: ['layers.9.resid_out'], tokenizerId: 't', texts }, { model, tokenize, root })).rejects.toThrow(
+      /hook "layers.9.resid_out" does not exist/,
+    );
     expect(existsSync(root)).toBe(true);
   });
 

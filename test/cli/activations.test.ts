@@ -14,7 +14,12 @@ import { loadSae } from '../../src/sae/load.js';
 const model = join(projectRoot(), '.cache/models/all-MiniLM-L6-v2');
 const dir = mkdtempSync(join(tmpdir(), 'act-cli-'));
 const input = join(dir, 'in.jsonl');
-const texts = ['She is a nurse at the city hospital.', 'He performs cardiac surgery.', 'A short one.', 'Another bio, with more words than the others have in it.'];
+const texts = [
+  'She is a nurse at the city hospital.',
+  'He performs cardiac surgery.',
+  'A short one.',
+  'Another bio, with more words than the others have in it.',
+];
 
 beforeAll(async () => {
   await initEngine();
@@ -26,8 +31,12 @@ describe('sae-eraser activations', () => {
     const none = join(dir, 'none.safetensors');
     const mean = join(dir, 'mean.safetensors');
     const hooks = 'embed,layers.1.resid_out';
-    expect(await cli(['activations', '--model', model, '--input', input, '--hooks', hooks, '--out', none, '--text-field', 'bio', '--batch-size', '3', '--quiet'])).toBe(0);
-    expect(await cli(['activations', '--model', model, '--input', input, '--hooks', hooks, '--out', mean, '--text-field', 'bio', '--pool', 'mean', '--quiet'])).toBe(0);
+    expect(
+      await cli(['activations', '--model', model, '--input', input, '--hooks', hooks, '--out', none, '--text-field', 'bio', '--batch-size', '3', '--quiet']),
+    ).toBe(0);
+    expect(
+      await cli(['activations', '--model', model, '--input', input, '--hooks', hooks, '--out', mean, '--text-field', 'bio', '--pool', 'mean', '--quiet']),
+    ).toBe(0);
     const a = readSafetensors(none);
     const b = readSafetensors(mean);
     expect(a.names().sort()).toEqual(['attention_mask', 'embed', 'layers.1.resid_out']);
@@ -52,17 +61,39 @@ describe('sae-eraser activations', () => {
 
   it('adds SAE features and errors for --sae HOOK=PATH that reconstruct the activation', async () => {
     const saeDir = join(dir, 'sae');
-    const sae = new AffineSae({
-      wEnc: tf.randomNormal([384, 64], 0, 0.1, 'float32', 1) as tf.Tensor2D,
-      bEnc: tf.zeros([64]) as tf.Tensor1D,
-      wDec: tf.randomNormal([64, 384], 0, 0.1, 'float32', 2) as tf.Tensor2D,
-      bDec: tf.zeros([384]) as tf.Tensor1D,
-      subtractDecoderBiasFromInput: true,
-      activation: { kind: 'relu' },
-    }, { format: 'saelens', source: saeDir, hook: 'layers.1.resid_out' });
+    const sae = new AffineSae(
+      {
+        wEnc: tf.randomNormal([384, 64], 0, 0.1, 'float32', 1) as tf.Tensor2D,
+        bEnc: tf.zeros([64]) as tf.Tensor1D,
+        wDec: tf.randomNormal([64, 384], 0, 0.1, 'float32', 2) as tf.Tensor2D,
+        bDec: tf.zeros([384]) as tf.Tensor1D,
+        subtractDecoderBiasFromInput: true,
+        activation: { kind: 'relu' },
+      },
+      { format: 'saelens', source: saeDir, hook: 'layers.1.resid_out' },
+    );
     saveSaeLensSae(sae, saeDir);
     const out = join(dir, 'sae.safetensors');
-    expect(await cli(['activations', '--model', model, '--input', input, '--hooks', 'layers.1.resid_out', '--sae', `layers.1.resid_out=${saeDir}`, '--out', out, '--text-field', 'bio', '--pool', 'mean', '--quiet'])).toBe(0);
+    expect(
+      await cli([
+        'activations',
+        '--model',
+        model,
+        '--input',
+        input,
+        '--hooks',
+        'layers.1.resid_out',
+        '--sae',
+        `layers.1.resid_out=${saeDir}`,
+        '--out',
+        out,
+        '--text-field',
+        'bio',
+        '--pool',
+        'mean',
+        '--quiet',
+      ]),
+    ).toBe(0);
     const f = readSafetensors(out);
     expect(f.info('layers.1.resid_out.sae_features').shape).toEqual([4, 64]);
     expect(f.info('layers.1.resid_out.sae_error').shape).toEqual([4, 384]);
@@ -71,7 +102,23 @@ describe('sae-eraser activations', () => {
     const recon = tf.tidy(() => tf.add(loaded.decode(f.tensor('layers.1.resid_out.sae_features')), f.tensor('layers.1.resid_out.sae_error')));
     const x = f.tensor('layers.1.resid_out');
     expect(tf.max(tf.abs(tf.sub(recon, x))).dataSync()[0]).toBeLessThan(1e-4);
-    expect(await cli(['activations', '--model', model, '--input', input, '--hooks', 'embed', '--sae', `layers.1.resid_out=${saeDir}`, '--out', out, '--text-field', 'bio'])).toBe(2);
+    expect(
+      await cli([
+        'activations',
+        '--model',
+        model,
+        '--input',
+        input,
+        '--hooks',
+        'embed',
+        '--sae',
+        `layers.1.resid_out=${saeDir}`,
+        '--out',
+        out,
+        '--text-field',
+        'bio',
+      ]),
+    ).toBe(2);
     tf.dispose([recon, x]);
     sae.dispose();
   });

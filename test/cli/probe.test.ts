@@ -13,7 +13,10 @@ const model = join(projectRoot(), '.cache/models/all-MiniLM-L6-v2');
 
 /** The first `perGroup` bios of each (profession, gender) group, as JSONL. */
 function subset(perGroup: number, offset: number): string {
-  const rows = readFileSync(bios!, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { profession: string; gender: string });
+  const rows = readFileSync(bios!, 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as { profession: string; gender: string });
   const counts = new Map<string, number>();
   const out: string[] = [];
   for (const r of rows) {
@@ -46,11 +49,38 @@ describe.skipIf(bios === undefined)('sae-eraser probe', () => {
 
   it('writes probe.safetensors and metrics.json with accuracy, gender agreement and subgroups', async () => {
     const out = join(dir, 'out');
-    const args = ['probe', '--model', model, '--hook', 'layers.2.resid_out', '--train', join(dir, 'train.jsonl'), '--test', join(dir, 'test.jsonl'),
-      '--label', 'profession', '--split', 'balanced', '--professions', 'surgeon,nurse', '--epochs', '20', '--max-length', '48', '--cache-dir', join(dir, 'cache'), '--out', out, '--quiet'];
+    const args = [
+      'probe',
+      '--model',
+      model,
+      '--hook',
+      'layers.2.resid_out',
+      '--train',
+      join(dir, 'train.jsonl'),
+      '--test',
+      join(dir, 'test.jsonl'),
+      '--label',
+      'profession',
+      '--split',
+      'balanced',
+      '--professions',
+      'surgeon,nurse',
+      '--epochs',
+      '20',
+      '--max-length',
+      '48',
+      '--cache-dir',
+      join(dir, 'cache'),
+      '--out',
+      out,
+      '--quiet',
+    ];
     expect((await quietly(() => cli(args))).code).toBe(0);
     expect(existsSync(join(out, 'probe.safetensors'))).toBe(true);
-    const m = JSON.parse(readFileSync(join(out, 'metrics.json'), 'utf8')) as Record<string, { value: number; n: number }> & { n_train: number; subgroup_acc: Record<string, { n: number }> };
+    const m = JSON.parse(readFileSync(join(out, 'metrics.json'), 'utf8')) as Record<string, { value: number; n: number }> & {
+      n_train: number;
+      subgroup_acc: Record<string, { n: number }>;
+    };
     expect(m.n_train).toBe(4 * 12);
     expect(m.accuracy!.n).toBe(4 * 6);
     expect(m.accuracy!.value).toBeGreaterThan(0.6);

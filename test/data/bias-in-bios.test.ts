@@ -3,8 +3,17 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
-  ambiguousSplit, balancedSplit, biosFromTable, buildSplits, groupCounts, loadBiasInBios, professionName, splitArrays,
-  subgroupSplits, type BiosDataset, type SplitExample,
+  ambiguousSplit,
+  balancedSplit,
+  biosFromTable,
+  buildSplits,
+  groupCounts,
+  loadBiasInBios,
+  professionName,
+  splitArrays,
+  subgroupSplits,
+  type BiosDataset,
+  type SplitExample,
 } from '../../src/data/bias-in-bios.js';
 import { permutation } from '../../src/data/prng.js';
 import { parseJsonl } from '../../src/io/tabular.js';
@@ -28,9 +37,18 @@ afterAll(() => {
  *  male_surgeon [A, B, F], female_surgeon [D, I], male_nurse [E, J], female_nurse [C, G, H, K].
  */
 const HAND: [string, string, string][] = [
-  ['surgeon', 'male', 'A'], ['surgeon', 'male', 'B'], ['nurse', 'female', 'C'], ['surgeon', 'female', 'D'],
-  ['nurse', 'male', 'E'], ['surgeon', 'male', 'F'], ['nurse', 'female', 'G'], ['nurse', 'female', 'H'],
-  ['surgeon', 'female', 'I'], ['nurse', 'male', 'J'], ['nurse', 'female', 'K'], ['dentist', 'male', 'L'],
+  ['surgeon', 'male', 'A'],
+  ['surgeon', 'male', 'B'],
+  ['nurse', 'female', 'C'],
+  ['surgeon', 'female', 'D'],
+  ['nurse', 'male', 'E'],
+  ['surgeon', 'male', 'F'],
+  ['nurse', 'female', 'G'],
+  ['nurse', 'female', 'H'],
+  ['surgeon', 'female', 'I'],
+  ['nurse', 'male', 'J'],
+  ['nurse', 'female', 'K'],
+  ['dentist', 'male', 'L'],
 ];
 
 function handJsonl(rows = HAND): string {
@@ -62,7 +80,14 @@ describe('Bias in Bios splits on a hand example', () => {
   it('balanced: the first 2 of each group in the order male/female surgeon, male/female nurse, shuffled', () => {
     // n = min(3, 2, 2, 4) = 2.
     const before: [string, number, number][] = [
-      ['A', 0, 0], ['B', 0, 0], ['D', 0, 1], ['I', 0, 1], ['E', 1, 0], ['J', 1, 0], ['C', 1, 1], ['G', 1, 1],
+      ['A', 0, 0],
+      ['B', 0, 0],
+      ['D', 0, 1],
+      ['I', 0, 1],
+      ['E', 1, 0],
+      ['J', 1, 0],
+      ['C', 1, 1],
+      ['G', 1, 1],
     ];
     const split = balancedSplit(handDataset(), pair, 42);
     const order = permutation(8, 42);
@@ -126,7 +151,10 @@ describe('Bias in Bios loading', () => {
     writeFileSync(path, 'bio,job,sex\n"He operates, daily.",25,0\n"She nurses.",13,1\n"He nurses.",13,0\n"She operates.",25,1\n');
     const ds = await loadBiasInBios(path, { fields: { text: 'bio', profession: 'job', gender: 'sex' } });
     expect(ds.examples.map((e) => [e.text, e.profession, e.gender])).toEqual([
-      ['He operates, daily.', 'surgeon', 0], ['She nurses.', 'nurse', 1], ['He nurses.', 'nurse', 0], ['She operates.', 'surgeon', 1],
+      ['He operates, daily.', 'surgeon', 0],
+      ['She nurses.', 'nurse', 1],
+      ['He nurses.', 'nurse', 0],
+      ['She operates.', 'surgeon', 1],
     ]);
     expect(balancedSplit(ds, ['surgeon', 'nurse']).length).toBe(4);
   });
@@ -134,7 +162,10 @@ describe('Bias in Bios loading', () => {
   it('maps string labels case-insensitively and accepts extra gender spellings', () => {
     const table = parseJsonl('{"text": "x", "profession": " Surgeon ", "gender": "F"}\n{"text": "y", "profession": "NURSE", "gender": "w"}\n', 'g.jsonl');
     const ds = biosFromTable(table, { genderValues: { W: 1 } });
-    expect(ds.examples.map((e) => [e.profession, e.gender])).toEqual([['surgeon', 1], ['nurse', 1]]);
+    expect(ds.examples.map((e) => [e.profession, e.gender])).toEqual([
+      ['surgeon', 1],
+      ['nurse', 1],
+    ]);
     expect(professionName(13)).toBe('nurse');
     expect(professionName('21')).toBe('professor');
     expect(professionName(99)).toBe('99');
@@ -157,9 +188,7 @@ describe('Bias in Bios loading', () => {
     expect(() => biosFromTable(parseJsonl(lines('{"text": "b", "profession": 1.5, "gender": 1}'), 'f.jsonl'))).toThrow(
       /f\.jsonl line 2: field "profession": profession code must be an integer/,
     );
-    expect(() => biosFromTable(parseJsonl(lines('{"profession": "nurse", "gender": 1}'), 't.jsonl'))).toThrow(
-      /t\.jsonl line 2: field "text": missing text/,
-    );
+    expect(() => biosFromTable(parseJsonl(lines('{"profession": "nurse", "gender": 1}'), 't.jsonl'))).toThrow(/t\.jsonl line 2: field "text": missing text/);
     expect(() => biosFromTable(parseJsonl(lines('{"text": "b", "profession": "nurse", "gender": 1}'), 'n.jsonl'), { fields: { gender: 'sex' } })).toThrow(
       /n\.jsonl: no gender field "sex" \(fields: text, profession, gender\)/,
     );
@@ -167,7 +196,9 @@ describe('Bias in Bios loading', () => {
 
   it('names the file and field when a profession does not occur or a group is empty', () => {
     const ds = handDataset();
-    expect(() => ambiguousSplit(ds, ['professor', 'nurse'])).toThrow(/hand\.jsonl: field "profession": profession "professor" does not occur \(present: dentist, nurse, surgeon\)/);
+    expect(() => ambiguousSplit(ds, ['professor', 'nurse'])).toThrow(
+      /hand\.jsonl: field "profession": profession "professor" does not occur \(present: dentist, nurse, surgeon\)/,
+    );
     expect(() => ambiguousSplit(ds, ['nurse', 'nurse'])).toThrow(/hand\.jsonl: the profession pair names one profession twice/);
     // Without male nurses the balanced split and the subgroups cannot be built; ambiguous still can.
     const noMaleNurse = biosFromTable(parseJsonl(handJsonl(HAND.filter(([p, g]) => !(p === 'nurse' && g === 'male'))), 'nm.jsonl'));

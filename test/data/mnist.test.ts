@@ -4,8 +4,17 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import {
-  MNIST_MEAN, MNIST_STD, labelHistogram, loadMnistTestSet, normaliseMnist, parseIdx, readIdxFile, readMnistImages, readMnistLabels,
-  splitMnist, subset,
+  MNIST_MEAN,
+  MNIST_STD,
+  labelHistogram,
+  loadMnistTestSet,
+  normaliseMnist,
+  parseIdx,
+  readIdxFile,
+  readMnistImages,
+  readMnistLabels,
+  splitMnist,
+  subset,
 } from '../../src/data/mnist.js';
 import { sharedPath } from '../../src/io/shared.js';
 

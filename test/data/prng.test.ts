@@ -1,6 +1,14 @@
 import { describe, expect, it } from 'vitest';
 import {
-  mulberry32, permutation, randomInt, randomNormal, randomNormalArray, randomUniformArray, shuffle, shuffleInPlace, type Rng,
+  mulberry32,
+  permutation,
+  randomInt,
+  randomNormal,
+  randomNormalArray,
+  randomUniformArray,
+  shuffle,
+  shuffleInPlace,
+  type Rng,
 } from '../../src/data/prng.js';
 
 /** mulberry32 written independently with unsigned BigInt arithmetic mod 2^32. */
@@ -11,7 +19,7 @@ function mulberry32Reference(seed: number, count: number): number[] {
   for (let k = 0; k < count; k++) {
     s = (s + 0x6d2b79f5n) % M;
     let t = ((s ^ (s >> 15n)) * (s | 1n)) % M;
-    t = t ^ ((t + ((t ^ (t >> 7n)) * (t | 61n))) % M);
+    t = t ^ ((t + (t ^ (t >> 7n)) * (t | 61n)) % M);
     out.push(Number(t ^ (t >> 14n)) / 2 ** 32);
   }
   return out;

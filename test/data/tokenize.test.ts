@@ -67,13 +67,25 @@ describe('tokenizer pure helpers', () => {
 
   it('padRows pads to the longest row on either side', () => {
     expect(padRows([[3, 4, 5], [6]], 0, 'right')).toEqual({
-      inputIds: [[3, 4, 5], [6, 0, 0]],
-      attentionMask: [[1, 1, 1], [1, 0, 0]],
+      inputIds: [
+        [3, 4, 5],
+        [6, 0, 0],
+      ],
+      attentionMask: [
+        [1, 1, 1],
+        [1, 0, 0],
+      ],
       lengths: [3, 1],
     });
     expect(padRows([[3, 4, 5], [6]], 9, 'left')).toEqual({
-      inputIds: [[3, 4, 5], [9, 9, 6]],
-      attentionMask: [[1, 1, 1], [0, 0, 1]],
+      inputIds: [
+        [3, 4, 5],
+        [9, 9, 6],
+      ],
+      attentionMask: [
+        [1, 1, 1],
+        [0, 0, 1],
+      ],
       lengths: [3, 1],
     });
   });
@@ -127,11 +139,20 @@ describe('tokenizer on a hand-written WordPiece model (no shared data)', () => {
     expect(tok.paddingSide).toBe('left');
     expect(tok.modelMaxLength).toBe(4);
     expect(tok.encodeBatch(['hello worlds', 'hello'], { truncation: true })).toEqual({
-      inputIds: [[2, 4, 5, 3], [0, 2, 4, 3]],
-      attentionMask: [[1, 1, 1, 1], [0, 1, 1, 1]],
+      inputIds: [
+        [2, 4, 5, 3],
+        [0, 2, 4, 3],
+      ],
+      attentionMask: [
+        [1, 1, 1, 1],
+        [0, 1, 1, 1],
+      ],
       lengths: [4, 3],
     });
-    expect(tok.encodeBatch(['hello worlds', 'hello'], { padding: 'right' }).inputIds).toEqual([[2, 4, 5, 6, 3], [2, 4, 3, 0, 0]]);
+    expect(tok.encodeBatch(['hello worlds', 'hello'], { padding: 'right' }).inputIds).toEqual([
+      [2, 4, 5, 6, 3],
+      [2, 4, 3, 0, 0],
+    ]);
   });
 
   it('falls back to the eos token when no pad token is declared', async () => {
@@ -227,8 +248,16 @@ describe.skipIf(!haveShared)('tokenizer parity with transformers (shared data)',
   beforeAll(async () => {
     ensureMiniLm();
     const out = runPythonReference('tokenize_reference.py', [
-      '--neox', neoxPath!, '--minilm', miniLmDir, '--bios', biosPath!,
-      '--n', String(N_BIOS), '--max-length', String(MAX_LENGTH),
+      '--neox',
+      neoxPath!,
+      '--minilm',
+      miniLmDir,
+      '--bios',
+      biosPath!,
+      '--n',
+      String(N_BIOS),
+      '--max-length',
+      String(MAX_LENGTH),
     ]);
     for (const name of ['neox', 'minilm'] as const) {
       refs[name] = JSON.parse(readFileSync(join(out, `${name}.json`), 'utf8')) as Reference;
@@ -253,15 +282,35 @@ describe.skipIf(!haveShared)('tokenizer parity with transformers (shared data)',
       it('encodes every text exactly as transformers, with and without special tokens', () => {
         const ref = refs[name];
         const tok = toks[name];
-        expect(differingRows(ref.texts.map((t) => tok.encode(t)), ref.withSpecial)).toEqual([]);
-        expect(differingRows(ref.texts.map((t) => tok.encode(t, { addSpecialTokens: false })), ref.noSpecial)).toEqual([]);
+        expect(
+          differingRows(
+            ref.texts.map((t) => tok.encode(t)),
+            ref.withSpecial,
+          ),
+        ).toEqual([]);
+        expect(
+          differingRows(
+            ref.texts.map((t) => tok.encode(t, { addSpecialTokens: false })),
+            ref.noSpecial,
+          ),
+        ).toEqual([]);
       });
 
       it('decodes exactly as transformers, keeping or skipping special tokens', () => {
         const ref = refs[name];
         const tok = toks[name];
-        expect(differingRows(ref.withSpecial.map((ids) => tok.decode(ids)), ref.decoded)).toEqual([]);
-        expect(differingRows(ref.withSpecial.map((ids) => tok.decode(ids, { skipSpecialTokens: true })), ref.decodedSkipSpecial)).toEqual([]);
+        expect(
+          differingRows(
+            ref.withSpecial.map((ids) => tok.decode(ids)),
+            ref.decoded,
+          ),
+        ).toEqual([]);
+        expect(
+          differingRows(
+            ref.withSpecial.map((ids) => tok.decode(ids, { skipSpecialTokens: true })),
+            ref.decodedSkipSpecial,
+          ),
+        ).toEqual([]);
       });
 
       it('batch-encodes exactly as transformers: padding left and right, truncation at 128', () => {

@@ -1,5 +1,5 @@
 import { describe, expect, it, beforeAll } from 'vitest';
-import { initEngine, matMulT, tf } from '../../src/engine/engine.js';
+import { initEngine, matMulT, tf, uniqueVariableName, variableFrom } from '../../src/engine/engine.js';
 
 beforeAll(async () => {
   await initEngine();
@@ -40,8 +40,14 @@ describe('engine', () => {
     expect(ga.shape).toEqual(a.shape);
     expect(gb.shape).toEqual(b.shape);
     for (const i of [0, 5, 11]) {
-      expect(ga.dataSync()[i]).toBeCloseTo(numericGrad((x) => tf.matMul(x, b, ta, tb), a, w, i), 2);
-      expect(gb.dataSync()[i]).toBeCloseTo(numericGrad((y) => tf.matMul(a, y, ta, tb), b, w, i), 2);
+      expect(ga.dataSync()[i]).toBeCloseTo(
+        numericGrad((x) => tf.matMul(x, b, ta, tb), a, w, i),
+        2,
+      );
+      expect(gb.dataSync()[i]).toBeCloseTo(
+        numericGrad((y) => tf.matMul(a, y, ta, tb), b, w, i),
+        2,
+      );
     }
   });
 
@@ -53,11 +59,43 @@ describe('engine', () => {
   });
 
   it('gather gradient sums duplicate indices (fix 3)', () => {
-    const table = tf.tensor2d([[1, 2], [3, 4], [5, 6]]);
+    const table = tf.tensor2d([
+      [1, 2],
+      [3, 4],
+      [5, 6],
+    ]);
     const idx = tf.tensor1d([2, 0, 2], 'int32');
     const g = tf.grad((t: tf.Tensor) => tf.sum(tf.gather(t, idx)))(table);
     expect(Array.from(g.dataSync())).toEqual([1, 1, 0, 0, 2, 2]);
-    const g1 = tf.grad((t: tf.Tensor) => tf.sum(tf.mul(tf.gather(t, tf.tensor1d([1, 1], 'int32'), 1), tf.tensor2d([[1, 2], [3, 4], [5, 6]]))))(table);
+    const g1 = tf.grad((t: tf.Tensor) =>
+      tf.sum(
+        tf.mul(
+          tf.gather(t, tf.tensor1d([1, 1], 'int32'), 1),
+          tf.tensor2d([
+            [1, 2],
+            [3, 4],
+            [5, 6],
+          ]),
+        ),
+      ),
+    )(table);
     expect(Array.from(g1.dataSync())).toEqual([0, 3, 0, 7, 0, 11]);
+  });
+});
+
+describe('variableFrom', () => {
+  it('makes a trainable variable with a unique name and frees the initial tensor', () => {
+    const before = tf.memory().numTensors;
+    const init = tf.tensor1d([1, 2, 3]);
+    const a = variableFrom(init, 'w');
+    const b = variableFrom(tf.tensor1d([4]), 'w');
+    expect(init.isDisposed).toBe(true);
+    expect(a.trainable).toBe(true);
+    expect(Array.from(a.dataSync())).toEqual([1, 2, 3]);
+    expect(a.name).not.toBe(b.name);
+    expect(a.name.startsWith('w_')).toBe(true);
+    expect(uniqueVariableName('w')).not.toBe(uniqueVariableName('w'));
+    tf.dispose([a, b]);
+    expect(tf.memory().numTensors).toBe(before);
   });
 });

@@ -168,8 +168,17 @@ function sliceNested(x: unknown, begin: readonly number[], sz: readonly number[]
 /** A tensor whose element i is i (mod 251 for bool), of a dtype. */
 function iota(shape: number[], dtype: 'float32' | 'int32' | 'bool'): tf.Tensor {
   const n = size(shape);
-  if (dtype === 'bool') return tf.tensor(Uint8Array.from({ length: n }, (_, i) => (i * 7) % 3 === 0 ? 1 : 0), shape, 'bool');
-  return tf.tensor(Float32Array.from({ length: n }, (_, i) => i), shape, dtype);
+  if (dtype === 'bool')
+    return tf.tensor(
+      Uint8Array.from({ length: n }, (_, i) => ((i * 7) % 3 === 0 ? 1 : 0)),
+      shape,
+      'bool',
+    );
+  return tf.tensor(
+    Float32Array.from({ length: n }, (_, i) => i),
+    shape,
+    dtype,
+  );
 }
 
 describe('slice kernels (fix 5)', () => {
@@ -183,14 +192,46 @@ describe('slice kernels (fix 5)', () => {
 
   const SLICE_CASES: [number[], number[], number[]][] = [
     [[10], [3], [4]],
-    [[6, 7], [1, 2], [3, 4]],
-    [[6, 7], [2, 0], [3, 7]],
-    [[6, 7], [0, 6], [6, 1]],
-    [[3, 4, 5], [1, 1, 1], [2, 2, 3]],
-    [[3, 4, 5], [0, 2, 0], [3, 2, 5]],
-    [[2, 3, 4, 5], [1, 0, 1, 2], [1, 3, 2, 3]],
-    [[2, 3, 2, 4, 3], [0, 1, 0, 1, 1], [2, 2, 2, 2, 2]],
-    [[4, 5], [1, 1], [0, 3]],
+    [
+      [6, 7],
+      [1, 2],
+      [3, 4],
+    ],
+    [
+      [6, 7],
+      [2, 0],
+      [3, 7],
+    ],
+    [
+      [6, 7],
+      [0, 6],
+      [6, 1],
+    ],
+    [
+      [3, 4, 5],
+      [1, 1, 1],
+      [2, 2, 3],
+    ],
+    [
+      [3, 4, 5],
+      [0, 2, 0],
+      [3, 2, 5],
+    ],
+    [
+      [2, 3, 4, 5],
+      [1, 0, 1, 2],
+      [1, 3, 2, 3],
+    ],
+    [
+      [2, 3, 2, 4, 3],
+      [0, 1, 0, 1, 1],
+      [2, 2, 2, 2, 2],
+    ],
+    [
+      [4, 5],
+      [1, 1],
+      [0, 3],
+    ],
   ];
 
   it.each(SLICE_CASES)('slices %j at %j size %j like a nested-array slice, in every dtype', (shape, begin, sz) => {

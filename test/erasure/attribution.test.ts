@@ -1,6 +1,13 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { initEngine, tf } from '../../src/engine/engine.js';
-import { attributionPatching, integratedGradients, pooledProbeHookAttribution, probeMetric, rankFeatures, type HookAttribution } from '../../src/erasure/attribution.js';
+import {
+  attributionPatching,
+  integratedGradients,
+  pooledProbeHookAttribution,
+  probeMetric,
+  rankFeatures,
+  type HookAttribution,
+} from '../../src/erasure/attribution.js';
 import type { Batch, HookName } from '../../src/models/model.js';
 import { meanPool } from '../../src/models/pool.js';
 import { LinearProbe } from '../../src/probe/linear.js';
@@ -22,7 +29,10 @@ function probeWith(seed: number, nClasses = 2): LinearProbe {
   const rng = mulberry32(seed);
   const nOut = nClasses === 2 ? 1 : nClasses;
   const probe = new LinearProbe(D, nClasses);
-  probe.setParameters(Float32Array.from({ length: nOut * D }, () => 2 * rng() - 1), Float32Array.from({ length: nOut }, () => 0.3 * (2 * rng() - 1)));
+  probe.setParameters(
+    Float32Array.from({ length: nOut * D }, () => 2 * rng() - 1),
+    Float32Array.from({ length: nOut }, () => 0.3 * (2 * rng() - 1)),
+  );
   return probe;
 }
 
@@ -64,7 +74,10 @@ describe('integrated gradients', () => {
     //   A_f[i] = mean_n (2y-1) sum_t f_ti (w . v_i) / L_n,  A_e = mean_n (2y-1) sum_t (w . e_t) / L_n.
     const { texts, labels } = textsAndLabels(7, 1);
     const probe = probeWith(2);
-    const got = integratedGradients({ model, tokenize: toyTokenize, saes: { embed: sae }, hooks: ['embed'], probeHook: 'embed', probe, texts, labels }, { batchSize: 3 });
+    const got = integratedGradients(
+      { model, tokenize: toyTokenize, saes: { embed: sae }, hooks: ['embed'], probeHook: 'embed', probe, texts, labels },
+      { batchSize: 3 },
+    );
     const w = probe.parameters().weight;
     const { wEnc, bEnc, wDec, bDec } = saeArrays(sae);
     const m = sae.dSae;
@@ -114,7 +127,10 @@ describe('integrated gradients', () => {
       const probe = probeWith(9, nClasses);
       const y = Int32Array.from(labels, (v, i) => (nClasses === 2 ? v : (v + i) % 3));
       const total = (steps: number): number => {
-        const a = integratedGradients({ model, tokenize: toyTokenize, saes: { embed: sae }, hooks: ['embed'], probeHook, probe, texts, labels: y }, { steps, stepsPerPass: 50, batchSize: 3 });
+        const a = integratedGradients(
+          { model, tokenize: toyTokenize, saes: { embed: sae }, hooks: ['embed'], probeHook, probe, texts, labels: y },
+          { steps, stepsPerPass: 50, batchSize: 3 },
+        );
         return a.embed!.features.reduce((acc, v) => acc + v, 0) + a.embed!.error;
       };
       const bias = tf.tidy(() => tf.reshape(sae.decode(tf.zeros([1, sae.dSae])), [1, 1, D]));
@@ -160,7 +176,19 @@ describe('integrated gradients', () => {
     const { texts, labels } = textsAndLabels(4, 2);
     const probe = probeWith(3);
     const run = (): void => {
-      integratedGradients({ model, tokenize: toyTokenize, saes: { embed: sae, 'layers.0.resid_out': sae }, hooks: ['embed', 'layers.0.resid_out'], probeHook: 'layers.1.resid_out', probe, texts, labels }, { steps: 3, batchSize: 2 });
+      integratedGradients(
+        {
+          model,
+          tokenize: toyTokenize,
+          saes: { embed: sae, 'layers.0.resid_out': sae },
+          hooks: ['embed', 'layers.0.resid_out'],
+          probeHook: 'layers.1.resid_out',
+          probe,
+          texts,
+          labels,
+        },
+        { steps: 3, batchSize: 2 },
+      );
     };
     run();
     const before = tf.memory().numTensors;
@@ -171,7 +199,15 @@ describe('integrated gradients', () => {
 
   it('rejects hooks after the probe hook, hooks without an SAE and bad labels', () => {
     const probe = probeWith(3);
-    const base = { model, tokenize: toyTokenize, saes: { embed: sae, 'layers.1.mlp_out': sae }, probeHook: 'layers.0.resid_out', probe, texts: ['he works'], labels: [1] };
+    const base = {
+      model,
+      tokenize: toyTokenize,
+      saes: { embed: sae, 'layers.1.mlp_out': sae },
+      probeHook: 'layers.0.resid_out',
+      probe,
+      texts: ['he works'],
+      labels: [1],
+    };
     expect(() => integratedGradients({ ...base, hooks: ['layers.1.mlp_out'] })).toThrow(/comes after the probe hook/);
     expect(() => integratedGradients({ ...base, hooks: ['layers.0.attn_out'] })).toThrow(/no SAE at hook "layers.0.attn_out"/);
     expect(() => integratedGradients({ ...base, hooks: ['embed'], labels: [2] })).toThrow(/label 0 is 2/);
@@ -180,7 +216,14 @@ describe('integrated gradients', () => {
 });
 
 /** Mean over texts of the probe metric, with optional edits. */
-function meanMetric(model: ToyModel, probe: LinearProbe, probeHook: HookName, texts: string[], labels: Int32Array, edits: Record<HookName, (x: tf.Tensor3D) => tf.Tensor3D>): number {
+function meanMetric(
+  model: ToyModel,
+  probe: LinearProbe,
+  probeHook: HookName,
+  texts: string[],
+  labels: Int32Array,
+  edits: Record<HookName, (x: tf.Tensor3D) => tf.Tensor3D>,
+): number {
   return tf.tidy(() => {
     const batch = toyTokenize(texts);
     const acts = model.run(batch, { capture: [probeHook], edits }).captures[probeHook]!;
@@ -192,7 +235,16 @@ function meanMetric(model: ToyModel, probe: LinearProbe, probeHook: HookName, te
  * SFC's `_pe_ig_sparseact` with patch = None, written out directly: for s = 1 - k/S the hook is
  * replaced by decode(s f) + s e, and gradients are taken with respect to (s f, s e) themselves.
  */
-function literalIg(model: ToyModel, sae: ToySae, hook: HookName, probeHook: HookName, probe: LinearProbe, texts: string[], labels: Int32Array, steps: number): HookAttribution {
+function literalIg(
+  model: ToyModel,
+  sae: ToySae,
+  hook: HookName,
+  probeHook: HookName,
+  probe: LinearProbe,
+  texts: string[],
+  labels: Int32Array,
+  steps: number,
+): HookAttribution {
   const featureSum = new Float64Array(sae.dSae);
   let errorSum = 0;
   for (let n = 0; n < texts.length; n++) {
@@ -230,14 +282,25 @@ describe('rankFeatures', () => {
 
   it('ranks by |attribution| over all hooks, ties by hook order then index, skipping zeros', () => {
     const ranked = rankFeatures(attributions);
-    expect(ranked.map((r) => `${r.hook}:${r.feature}`)).toEqual(['embed:1', 'layers.0.resid_out:0', 'embed:0', 'layers.0.resid_out:2', 'layers.0.resid_out:1', 'embed:3']);
+    expect(ranked.map((r) => `${r.hook}:${r.feature}`)).toEqual([
+      'embed:1',
+      'layers.0.resid_out:0',
+      'embed:0',
+      'layers.0.resid_out:2',
+      'layers.0.resid_out:1',
+      'embed:3',
+    ]);
     expect(ranked[0]!.attribution).toBeCloseTo(-0.9, 6);
   });
 
   it('applies topK, threshold and the positive score', () => {
     expect(rankFeatures(attributions, { topK: 2 }).map((r) => r.feature)).toEqual([1, 0]);
     expect(rankFeatures(attributions, { threshold: 0.25 })).toHaveLength(4);
-    expect(rankFeatures(attributions, { score: 'positive', threshold: 0.1 }).map((r) => `${r.hook}:${r.feature}`)).toEqual(['layers.0.resid_out:0', 'embed:0', 'layers.0.resid_out:1']);
+    expect(rankFeatures(attributions, { score: 'positive', threshold: 0.1 }).map((r) => `${r.hook}:${r.feature}`)).toEqual([
+      'layers.0.resid_out:0',
+      'embed:0',
+      'layers.0.resid_out:1',
+    ]);
     expect(() => rankFeatures(attributions, { threshold: -1 })).toThrow(/threshold/);
   });
 });
@@ -249,7 +312,10 @@ describe('pooled attribution at the probe hook', () => {
     const hook: HookName = 'layers.1.resid_out';
     const probe = probeWith(4);
     const { texts, labels } = textsAndLabels(10, 9);
-    const viaModel = integratedGradients({ model, tokenize: toyTokenize, saes: { [hook]: sae }, hooks: [hook], probeHook: hook, probe, texts, labels }, { steps: 3, batchSize: 5 })[hook]!;
+    const viaModel = integratedGradients(
+      { model, tokenize: toyTokenize, saes: { [hook]: sae }, hooks: [hook], probeHook: hook, probe, texts, labels },
+      { steps: 3, batchSize: 5 },
+    )[hook]!;
     // Per-example token means of the SAE codes and errors at the hook.
     const [codes, errors] = tf.tidy(() => {
       const batch = toyTokenize(texts);
@@ -258,7 +324,10 @@ describe('pooled attribution at the probe hook', () => {
       const flat = tf.reshape(x, [n * seq, D]);
       const f = sae.encode(flat);
       const e = tf.sub(flat, sae.decode(f));
-      return [meanPool(tf.reshape(f, [n, seq, sae.dSae]) as tf.Tensor3D, batch.attentionMask), meanPool(tf.reshape(e, [n, seq, D]) as tf.Tensor3D, batch.attentionMask)];
+      return [
+        meanPool(tf.reshape(f, [n, seq, sae.dSae]) as tf.Tensor3D, batch.attentionMask),
+        meanPool(tf.reshape(e, [n, seq, D]) as tf.Tensor3D, batch.attentionMask),
+      ];
     });
     const pooled = pooledProbeHookAttribution(hook, sae, probe, codes!, errors!, labels);
     expect(relDiff(pooled.features, viaModel.features)).toBeLessThan(1e-4);

@@ -1,13 +1,18 @@
 import { beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { initEngine, tf } from '../../src/engine/engine.js';
 import { ActivationCache } from '../../src/cache/cache.js';
-import { inlpEraser, leaceEraser } from '../../src/erasure/closed-form.js';
-import type { FitContext, LabelledSplit } from '../../src/erasure/eraser.js';
+import { AffineEraser, createInlpFitter, createLeaceFitter, inlpOptionsSchema, leaceOptionsSchema } from '../../src/erasure/closed-form.js';
+import { saveEraser } from '../../src/erasure/checkpoint.js';
+import type { Eraser, EraserSae, FitContext, LabelledSplit } from '../../src/erasure/eraser.js';
+import { LeaceFitter, oneHot } from '../../src/erasure/leace.js';
+import { loadEraser } from '../../src/erasure/load.js';
+import { parseMethodOptions } from '../../src/erasure/methods.js';
 import { mulberry32, randomNormal } from '../../src/data/prng.js';
 import { LinearProbe } from '../../src/probe/linear.js';
+import { parseStrict } from '../../src/util/schema.js';
 
 const HOOK = 'layers.0.resid_out';
 const D = 8;
@@ -23,16 +28,44 @@ function plantedData(): { cache: ActivationCache; split: LabelledSplit } {
     y[i] = rng() < 0.5 ? 1 : 0;
     z[i] = rng() < 0.75 ? y[i]! : 1 - y[i]!;
     for (let j = 0; j < D; j++) x[i * D + j] = randomNormal(rng) * (j + 1) * 0.3;
-    x[i * D + 0] += 2 * z[i]!;
-    x[i * D + 1] -= 2 * z[i]!;
-    x[i * D + 2] += 1.5 * y[i]!;
+    x[i * D + 0]! += 2 * z[i]!;
+    x[i * D + 1]! -= 2 * z[i]!;
+    x[i * D + 2]! += 1.5 * y[i]!;
   }
   const rows = Int32Array.from({ length: N }, (_, i) => i);
   return { cache: ActivationCache.fromArrays(N, { [HOOK]: x }), split: { rows, y, z, texts: [] } };
 }
 
-function context(cache: ActivationCache, split: LabelledSplit): FitContext {
-  return { cache, concept: split, train: split, probeHook: HOOK, seed: 42, options: {}, saes: {} } as unknown as FitContext;
+function context(cache: ActivationCache, split: LabelledSplit, extra: Partial<FitContext> = {}): FitContext {
+  return { cache, concept: split, train: split, probeHook: HOOK, seed: 42, saes: {}, ...extra } as unknown as FitContext;
+}
+
+/** The LEACE eraser fitted with `options` (parsed as a config's), without a retrained head unless asked. */
+async function fitLeace(ctx: FitContext, options: Record<string, unknown> = {}): Promise<AffineEraser> {
+  const eraser = await createLeaceFitter(parseStrict(leaceOptionsSchema, { retrainHead: false, ...options }, 'leace options')).fit(ctx);
+  expect(eraser).toBeInstanceOf(AffineEraser);
+  return eraser as AffineEraser;
+}
+
+async function fitInlpEraser(ctx: FitContext, options: Record<string, unknown> = {}): Promise<AffineEraser> {
+  const eraser = await createInlpFitter(parseStrict(inlpOptionsSchema, { retrainHead: false, ...options }, 'inlp options')).fit(ctx);
+  expect(eraser).toBeInstanceOf(AffineEraser);
+  return eraser as AffineEraser;
+}
+
+/** A biased probe on the planted data: the retrained heads inherit its training options. */
+function trainedProbe(cache: ActivationCache, split: LabelledSplit): LinearProbe {
+  const probe = new LinearProbe(D, 2, { epochs: 5, batchSize: 32, seed: 3 });
+  const X = cache.pooled(HOOK, split.rows);
+  probe.fit(X, split.y);
+  X.dispose();
+  return probe;
+}
+
+function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!));
+  return m;
 }
 
 function classMeanGap(X: tf.Tensor2D, z: Int32Array): number {
@@ -65,8 +98,7 @@ describe('closed-form erasers', () => {
     const { cache, split } = plantedData();
     const before = cache.pooled(HOOK);
     expect(classMeanGap(before, split.z)).toBeGreaterThan(1.5);
-    const eraser = leaceEraser({ variant });
-    await eraser.fit(context(cache, split));
+    const eraser = await fitLeace(context(cache, split), { variant });
     const after = eraser.erasePooled(cache, split.rows);
     expect(classMeanGap(after, split.z)).toBeLessThan(1e-3);
     expect(eraser.describe().unitsRemoved).toBe(1);
@@ -80,8 +112,7 @@ describe('closed-form erasers', () => {
 
   it('INLP drives a linear gender probe towards chance', async () => {
     const { cache, split } = plantedData();
-    const eraser = inlpEraser({ iterations: 8 });
-    await eraser.fit(context(cache, split));
+    const eraser = await fitInlpEraser(context(cache, split), { iterations: 8 });
     const after = eraser.erasePooled(cache, split.rows);
     expect(eraser.describe().unitsRemoved).toBeGreaterThanOrEqual(1);
     // Gender and task are correlated (75%), so a probe may still reach the task-driven rate, not 95%+.
@@ -92,8 +123,7 @@ describe('closed-form erasers', () => {
 
   it('token-level edits agree with the pooled path, and checkpoints round-trip', async () => {
     const { cache, split } = plantedData();
-    const eraser = leaceEraser();
-    await eraser.fit(context(cache, split));
+    const eraser = await fitLeace(context(cache, split));
     // Treat 6 pooled rows as the tokens of one sequence: mean of edited tokens = erased mean.
     const rows = [0, 1, 2, 3, 4, 5];
     const tokens = tf.expandDims(cache.pooled(HOOK, rows), 0) as tf.Tensor3D;
@@ -103,14 +133,92 @@ describe('closed-form erasers', () => {
     expect(tf.max(tf.abs(tf.sub(pooledOfEdited, erasedMean))).dataSync()[0]).toBeLessThan(1e-5);
 
     const dir = mkdtempSync(join(tmpdir(), 'leace-'));
-    eraser.save(dir);
-    const loaded = leaceEraser();
-    loaded.load(dir, D);
+    saveEraser(eraser, dir);
+    const loaded = loadEraser(dir, { probeHook: HOOK });
+    expect(loaded.method).toBe('leace');
+    expect(loaded.head).toBeUndefined();
+    expect(loaded.describe()).toEqual(eraser.describe());
     const a = eraser.erasePooled(cache, rows).dataSync();
-    const b = loaded.erasePooled(cache, rows).dataSync();
+    const b = loaded.erasePooled(cache, rows)!.dataSync();
     for (let i = 0; i < a.length; i++) expect(b[i]).toBe(a[i]);
-    expect(() => leaceEraser().load(dir, D + 1)).toThrow(/erasure has width 8, but the hook has width 9/);
-    expect(() => inlpEraser().load(dir)).toThrow(/checkpoint is for method "leace", not "inlp"/);
+    // The hook's width comes from an SAE there, when one is given.
+    const wider = { [HOOK]: { dIn: D + 1, dSae: 4 } as EraserSae };
+    expect(() => loadEraser(dir, { saes: wider })).toThrow(/erasure has width 8, but the hook has width 9/);
+    expect(() => loadEraser(dir, { probeHook: 'embed' })).toThrow(/fitted at "layers.0.resid_out", but the probe reads "embed"/);
+    // One loader for the format: a leace checkpoint comes back as leace, and a method outside the format is refused.
+    const json = JSON.parse(readFileSync(join(dir, 'eraser.json'), 'utf8')) as { method: string };
+    json.method = 'shift';
+    writeFileSync(join(dir, 'eraser.json'), JSON.stringify(json));
+    expect(() => loadEraser(dir)).toThrow(/field "method" is "shift"; the sae-eraser\/affine format holds leace and inlp/);
     expect(() => eraser.edits()[HOOK]!(tf.zeros([1, 2, D + 1]) as tf.Tensor3D)).toThrow(/expects width 8/);
+    loaded.dispose();
+    eraser.dispose();
+  });
+
+  it('LEACE honours shrinkage: false, exactly as LeaceFitter does', async () => {
+    const { cache, split } = plantedData();
+    // Few examples for the width, where shrinkage matters.
+    const few: LabelledSplit = { rows: split.rows.slice(0, 24), y: split.y.slice(0, 24), z: split.z.slice(0, 24), texts: [] };
+    const shrunk = await fitLeace(context(cache, few));
+    const plain = await fitLeace(context(cache, few), { shrinkage: false });
+    const X = cache.pooled(HOOK, few.rows);
+    const want = new LeaceFitter(D, 2, { shrinkage: false }).update(X, oneHot(few.z, 2)).eraser();
+    const wantShrunk = new LeaceFitter(D, 2).update(X, oneHot(few.z, 2)).eraser();
+    X.dispose();
+    expect(Array.from(plain.erasure.left)).toEqual(Array.from(want.left));
+    expect(Array.from(plain.erasure.right)).toEqual(Array.from(want.right));
+    expect(Array.from(shrunk.erasure.right)).toEqual(Array.from(wantShrunk.right));
+    expect(maxAbsDiff(plain.erasure.right, shrunk.erasure.right)).toBeGreaterThan(1e-3);
+    expect(plain.options.shrinkage).toBe(false);
+    plain.dispose();
+    shrunk.dispose();
+  });
+
+  it("retrains the head by default with the biased probe's options; heads round-trip for leace and inlp", async () => {
+    const { cache, split } = plantedData();
+    const probe = trainedProbe(cache, split);
+    const ctx = context(cache, split, { probe });
+    const fitted: Eraser[] = [
+      await createLeaceFitter(parseStrict(leaceOptionsSchema, {}, 'leace')).fit(ctx),
+      await createInlpFitter(parseStrict(inlpOptionsSchema, { iterations: 3 }, 'inlp')).fit(ctx),
+    ];
+    for (const eraser of fitted) {
+      const head = eraser.head!;
+      expect(head).toBeDefined();
+      expect(head).not.toBe(probe);
+      const X = eraser.erasePooled(cache, split.rows)!;
+      const manual = new LinearProbe(D, 2, { ...probe.options, progressLabel: undefined });
+      manual.fit(X, split.y);
+      const dir = mkdtempSync(join(tmpdir(), `${eraser.method}-head-`));
+      saveEraser(eraser, dir);
+      const loaded = loadEraser(dir, { probeHook: HOOK });
+      expect(loaded.method).toBe(eraser.method);
+      expect(loaded.describe()).toEqual(eraser.describe());
+      const Y = loaded.erasePooled(cache, split.rows)!;
+      expect(maxAbsDiff(X.dataSync(), Y.dataSync())).toBe(0);
+      const [z1, z2, z3] = [head.logits(X), loaded.head!.logits(X), manual.logits(X)];
+      expect(maxAbsDiff(z1.dataSync(), z2.dataSync())).toBe(0);
+      expect(maxAbsDiff(z1.dataSync(), z3.dataSync())).toBe(0);
+      tf.dispose([X, Y, z1, z2, z3]);
+      manual.dispose();
+      loaded.dispose();
+      eraser.dispose();
+    }
+    probe.dispose();
+  });
+
+  it('validates options when a config is read', () => {
+    expect(parseMethodOptions('leace', {}, 'methods.leace').options).toEqual({ variant: 'leace', shrinkage: true, svdTol: 0.01, retrainHead: true });
+    expect(parseMethodOptions('inlp', undefined, 'methods.inlp').options).toEqual({ iterations: 10, retrainHead: true });
+    expect(() => parseMethodOptions('inlp', { iterations: '20' }, 'methods.inlp')).toThrow(
+      /methods.inlp: field "iterations": .*expected number, received string/,
+    );
+    expect(() => parseMethodOptions('inlp', { iteration: 5 }, 'methods.inlp')).toThrow(
+      /methods.inlp: unknown field "iteration" \(known: iterations, retrainHead\)/,
+    );
+    expect(() => parseMethodOptions('inlp', { iterations: 0 }, 'methods.inlp')).toThrow(/field "iterations"/);
+    expect(() => parseMethodOptions('leace', { variant: 'oblique' }, 'methods.leace')).toThrow(/field "variant"/);
+    expect(() => parseMethodOptions('leace', { shrinkage: 'no' }, 'methods.leace')).toThrow(/field "shrinkage"/);
+    expect(() => parseMethodOptions('leace', { retrainHead: 1 }, 'methods.leace')).toThrow(/field "retrainHead"/);
   });
 });

@@ -6,13 +6,7 @@ import { initEngine } from '../../src/engine/engine.js';
 import { buildActivationCache, type ActivationCache } from '../../src/cache/cache.js';
 import { mulberry32, randomNormal } from '../../src/data/prng.js';
 import type { RankedFeature } from '../../src/erasure/attribution.js';
-import {
-  associationDesign,
-  cachedSaeWidth,
-  conceptFeatureColumns,
-  rankBiserial,
-  selectConceptFeatures,
-} from '../../src/erasure/feature-selection.js';
+import { associationDesign, cachedSaeWidth, conceptFeatureColumns, rankBiserial, selectConceptFeatures } from '../../src/erasure/feature-selection.js';
 import { ToyModel, axisSae, plantedSplits, toyTokenize, type PlantedSplits, type ToySae } from './sae-toy.js';
 
 beforeAll(async () => {
@@ -88,8 +82,15 @@ describe('selectConceptFeatures', () => {
   const candidates: RankedFeature[] = features.map((_, i) => ({ hook: 'embed', feature: i, attribution: 1 - i / 10 }));
 
   it('keeps exactly the planted concept features among task distractors', () => {
-    const records = selectConceptFeatures(candidates, features.map((f) => f.values), y, z);
-    records.forEach((r, i) => expect(r.selected, `${features[i]!.name}: concept ${r.conceptScore.toFixed(2)}, task ${r.taskScore.toFixed(2)}`).toBe(features[i]!.isConcept));
+    const records = selectConceptFeatures(
+      candidates,
+      features.map((f) => f.values),
+      y,
+      z,
+    );
+    records.forEach((r, i) =>
+      expect(r.selected, `${features[i]!.name}: concept ${r.conceptScore.toFixed(2)}, task ${r.taskScore.toFixed(2)}`).toBe(features[i]!.isConcept),
+    );
     expect(records.every((r) => r.rule === 'stratified')).toBe(true);
     // The records carry the candidate's identity and attribution through.
     expect(records[3]).toMatchObject({ hook: 'embed', feature: 3, attribution: candidates[3]!.attribution });
@@ -98,7 +99,12 @@ describe('selectConceptFeatures', () => {
   it('needs the stratification: marginally, task features look associated with the concept', () => {
     // With 85% agreement a pure profession feature separates genders too, marginally.
     expect(Math.abs(rankBiserial(features[3]!.values, z))).toBeGreaterThan(0.3);
-    const records = selectConceptFeatures(candidates, features.map((f) => f.values), y, z);
+    const records = selectConceptFeatures(
+      candidates,
+      features.map((f) => f.values),
+      y,
+      z,
+    );
     expect(records[3]!.conceptScore).toBeLessThan(0.15);
   });
 
@@ -119,10 +125,31 @@ describe('selectConceptFeatures', () => {
     // Only 3 counter-stereotypical examples: fewer than minGroupSize (5).
     for (let i = 0; i < 3; i++) zz[i] = 1 - zz[i]!;
     expect(associationDesign(yy, zz, 5).rule).toBe('marginal');
-    expect(() => selectConceptFeatures(candidates, features.map((f) => f.values), y, y)).toThrow(/task label always equals the concept label/);
+    expect(() =>
+      selectConceptFeatures(
+        candidates,
+        features.map((f) => f.values),
+        y,
+        y,
+      ),
+    ).toThrow(/task label always equals the concept label/);
     const flipped = Int32Array.from(y, (v) => 1 - v);
-    expect(() => selectConceptFeatures(candidates, features.map((f) => f.values), y, flipped)).toThrow(/is the opposite of/);
-    expect(() => selectConceptFeatures(candidates, features.map((f) => f.values), y, Int32Array.from(z, (v) => v * 2))).toThrow(/binary labels/);
+    expect(() =>
+      selectConceptFeatures(
+        candidates,
+        features.map((f) => f.values),
+        y,
+        flipped,
+      ),
+    ).toThrow(/is the opposite of/);
+    expect(() =>
+      selectConceptFeatures(
+        candidates,
+        features.map((f) => f.values),
+        y,
+        Int32Array.from(z, (v) => v * 2),
+      ),
+    ).toThrow(/binary labels/);
   });
 });
 

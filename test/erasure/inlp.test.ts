@@ -152,7 +152,9 @@ describe('INLP with the project linear probe as classifier', () => {
     x.dispose();
     const erased = eraseRows(result.erasure, data.x, 3000);
     const after = freshAccuracy(erased, data.z, 2);
-    console.log(`INLP (linear probe) dev accuracies ${result.accuracies.map((a) => a.toFixed(3)).join(' ')}; rank ${result.rank}; fresh LR after ${after.toFixed(3)}`);
+    console.log(
+      `INLP (linear probe) dev accuracies ${result.accuracies.map((a) => a.toFixed(3)).join(' ')}; rank ${result.rank}; fresh LR after ${after.toFixed(3)}`,
+    );
     expect(result.accuracies[0]).toBeGreaterThan(0.8);
     expect(result.rank).toBeGreaterThanOrEqual(1);
     expect(after).toBeLessThan(0.6);

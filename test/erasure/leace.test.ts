@@ -263,7 +263,11 @@ describe('orthogonal vs oblique (LEACE) projection', () => {
     const eye = new Float64Array(d * d).map((_, i) => (i % (d + 1) === 0 ? 1 : 0));
     const erasedLeace = eraseRows(leace, data.x, n);
     const erasedOrth = eraseRows(orth, data.x, n);
-    for (const [name, m] of [['I', eye], ['Σ', sigma], ['Σ^-1', inv]] as const) {
+    for (const [name, m] of [
+      ['I', eye],
+      ['Σ', sigma],
+      ['Σ^-1', inv],
+    ] as const) {
       const a = meanSquaredChange(erasedLeace, data.x, n, d, m);
       const b = meanSquaredChange(erasedOrth, data.x, n, d, m);
       console.log(`mean squared change under ${name}: leace ${a.toFixed(4)}, orth ${b.toFixed(4)}`);

@@ -12,7 +12,7 @@
  */
 import { matMulT, tf } from '../../src/engine/engine.js';
 import { mulberry32, randomNormal, type Rng } from '../../src/data/prng.js';
-import { HookRunner, tidyRun } from '../../src/models/hooks.js';
+import { HookRunner, tidyRun } from '../../src/models/hook-runner.js';
 import { standardHookNames, type Batch, type HookName, type Model, type ForwardOptions, type ForwardResult } from '../../src/models/model.js';
 import type { EraserSae, LabelledSplit } from '../../src/erasure/eraser.js';
 
@@ -28,16 +28,27 @@ export const VOCAB = ['<pad>', ...MALE_WORDS, ...FEMALE_WORDS, ...SURGEON_WORDS,
 /** Whitespace tokeniser over VOCAB, right-padded with id 0 and mask 0. */
 export function toyTokenize(texts: string[]): Batch {
   const ids = texts.map((t) =>
-    t.split(/\s+/).filter((w) => w !== '').map((w) => {
-      const id = VOCAB.indexOf(w);
-      if (id < 1) throw new Error(`toy tokenizer: unknown word "${w}"`);
-      return id;
-    }),
+    t
+      .split(/\s+/)
+      .filter((w) => w !== '')
+      .map((w) => {
+        const id = VOCAB.indexOf(w);
+        if (id < 1) throw new Error(`toy tokenizer: unknown word "${w}"`);
+        return id;
+      }),
   );
   const len = Math.max(1, ...ids.map((r) => r.length));
   return {
-    inputIds: tf.tensor2d(ids.map((r) => Array.from({ length: len }, (_, i) => r[i] ?? 0)), [texts.length, len], 'int32'),
-    attentionMask: tf.tensor2d(ids.map((r) => Array.from({ length: len }, (_, i) => (i < r.length ? 1 : 0))), [texts.length, len], 'int32'),
+    inputIds: tf.tensor2d(
+      ids.map((r) => Array.from({ length: len }, (_, i) => r[i] ?? 0)),
+      [texts.length, len],
+      'int32',
+    ),
+    attentionMask: tf.tensor2d(
+      ids.map((r) => Array.from({ length: len }, (_, i) => (i < r.length ? 1 : 0))),
+      [texts.length, len],
+      'int32',
+    ),
   };
 }
 
@@ -77,7 +88,8 @@ export class ToyModel implements Model {
     VOCAB.forEach((w, id) => {
       if (id === 0) return;
       for (let j = 0; j < D; j++) e[id * D + j] = randomNormal(rng, 0, 0.05);
-      e[id * D + axisFor(w)] += 1 + 0.2 * rng();
+      const k = id * D + axisFor(w);
+      e[k] = (e[k] ?? 0) + (1 + 0.2 * rng());
     });
     this.embedding = tf.tensor2d(e, [VOCAB.length, D]);
     const H = 12;
@@ -90,7 +102,7 @@ export class ToyModel implements Model {
 
   run(batch: Batch, options: ForwardOptions = {}): ForwardResult {
     this.calls++;
-    const hooks = new HookRunner(this.hookNames, this.config.nLayers, options);
+    const runner = new HookRunner(this.hookNames, this.config.nLayers, options);
     return tidyRun(() => {
       const [n, seq] = batch.inputIds.shape;
       const mask = tf.cast(batch.attentionMask, 'float32');
@@ -100,19 +112,19 @@ export class ToyModel implements Model {
       const lower = tf.tile(tf.tensor3d(tri, [1, seq, seq]), [n, 1, 1]);
       const counts = tf.maximum(tf.matMul(lower, tf.expandDims(mask, 2)), 1);
       let x: tf.Tensor3D | undefined;
-      if (hooks.needs('embed')) x = hooks.at('embed', tf.gather(this.embedding, batch.inputIds) as unknown as tf.Tensor3D);
+      if (runner.needs('embed')) x = runner.at('embed', tf.gather(this.embedding, batch.inputIds) as unknown as tf.Tensor3D);
       for (let i = 0; i < this.config.nLayers && x !== undefined; i++) {
         const { wA, w1, w2 } = this.layers[i]!;
-        if (!hooks.needs(`layers.${i}.attn_out`)) break;
+        if (!runner.needs(`layers.${i}.attn_out`)) break;
         const prefixMean = tf.div(tf.matMul(lower, tf.mul(x, tf.expandDims(mask, 2))), counts);
-        const attn = hooks.at(`layers.${i}.attn_out`, matMulT(prefixMean, wA) as tf.Tensor3D);
-        if (!hooks.needs(`layers.${i}.mlp_out`)) break;
+        const attn = runner.at(`layers.${i}.attn_out`, matMulT(prefixMean, wA) as tf.Tensor3D);
+        if (!runner.needs(`layers.${i}.mlp_out`)) break;
         const mid = tf.add(x, attn);
-        const mlp = hooks.at(`layers.${i}.mlp_out`, matMulT(tf.tanh(matMulT(mid, w1)), w2) as tf.Tensor3D);
-        if (!hooks.needs(`layers.${i}.resid_out`)) break;
-        x = hooks.at(`layers.${i}.resid_out`, tf.add(mid, mlp) as tf.Tensor3D);
+        const mlp = runner.at(`layers.${i}.mlp_out`, matMulT(tf.tanh(matMulT(mid, w1)), w2) as tf.Tensor3D);
+        if (!runner.needs(`layers.${i}.resid_out`)) break;
+        x = runner.at(`layers.${i}.resid_out`, tf.add(mid, mlp) as tf.Tensor3D);
       }
-      return { captures: hooks.captures };
+      return { captures: runner.captures };
     });
   }
 

@@ -1,8 +1,19 @@
 import { describe, expect, it, beforeAll } from 'vitest';
 import { initEngine, tf } from '../../src/engine/engine.js';
 import {
-  accuracy, aggregateSeeds, differenceInterval, genderAgreement, genderRecoverability, groupAccuracies, logGamma, studentTCdf,
-  studentTQuantile, subgroupAccuracies, tprGap, wilson, worstGroup,
+  accuracy,
+  aggregateSeeds,
+  differenceInterval,
+  genderAgreement,
+  genderRecoverability,
+  groupAccuracies,
+  logGamma,
+  studentTCdf,
+  studentTQuantile,
+  subgroupAccuracies,
+  tprGap,
+  wilson,
+  worstGroup,
 } from '../../src/eval/metrics.js';
 import { mulberry32, randomNormal } from '../../src/data/prng.js';
 
@@ -89,7 +100,13 @@ describe('metrics on hand examples', () => {
 describe('Student t and aggregation over seeds', () => {
   it('matches table quantiles and known CDF values', () => {
     // Two-sided 95% critical values from standard t tables.
-    const table: [number, number][] = [[1, 12.7062], [2, 4.3027], [4, 2.7764], [9, 2.2622], [29, 2.0452]];
+    const table: [number, number][] = [
+      [1, 12.7062],
+      [2, 4.3027],
+      [4, 2.7764],
+      [9, 2.2622],
+      [29, 2.0452],
+    ];
     for (const [df, t] of table) expect(studentTQuantile(0.975, df)).toBeCloseTo(t, 3);
     expect(studentTQuantile(0.95, 5)).toBeCloseTo(2.015, 3);
     expect(studentTQuantile(0.025, 4)).toBeCloseTo(-2.7764, 3);
@@ -129,7 +146,7 @@ describe('gender recoverability', () => {
     const data = new Float32Array(n * d);
     for (let i = 0; i < n; i++) {
       for (let j = 0; j < d; j++) data[i * d + j] = randomNormal(rng);
-      data[i * d] += signal * (2 * z[i]! - 1);
+      data[i * d] = (data[i * d] ?? 0) + signal * (2 * (z[i] ?? 0) - 1);
     }
     return { X: tf.tensor2d(data, [n, d]), z };
   }

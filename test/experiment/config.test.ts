@@ -1,9 +1,10 @@
 import { describe, expect, it } from 'vitest';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { applyOverrides, parseExperimentConfig, readExperimentConfig } from '../../src/experiment/config.js';
-import { createEraser, methodOptions } from '../../src/experiment/methods.js';
+import { applyOverrides, experimentConfigSchema, parseExperimentConfig, readExperimentConfig } from '../../src/experiment/config.js';
+import { CONFIG_SCHEMA_FILE, experimentConfigJsonSchema } from '../../src/experiment/config-schema.js';
+import { createFitter, parseMethodOptions } from '../../src/erasure/methods.js';
 import { METHOD_NAMES } from '../../src/erasure/eraser.js';
 import { projectRoot, sharedDir } from '../../src/io/shared.js';
 
@@ -14,12 +15,25 @@ const base = {
   methods: { original: {}, leace: {} },
 };
 
+const SHIPPED = ['minilm-surgeon-nurse.json', 'ci-minilm-surgeon-nurse.json'];
+
+/** The error `parseExperimentConfig` throws for `raw` (fails the test when it does not throw). */
+function parseError(raw: unknown): string {
+  try {
+    parseExperimentConfig(raw, 'x.json');
+  } catch (err) {
+    return (err as Error).message;
+  }
+  throw new Error(`expected ${JSON.stringify(raw)} to be refused`);
+}
+
 describe('experiment config', () => {
   it('fills defaults and applies command-line overrides', () => {
     const c = parseExperimentConfig(base, 'x.json');
     expect(c.seeds).toEqual([42, 43, 44]);
     expect(c.maxLength).toBe(128);
     expect(c.dataset.conceptSize).toBe(256);
+    expect([c.name, c.cacheDir, c.batchSize, c.probe, c.saes]).toEqual(['experiment', '.cache/activations', 32, {}, {}]);
     const o = applyOverrides(c, { model: 'other', test: 't2.jsonl', seeds: [1] });
     expect([o.model, o.dataset.test, o.dataset.train, o.seeds]).toEqual(['other', 't2.jsonl', 'train.jsonl', [1]]);
   });
@@ -27,8 +41,10 @@ describe('experiment config', () => {
   it('names the file and the problem for an unknown method, field or bad value', () => {
     expect(() => parseExperimentConfig({ ...base, methods: { shiftt: {} } }, 'x.json')).toThrow(/x\.json: unknown method "shiftt" \(known: original, oracle/);
     expect(() => parseExperimentConfig({ ...base, modle: 'x' }, 'x.json')).toThrow(/x\.json: unknown field "modle" in the config/);
-    expect(() => parseExperimentConfig({ ...base, seeds: [] }, 'x.json')).toThrow(/field "seeds" must be a non-empty list/);
-    expect(() => parseExperimentConfig({ ...base, dataset: { ...base.dataset, limits: { ambiguous: 0 } } }, 'x.json')).toThrow(/dataset\.limits\.ambiguous must be a positive integer/);
+    expect(() => parseExperimentConfig({ ...base, seeds: [] }, 'x.json')).toThrow(/field "seeds":? must be a non-empty list/);
+    expect(() => parseExperimentConfig({ ...base, dataset: { ...base.dataset, limits: { ambiguous: 0 } } }, 'x.json')).toThrow(
+      /dataset\.limits\.ambiguous"?:? must be a positive integer/,
+    );
     expect(() => parseExperimentConfig({ ...base, methods: {} }, 'x.json')).toThrow(/names no method/);
     const dir = mkdtempSync(join(tmpdir(), 'cfg-'));
     writeFileSync(join(dir, 'bad.json'), '{ not json');
@@ -36,30 +52,145 @@ describe('experiment config', () => {
     expect(() => readExperimentConfig(join(dir, 'missing.json'))).toThrow(/missing\.json: config file not found/);
   });
 
-  it('the runner owns retrainHead for closed-form methods and word deletion only', () => {
-    expect(methodOptions('leace', { variant: 'orth' })).toEqual({ eraser: { variant: 'orth' }, runnerRetrainsHead: true });
-    expect(methodOptions('word_deletion', { retrainHead: false })).toEqual({ eraser: {}, runnerRetrainsHead: false });
-    expect(methodOptions('sae_mask', { retrainHead: false })).toEqual({ eraser: { retrainHead: false }, runnerRetrainsHead: false });
-    expect(() => methodOptions('inlp', { retrainHead: 'yes' })).toThrow(/inlp: option "retrainHead" must be true or false/);
+  it('each method schema owns its retrainHead: default true for closed-form methods and word deletion', () => {
+    expect(parseMethodOptions('leace', { variant: 'orth' }, 'x').options).toMatchObject({ variant: 'orth', retrainHead: true });
+    expect(parseMethodOptions('word_deletion', { retrainHead: false }, 'x').options).toMatchObject({ retrainHead: false });
+    expect(parseMethodOptions('sae_mask', { retrainHead: false }, 'x').options).toMatchObject({ retrainHead: false });
+    expect(() => parseMethodOptions('inlp', { retrainHead: 'yes' }, 'x: methods.inlp')).toThrow(/x: methods\.inlp: field "retrainHead"/);
   });
 
   it('every method name is either a probe or a registered eraser', () => {
     for (const m of METHOD_NAMES) {
+      const parsed = parseMethodOptions(m, {}, `methods.${m}`);
       if (m === 'original' || m === 'oracle') {
-        expect(() => createEraser(m, {})).toThrow(/is not an eraser/);
+        expect(() => createFitter(parsed)).toThrow(/is not an eraser/);
       } else {
-        const e = createEraser(m, methodOptions(m, {}).eraser);
-        expect(e.method).toBe(m);
-        e.dispose();
+        expect(createFitter(parsed).method).toBe(m);
       }
     }
   });
 
+  it('checks every method option at read time, naming the field', () => {
+    const withMethod = (name: string, options: unknown): unknown => ({ ...base, methods: { original: {}, [name]: options } });
+    expect(parseError(withMethod('inlp', { iteration: 5 }))).toMatch(/^x\.json: unknown field "methods\.inlp\.iteration" \(known: .*iterations/);
+    expect(parseError(withMethod('inlp', { iterations: '20' }))).toMatch(/^x\.json: field "methods\.inlp\.iterations": /);
+    expect(parseError(withMethod('leace', { shrinkage: 'no' }))).toMatch(/^x\.json: field "methods\.leace\.shrinkage": /);
+    expect(parseError(withMethod('sae_mask', { epoch: 3 }))).toMatch(/^x\.json: unknown field "methods\.sae_mask\.epoch" \(known: .*epochs/);
+    expect(parseError(withMethod('original', { epochs: 3 }))).toMatch(/unknown field "methods\.original\.epochs"/);
+    expect(parseError(withMethod('leace', 'fast'))).toMatch(/field "methods\.leace": /);
+    const c = parseExperimentConfig(withMethod('leace', { shrinkage: false }), 'x.json');
+    expect(c.methods.leace?.method).toBe('leace');
+    expect(c.methods.leace?.options).toMatchObject({ shrinkage: false });
+    expect(Object.keys(c.methods)).toEqual(['original', 'leace']);
+    expect(c.methods.original).toEqual({ method: 'original', options: {} });
+  });
+
+  it('checks the probe recipe and stores only what the config sets', () => {
+    expect(parseError({ ...base, probe: { epoch: 5 } })).toMatch(/^x\.json: unknown field "probe\.epoch" \(known: .*epochs/);
+    expect(parseError({ ...base, probe: { epochs: 0 } })).toMatch(/field "probe\.epochs": /);
+    expect(parseError({ ...base, probe: { shuffle: 'yes' } })).toMatch(/field "probe\.shuffle": /);
+    expect(parseError({ ...base, probe: { progressLabel: 'x' } })).toMatch(/unknown field "probe\.progressLabel"/);
+    expect(parseExperimentConfig({ ...base, probe: { epochs: 100, lr: 0.02 } }, 'x.json').probe).toEqual({ epochs: 100, lr: 0.02 });
+  });
+
+  it('checks SAE specs and their train recipes at read time, with the same defaults', () => {
+    const withTrain = (train: unknown): unknown => ({ ...base, saes: { 'layers.3.resid_out': { path: '/nowhere/sae', train } } });
+    expect(parseError(withTrain({ dsae: 1024 }))).toMatch(/^x\.json: unknown field "saes\.layers\.3\.resid_out\.train\.dsae" \(known: .*dSae/);
+    expect(parseError(withTrain({ arch: 'gelu' }))).toMatch(/field "saes\.layers\.3\.resid_out\.train\.arch": /);
+    expect(parseError(withTrain({ epochs: -1 }))).toMatch(/train\.epochs/);
+    expect(parseError(withTrain({ dSae: 10.5 }))).toMatch(/train\.dSae/);
+    expect(parseError({ ...base, saes: { 'layers.3.resid_out': { path: '/nowhere/sae', trian: {} } } })).toMatch(
+      /unknown field "saes\.layers\.3\.resid_out\.trian"/,
+    );
+    const c = parseExperimentConfig(withTrain({}), 'x.json');
+    expect(c.saes['layers.3.resid_out']).toEqual({ path: '/nowhere/sae', train: { arch: 'relu', dSae: 4096, epochs: 8, seed: 42 } });
+    const t = parseExperimentConfig(withTrain({ dSae: 1536, arch: 'topk', k: 16, l1: 0.09, lr: 3e-4, batchSize: 512, epochs: 6, seed: 7 }), 'x.json');
+    expect(t.saes['layers.3.resid_out']!.train).toEqual({ dSae: 1536, arch: 'topk', k: 16, l1: 0.09, lr: 3e-4, batchSize: 512, epochs: 6, seed: 7 });
+    expect(parseExperimentConfig({ ...base, saes: { h: { path: 'p' } } }, 'x.json').saes.h).toEqual({ path: 'p' });
+  });
+
+  it('refuses dataset.val (validation files are not used) and lists every problem at once', () => {
+    expect(parseError({ ...base, dataset: { ...base.dataset, val: 'val.jsonl' } })).toMatch(/^x\.json: unknown field "dataset\.val" \(known: /);
+    const msg = parseError({ ...base, maxLength: 0, probe: { epoch: 5 }, methods: { inlp: { iteration: 5 } } });
+    expect(msg).toMatch(/maxLength/);
+    expect(msg).toMatch(/probe\.epoch/);
+    expect(msg).toMatch(/methods\.inlp\.iteration/);
+    expect(parseError({ ...base, dataset: { ...base.dataset, professions: ['surgeon'] } })).toMatch(/field "dataset\.professions": must be a pair/);
+    expect(parseError([base])).toMatch(/x\.json: the config must be a JSON object/);
+  });
+
+  it('accepts $schema and description and ignores them', () => {
+    const c = parseExperimentConfig({ ...base, $schema: './experiment.schema.json', description: 'a test' }, 'x.json');
+    expect(c).not.toHaveProperty('$schema');
+    expect(c).not.toHaveProperty('description');
+    expect(parseError({ ...base, $schema: 3 })).toMatch(/field "\$schema"/);
+  });
+
+  it('readExperimentConfig refuses a bad config synchronously, before any model or SAE is touched', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'cfg-'));
+    const write = (name: string, raw: unknown): string => {
+      const path = join(dir, name);
+      writeFileSync(path, JSON.stringify(raw));
+      return path;
+    };
+    // The model and the SAE are absent, so getting past validation would fail differently (and later).
+    const untouched = { ...base, model: join(dir, 'no-model'), saes: { 'layers.3.resid_out': { path: join(dir, 'no-sae'), train: { dSae: 64 } } } };
+    const cases: [unknown, RegExp][] = [
+      [{ ...untouched, probe: { epoch: 5 } }, /probe\.epoch/],
+      [{ ...untouched, methods: { leace: { shrinkage: 'no' } } }, /methods\.leace\.shrinkage/],
+      [{ ...untouched, methods: { inlp: { iteration: 5 } } }, /methods\.inlp\.iteration/],
+      [{ ...untouched, methods: { inlp: { iterations: '20' } } }, /methods\.inlp\.iterations/],
+      [{ ...untouched, dataset: { ...base.dataset, val: 'val.jsonl' } }, /dataset\.val/],
+      [{ ...untouched, saes: { 'layers.3.resid_out': { path: join(dir, 'no-sae'), train: { dSae: 64, epoch: 2 } } } }, /train\.epoch"/],
+      [{ ...untouched, methods: { sae_mask: { epoch: 3 } } }, /methods\.sae_mask\.epoch/],
+    ];
+    cases.forEach(([raw, field], i) => {
+      const path = write(`bad-${i}.json`, raw);
+      let result: unknown;
+      expect(() => (result = readExperimentConfig(path))).toThrow(field);
+      expect(result).toBeUndefined();
+      expect(() => readExperimentConfig(path)).toThrow(new RegExp(`^${path.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: `));
+    });
+    expect(readExperimentConfig(write('good.json', untouched)).model).toBe(join(dir, 'no-model'));
+  });
+});
+
+describe('shipped config schema', () => {
+  it(`${CONFIG_SCHEMA_FILE} matches the zod schema (regenerate with npm run schema)`, () => {
+    const shipped = JSON.parse(readFileSync(join(projectRoot(), CONFIG_SCHEMA_FILE), 'utf8')) as unknown;
+    expect(shipped).toEqual(experimentConfigJsonSchema());
+  });
+
+  it('documents every field', () => {
+    const undocumented: string[] = [];
+    const walk = (node: unknown, at: string): void => {
+      if (typeof node !== 'object' || node === null) return;
+      const o = node as { properties?: Record<string, { description?: string }>; additionalProperties?: unknown; items?: unknown };
+      for (const [k, v] of Object.entries(o.properties ?? {})) {
+        if (typeof v.description !== 'string' || v.description === '') undocumented.push(`${at}${k}`);
+        walk(v, `${at}${k}.`);
+      }
+      walk(o.additionalProperties, `${at}*.`);
+    };
+    walk(experimentConfigJsonSchema(), '');
+    expect(undocumented).toEqual([]);
+  });
+
+  it('the shipped configs point at it and validate against the schema', () => {
+    for (const f of SHIPPED) {
+      const raw = JSON.parse(readFileSync(join(projectRoot(), 'configs', f), 'utf8')) as Record<string, unknown>;
+      expect(raw.$schema).toBe('./experiment.schema.json');
+      const result = experimentConfigSchema.safeParse(raw);
+      expect(result.error?.issues ?? []).toEqual([]);
+    }
+  });
+
   it.skipIf(sharedDir() === undefined)('the shipped configs parse (needs ../shared)', () => {
-    for (const f of ['minilm-surgeon-nurse.json', 'ci-minilm-surgeon-nurse.json']) {
+    for (const f of SHIPPED) {
       const c = readExperimentConfig(join(projectRoot(), 'configs', f));
       expect(Object.keys(c.methods).sort()).toEqual([...METHOD_NAMES].sort());
       expect(c.dataset.train.startsWith(sharedDir()!)).toBe(true);
+      expect(c.probe).toEqual({ epochs: 100 });
     }
   });
 });

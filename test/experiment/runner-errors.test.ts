@@ -24,9 +24,13 @@ describe.skipIf(shared === undefined)('runner input checks (needs ../shared)', (
   });
 
   it('rejects a probe hook the model does not have and a missing SAE without a train spec', async () => {
-    await expect(runExperiment(parseExperimentConfig({ ...base, probeHook: 'layers.3.resid' }, 'bad-probe.json'), { outDir: out })).rejects.toThrow(/bad-probe\.json: probeHook "layers\.3\.resid" does not exist/);
+    await expect(runExperiment(parseExperimentConfig({ ...base, probeHook: 'layers.3.resid' }, 'bad-probe.json'), { outDir: out })).rejects.toThrow(
+      /bad-probe\.json: probeHook "layers\.3\.resid" does not exist/,
+    );
     const missing = parseExperimentConfig({ ...base, saes: { 'layers.3.resid_out': { path: join(out, 'no-sae') } } }, 'missing.json');
-    await expect(runExperiment(missing, { outDir: out })).rejects.toThrow(/missing\.json: the SAE for "layers\.3\.resid_out" is missing at .*no-sae, and the config gives no "train" spec/);
+    await expect(runExperiment(missing, { outDir: out })).rejects.toThrow(
+      /missing\.json: the SAE for "layers\.3\.resid_out" is missing at .*no-sae, and the config gives no "train" spec/,
+    );
   });
 
   it('rejects a profession pair the data does not contain, naming the file', async () => {

@@ -37,14 +37,18 @@ describe.skipIf(shared === undefined)('the offline experiment (CI size)', () => 
       if (method !== 'original' && method !== 'oracle') expect(existsSync(join(out, 'erasers', method, 'seed-42', 'eraser.json')), method).toBe(true);
     }
     const { original, oracle } = result.methods as Record<string, ExperimentResult['methods'][string]>;
-    // Issue 4's baseline shape: the probe trained on ambiguous data fails its worst group; the oracle does not.
+    // The baseline shape: the probe trained on ambiguous data fails its worst group; the oracle does not.
     expect(original!.worst_group_acc.mean).toBeLessThan(oracle!.worst_group_acc.mean - 0.15);
     expect(original!.gender_agreement.mean).toBeGreaterThan(oracle!.gender_agreement.mean + 0.05);
-    // Issue 5's target: a method without balanced task labels within 10 points of the oracle's
+    // The target: a method without balanced task labels within 10 points of the oracle's
     // worst group, within 5 points of its profession accuracy, with gender agreement below 60%.
     const meets = (name: string): boolean => {
       const m = result.methods[name]!;
-      return m.worst_group_acc.mean >= oracle!.worst_group_acc.mean - 0.1 && m.profession_acc.mean >= oracle!.profession_acc.mean - 0.05 && m.gender_agreement.mean < 0.6;
+      return (
+        m.worst_group_acc.mean >= oracle!.worst_group_acc.mean - 0.1 &&
+        m.profession_acc.mean >= oracle!.profession_acc.mean - 0.05 &&
+        m.gender_agreement.mean < 0.6
+      );
     };
     const sae = ['shift', 'shift_retrain', 'sae_mask'].filter(meets);
     console.log(`SAE-based methods meeting the target: ${sae.join(', ') || 'none'}`);

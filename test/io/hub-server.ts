@@ -104,7 +104,16 @@ export class FakeHub {
   private readonly cdn = http.createServer((req, res) => this.handle('cdn', req, res));
 
   static noFaults(): Faults {
-    return { redirect: 'absolute', dropAfter: undefined, stallAfter: undefined, dropRanged: 0, sizeDelta: 0, fakeEtag: undefined, unavailable: 0, ignoreRange: false };
+    return {
+      redirect: 'absolute',
+      dropAfter: undefined,
+      stallAfter: undefined,
+      dropRanged: 0,
+      sizeDelta: 0,
+      fakeEtag: undefined,
+      unavailable: 0,
+      ignoreRange: false,
+    };
   }
 
   async start(): Promise<this> {
@@ -221,8 +230,7 @@ export class FakeHub {
     if (file.lfs === true) {
       const sha = sha256Hex(file.content);
       const blobPath = `/lfs-blobs/${sha}`;
-      const location =
-        this.faults.redirect === 'relative' ? blobPath : `${this.faults.redirect === 'cdn' ? this.cdnUrl : this.url}${blobPath}`;
+      const location = this.faults.redirect === 'relative' ? blobPath : `${this.faults.redirect === 'cdn' ? this.cdnUrl : this.url}${blobPath}`;
       res.writeHead(302, {
         ...commitHeader,
         Location: location,

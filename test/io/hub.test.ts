@@ -1,17 +1,6 @@
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import {
-  existsSync,
-  lstatSync,
-  mkdirSync,
-  mkdtempSync,
-  readFileSync,
-  readdirSync,
-  readlinkSync,
-  rmSync,
-  statSync,
-  writeFileSync,
-} from 'node:fs';
+import { existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { homedir, hostname, tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { promisify } from 'node:util';
@@ -379,7 +368,13 @@ describe('resumable downloads', () => {
     hub.faults.dropRanged = 1000;
     const sha = sha256Hex(bigBlob);
     const incomplete = join(storage('models--acme--big'), 'blobs', `${sha}.incomplete`);
-    const err = await expectHubError(hubDownload({ repo: 'acme/big', file: 'blob.bin', retries: 2, retryDelayMs: 1 }), 'download', 'blob.bin', 'acme/big', incomplete);
+    const err = await expectHubError(
+      hubDownload({ repo: 'acme/big', file: 'blob.bin', retries: 2, retryDelayMs: 1 }),
+      'download',
+      'blob.bin',
+      'acme/big',
+      incomplete,
+    );
     expect(err.message).toMatch(/next run resumes/);
     const kept = statSync(incomplete).size;
     expect(kept).toBeGreaterThan(0);
@@ -432,7 +427,13 @@ describe('resumable downloads', () => {
 
   it('rejects a wrong size with a clear error and leaves nothing in snapshots or blobs', async () => {
     hub.faults.sizeDelta = 10;
-    const err = await expectHubError(hubDownload({ repo: 'acme/big', file: 'blob.bin', ...FAST }), 'download', 'Consistency check failed', 'blob.bin', String(bigBlob.length + 10));
+    const err = await expectHubError(
+      hubDownload({ repo: 'acme/big', file: 'blob.bin', ...FAST }),
+      'download',
+      'Consistency check failed',
+      'blob.bin',
+      String(bigBlob.length + 10),
+    );
     expect(err.message).toContain(String(bigBlob.length));
     const store = storage('models--acme--big');
     expect(existsSync(join(store, 'snapshots', fakeCommit('big'), 'blob.bin'))).toBe(false);
@@ -461,7 +462,14 @@ describe('offline and unreachable hub', () => {
     hub.reset();
     process.env.HF_HUB_OFFLINE = '1';
     expect(await hubDownload({ repo: 'acme/tiny', file: 'config.json' })).toBe(path);
-    await expectHubError(hubDownload({ repo: 'acme/tiny', file: 'vocab.txt' }), 'not-cached', 'vocab.txt', 'acme/tiny', 'HF_HUB_OFFLINE', join(storage(), 'snapshots', C_MAIN, 'vocab.txt'));
+    await expectHubError(
+      hubDownload({ repo: 'acme/tiny', file: 'vocab.txt' }),
+      'not-cached',
+      'vocab.txt',
+      'acme/tiny',
+      'HF_HUB_OFFLINE',
+      join(storage(), 'snapshots', C_MAIN, 'vocab.txt'),
+    );
     await expectHubError(hubDownload({ repo: 'acme/tiny', file: 'config.json', revision: 'v1' }), 'not-cached', 'revision "v1"', join(storage(), 'refs', 'v1'));
     await expectHubError(listRepoFiles({ repo: 'acme/tiny' }), 'not-cached', 'HF_HUB_OFFLINE');
     expect(hub.log).toEqual([]);

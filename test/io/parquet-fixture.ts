@@ -183,7 +183,9 @@ export function writeParquetFixture(path: string, columns: readonly FixtureColum
           s.string(4, 'schema').i32(5, columns.length);
         },
         ...columns.map((c) => (s: CompactWriter) => {
-          s.i32(1, PARQUET_TYPE[c.type]).i32(3, c.optional ? 1 : 0).string(4, c.name);
+          s.i32(1, PARQUET_TYPE[c.type])
+            .i32(3, c.optional ? 1 : 0)
+            .string(4, c.name);
           if (c.type === 'string') s.i32(6, 0); // converted type UTF8
         }),
       ])
@@ -205,7 +207,10 @@ export function writeParquetFixture(path: string, columns: readonly FixtureColum
               });
             }),
           )
-            .i64(2, chunks.reduce((s, c) => s + c.size, 0))
+            .i64(
+              2,
+              chunks.reduce((s, c) => s + c.size, 0),
+            )
             .i64(3, numRows);
         },
       ]);

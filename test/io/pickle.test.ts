@@ -96,14 +96,16 @@ describe('malicious pickles', () => {
     expect(msg).toMatch(/not on the allow-list/);
     // Payloads like Popen would act asynchronously; give them a moment before looking.
     const until = Date.now() + 300;
-    while (Date.now() < until) { /* wait */ }
+    while (Date.now() < until) {
+      /* wait */
+    }
     expect(existsSync(marker)).toBe(false);
   });
 
   it('refuses extension-registry opcodes and an unknown global in a bare pickle', () => {
     // EXT1 0x01, STOP
     expect(() => unpickle(Uint8Array.from([0x80, 0x02, 0x82, 0x01, 0x2e]), { source: 'bare' })).toThrow(/EXT opcodes/);
-    const evil = new TextEncoder().encode('cbuiltins\neval\n(S\'1\'\ntR.');
+    const evil = new TextEncoder().encode("cbuiltins\neval\n(S'1'\ntR.");
     expect(() => unpickle(evil, { source: 'bare.pkl' })).toThrow(/bare\.pkl: refusing to unpickle the global "builtins\.eval"/);
   });
 });

@@ -49,20 +49,26 @@ describe('safetensors writer', () => {
     const dir = mkdtempSync(join(tmpdir(), 'st-'));
     const path = join(dir, 'out.safetensors');
     const values = Float32Array.from([1.5, -2.25, 3e-3, 65504, -0.0001, 7]);
-    writeSafetensors(path, {
-      f32: tf.tensor(values, [2, 3]),
-      f16: { dtype: 'F16', shape: [6], data: values },
-      bf16: { dtype: 'BF16', shape: [6], data: values },
-      i32: tf.tensor([1, -2, 3], [3], 'int32'),
-      i64: { dtype: 'I64', shape: [2], data: BigInt64Array.from([5n, -6n]) },
-      u8: { dtype: 'U8', shape: [2], data: Uint8Array.from([0, 200]) },
-      flag: tf.tensor([true, false], [2], 'bool'),
-    }, { who: 'sae-eraser' });
-    const out = JSON.parse(execFileSync(pythonBin(), [join('test/reference/safetensors_reference.py'), '--out', dir, '--check', path], { encoding: 'utf8' })) as Record<string, { dtype: string; shape: number[]; values: number[] }>;
+    writeSafetensors(
+      path,
+      {
+        f32: tf.tensor(values, [2, 3]),
+        f16: { dtype: 'F16', shape: [6], data: values },
+        bf16: { dtype: 'BF16', shape: [6], data: values },
+        i32: tf.tensor([1, -2, 3], [3], 'int32'),
+        i64: { dtype: 'I64', shape: [2], data: BigInt64Array.from([5n, -6n]) },
+        u8: { dtype: 'U8', shape: [2], data: Uint8Array.from([0, 200]) },
+        flag: tf.tensor([true, false], [2], 'bool'),
+      },
+      { who: 'sae-eraser' },
+    );
+    const out = JSON.parse(
+      execFileSync(pythonBin(), [join('test/reference/safetensors_reference.py'), '--out', dir, '--check', path], { encoding: 'utf8' }),
+    ) as Record<string, { dtype: string; shape: number[]; values: number[] }>;
     expect(out.f32!.shape).toEqual([2, 3]);
     expect(maxAbsDiff(out.f32!.values, values)).toBe(0);
     expect(out.f16!.dtype).toBe('torch.float16');
-    expect(maxAbsDiff(out.f16!.values, values)).toBeLessThan(1e-3 * 65504 / 1000);
+    expect(maxAbsDiff(out.f16!.values, values)).toBeLessThan((1e-3 * 65504) / 1000);
     expect(out.bf16!.dtype).toBe('torch.bfloat16');
     for (let i = 0; i < values.length; i++) expect(Math.abs(out.bf16!.values[i]! - values[i]!)).toBeLessThanOrEqual(Math.abs(values[i]!) / 128);
     expect(out.i32!.values).toEqual([1, -2, 3]);
@@ -82,7 +88,10 @@ describe('safetensors bad input', () => {
   const dir = mkdtempSync(join(tmpdir(), 'st-bad-'));
   const good = (): Buffer => {
     const p = join(dir, 'good.safetensors');
-    writeSafetensors(p, { w: { dtype: 'F32', shape: [4], data: new Float32Array([1, 2, 3, 4]) }, b: { dtype: 'F32', shape: [2], data: new Float32Array([5, 6]) } });
+    writeSafetensors(p, {
+      w: { dtype: 'F32', shape: [4], data: new Float32Array([1, 2, 3, 4]) },
+      b: { dtype: 'F32', shape: [2], data: new Float32Array([5, 6]) },
+    });
     return readFileSync(p);
   };
   const withHeader = (header: object): Buffer => {

@@ -16,7 +16,10 @@ afterAll(() => {
 describe('JSONL', () => {
   it('parses one object per line, skips blank lines and keeps line numbers', () => {
     const t = parseJsonl('\uFEFF{"a": 1, "b": "x"}\r\n\n{"b": "y", "c": null}\n', 'f.jsonl');
-    expect(t.rows).toEqual([{ a: 1, b: 'x' }, { b: 'y', c: null }]);
+    expect(t.rows).toEqual([
+      { a: 1, b: 'x' },
+      { b: 'y', c: null },
+    ]);
     expect(t.columns).toEqual(['a', 'b', 'c']);
     expect(t.where(0)).toBe('f.jsonl line 1');
     expect(t.where(1)).toBe('f.jsonl line 3');
@@ -53,7 +56,10 @@ describe('CSV (RFC 4180)', () => {
 
   it('accepts another delimiter and LF or CR line breaks', () => {
     const t = parseCsv('x;y\n1;"a;b"\r2;c\n', 's.csv', { delimiter: ';' });
-    expect(t.rows).toEqual([{ x: '1', y: 'a;b' }, { x: '2', y: 'c' }]);
+    expect(t.rows).toEqual([
+      { x: '1', y: 'a;b' },
+      { x: '2', y: 'c' },
+    ]);
   });
 
   it('names the file, line and field of malformed input', () => {

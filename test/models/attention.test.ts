@@ -20,7 +20,12 @@ function values(n: number, seed: number): Float32Array {
  * `lengths` (a query whose keys are all masked sees every key, as attentionBias arranges).
  */
 function referenceAttention(
-  q: Float32Array, k: Float32Array, v: Float32Array, shape: [number, number, number, number], scale: number, lengths: number[],
+  q: Float32Array,
+  k: Float32Array,
+  v: Float32Array,
+  shape: [number, number, number, number],
+  scale: number,
+  lengths: number[],
 ): Float64Array {
   const [n, h, seq, d] = shape;
   const out = new Float64Array(q.length);
@@ -78,7 +83,11 @@ describe('attention products', () => {
     const scale = headDim ** -0.5;
     const before = tf.memory().numTensors;
     const got = tf.tidy(() => {
-      const mask = tf.tensor2d(lengths.flatMap((len) => Array.from({ length: seq }, (_, j) => (j < len ? 1 : 0))), [2, seq], 'int32');
+      const mask = tf.tensor2d(
+        lengths.flatMap((len) => Array.from({ length: seq }, (_, j) => (j < len ? 1 : 0))),
+        [2, seq],
+        'int32',
+      );
       return attend(tf.tensor4d(qv, shape), tf.tensor4d(kv, shape), tf.tensor4d(vv, shape), attentionBias(mask, true), scale);
     });
     const want = referenceAttention(qv, kv, vv, shape, scale, lengths);

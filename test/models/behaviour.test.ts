@@ -76,8 +76,11 @@ describe('edits', () => {
     },
   );
 
-  it('parallel residual: an attn_out edit does not reach the same layer\'s MLP; sequential: it does', () => {
-    for (const [name, mlpMoves] of [['neox_rot25_parallel', false], ['neox_rot100_sequential', true]] as const) {
+  it("parallel residual: an attn_out edit does not reach the same layer's MLP; sequential: it does", () => {
+    for (const [name, mlpMoves] of [
+      ['neox_rot25_parallel', false],
+      ['neox_rot100_sequential', true],
+    ] as const) {
       const model = models[name]!;
       const d = delta(model.config.dModel, 7);
       const hooks = ['layers.0.mlp_out', 'layers.0.resid_out'];
@@ -222,7 +225,14 @@ describe('memory', () => {
     const once = (): void => {
       disposeResult(model.run(batch, { capture: model.hookNames, edits: { 'layers.0.attn_out': (x) => tf.add(x, shift) }, logits: true }));
       const { value, grads } = tf.variableGrads(
-        () => tf.tidy(() => tf.sum(model.run(batch, { capture: ['layers.1.resid_out'], edits: { 'layers.0.mlp_out': (x) => tf.mul(x, tf.add(shift, 1)) } }).captures['layers.1.resid_out']!)) as tf.Scalar,
+        () =>
+          tf.tidy(() =>
+            tf.sum(
+              model.run(batch, { capture: ['layers.1.resid_out'], edits: { 'layers.0.mlp_out': (x) => tf.mul(x, tf.add(shift, 1)) } }).captures[
+                'layers.1.resid_out'
+              ]!,
+            ),
+          ) as tf.Scalar,
         [shift],
       );
       tf.dispose([value, ...Object.values(grads)]);

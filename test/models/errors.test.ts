@@ -36,13 +36,30 @@ const raw = (json: Record<string, unknown>): RawConfig => ({ path: '/models/x/co
 describe('config.json validation', () => {
   it('parses a GPT-NeoX config into the project vocabulary', () => {
     const c = parseGptNeoxConfig(raw(configOf(neoxDir())));
-    expect(c).toMatchObject({ modelType: 'gpt_neox', dModel: 64, nLayers: 3, nHeads: 4, headDim: 16, dFf: 256, rotaryDims: 4, parallelResidual: true, hiddenAct: 'gelu' });
+    expect(c).toMatchObject({
+      modelType: 'gpt_neox',
+      dModel: 64,
+      nLayers: 3,
+      nHeads: 4,
+      headDim: 16,
+      dFf: 256,
+      rotaryDims: 4,
+      parallelResidual: true,
+      hiddenAct: 'gelu',
+    });
     const pythia = parseGptNeoxConfig(raw({ ...configOf(neoxDir()), hidden_size: 512, num_attention_heads: 8, rotary_pct: 0.25 }));
     expect(pythia.rotaryDims).toBe(16);
   });
 
   it('parses a BERT config', () => {
-    expect(parseBertConfig(raw(configOf(bertDir())))).toMatchObject({ modelType: 'bert', dModel: 64, nLayers: 2, headDim: 16, typeVocabSize: 2, layerNormEps: 1e-12 });
+    expect(parseBertConfig(raw(configOf(bertDir())))).toMatchObject({
+      modelType: 'bert',
+      dModel: 64,
+      nLayers: 2,
+      headDim: 16,
+      typeVocabSize: 2,
+      layerNormEps: 1e-12,
+    });
   });
 
   it.each([
@@ -118,7 +135,9 @@ describe('checkpoint validation', () => {
         tensors: (n, data, shape) => ({ dtype: 'F32', shape: n === 'encoder.layer.1.output.dense.weight' ? [...shape].reverse() : shape, data }),
       }),
     );
-    await expect(loadModel(transposed)).rejects.toThrow(/tensor "encoder\.layer\.1\.output\.dense\.weight" has shape \[128, 64\] but the config implies \[64, 128\]/);
+    await expect(loadModel(transposed)).rejects.toThrow(
+      /tensor "encoder\.layer\.1\.output\.dense\.weight" has shape \[128, 64\] but the config implies \[64, 128\]/,
+    );
   });
 
   it('a non-float tensor names the file, tensor and dtype', async () => {
@@ -141,9 +160,13 @@ describe('checkpoint validation', () => {
   });
 
   it('a missing tensor names the file and the tensor', async () => {
-    const dir = track(cloneModelDir(bertDir(), { tensors: (n, data, shape) => (n === 'encoder.layer.1.attention.self.key.bias' ? undefined : { dtype: 'F32', shape, data }) }));
+    const dir = track(
+      cloneModelDir(bertDir(), { tensors: (n, data, shape) => (n === 'encoder.layer.1.attention.self.key.bias' ? undefined : { dtype: 'F32', shape, data }) }),
+    );
     await expect(loadModel(dir)).rejects.toThrow(`${join(dir, 'model.safetensors')}: missing tensor "encoder.layer.1.attention.self.key.bias"`);
-    const noEmbed = track(cloneModelDir(neoxDir(), { tensors: (n, data, shape) => (n.endsWith('embed_in.weight') ? undefined : { dtype: 'F32', shape, data }) }));
+    const noEmbed = track(
+      cloneModelDir(neoxDir(), { tensors: (n, data, shape) => (n.endsWith('embed_in.weight') ? undefined : { dtype: 'F32', shape, data }) }),
+    );
     await expect(loadModel(noEmbed)).rejects.toThrow(/missing tensor "gpt_neox\.embed_in\.weight" or "embed_in\.weight"/);
   });
 
@@ -209,7 +232,18 @@ describe('batch validation', () => {
     ['a mask of another shape', [[1, 2]], [[1, 1, 1]], 'int32', /differ in shape/],
     ['mask values other than 0/1', [[1, 2]], [[1, 2]], 'int32', /attentionMask holds 2 at flat index 1/],
   ] as const)('rejects %s', (_what, ids, mask, dtype, message) => {
-    const batch = { inputIds: tf.tensor2d(ids.map((r) => [...r]), undefined, dtype), attentionMask: tf.tensor2d(mask.map((r) => [...r]), undefined, 'int32') };
+    const batch = {
+      inputIds: tf.tensor2d(
+        ids.map((r) => [...r]),
+        undefined,
+        dtype,
+      ),
+      attentionMask: tf.tensor2d(
+        mask.map((r) => [...r]),
+        undefined,
+        'int32',
+      ),
+    };
     expect(() => model.run(batch, { capture: ['embed'] })).toThrow(message);
     tf.dispose([batch.inputIds, batch.attentionMask]);
   });
@@ -217,7 +251,9 @@ describe('batch validation', () => {
   it('rejects sequences longer than max_position_embeddings', () => {
     const n = model.config.maxPositions + 1;
     const batch = { inputIds: tf.ones([1, n], 'int32') as tf.Tensor2D, attentionMask: tf.ones([1, n], 'int32') as tf.Tensor2D };
-    expect(() => model.run(batch, { capture: ['embed'] })).toThrow(`batch has sequences of ${n} tokens; this model takes at most max_position_embeddings = ${n - 1}`);
+    expect(() => model.run(batch, { capture: ['embed'] })).toThrow(
+      `batch has sequences of ${n} tokens; this model takes at most max_position_embeddings = ${n - 1}`,
+    );
     tf.dispose([batch.inputIds, batch.attentionMask]);
   });
 });

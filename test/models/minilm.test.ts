@@ -20,11 +20,12 @@ import { disposeBatch, hasNaN, maskedMaxAbsDiff, printDiffTable, referenceBatch,
 const TOLERANCE = 1e-4;
 const bios = sharedPath('data', 'bias_in_bios', 'validate.jsonl');
 const modelDir = join(projectRoot(), '.cache/models/all-MiniLM-L6-v2');
-const skipReason = bios === undefined
-  ? 'shared data folder (../shared or SAE_ERASER_SHARED) with data/bias_in_bios/validate.jsonl is absent'
-  : !existsSync(join(modelDir, 'model.safetensors'))
-    ? `${modelDir} is absent (run: bash scripts/fetch-minilm.sh)`
-    : undefined;
+const skipReason =
+  bios === undefined
+    ? 'shared data folder (../shared or SAE_ERASER_SHARED) with data/bias_in_bios/validate.jsonl is absent'
+    : !existsSync(join(modelDir, 'model.safetensors'))
+      ? `${modelDir} is absent (run: bash scripts/fetch-minilm.sh)`
+      : undefined;
 if (skipReason !== undefined) console.warn(`skipping the all-MiniLM-L6-v2 parity test: ${skipReason}`);
 
 const vsTorch: DiffRow[] = [];

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { initEngine, tf } from '../../src/engine/engine.js';
 import { readSafetensors } from '../../src/io/safetensors.js';
 import { loadFeatureCircuitsSaes, type HubDownload } from '../../src/sae/feature-circuits.js';
-import { checkSaeFitsModel, hookFromSparsify, hookFromTransformerLens } from '../../src/sae/hooks.js';
+import { checkSaeFitsModel, hookFromSparsify, hookFromTransformerLens } from '../../src/sae/hook-names.js';
 import { loadSae } from '../../src/sae/load.js';
 import { sparseToDense, type Sae } from '../../src/sae/sae.js';
 import { runPythonReference } from '../reference/python.js';
@@ -28,7 +28,11 @@ function relErr(got: ArrayLike<number>, want: ArrayLike<number>): number {
   return Math.sqrt(num / Math.max(den, 1e-30));
 }
 
-interface Expected { x: tf.Tensor2D; f: Float32Array; xHat: Float32Array }
+interface Expected {
+  x: tf.Tensor2D;
+  f: Float32Array;
+  xHat: Float32Array;
+}
 function expected(name: string): Expected {
   const file = readSafetensors(join(ref, 'expected', `${name}.safetensors`));
   return { x: file.tensor('x') as tf.Tensor2D, f: file.float32('f'), xHat: file.float32('x_hat') };
@@ -131,7 +135,10 @@ describe('SAE formats match their libraries (PyTorch reference)', () => {
   });
 
   it('reports the parity errors', () => {
-    console.log('SAE parity (norm-wise relative error):', JSON.stringify(parity, (_, v: unknown) => (typeof v === 'number' ? Number(v.toExponential(2)) : v)));
+    console.log(
+      'SAE parity (norm-wise relative error):',
+      JSON.stringify(parity, (_, v: unknown) => (typeof v === 'number' ? Number(v.toExponential(2)) : v)),
+    );
     expect(Object.keys(parity).length).toBeGreaterThanOrEqual(9);
   });
 });
@@ -154,7 +161,9 @@ describe('SAE bad input', () => {
   it('checkSaeFitsModel refuses an SAE whose width or hook does not match', () => {
     const sae = loadSae(join(ref, 'saelens_relu'));
     expect(() => checkSaeFitsModel(sae, 64, 'layers.3.resid_out')).not.toThrow();
-    expect(() => checkSaeFitsModel(sae, 384, 'layers.3.resid_out')).toThrow(/reads vectors of width 64, but hook "layers\.3\.resid_out" of the model has width 384/);
+    expect(() => checkSaeFitsModel(sae, 384, 'layers.3.resid_out')).toThrow(
+      /reads vectors of width 64, but hook "layers\.3\.resid_out" of the model has width 384/,
+    );
     expect(() => checkSaeFitsModel(sae, 64, 'layers.2.resid_out')).toThrow(/trained on hook "layers\.3\.resid_out", not "layers\.2\.resid_out"/);
     expect(() => checkSaeFitsModel(sae, 64, 'blocks.3.hook_resid_post')).toThrow(/not a hook name/);
     sae.dispose();
@@ -179,7 +188,9 @@ describe('Sparse Feature Circuits dictionaries', () => {
     expect([...saes.keys()]).toEqual(['layers.3.resid_out']);
     expect(saes.get('layers.3.resid_out')!.metadata.model).toBe('EleutherAI/pythia-70m-deduped');
     for (const s of saes.values()) s.dispose();
-    await expect(loadFeatureCircuitsSaes(join(ref, 'fc'), { hooks: ['layers.0.mlp_out'], download: false })).rejects.toThrow(/no dictionary for mlp_out_layer0/);
+    await expect(loadFeatureCircuitsSaes(join(ref, 'fc'), { hooks: ['layers.0.mlp_out'], download: false })).rejects.toThrow(
+      /no dictionary for mlp_out_layer0/,
+    );
   });
 
   it('fetches the hub zip when absent, extracts it atomically, and reuses it afterwards', async () => {
@@ -199,6 +210,8 @@ describe('Sparse Feature Circuits dictionaries', () => {
     const again = await loadFeatureCircuitsSaes(dir, { hubDownload, hooks: ['embed'] });
     expect(calls.length).toBe(1);
     for (const s of again.values()) s.dispose();
-    await expect(loadFeatureCircuitsSaes(mkdtempSync(join(tmpdir(), 'fc-')), { download: false })).rejects.toThrow(/no Sparse Feature Circuits dictionaries here/);
+    await expect(loadFeatureCircuitsSaes(mkdtempSync(join(tmpdir(), 'fc-')), { download: false })).rejects.toThrow(
+      /no Sparse Feature Circuits dictionaries here/,
+    );
   });
 });

@@ -100,7 +100,12 @@ describe('SAE training', () => {
     for (const arch of ['relu', 'topk'] as const) {
       const counts: number[] = [];
       const run = await trainSaeOnSource(arrayActivationSource(rows, 16), {
-        arch, k: 4, dSae: 64, tokens: 256 * 12, batchSize: 256, resampleSteps: 3,
+        arch,
+        k: 4,
+        dSae: 64,
+        tokens: 256 * 12,
+        batchSize: 256,
+        resampleSteps: 3,
         onStep: ({ numTensors }) => counts.push(numTensors),
       });
       run.sae.dispose();
@@ -116,11 +121,22 @@ describe('SAE training', () => {
     const { rows, dict } = planted(40_000, d, atoms, 3, 11);
     // Same seed: the same dictionary and the same first 40k rows; rows 40k.. are fresh held-out draws.
     const test = planted(44_000, d, atoms, 3, 11).rows.subarray(40_000 * d);
-    const result = await trainSaeOnSource(arrayActivationSource(rows, d), { arch: 'relu', dSae: 96, tokens: 600_000, batchSize: 512, l1: 0.15, lr: 3e-3, warmupSteps: 50, resampleSteps: 400 });
+    const result = await trainSaeOnSource(arrayActivationSource(rows, d), {
+      arch: 'relu',
+      dSae: 96,
+      tokens: 600_000,
+      batchSize: 512,
+      l1: 0.15,
+      lr: 3e-3,
+      warmupSteps: 50,
+      resampleSteps: 400,
+    });
     const metrics = evaluateSae(result.sae, Float32Array.from(test));
     const cos = recovery(result.sae, dict, atoms);
     const recovered = cos.filter((c) => c >= 0.9).length / atoms;
-    console.log(`planted dictionary (ReLU): FVE ${metrics.fve.toFixed(4)}, L0 ${metrics.l0.toFixed(2)}, dead ${metrics.deadFraction.toFixed(3)}, atoms recovered at cos>=0.9: ${(100 * recovered).toFixed(1)}%`);
+    console.log(
+      `planted dictionary (ReLU): FVE ${metrics.fve.toFixed(4)}, L0 ${metrics.l0.toFixed(2)}, dead ${metrics.deadFraction.toFixed(3)}, atoms recovered at cos>=0.9: ${(100 * recovered).toFixed(1)}%`,
+    );
     expect(metrics.fve).toBeGreaterThanOrEqual(0.95);
     expect(recovered).toBeGreaterThanOrEqual(0.9);
     result.sae.dispose();
@@ -133,7 +149,20 @@ describe('SAE training', () => {
     const test = planted(33_000, d, atoms, 3, 21).rows.subarray(30_000 * d);
     const out = mkdtempSync(join(tmpdir(), 'sae-train-'));
     const ckpt = join(out, 'checkpoint');
-    const opts = { arch: 'topk' as const, k: 3, dSae: 80, tokens: 300_000, batchSize: 512, lr: 3e-3, warmupSteps: 50, resampleSteps: 200, checkpointDir: ckpt, checkpointEvery: 100, hook: 'layers.0.resid_out', model: 'planted' };
+    const opts = {
+      arch: 'topk' as const,
+      k: 3,
+      dSae: 80,
+      tokens: 300_000,
+      batchSize: 512,
+      lr: 3e-3,
+      warmupSteps: 50,
+      resampleSteps: 200,
+      checkpointDir: ckpt,
+      checkpointEvery: 100,
+      hook: 'layers.0.resid_out',
+      model: 'planted',
+    };
     // First run stops early (fewer tokens), the second resumes from its last checkpoint.
     const first = await trainSaeOnSource(arrayActivationSource(rows, d), { ...opts, tokens: 512 * 300 });
     first.sae.dispose();
@@ -143,7 +172,9 @@ describe('SAE training', () => {
     expect(result.steps).toBe(Math.ceil(300_000 / 512));
     const metrics = evaluateSae(result.sae, Float32Array.from(test));
     const recovered = recovery(result.sae, dict, atoms).filter((c) => c >= 0.9).length / atoms;
-    console.log(`planted dictionary (TopK k=3): FVE ${metrics.fve.toFixed(4)}, L0 ${metrics.l0.toFixed(2)}, dead ${metrics.deadFraction.toFixed(3)}, atoms recovered: ${(100 * recovered).toFixed(1)}%`);
+    console.log(
+      `planted dictionary (TopK k=3): FVE ${metrics.fve.toFixed(4)}, L0 ${metrics.l0.toFixed(2)}, dead ${metrics.deadFraction.toFixed(3)}, atoms recovered: ${(100 * recovered).toFixed(1)}%`,
+    );
     expect(metrics.l0).toBeLessThanOrEqual(3);
     expect(metrics.fve).toBeGreaterThanOrEqual(0.9);
     saveTrainedSae(result.sae, out, { heldOut: metrics });

@@ -1,6 +1,6 @@
 /**
  * `sae_mask`: a learned mask over SAE features (the product's original method, with its fixes;
- * the gate, objectives and training are in mask.ts).
+ * docs/masks.md).
  *
  * Edit at a hook with SAE (encode f(x), decode(f) = f W_dec + b_dec) and gate s `[dSae]`:
  *   x' = decode(s ⊙ f(x)) + (x - decode(f(x)))      (keepError, default)
@@ -11,21 +11,19 @@
  * `erasePooled` computes exactly this, and training uses it without rerunning the model. The
  * cache must have been built with the same SAE (only the width can be checked here).
  */
-import { tf } from '../engine/engine.js';
-import type { ActivationCache } from '../cache/cache.js';
-import type { HookName } from '../models/model.js';
-import type { EraserSae, FitContext } from './eraser.js';
-import {
-  MaskEraser,
-  type CheckpointHook,
-  type CheckpointTensors,
-  type MaskEraserHooks,
-  type MaskKind,
-  type MaskLoadTarget,
-  type MaskOptions,
-  type UnitFrame,
-  type UnitSpace,
-} from './mask.js';
+import { z } from 'zod';
+import { tf } from '../../engine/engine.js';
+import type { ActivationCache } from '../../cache/cache.js';
+import type { HookName } from '../../models/model.js';
+import type { EraserSae, FitContext } from '../eraser.js';
+import type { LoadTarget } from '../checkpoint.js';
+import { MaskFitter } from './fitter.js';
+import { KEEP_ERROR_FIELD, MASK_OPTION_FIELDS, parseMaskOptions, type MaskConfig } from './options.js';
+import type { MaskTrainingCallbacks } from './trainer.js';
+import type { CheckpointHook, CheckpointTensors, MaskKind, UnitFrame, UnitSpace } from './units.js';
+
+/** Options of `sae_mask` (fields described in options.ts). */
+export const saeMaskOptionsSchema = z.strictObject({ ...MASK_OPTION_FIELDS, keepError: KEEP_ERROR_FIELD });
 
 /** Rows of dense codes per chunk in token-level edits: keeps a chunk near 32 MB. */
 function chunkTokens(dSae: number): number {
@@ -61,7 +59,9 @@ class SaeUnits implements UnitSpace {
   private checkCache(cache: ActivationCache): void {
     const cached = cache.dSae(this.hook);
     if (cached !== this.nUnits) {
-      throw new Error(`sae_mask at ${this.hook}: the cache holds SAE codes of width ${cached}, the mask's SAE has width ${this.nUnits}; rebuild the cache with this SAE`);
+      throw new Error(
+        `sae_mask at ${this.hook}: the cache holds SAE codes of width ${cached}, the mask's SAE has width ${this.nUnits}; rebuild the cache with this SAE`,
+      );
     }
   }
 
@@ -130,38 +130,36 @@ function saeAt(hook: HookName, saes: FitContext['saes'] | undefined, what: strin
   return sae;
 }
 
-const SAE_MASK: MaskKind = {
+function keepErrorOf(config: MaskConfig): boolean {
+  if (config.keepError === undefined) throw new Error('internal: sae_mask options without keepError');
+  return config.keepError;
+}
+
+export const SAE_MASK: MaskKind = {
   method: 'sae_mask',
-  create(hook: HookName, ctx: FitContext, options: MaskOptions): UnitSpace {
+  options: saeMaskOptionsSchema,
+  create(hook: HookName, ctx: FitContext, config: MaskConfig): UnitSpace {
     const sae = saeAt(hook, ctx.saes, 'the mask is asked for at');
-    return new SaeUnits(hook, sae, options.keepError);
+    return new SaeUnits(hook, sae, keepErrorOf(config));
   },
-  restore(entry: CheckpointHook, file: CheckpointTensors, target: MaskLoadTarget, options: MaskOptions): UnitSpace {
+  restore(entry: CheckpointHook, file: CheckpointTensors, target: LoadTarget, config: MaskConfig): UnitSpace {
     const sae = saeAt(entry.hook, target.saes, `checkpoint ${file.path} was made for`);
     const want = entry.dSae;
     if (sae.dSae !== want) {
-      throw new Error(`sae_mask: checkpoint ${file.path} was made for an SAE of width ${String(want)} at hook ${entry.hook}; the SAE given there has width ${sae.dSae}`);
+      throw new Error(
+        `sae_mask: checkpoint ${file.path} was made for an SAE of width ${String(want)} at hook ${entry.hook}; the SAE given there has width ${sae.dSae}`,
+      );
     }
     if (sae.dIn !== entry.dIn) {
-      throw new Error(`sae_mask: checkpoint ${file.path} was made for an SAE reading width ${entry.dIn} at hook ${entry.hook}; the SAE given there reads width ${sae.dIn}`);
+      throw new Error(
+        `sae_mask: checkpoint ${file.path} was made for an SAE reading width ${entry.dIn} at hook ${entry.hook}; the SAE given there reads width ${sae.dIn}`,
+      );
     }
-    return new SaeUnits(entry.hook, sae, options.keepError);
+    return new SaeUnits(entry.hook, sae, keepErrorOf(config));
   },
 };
 
-/**
- * The `sae_mask` eraser. `defaults` are option defaults (the experiment config's
- * FitContext.options override them); see mask.ts for every option.
- */
-export function saeMaskEraser(defaults: Readonly<Record<string, unknown>> = {}, hooks: MaskEraserHooks = {}): MaskEraser {
-  return new MaskEraser(SAE_MASK, defaults, hooks);
-}
-
-/**
- * Loads an `sae_mask` checkpoint (`dir/eraser.json` + `dir/eraser.safetensors`). `target.saes`
- * must hold an SAE of the checkpoint's width at each of its hooks; `target.hooks` and
- * `target.probeHook`, when given, must match the checkpoint's. Errors name the mismatch.
- */
-export function loadSaeMaskEraser(dir: string, target: MaskLoadTarget): MaskEraser {
-  return new MaskEraser(SAE_MASK).loadFrom(dir, target);
+/** The `sae_mask` fitter; `options` are validated against `saeMaskOptionsSchema` (defaults filled in). */
+export function createSaeMaskFitter(options: z.input<typeof saeMaskOptionsSchema> = {}, callbacks: MaskTrainingCallbacks = {}): MaskFitter {
+  return new MaskFitter(SAE_MASK, parseMaskOptions('sae_mask', saeMaskOptionsSchema, options), callbacks);
 }

@@ -1,7 +1,7 @@
 /**
  * `das_mask`: a learned mask over the directions of a learned rotation (distributed alignment
- * search with a boundless mask), trained jointly with the rotation (gate, objectives and training
- * are in mask.ts; the rotation's parametrisation in orthogonal.ts).
+ * search with a boundless mask), trained jointly with the rotation (its parametrisation in
+ * src/erasure/orthogonal.ts).
  *
  * Edit with rotation R `[d, d]` (orthogonal; R = cayley(P - P^T) for a free parameter P, starting
  * at R = I) and gate s `[d]`:
@@ -11,27 +11,25 @@
  * directions r_j with a hard gate of 0; `describe()` gives their count as the rank.
  *
  * A uniform gate makes R diag(s) R^T = s I whatever R, so R gets no gradient at the start; the
- * initial logits get multiplicative noise (`initNoise`, default 0.05 for DAS) to break the tie.
- * Cost: the rotation is recomputed every step (a d x d float64 inverse, orthogonal.ts), which
- * dominates at d = 512 (a few hundred ms per step).
+ * initial logits get multiplicative noise (`initNoise`, default 0.05 here) to break the tie.
  */
-import { tf } from '../engine/engine.js';
-import type { ActivationCache } from '../cache/cache.js';
-import type { HookName } from '../models/model.js';
-import type { FitContext } from './eraser.js';
-import {
-  MaskEraser,
-  type CheckpointHook,
-  type CheckpointTensors,
-  type MaskEraserHooks,
-  type MaskKind,
-  type MaskLoadTarget,
-  type UnitFrame,
-  type UnitSpace,
-  variableFrom,
-} from './mask.js';
-import { hookWidth } from './neuron-mask.js';
-import { orthogonalityError, rotationOf } from './orthogonal.js';
+import { z } from 'zod';
+import { tf, variableFrom } from '../../engine/engine.js';
+import type { ActivationCache } from '../../cache/cache.js';
+import type { HookName } from '../../models/model.js';
+import type { FitContext } from '../eraser.js';
+import { orthogonalityError, rotationOf } from '../orthogonal.js';
+import { MaskFitter } from './fitter.js';
+import { initNoiseField, MASK_OPTION_FIELDS, NO_KEEP_ERROR_FIELD, parseMaskOptions } from './options.js';
+import type { MaskTrainingCallbacks } from './trainer.js';
+import { hookWidth, type CheckpointHook, type CheckpointTensors, type MaskKind, type UnitFrame, type UnitSpace } from './units.js';
+
+/** Options of `das_mask` (fields described in options.ts; `initNoise` defaults to 0.05). */
+export const dasMaskOptionsSchema = z.strictObject({
+  ...MASK_OPTION_FIELDS,
+  initNoise: initNoiseField(0.05),
+  keepError: NO_KEEP_ERROR_FIELD,
+});
 
 class RotatedUnits implements UnitSpace {
   readonly unitKind = 'directions' as const;
@@ -120,24 +118,15 @@ class RotatedUnits implements UnitSpace {
   }
 }
 
-const DAS_MASK: MaskKind = {
+export const DAS_MASK: MaskKind = {
   method: 'das_mask',
+  options: dasMaskOptionsSchema,
   create: (hook: HookName, ctx: FitContext) => new RotatedUnits(hook, hookWidth(ctx, hook)),
-  restore: (entry: CheckpointHook, file: CheckpointTensors, _target: MaskLoadTarget) =>
+  restore: (entry: CheckpointHook, file: CheckpointTensors) =>
     new RotatedUnits(entry.hook, entry.dIn, file.float32(`${entry.hook}.skew`, [entry.dIn, entry.dIn])),
 };
 
-/** The `das_mask` eraser; `defaults` are option defaults under the config's (see mask.ts). */
-export function dasMaskEraser(defaults: Readonly<Record<string, unknown>> = {}, hooks: MaskEraserHooks = {}): MaskEraser {
-  return new MaskEraser(DAS_MASK, defaults, hooks);
-}
-
-/** Loads a `das_mask` checkpoint; `target.hooks` / `target.probeHook`, when given, must match. */
-export function loadDasMaskEraser(dir: string, target: MaskLoadTarget = {}): MaskEraser {
-  return new MaskEraser(DAS_MASK).loadFrom(dir, target);
-}
-
-/** The rotation R `[d, d]` (row-major) of a fitted `das_mask` eraser at a hook. */
-export function dasRotation(eraser: MaskEraser, hook: HookName): Float32Array {
-  return eraser.unitTensor(hook, 'rotation');
+/** The `das_mask` fitter; `options` are validated against `dasMaskOptionsSchema` (defaults filled in). */
+export function createDasMaskFitter(options: z.input<typeof dasMaskOptionsSchema> = {}, callbacks: MaskTrainingCallbacks = {}): MaskFitter {
+  return new MaskFitter(DAS_MASK, parseMaskOptions('das_mask', dasMaskOptionsSchema, options), callbacks);
 }

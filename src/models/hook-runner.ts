@@ -26,10 +26,7 @@ export class HookRunner {
     };
     const capture = options.capture ?? [];
     const edits = options.edits ?? {};
-    const requested = [
-      ...capture.map((h) => position(h, 'capture')),
-      ...Object.keys(edits).map((h) => position(h, 'edits')),
-    ];
+    const requested = [...capture.map((h) => position(h, 'capture')), ...Object.keys(edits).map((h) => position(h, 'edits'))];
     this.wantLogits = options.logits ?? false;
     const last = hookNames.length - 1;
     if (options.stopAfter !== undefined) {
@@ -116,7 +113,8 @@ export function checkBatch(batch: { inputIds: tf.Tensor2D; attentionMask: tf.Ten
   }
   const ids = inputIds.dataSync();
   for (let i = 0; i < ids.length; i++) {
-    if (ids[i]! < 0 || ids[i]! >= vocabSize) throw new Error(`batch.inputIds holds token id ${ids[i]} at flat index ${i}, outside the vocabulary [0, ${vocabSize})`);
+    if (ids[i]! < 0 || ids[i]! >= vocabSize)
+      throw new Error(`batch.inputIds holds token id ${ids[i]} at flat index ${i}, outside the vocabulary [0, ${vocabSize})`);
   }
   const mask = attentionMask.dataSync();
   for (let i = 0; i < mask.length; i++) {

@@ -1,27 +1,27 @@
 import { beforeAll, describe, expect, it } from 'vitest';
-import { initEngine, tf } from '../../src/engine/engine.js';
-import {
-  adversaryLoss,
-  affineOfProbe,
-  conceptFolds,
-  initialLogit,
-  resolveMaskOptions,
-  temperatureAt,
-  type MaskStepInfo,
-} from '../../src/erasure/mask.js';
-import { saeMaskEraser } from '../../src/erasure/sae-mask.js';
-import { neuronMaskEraser } from '../../src/erasure/neuron-mask.js';
-import { dasMaskEraser } from '../../src/erasure/das-mask.js';
-import { mulberry32 } from '../../src/data/prng.js';
-import { LinearProbe } from '../../src/probe/linear.js';
-import type { Probe } from '../../src/probe/probe.js';
-import { setQuiet } from '../../src/util/progress.js';
+import { initEngine, tf } from '../../../src/engine/engine.js';
+import { initialLogit, temperatureAt } from '../../../src/erasure/mask/gate.js';
+import { affineOfProbe } from '../../../src/erasure/mask/heads.js';
+import { adversaryLoss } from '../../../src/erasure/mask/losses.js';
+import { conceptFolds } from '../../../src/erasure/mask/folds.js';
+import { parseMaskOptions, resolveMaskConfig } from '../../../src/erasure/mask/options.js';
+import { MaskEraser } from '../../../src/erasure/mask/eraser.js';
+import type { MaskStepInfo } from '../../../src/erasure/mask/trainer.js';
+import { createSaeMaskFitter, saeMaskOptionsSchema } from '../../../src/erasure/mask/sae-mask.js';
+import { createNeuronMaskFitter, neuronMaskOptionsSchema } from '../../../src/erasure/mask/neuron-mask.js';
+import { createDasMaskFitter, dasMaskOptionsSchema } from '../../../src/erasure/mask/das-mask.js';
+import { asMaskEraser } from '../../../src/erasure/mask/eraser.js';
+import { mulberry32 } from '../../../src/data/prng.js';
+import { LinearProbe } from '../../../src/probe/linear.js';
+import type { Probe } from '../../../src/probe/probe.js';
+import { setQuiet } from '../../../src/util/progress.js';
 import { biasedProbe, HOOK, plantedPooled, pooledContext } from './mask-fixtures.js';
-import { ToyModel, axisSae, plantedSplits, toyTokenize } from './sae-toy.js';
-import { buildActivationCache } from '../../src/cache/cache.js';
+import { ToyModel, axisSae, plantedSplits, toyTokenize } from '../sae-toy.js';
+import { buildActivationCache } from '../../../src/cache/cache.js';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { z } from 'zod';
 
 beforeAll(async () => {
   await initEngine();
@@ -52,8 +52,11 @@ describe('gate and schedule', () => {
 });
 
 describe('options', () => {
+  const sae = (raw: unknown): ReturnType<typeof parseMaskOptions> => parseMaskOptions('sae_mask', saeMaskOptionsSchema, raw);
+
   it('has the documented defaults', () => {
-    const o = resolveMaskOptions('sae_mask', {}, 7);
+    const parsed = sae({});
+    const o = resolveMaskConfig(parsed, { probeHook: HOOK, seed: 7 });
     expect(o).toMatchObject({
       objective: 'concept',
       epochs: 25,
@@ -69,20 +72,32 @@ describe('options', () => {
       adversaryCrossFit: true,
       seed: 7,
     });
-    expect(o.hooks).toBeUndefined();
-    expect(resolveMaskOptions('sae_mask', { objective: 'task' }, 1).retrainHead).toBe(false);
-    expect(resolveMaskOptions('das_mask', {}, 1).initNoise).toBeGreaterThan(0);
+    expect(parsed.hooks).toBeUndefined();
+    expect(o.hooks).toEqual([HOOK]);
+    expect(resolveMaskConfig(sae({ objective: 'task' }), { probeHook: HOOK, seed: 1 }).retrainHead).toBe(false);
+    expect(parseMaskOptions('das_mask', dasMaskOptionsSchema, {}).initNoise).toBeGreaterThan(0);
+    expect(parseMaskOptions('neuron_mask', neuronMaskOptionsSchema, {}).initNoise).toBe(0);
   });
 
   it('rejects unknown, mistyped and misplaced options with the option named', () => {
-    expect(() => resolveMaskOptions('sae_mask', { epoch: 3 }, 1)).toThrow(/unknown option "epoch"/);
-    expect(() => resolveMaskOptions('sae_mask', { epochs: 2.5 }, 1)).toThrow(/option epochs is 2.5, expected an integer >= 1/);
-    expect(() => resolveMaskOptions('sae_mask', { lr: -1 }, 1)).toThrow(/option lr is -1/);
-    expect(() => resolveMaskOptions('sae_mask', { initKeep: 1 }, 1)).toThrow(/option initKeep is 1, expected a number in \(0, 1\)/);
-    expect(() => resolveMaskOptions('sae_mask', { objective: 'gender' }, 1)).toThrow(/option objective is "gender", expected one of "concept", "task"/);
-    expect(() => resolveMaskOptions('sae_mask', { hardMask: 'yes' }, 1)).toThrow(/option hardMask is "yes", expected true or false/);
-    expect(() => resolveMaskOptions('sae_mask', { hooks: ['a', 'a'] }, 1)).toThrow(/lists a hook twice/);
-    expect(() => resolveMaskOptions('neuron_mask', { keepError: false }, 1)).toThrow(/keepError applies only to sae_mask/);
+    expect(() => sae({ epoch: 3 })).toThrow(/unknown field "epoch"/);
+    expect(() => sae({ epochs: 2.5 })).toThrow(/field "epochs": .*expected int/);
+    expect(() => sae({ lr: -1 })).toThrow(/field "lr": Too small/);
+    expect(() => sae({ initKeep: 1 })).toThrow(/field "initKeep": Too big: expected number to be <1/);
+    expect(() => sae({ objective: 'gender' })).toThrow(/field "objective": .*expected one of "concept"\|"task"/);
+    expect(() => sae({ hardMask: 'yes' })).toThrow(/field "hardMask": .*expected boolean/);
+    expect(() => sae({ hooks: ['a', 'a'] })).toThrow(/lists a hook twice/);
+    expect(() => parseMaskOptions('neuron_mask', neuronMaskOptionsSchema, { keepError: false })).toThrow(/keepError applies only to sae_mask/);
+    // The factories validate too.
+    expect(() => createNeuronMaskFitter({ keepError: false } as never)).toThrow(/keepError applies only to sae_mask/);
+    expect(() => createSaeMaskFitter({ hooks: [] })).toThrow(/field "hooks": Too small/);
+  });
+
+  it('schemas convert to JSON Schema, with every field described', () => {
+    for (const schema of [saeMaskOptionsSchema, neuronMaskOptionsSchema, dasMaskOptionsSchema]) {
+      const json = z.toJSONSchema(schema, { io: 'input' }) as { properties: Record<string, { description?: string }> };
+      for (const [name, field] of Object.entries(json.properties)) expect(field.description, name).toBeTruthy();
+    }
   });
 });
 
@@ -135,23 +150,26 @@ describe('fit checks', () => {
   it('rejects a missing or one-class concept set, and unknown hooks', async () => {
     const p = plantedPooled({ kind: 'neuron' });
     const probe = biasedProbe(p.cache, p.train);
-    const ctx = pooledContext(p, probe, {});
-    await expect(neuronMaskEraser().fit({ ...ctx, concept: { rows: new Int32Array(0), y: new Int32Array(0), z: new Int32Array(0), texts: [] } })).rejects.toThrow(
-      /concept objective needs a concept-labelled set/,
-    );
+    const ctx = pooledContext(p, probe);
+    await expect(
+      createNeuronMaskFitter().fit({ ...ctx, concept: { rows: new Int32Array(0), y: new Int32Array(0), z: new Int32Array(0), texts: [] } }),
+    ).rejects.toThrow(/concept objective needs a concept-labelled set/);
     const oneClass = { ...p.concept, z: new Int32Array(p.concept.rows.length) };
-    await expect(neuronMaskEraser().fit({ ...ctx, concept: oneClass })).rejects.toThrow(/at least 2 example\(s\) of each concept class/);
-    await expect(neuronMaskEraser({ hooks: ['layers.9.resid_out'] }).fit(ctx)).rejects.toThrow(/"layers\.9\.resid_out", which is not a hook of the model/);
-    expect(() => neuronMaskEraser().edits()).toThrow(/before fit\(\) or load/);
+    await expect(createNeuronMaskFitter().fit({ ...ctx, concept: oneClass })).rejects.toThrow(/at least 2 example\(s\) of each concept class/);
+    await expect(createNeuronMaskFitter({ hooks: ['layers.9.resid_out'] }).fit(ctx)).rejects.toThrow(
+      /"layers\.9\.resid_out", which is not a hook of the model/,
+    );
+    // An eraser exists only fitted: one without masks cannot be made.
+    const config = resolveMaskConfig(parseMaskOptions('neuron_mask', neuronMaskOptionsSchema, {}), ctx);
+    expect(() => new MaskEraser('neuron_mask', HOOK, [], config)).toThrow(/at least one masked hook/);
     probe.dispose();
   });
 
   it('the soft mask (hardMask: false) applies sigmoid(m / tempEnd)', async () => {
     const p = plantedPooled({ kind: 'neuron' });
     const probe = biasedProbe(p.cache, p.train);
-    const eraser = neuronMaskEraser({ lr: 0.01, epochs: 4, hardMask: false, tempEnd: 0.2, retrainHead: false });
-    await eraser.fit(pooledContext(p, probe, {}));
-    const m = eraser.maskLogits(HOOK);
+    const eraser = await createNeuronMaskFitter({ lr: 0.01, epochs: 4, hardMask: false, tempEnd: 0.2, retrainHead: false }).fit(pooledContext(p, probe));
+    const m = asMaskEraser(eraser).maskLogits(HOOK);
     const rows = p.test.rows.subarray(0, 5);
     const got = tf.tidy(() => eraser.erasePooled(p.cache, rows)!.arraySync());
     Array.from(rows).forEach((r, i) => {
@@ -181,9 +199,10 @@ describe('memory', () => {
       const probe = biasedProbe(p.cache, p.train);
       const before = tf.memory().numTensors;
       const r = recorder();
-      const factory = kind === 'sae' ? saeMaskEraser : kind === 'neuron' ? neuronMaskEraser : dasMaskEraser;
-      const eraser = factory({ epochs: 4, adversaryEvery: 3 }, { onStep: r.onStep });
-      await eraser.fit(pooledContext(p, probe, {}));
+      const options = { epochs: 4, adversaryEvery: 3 };
+      const fitter =
+        kind === 'sae' ? createSaeMaskFitter(options, r) : kind === 'neuron' ? createNeuronMaskFitter(options, r) : createDasMaskFitter(options, r);
+      const eraser = await fitter.fit(pooledContext(p, probe));
       expectFlat(r.counts);
       eraser.dispose();
       expect(tf.memory().numTensors).toBe(before);
@@ -203,18 +222,18 @@ describe('memory', () => {
     const probe = biasedProbe(cache, splits.train, 'layers.0.resid_out');
     const before = tf.memory().numTensors;
     const r = recorder();
-    const eraser = saeMaskEraser({ epochs: 4, hooks: ['embed'], adversaryEvery: 3 }, { onStep: r.onStep });
-    await eraser.fit({
+    const eraser = await createSaeMaskFitter({ epochs: 4, hooks: ['embed'], adversaryEvery: 3 }, r).fit({
       model,
       tokenize: toyTokenize,
       cache,
+      recache: () => Promise.reject(new Error('not used')),
+      batchSize: 32,
       saes: { embed: sae },
       probeHook: 'layers.0.resid_out',
       probe,
       train: splits.train,
       concept: splits.concept,
       seed: 42,
-      options: {},
     });
     expectFlat(r.counts);
     eraser.dispose();

@@ -1,24 +1,21 @@
 /**
- * `neuron_mask`: a learned mask over the neurons (coordinates) of a hook's activation (the gate,
- * objectives and training are in mask.ts).
+ * `neuron_mask`: a learned mask over the neurons (coordinates) of a hook's activation.
  *
  * Edit with gate s `[d]`: x' = s ⊙ x per token. It is linear, so at the probe hook
  * x̄' = s ⊙ x̄ on the cached mean-pooled activations, which is what `erasePooled` and training use.
  */
-import { tf } from '../engine/engine.js';
-import type { ActivationCache } from '../cache/cache.js';
-import type { HookName } from '../models/model.js';
-import type { FitContext } from './eraser.js';
-import {
-  MaskEraser,
-  type CheckpointHook,
-  type CheckpointTensors,
-  type MaskEraserHooks,
-  type MaskKind,
-  type MaskLoadTarget,
-  type UnitFrame,
-  type UnitSpace,
-} from './mask.js';
+import { z } from 'zod';
+import { tf } from '../../engine/engine.js';
+import type { ActivationCache } from '../../cache/cache.js';
+import type { HookName } from '../../models/model.js';
+import type { FitContext } from '../eraser.js';
+import { MaskFitter } from './fitter.js';
+import { MASK_OPTION_FIELDS, NO_KEEP_ERROR_FIELD, parseMaskOptions } from './options.js';
+import type { MaskTrainingCallbacks } from './trainer.js';
+import { hookWidth, type CheckpointHook, type MaskKind, type UnitFrame, type UnitSpace } from './units.js';
+
+/** Options of `neuron_mask` (fields described in options.ts). */
+export const neuronMaskOptionsSchema = z.strictObject({ ...MASK_OPTION_FIELDS, keepError: NO_KEEP_ERROR_FIELD });
 
 class NeuronUnits implements UnitSpace {
   readonly unitKind = 'neurons' as const;
@@ -67,23 +64,14 @@ class NeuronUnits implements UnitSpace {
   dispose(): void {}
 }
 
-/** The width of a hook: the cache's when it holds the hook, else the model's. */
-export function hookWidth(ctx: FitContext, hook: HookName): number {
-  return ctx.cache.hooks.includes(hook) ? ctx.cache.dim(hook) : ctx.model.config.dModel;
-}
-
-const NEURON_MASK: MaskKind = {
+export const NEURON_MASK: MaskKind = {
   method: 'neuron_mask',
+  options: neuronMaskOptionsSchema,
   create: (hook: HookName, ctx: FitContext) => new NeuronUnits(hook, hookWidth(ctx, hook)),
-  restore: (entry: CheckpointHook, _file: CheckpointTensors, _target: MaskLoadTarget) => new NeuronUnits(entry.hook, entry.dIn),
+  restore: (entry: CheckpointHook) => new NeuronUnits(entry.hook, entry.dIn),
 };
 
-/** The `neuron_mask` eraser; `defaults` are option defaults under the config's (see mask.ts). */
-export function neuronMaskEraser(defaults: Readonly<Record<string, unknown>> = {}, hooks: MaskEraserHooks = {}): MaskEraser {
-  return new MaskEraser(NEURON_MASK, defaults, hooks);
-}
-
-/** Loads a `neuron_mask` checkpoint; `target.hooks` / `target.probeHook`, when given, must match. */
-export function loadNeuronMaskEraser(dir: string, target: MaskLoadTarget = {}): MaskEraser {
-  return new MaskEraser(NEURON_MASK).loadFrom(dir, target);
+/** The `neuron_mask` fitter; `options` are validated against `neuronMaskOptionsSchema` (defaults filled in). */
+export function createNeuronMaskFitter(options: z.input<typeof neuronMaskOptionsSchema> = {}, callbacks: MaskTrainingCallbacks = {}): MaskFitter {
+  return new MaskFitter(NEURON_MASK, parseMaskOptions('neuron_mask', neuronMaskOptionsSchema, options), callbacks);
 }

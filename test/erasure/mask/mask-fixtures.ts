@@ -11,14 +11,14 @@
  * and fails on the anti-stereotypical groups; an eraser that removes unit 0 and keeps unit 1 lets a
  * retrained head recover the task.
  */
-import { tf } from '../../src/engine/engine.js';
-import { ActivationCache, denseToCsr } from '../../src/cache/cache.js';
-import { mulberry32, randomNormal, type Rng } from '../../src/data/prng.js';
-import type { FitContext, LabelledSplit } from '../../src/erasure/eraser.js';
-import { LinearProbe } from '../../src/probe/linear.js';
-import type { Probe } from '../../src/probe/probe.js';
-import { standardHookNames, type Model } from '../../src/models/model.js';
-import { ToySae, toyTokenize, D } from './sae-toy.js';
+import { tf } from '../../../src/engine/engine.js';
+import { ActivationCache, denseToCsr } from '../../../src/cache/cache.js';
+import { mulberry32, randomNormal, type Rng } from '../../../src/data/prng.js';
+import type { FitContext, LabelledSplit } from '../../../src/erasure/eraser.js';
+import { LinearProbe } from '../../../src/probe/linear.js';
+import type { Probe } from '../../../src/probe/probe.js';
+import { standardHookNames, type Model } from '../../../src/models/model.js';
+import { ToySae, toyTokenize, D } from '../sae-toy.js';
 
 export const HOOK = 'layers.0.resid_out';
 export { D };
@@ -205,12 +205,14 @@ export function hooksOnlyModel(): Model {
   };
 }
 
-/** A fit context over the planted pooled problem. */
-export function pooledContext(p: PlantedPooled, probe: Probe, options: Record<string, unknown>, model: Model = hooksOnlyModel()): FitContext {
+/** A fit context over the planted pooled problem (the pooled path never re-caches). */
+export function pooledContext(p: PlantedPooled, probe: Probe, model: Model = hooksOnlyModel()): FitContext {
   return {
     model,
     tokenize: toyTokenize,
     cache: p.cache,
+    recache: () => Promise.reject(new Error('pooled mask fixtures: recache() was called')),
+    batchSize: 32,
     saes: p.sae === undefined ? {} : { [HOOK]: p.sae },
     probeHook: HOOK,
     probe,
@@ -218,6 +220,5 @@ export function pooledContext(p: PlantedPooled, probe: Probe, options: Record<st
     concept: p.concept,
     balanced: p.balanced,
     seed: 42,
-    options,
   };
 }

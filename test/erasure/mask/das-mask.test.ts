@@ -2,13 +2,16 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { initEngine, tf } from '../../src/engine/engine.js';
-import { mulberry32, randomNormal } from '../../src/data/prng.js';
-import { dasMaskEraser, dasRotation, loadDasMaskEraser } from '../../src/erasure/das-mask.js';
-import type { MaskEraser } from '../../src/erasure/mask.js';
-import { cayley64, orthogonalityError, rotationOf } from '../../src/erasure/orthogonal.js';
-import type { LinearProbe } from '../../src/probe/linear.js';
-import { setQuiet } from '../../src/util/progress.js';
+import { initEngine, tf } from '../../../src/engine/engine.js';
+import { mulberry32, randomNormal } from '../../../src/data/prng.js';
+import type { Eraser } from '../../../src/erasure/eraser.js';
+import { saveEraser } from '../../../src/erasure/checkpoint.js';
+import { loadEraser } from '../../../src/erasure/load.js';
+import { createDasMaskFitter } from '../../../src/erasure/mask/das-mask.js';
+import { asMaskEraser, type MaskEraser } from '../../../src/erasure/mask/eraser.js';
+import { cayley64, orthogonalityError, rotationOf } from '../../../src/erasure/orthogonal.js';
+import type { LinearProbe } from '../../../src/probe/linear.js';
+import { setQuiet } from '../../../src/util/progress.js';
 import { biasedProbe, groupAccuracy, HOOK, plantedPooled, pooledContext, type PlantedPooled } from './mask-fixtures.js';
 
 beforeAll(async () => {
@@ -23,7 +26,10 @@ function randomMatrix(d: number, seed: number, std: number): Float32Array {
 
 describe('Cayley rotation', () => {
   it('is orthogonal for any parameter and the identity at 0', () => {
-    for (const [d, std] of [[6, 0.3], [32, 2]] as const) {
+    for (const [d, std] of [
+      [6, 0.3],
+      [32, 2],
+    ] as const) {
       const p = randomMatrix(d, d, std);
       const a = new Float64Array(d * d);
       for (let i = 0; i < d; i++) for (let j = 0; j < d; j++) a[i * d + j] = p[i * d + j]! - p[j * d + i]!;
@@ -60,13 +66,14 @@ describe('Cayley rotation', () => {
 describe('das_mask on a planted rotated direction', () => {
   let p: PlantedPooled;
   let probe: LinearProbe;
-  let eraser: MaskEraser;
+  let eraser: Eraser;
+  let mask: MaskEraser;
 
   beforeAll(async () => {
     p = plantedPooled({ kind: 'das' });
     probe = biasedProbe(p.cache, p.train);
-    eraser = dasMaskEraser({ lr: 0.01 });
-    await eraser.fit(pooledContext(p, probe, {}));
+    eraser = await createDasMaskFitter({ lr: 0.01 }).fit(pooledContext(p, probe));
+    mask = asMaskEraser(eraser);
   });
 
   afterAll(() => {
@@ -88,9 +95,9 @@ describe('das_mask on a planted rotated direction', () => {
   });
 
   it('removes one direction, aligned with the gender direction; R stays orthogonal', () => {
-    const r = dasRotation(eraser, HOOK);
+    const r = mask.rotation(HOOK);
     expect(orthogonalityError(r, 8)).toBeLessThan(1e-4);
-    const removed = eraser.removedUnits()[HOOK]!;
+    const removed = mask.removedUnits()[HOOK]!;
     expect(removed).toHaveLength(1);
     expect(alignment(r, removed[0]!, 0)).toBeGreaterThan(0.95);
     // The task direction survives: it is nearly orthogonal to the removed direction.
@@ -100,14 +107,14 @@ describe('das_mask on a planted rotated direction', () => {
 
   it('the retrained head beats the biased probe on the worst group by a wide margin', () => {
     const original = tf.tidy(() => groupAccuracy(probe, p.cache.pooled(HOOK, p.test.rows), p.test));
-    const retrained = tf.tidy(() => groupAccuracy(eraser.retrainedProbe()!, eraser.erasePooled(p.cache, p.test.rows)!, p.test));
+    const retrained = tf.tidy(() => groupAccuracy(eraser.head!, eraser.erasePooled(p.cache, p.test.rows)!, p.test));
     expect(original.worst).toBeLessThan(0.2);
     expect(retrained.worst).toBeGreaterThan(original.worst + 0.6);
   });
 
   it('erasePooled and the token edit are R diag(h) R^T x', () => {
-    const r = dasRotation(eraser, HOOK);
-    const h = Array.from(eraser.maskLogits(HOOK), (m) => (m > 0 ? 1 : 0));
+    const r = mask.rotation(HOOK);
+    const h = Array.from(mask.maskLogits(HOOK), (m) => (m > 0 ? 1 : 0));
     const apply = (x: ArrayLike<number>): number[] => {
       const coords = Array.from({ length: 8 }, (_, k) => h[k]! * Array.from({ length: 8 }, (_, j) => x[j]! * r[j * 8 + k]!).reduce((a, b) => a + b, 0));
       return Array.from({ length: 8 }, (_, j) => coords.reduce((a, c, k) => a + c * r[j * 8 + k]!, 0));
@@ -133,13 +140,13 @@ describe('das_mask on a planted rotated direction', () => {
 
   it('save/load round trip keeps the rotation and the erasure', () => {
     const dir = mkdtempSync(join(tmpdir(), 'das-mask-'));
-    eraser.save(dir);
-    const loaded = loadDasMaskEraser(dir, { probeHook: HOOK });
+    saveEraser(eraser, dir);
+    const loaded = loadEraser(dir, { probeHook: HOOK });
     try {
-      const [ra, rb] = [dasRotation(eraser, HOOK), dasRotation(loaded, HOOK)];
+      const [ra, rb] = [mask.rotation(HOOK), asMaskEraser(loaded).rotation(HOOK)];
       for (let i = 0; i < ra.length; i++) expect(rb[i]).toBeCloseTo(ra[i]!, 6);
       const [a, b] = [eraser, loaded].map((e) => tf.tidy(() => Array.from(e.erasePooled(p.cache, p.test.rows)!.dataSync())));
-      for (let i = 0; i < a.length; i++) expect(b[i]).toBeCloseTo(a[i]!, 5);
+      for (let i = 0; i < a!.length; i++) expect(b![i]).toBeCloseTo(a![i]!, 5);
     } finally {
       loaded.dispose();
     }

@@ -91,7 +91,9 @@ export function checkSaeFitsModel(sae: Sae, model: Model | number, hook: HookNam
     parseHook(hook, model.config.nLayers);
   }
   if (sae.dIn !== dModel) {
-    throw new Error(`${src}: this SAE reads vectors of width ${sae.dIn}, but hook "${hook}" of the model has width ${dModel}: it was trained on another model or hook`);
+    throw new Error(
+      `${src}: this SAE reads vectors of width ${sae.dIn}, but hook "${hook}" of the model has width ${dModel}: it was trained on another model or hook`,
+    );
   }
   if (sae.metadata.hook !== undefined && sae.metadata.hook !== hook) {
     throw new Error(`${src}: this SAE was trained on hook "${sae.metadata.hook}", not "${hook}"`);

@@ -1,0 +1,60 @@
+/**
+ * The losses of mask training, for head logits z = h(x') of the masked representations x'.
+ *
+ * Task loss: mean cross-entropy of the task head's logits against the task labels y (BCE with
+ * logits for one output).
+ *
+ * Adversary loss (the `concept` objective): on a concept batch with concept labels z (0/1) and
+ * adversary logits l,
+ *
+ *   L_adv = Δ = mean_{z=1} l_i - mean_{z=0} l_i   (0 for a batch holding a single class),
+ *
+ * the difference of the class means of the adversary's logits. The adversary g is fitted so that
+ * Δ > 0 while it finds z; the mask lowers Δ by removing the units that carry z, and once none is
+ * left the re-fitted g has Δ ~ 0. Δ is linear in the batch estimate, so batch noise has zero mean
+ * and gives no consistent push. Any convex function of the batch estimate (Δ^2, log cosh Δ, or
+ * BCE(g, 1/2), the spread of g's logits) adds the batch variance of Δ to the objective, which is
+ * lowered by removing every unit g weights, noise included; and Adam moves each logit by ~lr
+ * whatever the size of a consistent gradient, so such units do leave. Δ needs no target for g
+ * (unlike "maximise g's loss", which rewards flipping g's predictions, still informative, and is
+ * unbounded), and it ignores g's bias (the class prior of the concept set), which the mask
+ * cannot and should not change.
+ */
+import { tf } from '../../engine/engine.js';
+
+/** Mean cross-entropy of logits `z [B, out]` against class targets: BCE with logits when out = 1. */
+export function taskLoss(z: tf.Tensor2D, targets: tf.Tensor2D): tf.Scalar {
+  return tf.tidy(() => {
+    if (z.shape[1] === 1) return tf.mean(tf.add(tf.sub(tf.relu(z), tf.mul(z, targets)), tf.log1p(tf.exp(tf.neg(tf.abs(z)))))) as tf.Scalar;
+    return tf.mean(tf.sub(tf.logSumExp(z, 1), tf.sum(tf.mul(z, targets), 1))) as tf.Scalar;
+  });
+}
+
+/** d(mean CE)/dz for logits `z [B, out]` over `rows` rows: (sigmoid(z) - y) / rows, or (softmax(z) - onehot) / rows. */
+export function taskLossGradient(z: tf.Tensor2D, targets: tf.Tensor2D, rows: number): tf.Tensor2D {
+  return tf.tidy(() => tf.div(tf.sub(z.shape[1] === 1 ? tf.sigmoid(z) : tf.softmax(z), targets), rows) as tf.Tensor2D);
+}
+
+/**
+ * L_adv = Δ = mean_{z=1} l - mean_{z=0} l, for adversary logits `l [B, 1]` and concept labels
+ * z `[B, 1]` (0/1); 0 when the batch holds a single class.
+ */
+export function adversaryLoss(l: tf.Tensor2D, z: tf.Tensor2D): tf.Scalar {
+  return tf.tidy(() => {
+    const n1 = tf.sum(z);
+    const n0 = tf.sub(z.shape[0], n1);
+    const both = tf.cast(tf.logicalAnd(tf.greater(n1, 0), tf.greater(n0, 0)), 'float32');
+    const mean1 = tf.div(tf.sum(tf.mul(l, z)), tf.maximum(n1, 1));
+    const mean0 = tf.div(tf.sum(tf.mul(l, tf.sub(1, z))), tf.maximum(n0, 1));
+    return tf.mul(tf.sub(mean1, mean0), both) as tf.Scalar;
+  });
+}
+
+/** Targets `[n, out]`: the labels as a column for out = 1, one-hot rows otherwise. */
+export function targetsOf(labels: Int32Array, nOut: number): tf.Tensor2D {
+  return tf.tidy(() =>
+    nOut === 1
+      ? tf.tensor2d(Float32Array.from(labels), [labels.length, 1])
+      : (tf.cast(tf.oneHot(tf.tensor1d(labels, 'int32'), nOut), 'float32') as tf.Tensor2D),
+  );
+}

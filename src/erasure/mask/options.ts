@@ -1,0 +1,130 @@
+/**
+ * Options of the learned-mask erasers: the fields the three methods share (`MASK_OPTION_FIELDS`),
+ * from which each method file declares its strict schema, and the resolution of the fields whose
+ * default depends on the fit (`hooks`, `seed`, `retrainHead`) into the trainer's `MaskConfig`.
+ * Why the defaults are what they are: docs/masks.md.
+ */
+import { z } from 'zod';
+import { parseStrict } from '../../util/schema.js';
+import type { HookName } from '../../models/model.js';
+import type { FitContext } from '../eraser.js';
+
+/** The learned-mask methods. */
+export type MaskMethod = 'sae_mask' | 'neuron_mask' | 'das_mask';
+
+/** `initNoise`, with its default per method (das_mask breaks the tie of a uniform gate with it). */
+export function initNoiseField(fallback: number): z.ZodDefault<z.ZodNumber> {
+  return z
+    .number()
+    .min(0)
+    .default(fallback)
+    .describe(`Std of multiplicative Gaussian noise on the initial logits, m = m0 (1 + initNoise * N(0, 1)). Default ${fallback}.`);
+}
+
+/** Fields shared by `sae_mask`, `neuron_mask` and `das_mask` (das_mask overrides `initNoise`). */
+export const MASK_OPTION_FIELDS = {
+  hooks: z
+    .array(z.string())
+    .min(1)
+    .refine((hooks) => new Set(hooks).size === hooks.length, { message: 'lists a hook twice' })
+    .optional()
+    .describe(
+      'Hooks to mask, each at or before the probe hook, no hook twice; one mask per hook, trained jointly. Default: the probe hook alone (trains on cached pooled values; any other hook reruns the model every step).',
+    ),
+  objective: z
+    .enum(['concept', 'task'])
+    .default('concept')
+    .describe(
+      '"concept": keep the task on the ambiguous training split while adversaries on the concept-labelled set are driven to chance (needs no balanced task labels). "task": the original method, cross-entropy of the frozen biased probe on `taskSplit`.',
+    ),
+  taskSplit: z
+    .enum(['train', 'balanced'])
+    .default('train')
+    .describe('Split of the "task" objective: "train", or "balanced" as the original did (needs balanced task labels).'),
+  epochs: z.number().int().min(1).default(25).describe('Passes over the task split.'),
+  batchSize: z.number().int().min(1).default(16).describe('Rows per mask step (task batch, and concept batch).'),
+  lr: z.number().positive().default(1e-3).describe('Adam learning rate of the mask logits (and of the DAS rotation).'),
+  tempStart: z.number().positive().default(0.1).describe('Gate temperature at the first step; annealed linearly (float32) per step to `tempEnd`.'),
+  tempEnd: z.number().positive().default(0.001).describe('Gate temperature at the last step, and of the soft gate applied when `hardMask` is false.'),
+  initKeep: z
+    .number()
+    .gt(0)
+    .lt(1)
+    .default(0.99)
+    .describe('Initial gate of every unit: logits start at m0 = tempStart * logit(initKeep). 0.5 is the zero-logit start (every unit half removed).'),
+  initNoise: initNoiseField(0),
+  l1: z.number().min(0).default(0.05).describe('Cost of removed units, l1 * sum_j (1 - s_j), in loss units per unit.'),
+  hardMask: z
+    .boolean()
+    .default(true)
+    .describe('Apply the hard gate [m > 0] once fitted; false applies the soft gate sigmoid(m / tempEnd), as the original did.'),
+  conceptWeight: z.number().min(0).default(1).describe('Weight of the adversary loss in the "concept" objective.'),
+  taskHead: z
+    .enum(['adapt', 'frozen'])
+    .default('adapt')
+    .describe(
+      '"adapt": the task head (starting as the biased probe) is re-fitted with the adversaries; "frozen": the biased probe throughout. "concept" objective only.',
+    ),
+  headLr: z.number().positive().default(1e-2).describe('AdamW learning rate of the adapting task head and of the adversaries.'),
+  adversaryEvery: z.number().int().min(1).default(20).describe('Mask steps between re-fits of the adversaries (and the adapting task head).'),
+  adversarySteps: z.number().int().min(1).default(5).describe('Full-batch AdamW steps per re-fit.'),
+  adversaryInitSteps: z.number().int().min(1).default(200).describe('Full-batch AdamW steps of the initial fit, before the first mask step.'),
+  adversaryCrossFit: z
+    .boolean()
+    .default(true)
+    .describe(
+      'Fit two adversaries on halves of the concept set (stratified by concept), each scoring the mask on the other half; false: one adversary on the whole set.',
+    ),
+  retrainHead: z
+    .boolean()
+    .optional()
+    .describe(
+      'Train a new probe head on the erased training split once the mask is fixed, with the biased probe\'s options. Default: true for the "concept" objective, false for "task".',
+    ),
+  seed: z
+    .number()
+    .int()
+    .min(-(2 ** 31))
+    .optional()
+    .describe("Seed of the initial logits (seed + 1), the concept folds, batch order and head samples (seed). Default: the run's seed."),
+};
+
+/** `keepError` of sae_mask. */
+export const KEEP_ERROR_FIELD = z
+  .boolean()
+  .default(true)
+  .describe("Keep the SAE error: x' = decode(s ⊙ f(x)) + (x - decode(f(x))); false drops it as the original did (x' = decode(s ⊙ f(x))).");
+
+/** `keepError` of the methods without an SAE: refused with a message saying why. */
+export const NO_KEEP_ERROR_FIELD = z
+  .never({ error: 'keepError applies only to sae_mask' })
+  .optional()
+  .describe('Not an option of this method (keepError applies only to sae_mask).');
+
+type SharedSchema = z.ZodObject<typeof MASK_OPTION_FIELDS>;
+
+/** Parsed options of any mask method (`keepError` only for sae_mask). */
+export type MaskOptions = z.output<SharedSchema> & { keepError?: boolean };
+
+/** The options a trainer runs with: every default resolved (saved in checkpoints as `options`). */
+export interface MaskConfig extends Omit<MaskOptions, 'hooks' | 'retrainHead' | 'seed'> {
+  hooks: HookName[];
+  retrainHead: boolean;
+  seed: number;
+}
+
+/** Parses a method's options with its schema (`where` names them in errors). */
+export function parseMaskOptions<S extends z.ZodType<MaskOptions>>(method: MaskMethod, schema: S, raw: unknown, where = `${method} options`): z.output<S> {
+  return parseStrict(schema, raw ?? {}, where);
+}
+
+/** Resolves the fit-dependent defaults: hooks [probeHook], the run's seed, retrainHead by objective. */
+export function resolveMaskConfig(options: MaskOptions, ctx: Pick<FitContext, 'probeHook' | 'seed'>): MaskConfig {
+  const { hooks, retrainHead, seed, ...rest } = options;
+  return {
+    ...rest,
+    hooks: hooks === undefined ? [ctx.probeHook] : [...hooks],
+    retrainHead: retrainHead ?? options.objective === 'concept',
+    seed: seed ?? ctx.seed,
+  };
+}
