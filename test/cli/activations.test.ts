@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { initEngine } from '../../src/engine/engine.js';
 import { cli } from '../../src/cli/main.js';
+import { quietly } from './stderr.js';
 import { readSafetensors } from '../../src/io/safetensors.js';
 import { projectRoot } from '../../src/io/shared.js';
 import { tf } from '../../src/engine/engine.js';
@@ -125,20 +126,15 @@ describe('sae-eraser activations', () => {
 
   it('fails clearly on an unknown hook, an empty input and a missing text field', async () => {
     const out = join(dir, 'x.safetensors');
-    const errors: string[] = [];
-    const write = process.stderr.write.bind(process.stderr);
-    process.stderr.write = ((chunk: string) => (errors.push(String(chunk)), true)) as typeof process.stderr.write;
-    try {
+    const { stderr: text } = await quietly(async () => {
       expect(await cli(['activations', '--model', model, '--input', input, '--hooks', 'layers.9.resid_out', '--out', out, '--text-field', 'bio'])).toBe(1);
       const empty = join(dir, 'empty.jsonl');
       writeFileSync(empty, '');
       expect(await cli(['activations', '--model', model, '--input', empty, '--hooks', 'embed', '--out', out])).toBe(1);
       expect(await cli(['activations', '--model', model, '--input', input, '--hooks', 'embed', '--out', out])).toBe(1);
       expect(await cli(['activations', '--model', model, '--input', input, '--out', out])).toBe(2);
-    } finally {
-      process.stderr.write = write;
-    }
-    const text = errors.join('');
+      return 0;
+    });
     expect(text).toMatch(/unknown hook "layers\.9\.resid_out"/);
     expect(text).toMatch(/empty\.jsonl: the input file has no rows/);
     expect(text).toMatch(/in\.jsonl line 1: field "text" is missing/);

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { initEngine } from '../../src/engine/engine.js';
 import { cli } from '../../src/cli/main.js';
+import { quietly } from './stderr.js';
 import { LinearProbe } from '../../src/probe/linear.js';
 import { projectRoot, sharedPath } from '../../src/io/shared.js';
 
@@ -26,17 +27,6 @@ function subset(perGroup: number, offset: number): string {
     if (c >= offset && c < offset + perGroup) out.push(JSON.stringify(r));
   }
   return out.join('\n') + '\n';
-}
-
-async function quietly(f: () => Promise<number>): Promise<{ code: number; stderr: string }> {
-  const chunks: string[] = [];
-  const write = process.stderr.write.bind(process.stderr);
-  process.stderr.write = ((c: string) => (chunks.push(String(c)), true)) as typeof process.stderr.write;
-  try {
-    return { code: await f(), stderr: chunks.join('') };
-  } finally {
-    process.stderr.write = write;
-  }
 }
 
 describe.skipIf(bios === undefined)('sae-eraser probe', () => {

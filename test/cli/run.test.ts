@@ -3,17 +3,7 @@ import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { cli } from '../../src/cli/main.js';
-
-async function quietly(f: () => Promise<number>): Promise<{ code: number; stderr: string }> {
-  const chunks: string[] = [];
-  const write = process.stderr.write.bind(process.stderr);
-  process.stderr.write = ((c: string) => (chunks.push(String(c)), true)) as typeof process.stderr.write;
-  try {
-    return { code: await f(), stderr: chunks.join('') };
-  } finally {
-    process.stderr.write = write;
-  }
-}
+import { quietly } from './stderr.js';
 
 describe('sae-eraser run', () => {
   const dir = mkdtempSync(join(tmpdir(), 'run-cli-'));

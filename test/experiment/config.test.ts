@@ -78,6 +78,12 @@ describe('experiment config', () => {
     expect(parseError(withMethod('sae_mask', { epoch: 3 }))).toMatch(/^x\.json: unknown field "methods\.sae_mask\.epoch" \(known: .*epochs/);
     expect(parseError(withMethod('original', { epochs: 3 }))).toMatch(/unknown field "methods\.original\.epochs"/);
     expect(parseError(withMethod('leace', 'fast'))).toMatch(/field "methods\.leace": /);
+    expect(parseError(withMethod('das_mask', { hooks: ['layers.1.resid_out', 'layers.1.resid_out'] }))).toMatch(
+      /field "methods\.das_mask\.hooks": lists a hook twice/,
+    );
+    expect(parseError(withMethod('neuron_mask', { keepError: false }))).toMatch(/field "methods\.neuron_mask\.keepError": keepError applies only to sae_mask/);
+    expect(parseError(withMethod('shift', { k: 5 }))).toMatch(/unknown field "methods\.shift\.k"/);
+    expect(parseError(withMethod('random', { k: 5, perHook: { 'layers.3.resid_out': 2 } }))).toMatch(/methods\.random/);
     const c = parseExperimentConfig(withMethod('leace', { shrinkage: false }), 'x.json');
     expect(c.methods.leace?.method).toBe('leace');
     expect(c.methods.leace?.options).toMatchObject({ shrinkage: false });
