@@ -2,15 +2,18 @@
  * The one checkpoint layout every eraser saves to and loads from:
  *
  *   dir/eraser.json          { format, version, method, head, ...fields of the method family }
- *   dir/eraser.safetensors   the family's tensors (metadata: format and method)
+ *   dir/eraser.safetensors   the family's tensors (metadata: format and method, which must agree with the JSON)
  *   dir/head.safetensors     the retrained probe head, when the eraser has one (`head` names it)
  *
  * `format` names the method family (`sae-eraser/mask`, `sae-eraser/feature-ablation`, ...) and
- * `loadEraser` (load.ts) dispatches on it, as src/models/load.ts does on `model_type`. The JSON is
- * written last, so a folder with `eraser.json` holds a complete checkpoint.
+ * `loadEraser` (load.ts) dispatches on it, as src/models/load.ts does on `model_type`. Each family's
+ * restorer parses the whole JSON with a strict schema (`checkpointFields` plus its own fields), so
+ * an unknown or malformed field is an error naming the file and the field. The JSON is written
+ * last, so a folder with `eraser.json` holds a complete checkpoint.
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { z } from 'zod';
 import { tf } from '../engine/engine.js';
 import { writeJsonAtomic } from '../io/atomic.js';
 import { readSafetensors, writeSafetensors, type SafetensorsFile } from '../io/safetensors.js';
@@ -19,8 +22,11 @@ import type { Probe } from '../probe/probe.js';
 import type { HookName } from '../models/model.js';
 import { isMethodName, type Eraser, type EraserSae, type MethodName } from './eraser.js';
 
-/** The checkpoint layout version this build writes and reads. */
-export const CHECKPOINT_VERSION = 1;
+/**
+ * The checkpoint layout version this build writes and reads. Version 1 files (an earlier layout,
+ * with other fields and without the strict per-family schemas) are not read.
+ */
+export const CHECKPOINT_VERSION = 2;
 
 export const ERASER_JSON = 'eraser.json';
 export const ERASER_TENSORS = 'eraser.safetensors';
@@ -65,6 +71,17 @@ export interface LoadTarget {
   probeHook?: HookName;
 }
 
+/**
+ * The eraser.json fields every checkpoint has (`readCheckpoint` checks them): spread them into a
+ * family's strict schema of its whole JSON.
+ */
+export const checkpointFields = {
+  format: z.string().describe('The method family, which names the restorer.'),
+  version: z.literal(CHECKPOINT_VERSION).describe('The layout version.'),
+  method: z.string().describe('The method the eraser was fitted by.'),
+  head: z.literal(HEAD_FILE).nullable().describe('The retrained head file, or null.'),
+};
+
 /** Reads and checks the common part of a checkpoint. */
 export function readCheckpoint(dir: string): StoredCheckpoint & { head: string | null } {
   const jsonPath = join(dir, ERASER_JSON);
@@ -78,13 +95,41 @@ export function readCheckpoint(dir: string): StoredCheckpoint & { head: string |
   if (typeof json !== 'object' || json === null || Array.isArray(json)) throw new Error(`${jsonPath}: must hold a JSON object`);
   const { format, version, method, head } = json;
   if (typeof format !== 'string') throw new Error(`${jsonPath}: field "format" must be a string, got ${JSON.stringify(format)}`);
+  if (version === 1) {
+    throw new Error(
+      `${jsonPath}: field "version" is 1, an earlier checkpoint layout whose fields differ from this build's (version ${CHECKPOINT_VERSION}); refit the eraser to get a checkpoint this build reads`,
+    );
+  }
   if (version !== CHECKPOINT_VERSION)
     throw new Error(`${jsonPath}: field "version" is ${JSON.stringify(version)}; this build reads version ${CHECKPOINT_VERSION}`);
   if (typeof method !== 'string' || !isMethodName(method)) throw new Error(`${jsonPath}: field "method" is ${JSON.stringify(method)}, not a method name`);
   if (head !== null && head !== HEAD_FILE) throw new Error(`${jsonPath}: field "head" must be null or "${HEAD_FILE}", got ${JSON.stringify(head)}`);
   const tensorPath = join(dir, ERASER_TENSORS);
   if (!existsSync(tensorPath)) throw new Error(`${dir}: ${ERASER_TENSORS} is missing`);
-  return { dir, jsonPath, format, method, json, tensors: readSafetensors(tensorPath), head };
+  const tensors = readSafetensors(tensorPath);
+  // The two files are written separately: a JSON from another checkpoint, or edited, must not pass.
+  for (const [key, value] of [
+    ['format', format],
+    ['method', method],
+  ] as const) {
+    const written = tensors.metadata[key];
+    if (written !== value) {
+      throw new Error(
+        `${jsonPath}: field "${key}" is ${JSON.stringify(value)}, but ${tensorPath} was written for ${key} ${JSON.stringify(written ?? null)}: the two files are not one checkpoint`,
+      );
+    }
+  }
+  return { dir, jsonPath, format, method, json, tensors, head };
+}
+
+/**
+ * Refuses a checkpoint whose options say the probe head was retrained (`retrainHead`) but that
+ * holds no head: loaded, it would silently evaluate with the biased probe instead.
+ */
+export function checkRetrainedHead(stored: StoredCheckpoint, retrainHead: boolean): void {
+  if (retrainHead && stored.json.head === null) {
+    throw new Error(`${stored.jsonPath}: the options say retrainHead: true, but field "head" is null: the retrained head is missing`);
+  }
 }
 
 /** Loads the head a checkpoint names, or undefined. */

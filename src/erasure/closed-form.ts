@@ -13,27 +13,26 @@
  * `diff_in_means` (orthogonal removal of the class-mean difference).
  *
  * Checkpoint (layout in checkpoint.ts), format `sae-eraser/affine`:
- *   eraser.json         { ..., hook, dim, rank, options }
+ *   eraser.json         { ..., hook, dim, rank, options (the method's, defaults included) }
  *   eraser.safetensors  `left` [dim, rank], `right` [rank, dim] and, when affine, `bias` [dim] (float64).
  */
 import { z } from 'zod';
 import { tf } from '../engine/engine.js';
 import type { ActivationCache } from '../cache/cache.js';
 import type { Edit, HookName } from '../models/model.js';
-import type { LoadTarget, StoredCheckpoint } from './checkpoint.js';
+import { checkpointFields, checkRetrainedHead, type LoadTarget, type StoredCheckpoint } from './checkpoint.js';
 import { DiffInMeansFitter } from './diff-in-means.js';
 import { checkWidth, type CheckpointContent, type Eraser, type EraserDescription, type EraserFitter, type FitContext } from './eraser.js';
-import { retrainHead, withHead } from './head.js';
+import { retrainHead, retrainHeadOption, withHead } from './head.js';
 import { fitInlp } from './inlp.js';
 import { LeaceFitter, oneHot } from './leace.js';
 import { ErasureTensors, type AffineErasure } from './linear-algebra.js';
+import { parseStrict, positiveInt } from '../util/schema.js';
 
 export const AFFINE_FORMAT = 'sae-eraser/affine';
 
-const retrainHeadOption = z
-  .boolean()
-  .default(true)
-  .describe("Retrain the probe head on the erased ambiguous training set (the biased probe's training options); false keeps the biased probe.");
+/** Defaults of the LEACE options that only some variants read (as LeaceFitter's). */
+export const LEACE_DEFAULTS = { shrinkage: true, svdTol: 0.01 } as const;
 
 export const leaceOptionsSchema = z
   .strictObject({
@@ -41,20 +40,31 @@ export const leaceOptionsSchema = z
       .enum(['leace', 'orth', 'diff_in_means'])
       .default('leace')
       .describe(
-        'leace (oblique, whitened: least-squares optimal), orth (orthogonal projection removing the cross-covariance with the concept) or diff_in_means (orthogonal removal of the class-mean difference).',
+        'leace (oblique, whitened: least-squares optimal), orth (orthogonal projection removing the cross-covariance with the concept) or diff_in_means (orthogonal removal of the class-mean difference). Default leace.',
       ),
     shrinkage: z
       .boolean()
-      .default(true)
+      .optional()
       .describe(
-        'Variant leace only: replace the covariance of x by its optimal linear shrinkage toward a multiple of the identity, which keeps the whitening well-conditioned when examples are few.',
+        `Variant leace only: replace the covariance of x by its optimal linear shrinkage toward a multiple of the identity, which keeps the whitening well-conditioned when examples are few. Default ${LEACE_DEFAULTS.shrinkage}.`,
       ),
     svdTol: z
       .number()
       .positive()
-      .default(0.01)
-      .describe('Variants leace and orth: directions whose (whitened, for leace) cross-covariance singular value is at or below this stay unerased.'),
+      .optional()
+      .describe(
+        `Variants leace and orth: directions whose (whitened, for leace) cross-covariance singular value is at or below this stay unerased. Default ${LEACE_DEFAULTS.svdTol}.`,
+      ),
     retrainHead: retrainHeadOption,
+  })
+  .superRefine((o, ctx) => {
+    // diff_in_means has neither (DiffInMeansFitter); orth does not whiten, so it has no covariance to shrink.
+    if (o.shrinkage !== undefined && o.variant !== 'leace') {
+      ctx.addIssue({ code: 'custom', path: ['shrinkage'], message: `applies only to variant "leace" (variant is "${o.variant}")` });
+    }
+    if (o.svdTol !== undefined && o.variant === 'diff_in_means') {
+      ctx.addIssue({ code: 'custom', path: ['svdTol'], message: 'applies only to variants "leace" and "orth" (variant is "diff_in_means")' });
+    }
   })
   .describe('LEACE (Belrose et al. 2023) and its orthogonal variants at the probe hook, fitted on the concept-labelled split.');
 
@@ -73,6 +83,32 @@ export const inlpOptionsSchema = z
 export type LeaceOptions = z.output<typeof leaceOptionsSchema>;
 export type InlpOptions = z.output<typeof inlpOptionsSchema>;
 
+/** The eraser.json of this format, with the method's options. */
+function affineCheckpointSchema<O extends z.ZodType>(options: O) {
+  return z.strictObject({
+    ...checkpointFields,
+    hook: z.string().describe('The hook the erasure edits (the probe hook it was fitted at).'),
+    dim: positiveInt().describe('Width of the hook.'),
+    rank: z.number().int().min(0).describe('Rank of the erased subspace.'),
+    options: options.describe("The method's options, defaults included."),
+  });
+}
+
+const leaceCheckpointSchema = affineCheckpointSchema(leaceOptionsSchema);
+const inlpCheckpointSchema = affineCheckpointSchema(inlpOptionsSchema);
+
+/** LEACE options with the defaults of the fields the variant reads filled in (the others stay absent). */
+export function resolveLeaceOptions(o: LeaceOptions): LeaceOptions {
+  switch (o.variant) {
+    case 'leace':
+      return { ...o, shrinkage: o.shrinkage ?? LEACE_DEFAULTS.shrinkage, svdTol: o.svdTol ?? LEACE_DEFAULTS.svdTol };
+    case 'orth':
+      return { ...o, svdTol: o.svdTol ?? LEACE_DEFAULTS.svdTol };
+    case 'diff_in_means':
+      return o;
+  }
+}
+
 /** One affine erasure at the probe hook, immutable; owns its tensors. */
 export class AffineEraser implements Eraser {
   readonly head = undefined;
@@ -83,8 +119,8 @@ export class AffineEraser implements Eraser {
     /** The hook it edits (the probe hook it was fitted at). */
     readonly hook: HookName,
     readonly erasure: AffineErasure,
-    /** The method's options, for the description and the checkpoint. */
-    readonly options: Readonly<Record<string, unknown>>,
+    /** The method's options (defaults included), for the description and the checkpoint. */
+    readonly options: Readonly<LeaceOptions> | Readonly<InlpOptions>,
   ) {
     this.tensors = new ErasureTensors(erasure);
   }
@@ -109,7 +145,7 @@ export class AffineEraser implements Eraser {
       method: this.method,
       hooks: [this.hook],
       unitsRemoved: rank,
-      summary: `${this.method === 'inlp' ? 'INLP' : `LEACE (${String(this.options.variant ?? 'leace')})`}: removes a rank-${rank} subspace at ${this.hook}`,
+      summary: `${'variant' in this.options ? `LEACE (${this.options.variant})` : 'INLP'}: removes a rank-${rank} subspace at ${this.hook}`,
       removed: { [this.hook]: { kind: 'directions', rank } },
     };
   }
@@ -138,13 +174,11 @@ export class AffineEraser implements Eraser {
  * match the erasure's.
  */
 export function restoreAffineEraser(stored: StoredCheckpoint, target: LoadTarget): Eraser {
-  const { json, jsonPath, tensors, method } = stored;
+  const { jsonPath, tensors, method } = stored;
   if (method !== 'leace' && method !== 'inlp') throw new Error(`${jsonPath}: field "method" is "${method}"; the ${AFFINE_FORMAT} format holds leace and inlp`);
-  const { hook, dim, rank, options } = json;
-  if (typeof hook !== 'string') throw new Error(`${jsonPath}: field "hook" must be a hook name`);
-  if (typeof dim !== 'number' || !Number.isInteger(dim) || dim < 1) throw new Error(`${jsonPath}: field "dim" must be a positive integer`);
-  if (typeof rank !== 'number' || !Number.isInteger(rank) || rank < 0 || rank > dim)
-    throw new Error(`${jsonPath}: field "rank" must be an integer in [0, ${dim}]`);
+  const { hook, dim, rank, options } = parseStrict(method === 'leace' ? leaceCheckpointSchema : inlpCheckpointSchema, stored.json, jsonPath);
+  if (rank > dim) throw new Error(`${jsonPath}: field "rank" must be an integer in [0, ${dim}]`);
+  checkRetrainedHead(stored, options.retrainHead);
   if (target.probeHook !== undefined && target.probeHook !== hook)
     throw new Error(`${jsonPath}: the erasure was fitted at "${hook}", but the probe reads "${target.probeHook}"`);
   const expectedDim = target.saes?.[hook]?.dIn;
@@ -159,14 +193,14 @@ export function restoreAffineEraser(stored: StoredCheckpoint, target: LoadTarget
   if (erasure.left.length !== dim * rank || erasure.right.length !== rank * dim || (erasure.bias !== null && erasure.bias.length !== dim)) {
     throw new Error(`${stored.dir}: the erasure's tensors do not have the shapes of width ${dim} and rank ${rank}`);
   }
-  const opts = typeof options === 'object' && options !== null && !Array.isArray(options) ? (options as Record<string, unknown>) : {};
-  return new AffineEraser(method, hook, erasure, opts);
+  return new AffineEraser(method, hook, erasure, options);
 }
 
 /** Fits an affine erasure on the pooled concept-labelled split at the probe hook, then (optionally) a head. */
 class AffineFitter implements EraserFitter {
   constructor(
     readonly method: 'leace' | 'inlp',
+    /** Options with the defaults of every field the method reads. */
     private readonly options: LeaceOptions | InlpOptions,
     private readonly fitErasure: (X: tf.Tensor2D, z: Int32Array, seed: number) => AffineErasure,
   ) {}
@@ -191,10 +225,11 @@ class AffineFitter implements EraserFitter {
 
 /** The fitter of `leace`, with options parsed by `leaceOptionsSchema`. */
 export function createLeaceFitter(options: LeaceOptions): EraserFitter {
-  return new AffineFitter('leace', options, (X, z) => {
+  const o = resolveLeaceOptions(options);
+  return new AffineFitter('leace', o, (X, z) => {
     const d = X.shape[1];
-    if (options.variant === 'diff_in_means') return new DiffInMeansFitter(d, 2).update(X, z).eraser();
-    return new LeaceFitter(d, 2, { method: options.variant, shrinkage: options.shrinkage, svdTol: options.svdTol }).update(X, oneHot(z, 2)).eraser();
+    if (o.variant === 'diff_in_means') return new DiffInMeansFitter(d, 2).update(X, z).eraser();
+    return new LeaceFitter(d, 2, { method: o.variant, shrinkage: o.shrinkage, svdTol: o.svdTol }).update(X, oneHot(z, 2)).eraser();
   });
 }
 

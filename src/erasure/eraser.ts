@@ -10,10 +10,12 @@
  *    straight to erased pooled representations. This is exact for every method here because each
  *    edit is affine per token (masks, projections, zero ablation) and mean pooling commutes with
  *    affine maps. It may carry a probe `head` retrained on erased data (src/erasure/head.ts),
- *    `describe`s what it removes and `save`s itself in the one checkpoint layout of
- *    src/erasure/checkpoint.ts, which `loadEraser` (src/erasure/load.ts) reads back.
+ *    `describe`s what it removes and gives its part of the checkpoint (`checkpoint()`), which
+ *    `saveEraser` (src/erasure/checkpoint.ts) writes in the one checkpoint layout and
+ *    `loadEraser` (src/erasure/load.ts) reads back through the method family's restorer.
  *
- * A method is one file (or folder) exporting its option schema, its fitter and its loader.
+ * A method is one file (or folder) exporting its option schema and its fitter factory (registered
+ * in src/erasure/methods.ts) and, for its checkpoint format, a restorer (registered in load.ts).
  */
 import type { tf } from '../engine/engine.js';
 import type { ActivationCache } from '../cache/cache.js';

@@ -6,26 +6,48 @@
  *
  * Checkpoint (layout in checkpoint.ts), format `sae-eraser/feature-ablation`:
  *   eraser.json         { ..., probeHook, hooks: { [hook]: { dIn, dSae, features: number[] } },
- *                         selectedBy, errorAttribution?, selection?, ...method fields
- *                         (SHIFT: options; random: plan) }
+ *                         selectedBy, errorAttribution?, selection?, and the method's own field:
+ *                         SHIFT's `options` (shift-options.ts), the random control's `plan` }
  *   eraser.safetensors  `directions.{hook}` [k, dIn]: the ablated decoder rows, to detect at load
  *                       that a different SAE is passed; `attribution.{hook}` [dSae] (SHIFT).
  */
 import { join } from 'node:path';
+import { z } from 'zod';
 import { tf } from '../engine/engine.js';
 import type { ActivationCache } from '../cache/cache.js';
 import type { RawTensor } from '../io/safetensors.js';
 import type { Edit, HookName } from '../models/model.js';
 import { checkFeatures, csrColumns, decoderRows, zeroAblatePooled, zeroAblationEdit, type FeatureSets } from './ablate.js';
 import type { HookAttribution, RankedFeature } from './attribution.js';
-import { ERASER_TENSORS, type LoadTarget, type StoredCheckpoint } from './checkpoint.js';
+import { checkpointFields, ERASER_TENSORS, type LoadTarget, type StoredCheckpoint } from './checkpoint.js';
 import { checkWidth, type CheckpointContent, type Eraser, type EraserDescription, type EraserSae, type MethodName } from './eraser.js';
 import type { SelectionRecord } from './feature-selection.js';
+import { positiveInt, parseStrict } from '../util/schema.js';
+import { shiftOptionsSchema, shiftRetrainOptionsSchema, type ShiftOptions, type ShiftRetrainOptions } from './shift-options.js';
 
 export const FEATURE_ABLATION_FORMAT = 'sae-eraser/feature-ablation';
 
 /** Methods whose erasers are feature ablations (and may be saved in this format). */
 const FEATURE_ABLATION_METHODS: readonly MethodName[] = ['shift', 'shift_retrain', 'random'];
+
+/** What the random control drew, saved in its checkpoint as `plan`. */
+const randomPlanSchema = z
+  .strictObject({
+    seed: z.number().int().describe('Seed of the draws.'),
+    source: z.enum(['perHook', 'k', 'shift']).describe("Where the counts came from: the perHook option, the k option, or SHIFT's selection."),
+    perHook: z.record(z.string(), z.number().int().min(0)).optional().describe('Features drawn per hook (perHook and shift).'),
+    k: z.number().int().min(0).optional().describe('Features drawn from the union of `hooks` (k).'),
+    hooks: z.array(z.string()).describe('The hooks drawn from.'),
+  })
+  .describe("The random control's draws.");
+
+export type RandomPlan = z.output<typeof randomPlanSchema>;
+
+/** The method's own JSON field: SHIFT's options (defaults included) or the random control's plan. */
+export interface FeatureAblationFields {
+  readonly options?: ShiftOptions | ShiftRetrainOptions;
+  readonly plan?: RandomPlan;
+}
 
 /** How a method chose the features it ablates; saved in the checkpoint and restored from it. */
 export interface FeatureAblationRecord {
@@ -35,8 +57,64 @@ export interface FeatureAblationRecord {
   readonly attributions?: Readonly<Record<HookName, HookAttribution>>;
   /** SHIFT: the candidates of the selection step, with concept scores and verdicts ("auto") or as ranked ("top"). */
   readonly selection?: readonly (SelectionRecord | RankedFeature)[];
-  /** Further JSON fields of the method, saved and restored as they are (SHIFT: `options`; random: `plan`). */
-  readonly fields?: Readonly<Record<string, unknown>>;
+  /** The method's own field, saved and restored (checked against its schema). */
+  readonly fields?: FeatureAblationFields;
+}
+
+const rankedFeatureFields = {
+  hook: z.string().describe('Hook of the feature.'),
+  feature: z.number().int().min(0).describe('Feature index in the SAE at the hook.'),
+  attribution: z.number().describe('Its attribution score.'),
+};
+
+/** The JSON of this format, by method (the method's own field differs). */
+function checkpointSchema(method: MethodName): z.ZodType {
+  const own =
+    method === 'random'
+      ? { plan: randomPlanSchema }
+      : { options: (method === 'shift' ? shiftOptionsSchema : shiftRetrainOptionsSchema).describe("SHIFT's options, defaults included.") };
+  return z.strictObject({
+    ...checkpointFields,
+    probeHook: z.string().describe('The hook the probe reads.'),
+    hooks: z
+      .record(
+        z.string(),
+        z.strictObject({
+          dIn: positiveInt().describe("Input width of the hook's SAE."),
+          dSae: positiveInt().describe("Width of the hook's SAE."),
+          features: z.array(z.number().int().min(0)).describe('The ablated features.'),
+        }),
+      )
+      .describe('The ablated features per hook, with the widths of the SAE they belong to.'),
+    selectedBy: z.string().describe('How the features were chosen, in words.'),
+    errorAttribution: z.record(z.string(), z.number()).optional().describe("SHIFT: the SAE error term's attribution per attributed hook."),
+    selection: z
+      .array(
+        z.union([
+          z.strictObject({
+            ...rankedFeatureFields,
+            conceptScore: z.number().describe('Concept score of the concept test.'),
+            taskScore: z.number().describe('Task score of the concept test.'),
+            rule: z.enum(['stratified', 'marginal']).describe('How the scores were computed.'),
+            selected: z.boolean().describe('Whether the concept test kept the feature.'),
+          }),
+          z.strictObject(rankedFeatureFields),
+        ]),
+      )
+      .optional()
+      .describe('SHIFT: the candidates of the selection step.'),
+    ...own,
+  });
+}
+
+interface StoredFeatureAblation {
+  probeHook: HookName;
+  hooks: Record<HookName, { dIn: number; dSae: number; features: number[] }>;
+  selectedBy: string;
+  errorAttribution?: Record<HookName, number>;
+  selection?: (SelectionRecord | RankedFeature)[];
+  options?: ShiftOptions | ShiftRetrainOptions;
+  plan?: RandomPlan;
 }
 
 /** The ablation at one hook: the SAE, its ablated features (sorted) and their decoder rows `[k, dIn]`. */
@@ -45,9 +123,6 @@ interface HookAblation {
   features: Int32Array;
   directions: tf.Tensor2D;
 }
-
-/** JSON keys of this format that are not the method's own `fields`. */
-const FORMAT_KEYS = new Set(['format', 'version', 'method', 'head', 'probeHook', 'hooks', 'selectedBy', 'errorAttribution', 'selection']);
 
 /** Zero ablation of SAE features, immutable; owns the decoder-row tensors (not the SAEs). */
 export class FeatureAblationEraser implements Eraser {
@@ -178,36 +253,33 @@ export class FeatureAblationEraser implements Eraser {
    * ones (else the SAE is not the one the eraser was fitted with).
    */
   static restore(stored: StoredCheckpoint, target: LoadTarget): FeatureAblationEraser {
-    const { json, jsonPath, tensors, method } = stored;
+    const { jsonPath, tensors, method } = stored;
     const tensorPath = join(stored.dir, ERASER_TENSORS);
     if (!FEATURE_ABLATION_METHODS.includes(method)) {
       throw new Error(`${jsonPath}: field "method" is "${method}"; the ${FEATURE_ABLATION_FORMAT} format holds ${FEATURE_ABLATION_METHODS.join(', ')}`);
     }
-    if (method === 'shift_retrain' && json.head === null)
+    if (method === 'shift_retrain' && stored.json.head === null)
       throw new Error(`${jsonPath}: a shift_retrain checkpoint needs its retrained head (field "head" is null)`);
+    const json = parseStrict(checkpointSchema(method), stored.json, jsonPath) as StoredFeatureAblation;
     const { probeHook, hooks, selectedBy } = json;
-    if (typeof probeHook !== 'string') throw new Error(`${jsonPath}: field "probeHook" must be a hook name`);
     if (target.probeHook !== undefined && target.probeHook !== probeHook) {
       throw new Error(`${jsonPath}: the eraser was fitted for a probe at "${probeHook}", not at "${target.probeHook}"`);
     }
-    if (typeof hooks !== 'object' || hooks === null || Array.isArray(hooks)) throw new Error(`${jsonPath}: field "hooks" must be an object`);
-    if (typeof selectedBy !== 'string') throw new Error(`${jsonPath}: field "selectedBy" must be a string`);
     const saes = target.saes ?? {};
     const ablations: Record<HookName, HookAblation> = {};
     try {
-      for (const [hook, entry] of Object.entries(hooks as Record<HookName, { dIn?: unknown; dSae?: unknown; features?: unknown }>)) {
+      for (const [hook, entry] of Object.entries(hooks)) {
         const where = `${jsonPath}: hooks["${hook}"]`;
         const sae = saes[hook];
         if (sae === undefined) throw new Error(`${where}: the eraser ablates features at "${hook}" but no SAE is given for that hook`);
         if (entry.dSae !== sae.dSae) {
           throw new Error(
-            `${where}: the eraser was fitted with an SAE of width ${String(entry.dSae)} (dSae), but the SAE given for "${hook}" has width ${sae.dSae}; load it with the SAE it was fitted with`,
+            `${where}: the eraser was fitted with an SAE of width ${entry.dSae} (dSae), but the SAE given for "${hook}" has width ${sae.dSae}; load it with the SAE it was fitted with`,
           );
         }
         if (entry.dIn !== sae.dIn)
-          throw new Error(`${where}: the eraser was fitted with an SAE reading width ${String(entry.dIn)} (dIn), but the SAE given reads width ${sae.dIn}`);
-        if (!Array.isArray(entry.features)) throw new Error(`${where}.features must be an array of feature indices`);
-        const features = checkFeatures(where, entry.features as number[], sae.dSae);
+          throw new Error(`${where}: the eraser was fitted with an SAE reading width ${entry.dIn} (dIn), but the SAE given reads width ${sae.dIn}`);
+        const features = checkFeatures(where, entry.features, sae.dSae);
         const name = `directions.${hook}`;
         const info = tensors.info(name);
         if (info.shape.length !== 2 || info.shape[0] !== features.length || info.shape[1] !== sae.dIn) {
@@ -226,26 +298,32 @@ export class FeatureAblationEraser implements Eraser {
       tf.dispose(Object.values(ablations).map((a) => a.directions));
       throw err;
     }
+    const fields: FeatureAblationFields = json.plan !== undefined ? { plan: json.plan } : { options: json.options };
     const record: FeatureAblationRecord = {
       selectedBy,
-      attributions: json.errorAttribution === undefined ? undefined : readAttributions(stored),
-      selection: Array.isArray(json.selection) ? (json.selection as (SelectionRecord | RankedFeature)[]) : undefined,
-      fields: Object.fromEntries(Object.entries(json).filter(([k]) => !FORMAT_KEYS.has(k))),
+      attributions: json.errorAttribution === undefined ? undefined : readAttributions(stored, json.errorAttribution),
+      selection: json.selection,
+      fields,
     };
     return new FeatureAblationEraser(method, probeHook, ablations, record);
   }
 }
 
-/** SHIFT's attributions: tensors `attribution.{hook}` with the error terms of JSON `errorAttribution`. */
-function readAttributions(stored: StoredCheckpoint): Record<HookName, HookAttribution> {
-  const errors = stored.json.errorAttribution;
-  if (typeof errors !== 'object' || errors === null) throw new Error(`${stored.jsonPath}: field "errorAttribution" must map hooks to numbers`);
+/** SHIFT's attributions: tensors `attribution.{hook}`, with the error terms of JSON `errorAttribution` (one per tensor). */
+function readAttributions(stored: StoredCheckpoint, errors: Readonly<Record<HookName, number>>): Record<HookName, HookAttribution> {
   const attributions: Record<HookName, HookAttribution> = {};
+  const tensorPath = join(stored.dir, ERASER_TENSORS);
   for (const name of stored.tensors.names()) {
     if (!name.startsWith('attribution.')) continue;
     const hook = name.slice('attribution.'.length);
-    const error = (errors as Record<HookName, unknown>)[hook];
-    attributions[hook] = { hook, features: stored.tensors.float32(name), error: typeof error === 'number' ? error : NaN };
+    const error = errors[hook];
+    if (error === undefined)
+      throw new Error(`${stored.jsonPath}: field "errorAttribution" has no entry for hook "${hook}" (tensor "${name}" of ${tensorPath})`);
+    attributions[hook] = { hook, features: stored.tensors.float32(name), error };
+  }
+  for (const hook of Object.keys(errors)) {
+    if (attributions[hook] === undefined)
+      throw new Error(`${stored.jsonPath}: field "errorAttribution.${hook}" has no tensor "attribution.${hook}" in ${tensorPath}`);
   }
   return attributions;
 }

@@ -4,6 +4,7 @@
  * probe's own training options (when it is a LinearProbe) with per-method overrides, and one way to
  * attach the head to an eraser (`withHead`), which the checkpoint saves as `head.safetensors`.
  */
+import { z } from 'zod';
 import type { ActivationCache } from '../cache/cache.js';
 import type { tf } from '../engine/engine.js';
 import type { Edit, HookName } from '../models/model.js';
@@ -11,6 +12,14 @@ import { LinearProbe, type LinearProbeOptions } from '../probe/linear.js';
 import type { Probe } from '../probe/probe.js';
 import { erasedPooled } from './erased.js';
 import type { CheckpointContent, Eraser, EraserDescription, FitContext } from './eraser.js';
+
+/** The `retrainHead` option of the methods that retrain by default (closed-form erasers, word deletion). */
+export const retrainHeadOption = z
+  .boolean()
+  .default(true)
+  .describe(
+    "Retrain the probe head on the erased ambiguous training set (word deletion: the edited texts), with the biased probe's training options; false keeps the biased probe. Default true.",
+  );
 
 /**
  * Trains a new linear probe on `eraser`'s erased representations of the training split, with the

@@ -15,7 +15,7 @@ import { createInlpFitter, createLeaceFitter, inlpOptionsSchema, leaceOptionsSch
 import { createWordDeletionFitter, wordDeletionOptionsSchema } from './word-deletion.js';
 
 interface MethodEntry {
-  /** Strict schema of the method's options block in a config (defaults filled in by parsing). */
+  /** Strict schema of a config's options block (defaults filled in by parsing, except for fields only some settings read: the fitter's). */
   readonly options: z.ZodType;
   /** Makes the fitter from parsed options; absent for the probe-only methods. */
   readonly createFitter?: (options: never) => EraserFitter;
@@ -44,7 +44,7 @@ export const METHODS: Readonly<Record<MethodName, MethodEntry>> = {
 /** A method's options after validation: only `parseMethodOptions` makes these. */
 export interface MethodOptions {
   readonly method: MethodName;
-  /** The parsed options (defaults filled in), as JSON for records. */
+  /** The parsed options (schema defaults filled in), as JSON for records. */
   readonly options: Readonly<Record<string, unknown>>;
 }
 

@@ -10,15 +10,20 @@
  *   - `k: number`: k features drawn uniformly from the union of all features of the eligible hooks
  *     (`hooks`, default every hook with an SAE at or before the probe hook), seed `seed`;
  *   - neither: fit SHIFT with the same options and use its per-hook counts.
+ * SHIFT's fields are read only in the last case; with `k` or `perHook` they are refused when the
+ * config is read, as is `hooks` with `perHook` (which names its hooks).
  * `seed` defaults to FitContext.seed. Draws use `chooseRandomUnits` (src/erasure/random-units.ts).
  */
 import { z } from 'zod';
 import type { HookName } from '../models/model.js';
 import { hooksUpToProbe } from './ablate.js';
 import type { Eraser, EraserFitter, EraserSae, FitContext } from './eraser.js';
-import { FeatureAblationEraser } from './feature-ablation.js';
+import { FeatureAblationEraser, type RandomPlan } from './feature-ablation.js';
 import { chooseRandomUnits } from './random-units.js';
-import { checkShiftOptions, chooseShiftFeatures, shiftOptionFields } from './shift.js';
+import { chooseShiftFeatures } from './shift.js';
+import { checkShiftOptions, resolveShiftOptions, shiftOptionFields, type ShiftField } from './shift-options.js';
+
+const SHIFT_FIELDS = Object.keys(shiftOptionFields) as ShiftField[];
 
 export const randomOptionsSchema = z
   .strictObject({
@@ -35,24 +40,29 @@ export const randomOptionsSchema = z
       .describe(
         'Draw this many features at each listed hook, { hook: count }; exclusive with k. With neither, the counts are the ones SHIFT (same options) selects.',
       ),
-    seed: z.number().int().optional().describe("Seed of the draws (hook i in forward order uses seed + i with perHook); default the run's seed."),
+    seed: z.number().int().optional().describe("Seed of the draws (hook i in forward order uses seed + i with perHook). Default the run's seed."),
   })
   .superRefine((o, ctx) => {
-    checkShiftOptions(o, ctx);
-    if (o.k !== undefined && o.perHook !== undefined) ctx.addIssue({ code: 'custom', path: ['k'], message: '"perHook" and "k" are exclusive: give one' });
+    if (o.k !== undefined && o.perHook !== undefined) {
+      ctx.addIssue({ code: 'custom', path: ['k'], message: '"perHook" and "k" are exclusive: give one' });
+    } else if (o.k === undefined && o.perHook === undefined) {
+      checkShiftOptions(o, ctx, false);
+    } else {
+      // Given counts replace SHIFT: none of its fields is read, except `hooks` (where k draws from).
+      const counts = o.k !== undefined ? '"k"' : '"perHook"';
+      for (const field of SHIFT_FIELDS) {
+        if (o[field] === undefined || (field === 'hooks' && o.k !== undefined)) continue;
+        const message =
+          field === 'hooks'
+            ? 'applies only with "k" (the hooks it draws from) or without counts (SHIFT\'s hooks): "perHook" names its own hooks'
+            : `applies only when SHIFT chooses the counts, without "k" or "perHook" (${counts} is given)`;
+        ctx.addIssue({ code: 'custom', path: [field], message });
+      }
+    }
   })
   .describe('Control for SHIFT: zero-ablate as many SAE features, chosen at random.');
 
 export type RandomOptions = z.output<typeof randomOptionsSchema>;
-
-/** What was drawn, saved in the checkpoint as `plan`. */
-export interface RandomPlan {
-  seed: number;
-  source: 'perHook' | 'k' | 'shift';
-  perHook?: Record<HookName, number>;
-  k?: number;
-  hooks: HookName[];
-}
 
 /** How the features were drawn, in words (the end of the eraser's summary). */
 function selectedBy(p: RandomPlan): string {
@@ -73,10 +83,10 @@ class RandomFitter implements EraserFitter {
   async fit(ctx: FitContext): Promise<Eraser> {
     const o = this.options;
     const seed = o.seed ?? ctx.seed;
-    const eligible = hooksUpToProbe(ctx.model, ctx.saes, ctx.probeHook, o.hooks);
     let features: Record<HookName, Int32Array>;
     let plan: RandomPlan;
     if (o.k !== undefined) {
+      const eligible = hooksUpToProbe(ctx.model, ctx.saes, ctx.probeHook, o.hooks);
       plan = { seed, source: 'k', k: o.k, hooks: eligible };
       features = drawFromUnion(ctx.saes, eligible, o.k, seed);
     } else {
@@ -87,7 +97,7 @@ class RandomFitter implements EraserFitter {
         hooksUpToProbe(ctx.model, ctx.saes, ctx.probeHook, Object.keys(perHook));
         source = 'perHook';
       } else {
-        const shift = chooseShiftFeatures(ctx, o);
+        const shift = chooseShiftFeatures(ctx, resolveShiftOptions(o));
         perHook = Object.fromEntries(Object.entries(shift.features).map(([h, f]) => [h, f.length]));
         source = 'shift';
       }

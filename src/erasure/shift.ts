@@ -18,95 +18,22 @@
  * `shift_retrain` then retrains the probe head on the ablated ambiguous training representations
  * (`retrainHead` of head.ts: the biased probe's training options overridden by `retrain`).
  *
- * The options and their defaults are documented field by field in `shiftOptionsSchema`.
+ * The options, their defaults and which settings read which field are in shift-options.ts.
  */
-import { z } from 'zod';
 import { tf } from '../engine/engine.js';
 import type { HookName } from '../models/model.js';
-import { linearProbeOptionsSchema, type LinearProbeOptions } from '../probe/linear.js';
+import type { LinearProbeOptions } from '../probe/linear.js';
 import { hooksUpToProbe } from './ablate.js';
 import { attributionPatching, integratedGradients, pooledProbeHookAttribution, rankFeatures, type HookAttribution, type RankedFeature } from './attribution.js';
 import type { Eraser, EraserFitter, FitContext, LabelledSplit } from './eraser.js';
 import { FeatureAblationEraser } from './feature-ablation.js';
-import { CONCEPT_SELECTION_DEFAULTS, conceptFeatureColumns, selectConceptFeatures, type SelectionRecord } from './feature-selection.js';
+import { conceptFeatureColumns, selectConceptFeatures, type SelectionRecord } from './feature-selection.js';
 import { retrainHead, withHead } from './head.js';
+import { resolveShiftOptions, shiftOptionsRecord, type ShiftOptions, type ShiftRetrainOptions, type ShiftSettings } from './shift-options.js';
 
 export type ShiftMethod = 'shift' | 'shift_retrain';
 
-const positiveInt = () => z.number().int().min(1, { error: 'must be a positive integer' });
-
-/**
- * The fields of SHIFT's options, shared with the `random` control (which falls back to SHIFT's
- * per-hook counts). Use the schemas below, which add the cross-field checks.
- */
-export const shiftOptionFields = {
-  attribution: z
-    .enum(['ig', 'atp'])
-    .default('ig')
-    .describe(
-      "Attribution method: ig (integrated gradients, SFC's SHIFT) or atp (first-order attribution patching: one pass per batch for all hooks, about steps x hooks times cheaper and cruder).",
-    ),
-  steps: positiveInt().default(10).describe('Integrated-gradients interpolation steps (zero baseline).'),
-  batchSize: positiveInt().default(4).describe('Texts per attribution batch (SFC: 4).'),
-  stepsPerPass: positiveInt().default(1).describe('Integrated-gradients steps stacked into one forward/backward pass (memory for speed; same result).'),
-  attributionExamples: positiveInt().default(100).describe('Attribute on the first this many examples of the ambiguous training split (SFC: 25 batches of 4).'),
-  hooks: z.array(z.string()).optional().describe('Hooks to attribute and ablate at; default every hook with an SAE at or before the probe hook.'),
-  selection: z
-    .enum(['auto', 'top', 'manual'])
-    .default('auto')
-    .describe(
-      'How features are chosen: auto (top candidates kept by the automatic concept test), top (the top candidates by attribution), manual (the listed `features`).',
-    ),
-  candidates: positiveInt().default(100).describe('Top features by attribution score, over all hooks, that go to selection.'),
-  threshold: z.number().min(0).default(0).describe('Only features whose attribution score is above this become candidates.'),
-  score: z.enum(['abs', 'positive']).default('abs').describe('Attribution score: abs ranks by |attribution|, positive by the signed attribution.'),
-  minConceptScore: z
-    .number()
-    .min(0)
-    .max(1)
-    .default(CONCEPT_SELECTION_DEFAULTS.minConceptScore)
-    .describe('Concept test ("auto"): minimum |stratified rank-biserial| of a feature with the concept (0.2: AUC 0.6 within task classes).'),
-  dominance: z
-    .number()
-    .min(0)
-    .default(CONCEPT_SELECTION_DEFAULTS.dominance)
-    .describe('Concept test ("auto"): the concept score must be at least this times the task score.'),
-  minGroupSize: positiveInt().default(CONCEPT_SELECTION_DEFAULTS.minGroupSize).describe('Concept test ("auto"): minimum examples of each class in a stratum.'),
-  conceptExamples: positiveInt().optional().describe('Concept test ("auto"): use the first this many examples of the concept-labelled split; default all.'),
-  features: z
-    .record(z.string(), z.array(z.number().int().min(0)))
-    .optional()
-    .describe('Selection "manual" only: the features to ablate, { hook: [feature indices] }.'),
-  evalBatchSize: positiveInt().default(16).describe('Texts per forward pass when the model runs with the ablation or for concept-set feature activations.'),
-};
-
-/** Cross-field checks of SHIFT's options. */
-export function checkShiftOptions(o: { selection: string; features?: unknown }, ctx: z.RefinementCtx): void {
-  if (o.selection === 'manual' && o.features === undefined) {
-    ctx.addIssue({ code: 'custom', path: ['features'], message: 'selection "manual" needs "features": { hook: [feature indices] }' });
-  }
-  if (o.selection !== 'manual' && o.features !== undefined) {
-    ctx.addIssue({ code: 'custom', path: ['features'], message: `"features" is only used with selection "manual" (selection is "${o.selection}")` });
-  }
-}
-
-export const shiftOptionsSchema = z
-  .strictObject(shiftOptionFields)
-  .superRefine(checkShiftOptions)
-  .describe('SHIFT: zero-ablate the SAE features a biased probe relies on that are about the concept.');
-
-export const shiftRetrainOptionsSchema = z
-  .strictObject({
-    ...shiftOptionFields,
-    retrain: linearProbeOptionsSchema
-      .default({})
-      .describe("Overrides of the biased probe's training options for the retrained head (unset fields keep the biased probe's)."),
-  })
-  .superRefine(checkShiftOptions)
-  .describe('SHIFT, then a probe head retrained on the ablated ambiguous training set.');
-
-export type ShiftOptions = z.output<typeof shiftOptionsSchema>;
-export type ShiftRetrainOptions = z.output<typeof shiftRetrainOptionsSchema>;
+export { shiftOptionsSchema, shiftRetrainOptionsSchema, type ShiftOptions, type ShiftRetrainOptions } from './shift-options.js';
 
 /** The first `n` examples of a split. */
 function headOf(split: LabelledSplit, n: number): LabelledSplit {
@@ -126,7 +53,7 @@ export interface ShiftFitResult {
  * Steps 1 and 2 of SHIFT without building an eraser: the features to ablate, per hook.
  * Exported for the random control (which matches SHIFT's per-hook counts) and for reports.
  */
-export function chooseShiftFeatures(ctx: FitContext, o: ShiftOptions): ShiftFitResult {
+export function chooseShiftFeatures(ctx: FitContext, o: ShiftSettings): ShiftFitResult {
   if (o.selection === 'manual') {
     const features = o.features ?? {};
     const hooks = hooksUpToProbe(ctx.model, ctx.saes, ctx.probeHook, Object.keys(features));
@@ -186,7 +113,7 @@ export function chooseShiftFeatures(ctx: FitContext, o: ShiftOptions): ShiftFitR
 }
 
 /** How SHIFT chose its features, in words (the end of the eraser's summary). */
-function selectedBy(o: ShiftOptions, candidates: number): string {
+function selectedBy(o: ShiftSettings, candidates: number): string {
   const method = o.attribution === 'atp' ? 'attribution patching (first order)' : `IG attribution (${o.steps} steps, zero baseline)`;
   const ig = `${method} to the probe on ${o.attributionExamples} ambiguous training examples`;
   const by = o.score === 'abs' ? '|attribution|' : 'attribution';
@@ -207,7 +134,7 @@ function selectedBy(o: ShiftOptions, candidates: number): string {
 class ShiftFitter implements EraserFitter {
   constructor(
     readonly method: ShiftMethod,
-    private readonly options: ShiftOptions,
+    private readonly options: ShiftSettings,
     /** Overrides of the biased probe's options for the retrained head; undefined: no head (`shift`). */
     private readonly retrain: LinearProbeOptions | undefined,
   ) {}
@@ -219,7 +146,7 @@ class ShiftFitter implements EraserFitter {
       selectedBy: selectedBy(o, chosen.selection.length),
       attributions: chosen.attributions,
       selection: chosen.selection,
-      fields: { options: o },
+      fields: { options: shiftOptionsRecord(o, this.retrain) },
     });
     if (this.retrain === undefined) return eraser;
     try {
@@ -236,5 +163,6 @@ class ShiftFitter implements EraserFitter {
 export function createShiftFitter(method: 'shift', options: ShiftOptions): EraserFitter;
 export function createShiftFitter(method: 'shift_retrain', options: ShiftRetrainOptions): EraserFitter;
 export function createShiftFitter(method: ShiftMethod, options: ShiftOptions | ShiftRetrainOptions): EraserFitter {
-  return new ShiftFitter(method, options, method === 'shift_retrain' ? ((options as Partial<ShiftRetrainOptions>).retrain ?? {}) : undefined);
+  const retrain = method === 'shift_retrain' ? ((options as Partial<ShiftRetrainOptions>).retrain ?? {}) : undefined;
+  return new ShiftFitter(method, resolveShiftOptions(options), retrain);
 }

@@ -17,14 +17,18 @@
  * be long, culture-bound and never complete; names are exactly what an input-level baseline misses).
  * Option `words` replaces it, `extraWords` adds to it. By default the fitter retrains the probe
  * head on the edited training texts (head.ts).
+ *
+ * Checkpoint (layout in checkpoint.ts), format `sae-eraser/word-deletion`: eraser.json
+ * { ..., words, deletedInTrain, options }; eraser.safetensors holds no tensors.
  */
 import { z } from 'zod';
 import type { Edit, HookName } from '../models/model.js';
 import type { tf } from '../engine/engine.js';
 import type { ActivationCache } from '../cache/cache.js';
-import type { LoadTarget, StoredCheckpoint } from './checkpoint.js';
+import { parseStrict } from '../util/schema.js';
+import { checkpointFields, checkRetrainedHead, type LoadTarget, type StoredCheckpoint } from './checkpoint.js';
 import type { CheckpointContent, Eraser, EraserDescription, EraserFitter, FitContext } from './eraser.js';
-import { retrainHead, withHead } from './head.js';
+import { retrainHead, retrainHeadOption, withHead } from './head.js';
 
 /** The default gendered words, lower case. */
 export const GENDERED_WORDS: readonly string[] = [
@@ -171,11 +175,8 @@ export const wordDeletionOptionsSchema = z
       .describe(
         'The words to delete (single words, any case), replacing the default list GENDERED_WORDS (pronouns, titles, gendered nouns, family terms; no names).',
       ),
-    extraWords: z.array(z.string()).default([]).describe('Words deleted in addition to `words` (or the default list).'),
-    retrainHead: z
-      .boolean()
-      .default(true)
-      .describe("Retrain the probe head on the edited ambiguous training texts (the biased probe's training options); false keeps the biased probe."),
+    extraWords: z.array(z.string()).default([]).describe('Words deleted in addition to `words` (or the default list). Default none.'),
+    retrainHead: retrainHeadOption,
   })
   .describe('Input-level baseline: delete gendered words from the texts before the model reads them.');
 
@@ -192,6 +193,8 @@ export class WordDeletionEraser implements Eraser {
     words: readonly string[],
     /** Words deleted from the training texts at fit time (for the report), or null when unknown. */
     readonly deletedInTrain: number | null = null,
+    /** The options it was fitted with, for the checkpoint; by default, exactly `words` and no retrained head. */
+    readonly options: WordDeletionOptions = { words: [...words], extraWords: [], retrainHead: false },
   ) {
     this.words = [...words];
     this.deleter = wordDeleter(this.words);
@@ -226,19 +229,26 @@ export class WordDeletionEraser implements Eraser {
   }
 
   checkpoint(): CheckpointContent {
-    return { format: WORD_DELETION_FORMAT, fields: { words: [...this.words], deletedInTrain: this.deletedInTrain }, tensors: {} };
+    return { format: WORD_DELETION_FORMAT, fields: { words: [...this.words], deletedInTrain: this.deletedInTrain, options: this.options }, tensors: {} };
   }
 
   dispose(): void {}
 }
 
+const wordDeletionCheckpointSchema = z.strictObject({
+  ...checkpointFields,
+  words: z.array(z.string()).describe('The deleted words (the default list or `words`, then `extraWords`).'),
+  deletedInTrain: z.number().int().min(0).nullable().describe('Words deleted from the training texts at fit time, or null when unknown.'),
+  options: wordDeletionOptionsSchema.describe('The options it was fitted with.'),
+});
+
 /** `loadEraser`'s restorer for the word-deletion format. */
 export function restoreWordDeletionEraser(stored: StoredCheckpoint, _target: LoadTarget): Eraser {
-  const { json, jsonPath, method } = stored;
+  const { jsonPath, method } = stored;
   if (method !== 'word_deletion') throw new Error(`${jsonPath}: field "method" is ${JSON.stringify(method)}, expected "word_deletion"`);
-  const { words, deletedInTrain } = json;
-  if (!Array.isArray(words) || words.some((w) => typeof w !== 'string')) throw new Error(`${jsonPath}: field "words" must be a list of words`);
-  return new WordDeletionEraser(words as string[], typeof deletedInTrain === 'number' ? deletedInTrain : null);
+  const { words, deletedInTrain, options } = parseStrict(wordDeletionCheckpointSchema, stored.json, jsonPath);
+  checkRetrainedHead(stored, options.retrainHead);
+  return new WordDeletionEraser(words, deletedInTrain, options);
 }
 
 class WordDeletionFitter implements EraserFitter {
@@ -250,7 +260,7 @@ class WordDeletionFitter implements EraserFitter {
     const words = [...(this.options.words ?? GENDERED_WORDS), ...this.options.extraWords];
     const deleter = wordDeleter(words);
     const deletedInTrain = ctx.train.texts.reduce((a, t) => a + deleter(t).deleted, 0);
-    const eraser = new WordDeletionEraser(words, deletedInTrain);
+    const eraser = new WordDeletionEraser(words, deletedInTrain, this.options);
     return withHead(eraser, this.options.retrainHead ? await retrainHead(eraser, ctx) : undefined);
   }
 }

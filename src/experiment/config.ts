@@ -12,7 +12,7 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { z } from 'zod';
-import { describeIssues } from '../util/schema.js';
+import { describeIssues, positiveInt } from '../util/schema.js';
 import { sharedDir } from '../io/shared.js';
 import { METHOD_NAMES, type MethodName } from '../erasure/eraser.js';
 import { METHODS, parseMethodOptions, type MethodOptions } from '../erasure/methods.js';
@@ -20,12 +20,6 @@ import { linearProbeOptionsSchema, type LinearProbeOptions } from '../probe/line
 import { saeSpecSchema, type SaeSpec } from './saes.js';
 
 export type { SaeSpec, SaeTrainSpec } from './saes.js';
-
-const POSITIVE_INT = 'must be a positive integer';
-
-function positiveInt(): z.ZodNumber {
-  return z.number({ error: POSITIVE_INT }).int({ error: POSITIVE_INT }).min(1, { error: POSITIVE_INT });
-}
 
 function nonEmptyString(what: string): z.ZodString {
   return z.string({ error: `must be ${what}` }).min(1, { error: `must be ${what} (not empty)` });

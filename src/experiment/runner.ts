@@ -5,8 +5,8 @@
  * Flow: load splits -> open the model -> make sure the SAEs exist (train missing ones) -> one
  * activation cache over every text -> per seed: the biased probe (ambiguous train) and the oracle
  * (balanced train) -> per method: fit the eraser, erase the test representations (pooled fast path
- * or a forward pass with the eraser's edits), score -> aggregate over seeds -> metrics.json,
- * table.md and the fitted erasers.
+ * or a forward pass with the eraser's edits), score -> aggregate over seeds -> metrics.json and
+ * the fitted erasers (src/cli/run.ts writes table.md from the result).
  *
  * Metrics (on the test file): profession accuracy and gender agreement on the balanced split;
  * per-subgroup and worst-group accuracy on the four full-size subgroups; gender_probe_acc, a fresh
@@ -195,53 +195,68 @@ export async function runExperiment(config: ExperimentConfig, options: RunOption
   const methods = Object.keys(config.methods) as MethodName[];
   const perMethod: Record<string, MethodSeedResult[]> = Object.fromEntries(methods.map((m) => [m, []]));
   const bar = progress('methods', methods.length * config.seeds.length, 'fits');
-  for (const seed of config.seeds) {
-    const popts = probeOptions(config, seed);
-    const original = tf.tidy(() => cache.pooled(config.probeHook, splits.ambiguous.rows));
-    const biasedProbe = trainProbe(original, splits.ambiguous.y, popts);
-    original.dispose();
-    for (const method of methods) {
-      const t = Date.now();
-      let eraser: Eraser | undefined;
-      let probe: Probe = biasedProbe;
-      let ownsProbe = false;
+  /** Fits one method (or trains the oracle) for a seed, scores it and saves its eraser. */
+  const runMethod = async (method: MethodName, seed: number, biasedProbe: Probe, popts: LinearProbeOptions): Promise<MethodSeedResult> => {
+    const t = Date.now();
+    let eraser: Eraser | undefined;
+    let oracle: Probe | undefined;
+    try {
       if (method === 'oracle') {
         const Xb = cache.pooled(config.probeHook, splits.balanced.rows);
-        probe = trainProbe(Xb, splits.balanced.y, popts);
-        Xb.dispose();
-        ownsProbe = true;
+        try {
+          oracle = trainProbe(Xb, splits.balanced.y, popts);
+        } finally {
+          Xb.dispose();
+        }
       } else if (method !== 'original') {
-        const fitter = createFitter(config.methods[method]!);
-        eraser = await fitter.fit({ ...fitInputs, probe: biasedProbe, seed });
-        probe = eraser.head ?? biasedProbe;
+        eraser = await createFitter(config.methods[method]!).fit({ ...fitInputs, probe: biasedProbe, seed });
       }
-      const test = {
-        balanced: { X: await erasedPooled(eraser, splits.testBalanced, fitInputs), split: splits.testBalanced },
-        subgroups: Object.fromEntries(
-          await Promise.all(
-            Object.entries(splits.testSubgroups).map(async ([k, s]) => [k, { X: await erasedPooled(eraser, s, fitInputs), split: s }] as const),
-          ),
-        ),
+      const probe = oracle ?? eraser?.head ?? biasedProbe;
+      const erased: tf.Tensor2D[] = [];
+      const pooled = async (split: LabelledSplit): Promise<{ X: tf.Tensor2D; split: LabelledSplit }> => {
+        const X = await erasedPooled(eraser, split, fitInputs);
+        erased.push(X);
+        return { X, split };
       };
-      const genderX = await erasedPooled(eraser, splits.balanced, fitInputs);
-      const scores = score(probe, test, { X: genderX, z: splits.balanced.z }, seed, popts);
-      tf.dispose([test.balanced.X, genderX, ...Object.values(test.subgroups).map((s) => s.X)]);
+      let scores: ReturnType<typeof score>;
+      try {
+        const test = {
+          balanced: await pooled(splits.testBalanced),
+          subgroups: Object.fromEntries(await Promise.all(Object.entries(splits.testSubgroups).map(async ([k, s]) => [k, await pooled(s)] as const))),
+        };
+        const genderX = (await pooled(splits.balanced)).X;
+        scores = score(probe, test, { X: genderX, z: splits.balanced.z }, seed, popts);
+      } finally {
+        tf.dispose(erased);
+      }
       const description = eraser?.describe();
-      perMethod[method]!.push({
+      const result: MethodSeedResult = {
         seed,
         ...scores,
         units_removed: description?.unitsRemoved ?? 0,
         seconds: (Date.now() - t) / 1000,
         summary: description?.summary ?? (method === 'oracle' ? 'probe trained on balanced data' : 'no erasure'),
-      });
-      if (eraser !== undefined) {
-        saveEraser(eraser, join(options.outDir, 'erasers', method, `seed-${seed}`));
-        eraser.dispose();
-      }
-      if (ownsProbe) probe.dispose();
-      bar.tick(1, method);
+      };
+      if (eraser !== undefined) saveEraser(eraser, join(options.outDir, 'erasers', method, `seed-${seed}`));
+      return result;
+    } finally {
+      eraser?.dispose();
+      oracle?.dispose();
     }
-    biasedProbe.dispose();
+  };
+  for (const seed of config.seeds) {
+    const popts = probeOptions(config, seed);
+    const original = tf.tidy(() => cache.pooled(config.probeHook, splits.ambiguous.rows));
+    const biasedProbe = trainProbe(original, splits.ambiguous.y, popts);
+    original.dispose();
+    try {
+      for (const method of methods) {
+        perMethod[method]!.push(await runMethod(method, seed, biasedProbe, popts));
+        bar.tick(1, method);
+      }
+    } finally {
+      biasedProbe.dispose();
+    }
   }
   bar.done();
 

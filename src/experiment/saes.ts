@@ -28,11 +28,16 @@ export const saeTrainSpecSchema = z
       .positive()
       .default(8)
       .describe('Passes over the training tokens (the token budget is the collected tokens times this; may be fractional).'),
-    k: z.number().int().min(1).optional().describe('Active features per token for topk; default 32.'),
-    l1: z.number().positive().optional().describe('L1 coefficient for relu; default 0.1 (inputs are scaled to E||x|| = sqrt(dIn)).'),
-    lr: z.number().positive().optional().describe('Adam learning rate; default 1e-3.'),
-    batchSize: z.number().int().min(1).optional().describe('Tokens per optimiser step; default 1024.'),
+    k: z.number().int().min(1).optional().describe('Active features per token; arch topk only. Default 32.'),
+    l1: z.number().positive().optional().describe('L1 coefficient; arch relu only. Default 0.1 (inputs are scaled to E||x|| = sqrt(dIn)).'),
+    lr: z.number().positive().optional().describe('Adam learning rate. Default 1e-3.'),
+    batchSize: z.number().int().min(1).optional().describe('Tokens per optimiser step. Default 1024.'),
     seed: z.number().int().min(0).default(42).describe('Seed of the initialisation and the token order.'),
+  })
+  .superRefine((o, ctx) => {
+    // The trainer reads k only for topk and l1 only for relu (src/sae/train.ts).
+    if (o.k !== undefined && o.arch !== 'topk') ctx.addIssue({ code: 'custom', path: ['k'], message: `applies only to arch "topk" (arch is "${o.arch}")` });
+    if (o.l1 !== undefined && o.arch !== 'relu') ctx.addIssue({ code: 'custom', path: ['l1'], message: `applies only to arch "relu" (arch is "${o.arch}")` });
   })
   .describe('Training recipe used when the SAE file is missing (see sae-eraser train-sae).');
 

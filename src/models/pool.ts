@@ -16,6 +16,17 @@ export function meanPool(acts: tf.Tensor3D, mask: tf.Tensor2D): tf.Tensor2D {
   });
 }
 
+/**
+ * Mean-pooled activations `[n, d]` at `hook` of one forward pass over `batch` with `edits`, which
+ * stops at `hook`. Differentiable; intermediates belong to the caller's scope.
+ */
+export function pooledForward(model: Model, batch: Batch, hook: HookName, edits: Readonly<Record<HookName, Edit>> = {}): tf.Tensor2D {
+  const { captures } = model.run(batch, { capture: [hook], edits, stopAfter: hook });
+  const acts = captures[hook];
+  if (acts === undefined) throw new Error(`the model returned no activation at hook "${hook}"`);
+  return meanPool(acts, batch.attentionMask);
+}
+
 export interface PooledRunOptions {
   batchSize?: number;
   /** Progress label; default "pooled activations". */
@@ -44,12 +55,7 @@ export function pooledWithEdits(
     const chunk = texts.slice(start, start + batchSize);
     const batch = tokenize([...chunk]);
     try {
-      const pooled = tf.tidy(() => {
-        const { captures } = model.run(batch, { capture: [hook], edits });
-        const acts = captures[hook];
-        if (acts === undefined) throw new Error(`pooledWithEdits: the model returned no activation for hook "${hook}"`);
-        return meanPool(acts, batch.attentionMask);
-      });
+      const pooled = tf.tidy(() => pooledForward(model, batch, hook, edits));
       out.set(pooled.dataSync() as Float32Array, start * d);
       pooled.dispose();
     } finally {

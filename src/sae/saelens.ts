@@ -11,7 +11,7 @@
  *  - `normalize_activations`: only none (also null / false) is supported: any run-time
  *    normalisation is refused with an error (fold it into the weights first);
  *  - `hook_name` / `hook_point` / `metadata.hook_name` and `model_name` / `metadata.model_name`
- *    become metadata; TransformerLens hook names map to ours (see hooks.ts), e.g. the
+ *    become metadata; TransformerLens hook names map to ours (see hook-names.ts), e.g. the
  *    Pythia-70m-deduped "sm" releases' `blocks.3.hook_resid_post` -> `layers.3.resid_out`;
  *  - `finetuning_scaling_factor` and a non-unit `scaling_factor` tensor, hook_z reshaping, and
  *    `rescale_acts_by_decoder_norm` are refused.

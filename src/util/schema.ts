@@ -6,6 +6,13 @@
  */
 import { z } from 'zod';
 
+const POSITIVE_INT = 'must be a positive integer';
+
+/** A positive-integer field; every way of missing (not a number, not an integer, below 1) says so in the same words. */
+export function positiveInt(): z.ZodNumber {
+  return z.number({ error: POSITIVE_INT }).int({ error: POSITIVE_INT }).min(1, { error: POSITIVE_INT });
+}
+
 /** `a.b[2].c` for a zod issue path. */
 function pathText(path: readonly PropertyKey[]): string {
   let out = '';

@@ -28,7 +28,7 @@ describe('sae-eraser run', () => {
     expect(Date.now() - started).toBeLessThan(60_000);
   });
 
-  it('no longer takes --val', async () => {
+  it('refuses --val', async () => {
     const path = join(dir, 'good.json');
     writeFileSync(path, JSON.stringify({ ...config, methods: { original: {} } }));
     const r = await quietly(() => cli(['run', '--config', path, '--out', join(dir, 'out2'), '--val', join(dir, 'val.jsonl'), '--quiet']));

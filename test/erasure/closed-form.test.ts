@@ -4,7 +4,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { initEngine, tf } from '../../src/engine/engine.js';
 import { ActivationCache } from '../../src/cache/cache.js';
-import { AffineEraser, createInlpFitter, createLeaceFitter, inlpOptionsSchema, leaceOptionsSchema } from '../../src/erasure/closed-form.js';
+import {
+  AffineEraser,
+  createInlpFitter,
+  createLeaceFitter,
+  inlpOptionsSchema,
+  leaceOptionsSchema,
+  resolveLeaceOptions,
+} from '../../src/erasure/closed-form.js';
 import { saveEraser } from '../../src/erasure/checkpoint.js';
 import type { Eraser, EraserSae, FitContext, LabelledSplit } from '../../src/erasure/eraser.js';
 import { LeaceFitter, oneHot } from '../../src/erasure/leace.js';
@@ -13,6 +20,7 @@ import { parseMethodOptions } from '../../src/erasure/methods.js';
 import { mulberry32, randomNormal } from '../../src/data/prng.js';
 import { LinearProbe } from '../../src/probe/linear.js';
 import { parseStrict } from '../../src/util/schema.js';
+import { editCheckpointJson, editTensorMetadata, setCheckpointMethod } from './checkpoint-files.js';
 
 const HOOK = 'layers.0.resid_out';
 const D = 8;
@@ -145,10 +153,11 @@ describe('closed-form erasers', () => {
     const wider = { [HOOK]: { dIn: D + 1, dSae: 4 } as EraserSae };
     expect(() => loadEraser(dir, { saes: wider })).toThrow(/erasure has width 8, but the hook has width 9/);
     expect(() => loadEraser(dir, { probeHook: 'embed' })).toThrow(/fitted at "layers.0.resid_out", but the probe reads "embed"/);
+    // The checkpoint records the options with the defaults of the fields its variant reads.
+    const json = JSON.parse(readFileSync(join(dir, 'eraser.json'), 'utf8')) as { method: string; options: unknown };
+    expect(json.options).toEqual({ variant: 'leace', shrinkage: true, svdTol: 0.01, retrainHead: false });
     // One loader for the format: a leace checkpoint comes back as leace, and a method outside the format is refused.
-    const json = JSON.parse(readFileSync(join(dir, 'eraser.json'), 'utf8')) as { method: string };
-    json.method = 'shift';
-    writeFileSync(join(dir, 'eraser.json'), JSON.stringify(json));
+    setCheckpointMethod(dir, 'shift');
     expect(() => loadEraser(dir)).toThrow(/field "method" is "shift"; the sae-eraser\/affine format holds leace and inlp/);
     expect(() => eraser.edits()[HOOK]!(tf.zeros([1, 2, D + 1]) as tf.Tensor3D)).toThrow(/expects width 8/);
     loaded.dispose();
@@ -169,7 +178,7 @@ describe('closed-form erasers', () => {
     expect(Array.from(plain.erasure.right)).toEqual(Array.from(want.right));
     expect(Array.from(shrunk.erasure.right)).toEqual(Array.from(wantShrunk.right));
     expect(maxAbsDiff(plain.erasure.right, shrunk.erasure.right)).toBeGreaterThan(1e-3);
-    expect(plain.options.shrinkage).toBe(false);
+    expect(plain.options).toMatchObject({ shrinkage: false });
     plain.dispose();
     shrunk.dispose();
   });
@@ -199,6 +208,9 @@ describe('closed-form erasers', () => {
       const [z1, z2, z3] = [head.logits(X), loaded.head!.logits(X), manual.logits(X)];
       expect(maxAbsDiff(z1.dataSync(), z2.dataSync())).toBe(0);
       expect(maxAbsDiff(z1.dataSync(), z3.dataSync())).toBe(0);
+      // Options that say the head was retrained, with the head gone, are refused rather than loaded headless.
+      editCheckpointJson(dir, (j) => (j.head = null));
+      expect(() => loadEraser(dir)).toThrow(/retrainHead: true, but field "head" is null/);
       tf.dispose([X, Y, z1, z2, z3]);
       manual.dispose();
       loaded.dispose();
@@ -208,7 +220,8 @@ describe('closed-form erasers', () => {
   });
 
   it('validates options when a config is read', () => {
-    expect(parseMethodOptions('leace', {}, 'methods.leace').options).toEqual({ variant: 'leace', shrinkage: true, svdTol: 0.01, retrainHead: true });
+    const leace = (o: unknown): unknown => resolveLeaceOptions(parseMethodOptions('leace', o, 'methods.leace').options as never);
+    expect(leace({})).toEqual({ variant: 'leace', shrinkage: true, svdTol: 0.01, retrainHead: true });
     expect(parseMethodOptions('inlp', undefined, 'methods.inlp').options).toEqual({ iterations: 10, retrainHead: true });
     expect(() => parseMethodOptions('inlp', { iterations: '20' }, 'methods.inlp')).toThrow(
       /methods.inlp: field "iterations": .*expected number, received string/,
@@ -220,5 +233,54 @@ describe('closed-form erasers', () => {
     expect(() => parseMethodOptions('leace', { variant: 'oblique' }, 'methods.leace')).toThrow(/field "variant"/);
     expect(() => parseMethodOptions('leace', { shrinkage: 'no' }, 'methods.leace')).toThrow(/field "shrinkage"/);
     expect(() => parseMethodOptions('leace', { retrainHead: 1 }, 'methods.leace')).toThrow(/field "retrainHead"/);
+  });
+
+  it('refuses LEACE options the variant does not read; resolves the defaults of those it reads', () => {
+    const parse = (o: unknown): Record<string, unknown> => parseMethodOptions('leace', o, 'methods.leace').options;
+    // Only what the config sets is parsed; the defaults of variant-dependent fields are applied by the fitter.
+    expect(parse({})).toEqual({ variant: 'leace', retrainHead: true });
+    expect(() => parse({ variant: 'orth', shrinkage: false })).toThrow(
+      /methods.leace: field "shrinkage": applies only to variant "leace" \(variant is "orth"\)/,
+    );
+    expect(() => parse({ variant: 'diff_in_means', shrinkage: true })).toThrow(/field "shrinkage": applies only to variant "leace"/);
+    expect(() => parse({ variant: 'diff_in_means', svdTol: 0.1 })).toThrow(/field "svdTol": applies only to variants "leace" and "orth"/);
+    expect(resolveLeaceOptions(parse({ variant: 'orth', svdTol: 0.1 }) as never)).toEqual({ variant: 'orth', svdTol: 0.1, retrainHead: true });
+    expect(resolveLeaceOptions(parse({ variant: 'orth' }) as never)).toEqual({ variant: 'orth', svdTol: 0.01, retrainHead: true });
+    expect(resolveLeaceOptions(parse({ variant: 'diff_in_means' }) as never)).toEqual({ variant: 'diff_in_means', retrainHead: true });
+    expect(resolveLeaceOptions(parse({ shrinkage: false }) as never)).toEqual({ variant: 'leace', shrinkage: false, svdTol: 0.01, retrainHead: true });
+  });
+
+  it('refuses a malformed checkpoint, naming the file and the field', async () => {
+    const { cache, split } = plantedData();
+    const eraser = await fitLeace(context(cache, split), { variant: 'orth' });
+    const dir = mkdtempSync(join(tmpdir(), 'leace-bad-'));
+    saveEraser(eraser, dir);
+    eraser.dispose();
+    const good = readFileSync(join(dir, 'eraser.json'), 'utf8');
+    const withJson = (edit: (json: Record<string, unknown>) => void): (() => unknown) => {
+      writeFileSync(join(dir, 'eraser.json'), good);
+      editCheckpointJson(dir, edit);
+      return () => loadEraser(dir);
+    };
+    const path = join(dir, 'eraser.json').replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+    expect(withJson((j) => (j.options = 'fast'))).toThrow(new RegExp(`^${path}: field "options": `));
+    expect(withJson((j) => (j.options = { variant: 'orth', shrinkage: true, retrainHead: false }))).toThrow(
+      /field "options.shrinkage": applies only to variant "leace"/,
+    );
+    expect(withJson((j) => (j.options = { variant: 'orth', retrainHead: false, speed: 2 }))).toThrow(/unknown field "options.speed"/);
+    expect(withJson((j) => (j.extra = 1))).toThrow(new RegExp(`^${path}: unknown field "extra"`));
+    expect(withJson((j) => (j.dim = 'eight'))).toThrow(/field "dim": must be a positive integer/);
+    expect(withJson((j) => (j.rank = D + 1))).toThrow(/field "rank" must be an integer in \[0, 8\]/);
+    expect(withJson((j) => delete j.hook)).toThrow(/field "hook"/);
+    expect(withJson((j) => (j.version = 1))).toThrow(/field "version" is 1, an earlier checkpoint layout/);
+    expect(withJson((j) => (j.format = 'sae-eraser/mask'))).toThrow(
+      /field "format" is "sae-eraser\/mask", but .*eraser\.safetensors was written for format "sae-eraser\/affine"/,
+    );
+    // The two files must be one checkpoint: the method recorded in the tensors' metadata must match.
+    writeFileSync(join(dir, 'eraser.json'), good);
+    editTensorMetadata(dir, (m) => (m.method = 'inlp'));
+    expect(() => loadEraser(dir)).toThrow(/field "method" is "leace", but .*eraser\.safetensors was written for method "inlp"/);
+    editTensorMetadata(dir, (m) => (m.method = 'leace'));
+    loadEraser(dir).dispose();
   });
 });

@@ -13,6 +13,7 @@ import { loadEraser } from '../../src/erasure/load.js';
 import { parseMethodOptions } from '../../src/erasure/methods.js';
 import { createRandomFitter, randomOptionsSchema } from '../../src/erasure/random-ablation.js';
 import { createShiftFitter, shiftOptionsSchema, shiftRetrainOptionsSchema } from '../../src/erasure/shift.js';
+import { resolveShiftOptions } from '../../src/erasure/shift-options.js';
 import type { SelectionRecord } from '../../src/erasure/feature-selection.js';
 import type { HookName } from '../../src/models/model.js';
 import { pooledWithEdits } from '../../src/models/pool.js';
@@ -20,6 +21,7 @@ import { LinearProbe } from '../../src/probe/linear.js';
 import { parseStrict } from '../../src/util/schema.js';
 import type { Probe } from '../../src/probe/probe.js';
 import { D, ToyModel, axisSae, plantedSplits, randomSae, toyTokenize, type PlantedSplits, type ToySae } from './sae-toy.js';
+import { editCheckpointJson, editTensorMetadata, setCheckpointMethod } from './checkpoint-files.js';
 
 const PROBE_HOOK = 'layers.0.resid_out';
 
@@ -237,12 +239,41 @@ describe('shift', () => {
     expect(() => loadEraser(dir, { saes: other })).toThrow(/not the SAE the eraser was fitted with/);
     expect(() => loadEraser(dir, { saes, probeHook: 'embed' })).toThrow(/fitted for a probe at "layers.0.resid_out", not at "embed"/);
     expect(() => loadEraser(dir)).toThrow(/no SAE is given for that hook/);
-    const json = JSON.parse(readFileSync(join(dir, 'eraser.json'), 'utf8')) as { method: string };
-    json.method = 'leace';
-    writeFileSync(join(dir, 'eraser.json'), JSON.stringify(json));
+    setCheckpointMethod(dir, 'leace');
     expect(() => loadEraser(dir, { saes })).toThrow(/field "method" is "leace"/);
     wider.embed.dispose();
     other.embed.dispose();
+  });
+
+  it('refuses a malformed checkpoint, naming the file and the field', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'shift-bad-'));
+    saveEraser(shift, dir);
+    const good = readFileSync(join(dir, 'eraser.json'), 'utf8');
+    const withJson = (edit: (json: Record<string, unknown> & { hooks: Record<string, Record<string, unknown>> }) => void): (() => unknown) => {
+      writeFileSync(join(dir, 'eraser.json'), good);
+      editCheckpointJson(dir, edit as (json: Record<string, unknown>) => void);
+      return () => loadEraser(dir, { saes });
+    };
+    expect(withJson((j) => (j.errorAttribution = { embed: 'large', [PROBE_HOOK]: 1 }))).toThrow(/eraser\.json: field "errorAttribution\.embed": /);
+    expect(withJson((j) => (j.errorAttribution = { [PROBE_HOOK]: 1 }))).toThrow(/field "errorAttribution" has no entry for hook "embed"/);
+    expect(withJson((j) => (j.notes = 'x'))).toThrow(/eraser\.json: unknown field "notes"/);
+    expect(withJson((j) => (j.options = { steps: 0 }))).toThrow(/eraser\.json: field "options\.steps": must be a positive integer/);
+    expect(withJson((j) => (j.options = { selection: 'top', dominance: 2 }))).toThrow(/field "options\.dominance": applies only to selection "auto"/);
+    expect(withJson((j) => delete j.options)).toThrow(/eraser\.json: field "options": /);
+    expect(withJson((j) => (j.plan = { seed: 1, source: 'k', k: 1, hooks: [] }))).toThrow(/unknown field "plan"/);
+    expect(withJson((j) => (j.hooks.embed!.features = [0, 'one']))).toThrow(/field "hooks\.embed\.features\[1\]": /);
+    expect(withJson((j) => (j.hooks.embed!.dSae = -1))).toThrow(/field "hooks\.embed\.dSae": must be a positive integer/);
+    expect(withJson((j) => (j.selection = [{ hook: 'embed', feature: 0 }]))).toThrow(/field "selection\[0\]/);
+    expect(withJson((j) => (j.version = 1))).toThrow(/field "version" is 1, an earlier checkpoint layout/);
+    writeFileSync(join(dir, 'eraser.json'), good);
+    editTensorMetadata(dir, (m) => (m.format = 'sae-eraser/affine'));
+    expect(() => loadEraser(dir, { saes })).toThrow(
+      /field "format" is "sae-eraser\/feature-ablation", but .*eraser\.safetensors was written for format "sae-eraser\/affine"/,
+    );
+    editTensorMetadata(dir, (m) => delete m.format);
+    expect(() => loadEraser(dir, { saes })).toThrow(/was written for format null/);
+    editTensorMetadata(dir, (m) => (m.format = 'sae-eraser/feature-ablation'));
+    loadEraser(dir, { saes }).dispose();
   });
 });
 
@@ -294,14 +325,16 @@ describe('shift at the probe hook only', () => {
     // The random control's and shift_retrain's options are not shift's.
     expect(() => parse({ k: 5 })).toThrow(/unknown field "k"/);
     expect(() => parseMethodOptions('shift', { k: 5 }, 'methods.shift')).toThrow(/methods.shift: unknown field "k"/);
-    expect(parseMethodOptions('random', { k: 5 }, 'methods.random').options).toMatchObject({ k: 5, selection: 'auto' });
+    expect(parseMethodOptions('random', { k: 5 }, 'methods.random').options).toEqual({ k: 5 });
     expect(() => parse({ perHook: {}, seed: 1 })).toThrow(/unknown fields "perHook", "seed"/);
     expect(() => parse({ retrain: {} })).toThrow(/unknown field "retrain"/);
     await expect(fitShift({ selection: 'manual', features: { embed: [10] } })).rejects.toThrow(/feature index 10 is outside \[0, 10\)/);
   });
 
   it('fills in the documented defaults', () => {
-    expect(parseStrict(shiftOptionsSchema, {}, 'shift')).toEqual({
+    // Parsing keeps only what the config sets; the fitter resolves the defaults.
+    expect(parseStrict(shiftOptionsSchema, {}, 'shift')).toEqual({});
+    expect(resolveShiftOptions(parseStrict(shiftOptionsSchema, {}, 'shift'))).toEqual({
       attribution: 'ig',
       steps: 10,
       batchSize: 4,
@@ -318,6 +351,75 @@ describe('shift at the probe hook only', () => {
     });
     expect(parseStrict(shiftRetrainOptionsSchema, {}, 'shift_retrain').retrain).toEqual({});
     expect(() => parseStrict(shiftRetrainOptionsSchema, { retrain: { epoch: 3 } }, 'shift_retrain')).toThrow(/unknown field "retrain.epoch"/);
+  });
+
+  it('refuses fields the chosen selection and attribution do not read, naming the field and why', () => {
+    const shift = (o: Record<string, unknown>): unknown => parseStrict(shiftOptionsSchema, o, 'methods.shift');
+    const retrain = (o: Record<string, unknown>): unknown => parseStrict(shiftRetrainOptionsSchema, o, 'methods.shift_retrain');
+    const manual = { selection: 'manual', features: { embed: [0] } };
+    // Manual selection runs no attribution, ranking or concept test.
+    for (const [field, value] of Object.entries({
+      attribution: 'atp',
+      steps: 5,
+      batchSize: 2,
+      stepsPerPass: 2,
+      attributionExamples: 10,
+      hooks: ['embed'],
+      candidates: 5,
+      threshold: 0.1,
+      score: 'positive',
+    })) {
+      expect(() => shift({ ...manual, [field]: value })).toThrow(
+        new RegExp(`^methods.shift: field "${field}": applies only to selection "auto" or "top" \\(selection is "manual"`),
+      );
+      expect(() => retrain({ ...manual, [field]: value })).toThrow(new RegExp(`field "${field}": applies only to selection "auto" or "top"`));
+    }
+    // The concept test runs with "auto" only.
+    for (const [field, value] of Object.entries({ minConceptScore: 0.3, dominance: 2, minGroupSize: 3, conceptExamples: 50 })) {
+      for (const selection of ['top', 'manual']) {
+        const o = selection === 'manual' ? manual : { selection };
+        expect(() => shift({ ...o, [field]: value })).toThrow(
+          new RegExp(`field "${field}": applies only to selection "auto", which runs the concept test \\(selection is "${selection}"\\)`),
+        );
+      }
+      expect(shift({ [field]: value })).toEqual({ [field]: value });
+    }
+    // Attribution patching takes no interpolation steps.
+    expect(() => shift({ attribution: 'atp', steps: 5 })).toThrow(/field "steps": applies only to attribution "ig" \(attribution is "atp"\)/);
+    expect(() => shift({ attribution: 'atp', stepsPerPass: 2 })).toThrow(/field "stepsPerPass": applies only to attribution "ig"/);
+    expect(shift({ attribution: 'atp', batchSize: 8, attributionExamples: 20 })).toEqual({ attribution: 'atp', batchSize: 8, attributionExamples: 20 });
+    expect(shift({ attribution: 'ig', steps: 5, stepsPerPass: 5 })).toEqual({ attribution: 'ig', steps: 5, stepsPerPass: 5 });
+    // evalBatchSize batches the concept test and shift_retrain's head retraining; plain shift with top or manual runs neither.
+    expect(() => shift({ selection: 'top', evalBatchSize: 8 })).toThrow(
+      /field "evalBatchSize": applies only to selection "auto" \(the concept test\) or to shift_retrain/,
+    );
+    expect(() => shift({ ...manual, evalBatchSize: 8 })).toThrow(/field "evalBatchSize"/);
+    expect(shift({ evalBatchSize: 8 })).toEqual({ evalBatchSize: 8 });
+    expect(retrain({ ...manual, evalBatchSize: 8 })).toMatchObject({ evalBatchSize: 8 });
+    expect(retrain({ selection: 'top', evalBatchSize: 8, candidates: 3 })).toMatchObject({ evalBatchSize: 8, candidates: 3 });
+    // Every problem at once.
+    expect(() => shift({ ...manual, steps: 5, dominance: 2 })).toThrow(/field "steps": .*; field "dominance": /);
+  });
+
+  it('records the options it read, defaults included, in its checkpoint', async () => {
+    const eraser = await fitShift({ hooks: [PROBE_HOOK], selection: 'top', candidates: 4, attribution: 'atp' });
+    const dir = mkdtempSync(join(tmpdir(), 'shift-options-'));
+    saveEraser(eraser, dir);
+    const json = JSON.parse(readFileSync(join(dir, 'eraser.json'), 'utf8')) as { options: unknown };
+    expect(json.options).toEqual({
+      attribution: 'atp',
+      batchSize: 4,
+      attributionExamples: 100,
+      hooks: [PROBE_HOOK],
+      selection: 'top',
+      candidates: 4,
+      threshold: 0,
+      score: 'abs',
+    });
+    const loaded = asFeatureAblation(loadEraser(dir, { saes }));
+    expect(loaded.record.fields).toEqual({ options: json.options });
+    loaded.dispose();
+    eraser.dispose();
   });
 });
 
@@ -348,6 +450,8 @@ describe('shift_retrain', () => {
     const z2 = loaded.head!.logits(X);
     expect(maxAbsDiff(z1, z2)).toBe(0);
     expect(maxAbsDiff(z1, zManual)).toBe(0);
+    editCheckpointJson(dir, (j) => (j.head = null));
+    expect(() => loadEraser(dir, { saes })).toThrow(/a shift_retrain checkpoint needs its retrained head \(field "head" is null\)/);
     tf.dispose([X, Xtrain, z1, z2, zManual]);
     manual.dispose();
     loaded.dispose();
@@ -407,6 +511,27 @@ describe('random', () => {
     expect(() => parse({ perHook: { embed: 1.5 } })).toThrow(/field "perHook.embed"/);
     expect(() => parse({ seed: 'x' })).toThrow(/field "seed"/);
     expect(() => parse({ retrain: {} })).toThrow(/unknown field "retrain"/);
+  });
+
+  it("refuses SHIFT's fields once the counts are given, and hooks with perHook", () => {
+    const parse = (o: Record<string, unknown>): unknown => parseStrict(randomOptionsSchema, o, 'methods.random');
+    for (const counts of [{ k: 3 }, { perHook: { embed: 2 } }]) {
+      const given = 'k' in counts ? '"k"' : '"perHook"';
+      for (const [field, value] of Object.entries({ steps: 5, selection: 'top', candidates: 4, minConceptScore: 0.3, evalBatchSize: 8, attribution: 'atp' })) {
+        expect(() => parse({ ...counts, [field]: value })).toThrow(
+          new RegExp(`^methods.random: field "${field}": applies only when SHIFT chooses the counts, without "k" or "perHook" \\(${given} is given\\)`),
+        );
+      }
+      expect(parse({ ...counts, seed: 3 })).toEqual({ ...counts, seed: 3 });
+    }
+    // k draws from `hooks`; perHook names its own.
+    expect(parse({ k: 3, hooks: ['embed'] })).toEqual({ k: 3, hooks: ['embed'] });
+    expect(() => parse({ perHook: { embed: 2 }, hooks: ['embed'] })).toThrow(/field "hooks": applies only with "k" .*"perHook" names its own hooks/);
+    // Without counts, SHIFT's own rules apply.
+    expect(parse({ selection: 'top', candidates: 4, hooks: ['embed'] })).toEqual({ selection: 'top', candidates: 4, hooks: ['embed'] });
+    expect(() => parse({ selection: 'top', dominance: 2 })).toThrow(/field "dominance": applies only to selection "auto"/);
+    expect(() => parse({ attribution: 'atp', steps: 3 })).toThrow(/field "steps": applies only to attribution "ig"/);
+    expect(() => parse({ selection: 'top', evalBatchSize: 8 })).toThrow(/field "evalBatchSize"/);
   });
 });
 

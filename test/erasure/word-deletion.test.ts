@@ -1,5 +1,5 @@
 import { beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { initEngine, tf } from '../../src/engine/engine.js';
@@ -11,6 +11,7 @@ import { loadEraser } from '../../src/erasure/load.js';
 import { GENDERED_WORDS, WordDeletionEraser, createWordDeletionFitter, wordDeleter, wordDeletionOptionsSchema } from '../../src/erasure/word-deletion.js';
 import { LinearProbe } from '../../src/probe/linear.js';
 import { parseStrict } from '../../src/util/schema.js';
+import { editCheckpointJson } from './checkpoint-files.js';
 
 const HOOK = 'layers.0.resid_out';
 
@@ -80,7 +81,25 @@ describe('word deletion', () => {
     expect(loaded.editTexts!(train.texts)).toEqual(eraser.editTexts(train.texts));
     expect(loaded.describe()).toEqual(d);
     expect(loaded.head).toBeUndefined();
-    writeFileSync(join(dir, 'eraser.json'), JSON.stringify({ format: 'sae-eraser/word-deletion', version: 1, method: 'shift', head: null, words: [] }));
+    // The checkpoint is parsed strictly: a malformed or unknown field is refused, naming the file and the field.
+    const good = readFileSync(join(dir, 'eraser.json'), 'utf8');
+    expect(JSON.parse(good)).toMatchObject({
+      words: [...GENDERED_WORDS, 'Operates'],
+      deletedInTrain: 4,
+      options: { extraWords: ['Operates'], retrainHead: false },
+    });
+    const withJson = (edit: (json: Record<string, unknown>) => void): (() => ReturnType<typeof loadEraser>) => {
+      writeFileSync(join(dir, 'eraser.json'), good);
+      editCheckpointJson(dir, edit);
+      return () => loadEraser(dir);
+    };
+    expect(withJson((j) => (j.deletedInTrain = 'four'))).toThrow(/eraser\.json: field "deletedInTrain": /);
+    expect(withJson((j) => (j.words = ['he', 3]))).toThrow(/eraser\.json: field "words\[1\]": /);
+    expect(withJson((j) => (j.extra = true))).toThrow(/eraser\.json: unknown field "extra"/);
+    expect(withJson((j) => delete j.options)).toThrow(/eraser\.json: field "options": /);
+    expect(withJson((j) => (j.options = { retrainHead: false, word: ['x'] }))).toThrow(/unknown field "options\.word"/);
+    expect(withJson((j) => (j.deletedInTrain = null))().describe().summary).not.toMatch(/occurrences/);
+    writeFileSync(join(dir, 'eraser.json'), JSON.stringify({ format: 'sae-eraser/word-deletion', version: 2, method: 'shift', head: null, words: [] }));
     expect(() => loadEraser(dir)).toThrow(/field "method" is "shift"/);
     expect(() => parseStrict(wordDeletionOptionsSchema, { wrds: [] }, 'methods.word_deletion')).toThrow(/unknown field "wrds"/);
     expect(() => parseStrict(wordDeletionOptionsSchema, { words: 'he' }, 'methods.word_deletion')).toThrow(/field "words"/);
@@ -118,6 +137,9 @@ describe('word deletion', () => {
     const [z1, z2, z3] = [head.logits(X), loaded.head!.logits(X), manual.logits(X)];
     expect(Array.from(z2.dataSync())).toEqual(Array.from(z1.dataSync()));
     expect(Array.from(z3.dataSync())).toEqual(Array.from(z1.dataSync()));
+    // Options that say the head was retrained, with the head gone, are refused rather than loaded headless.
+    editCheckpointJson(dir, (j) => (j.head = null));
+    expect(() => loadEraser(dir)).toThrow(/retrainHead: true, but field "head" is null/);
     tf.dispose([X0, X, z1, z2, z3]);
     [probe, manual, loaded, eraser].forEach((p) => p.dispose());
   });

@@ -110,8 +110,16 @@ describe('experiment config', () => {
     );
     const c = parseExperimentConfig(withTrain({}), 'x.json');
     expect(c.saes['layers.3.resid_out']).toEqual({ path: '/nowhere/sae', train: { arch: 'relu', dSae: 4096, epochs: 8, seed: 42 } });
-    const t = parseExperimentConfig(withTrain({ dSae: 1536, arch: 'topk', k: 16, l1: 0.09, lr: 3e-4, batchSize: 512, epochs: 6, seed: 7 }), 'x.json');
-    expect(t.saes['layers.3.resid_out']!.train).toEqual({ dSae: 1536, arch: 'topk', k: 16, l1: 0.09, lr: 3e-4, batchSize: 512, epochs: 6, seed: 7 });
+    const t = parseExperimentConfig(withTrain({ dSae: 1536, arch: 'topk', k: 16, lr: 3e-4, batchSize: 512, epochs: 6, seed: 7 }), 'x.json');
+    expect(t.saes['layers.3.resid_out']!.train).toEqual({ dSae: 1536, arch: 'topk', k: 16, lr: 3e-4, batchSize: 512, epochs: 6, seed: 7 });
+    const r = parseExperimentConfig(withTrain({ dSae: 1536, l1: 0.09 }), 'x.json');
+    expect(r.saes['layers.3.resid_out']!.train).toEqual({ dSae: 1536, arch: 'relu', l1: 0.09, epochs: 8, seed: 42 });
+    // k is read only by topk, l1 only by relu (the default arch).
+    expect(parseError(withTrain({ k: 16 }))).toMatch(/^x\.json: field "saes\.layers\.3\.resid_out\.train\.k": applies only to arch "topk" \(arch is "relu"\)/);
+    expect(parseError(withTrain({ arch: 'relu', k: 16 }))).toMatch(/train\.k": applies only to arch "topk"/);
+    expect(parseError(withTrain({ arch: 'topk', l1: 0.09 }))).toMatch(
+      /field "saes\.layers\.3\.resid_out\.train\.l1": applies only to arch "relu" \(arch is "topk"\)/,
+    );
     expect(parseExperimentConfig({ ...base, saes: { h: { path: 'p' } } }, 'x.json').saes.h).toEqual({ path: 'p' });
   });
 

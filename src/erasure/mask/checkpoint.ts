@@ -3,12 +3,19 @@
  * are written by `MaskEraser.checkpoint`): eraser.json holds `probeHook`, `hooks` (one entry per
  * masked hook: units, width, the units' own fields), `options` (the trainer's resolved config)
  * and `evalTemperature`; eraser.safetensors holds `<hook>.mask_logits` and the units' tensors.
+ * eraser.json is parsed with a strict schema (`checkpointSchema`), so a malformed or unknown field
+ * is refused, naming the file and the field. Fields kept for readers that repeat others must agree
+ * with them: `options.hooks` with the hook entries, `evalTemperature` with `options.tempEnd`, an
+ * sae_mask entry's `keepError` with `options.keepError`, and a das_mask hook's saved `rotation`
+ * with the one rebuilt from its `skew` (within 1e-5).
  */
 import { join } from 'node:path';
+import { z } from 'zod';
+import { parseStrict } from '../../util/schema.js';
 import type { HookName } from '../../models/model.js';
-import { ERASER_TENSORS, type LoadTarget, type StoredCheckpoint } from '../checkpoint.js';
+import { checkpointFields, checkRetrainedHead, ERASER_TENSORS, type LoadTarget, type StoredCheckpoint } from '../checkpoint.js';
 import { freezeMask, MaskEraser, MASK_FORMAT, type FrozenMask } from './eraser.js';
-import { parseMaskOptions, type MaskConfig } from './options.js';
+import type { MaskConfig } from './options.js';
 import type { CheckpointHook, CheckpointTensors, MaskKind } from './units.js';
 import { SAE_MASK } from './sae-mask.js';
 import { NEURON_MASK } from './neuron-mask.js';
@@ -18,28 +25,41 @@ export { MASK_FORMAT };
 
 const KINDS: readonly MaskKind[] = [SAE_MASK, NEURON_MASK, DAS_MASK];
 
-function checkEntries(hooks: unknown, jsonPath: string): CheckpointHook[] {
-  if (!Array.isArray(hooks) || hooks.length === 0) throw new Error(`${jsonPath}: field "hooks" must be a non-empty list`);
-  for (const [i, e] of hooks.entries()) {
-    const entry = e as Partial<CheckpointHook> | null;
-    if (typeof entry !== 'object' || entry === null || typeof entry.hook !== 'string' || !Number.isInteger(entry.units) || !Number.isInteger(entry.dIn)) {
-      throw new Error(`${jsonPath}: hooks[${i}] must be an object with a string "hook" and integer "units" and "dIn", got ${JSON.stringify(e)}`);
-    }
-  }
-  return hooks as CheckpointHook[];
+/** The fields of a mask checkpoint's eraser.json for `kind` (`options` is checked by `storedConfig`). */
+function checkpointSchema(kind: MaskKind) {
+  return z.strictObject({
+    ...checkpointFields,
+    format: z.literal(MASK_FORMAT).describe('The checkpoint family.'),
+    method: z.literal(kind.method).describe('The mask method.'),
+    probeHook: z.string().min(1).describe('The hook the probe reads.'),
+    hooks: z
+      .array(
+        z.strictObject({
+          hook: z.string().min(1).describe('The masked hook.'),
+          units: z.number().int().min(1).describe('Units of the mask at the hook (length of `<hook>.mask_logits`).'),
+          dIn: z.number().int().min(1).describe('Width of the activation at the hook.'),
+          ...kind.entryFields,
+        }),
+      )
+      .min(1)
+      .describe('One entry per masked hook, in training order.'),
+    options: z.record(z.string(), z.unknown()).describe("The trainer's resolved config (the method's options with every default filled in)."),
+    evalTemperature: z.number().positive().describe('Temperature of the soft gate sigmoid(m / T) applied when options.hardMask is false: options.tempEnd.'),
+  });
 }
 
-/** The stored trainer config: the method's options, with every fit-dependent default present. */
-function storedConfig(kind: MaskKind, raw: unknown, saved: readonly HookName[], jsonPath: string): MaskConfig {
-  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new Error(`${jsonPath}: field "options" must be an object`);
-  const { hooks, seed, retrainHead, ...rest } = parseMaskOptions(kind.method, kind.options, raw, `${jsonPath}: field "options"`);
-  if (hooks === undefined || seed === undefined || retrainHead === undefined) {
-    throw new Error(`${jsonPath}: field "options" must hold the resolved training options, with "hooks", "seed" and "retrainHead"`);
-  }
+/** The stored trainer config: the method's options, every field present and resolved. */
+function storedConfig(kind: MaskKind, raw: Record<string, unknown>, saved: readonly HookName[], jsonPath: string): MaskConfig {
+  const missing = Object.entries(kind.config.shape)
+    .filter(([name, field]) => !(name in raw) && !field.safeParse(undefined).success)
+    .map(([name]) => `"${name}"`);
+  if (missing.length > 0) throw new Error(`${jsonPath}: field "options" must hold the resolved training options; missing ${missing.join(', ')}`);
+  const config = parseStrict(kind.config, raw, `${jsonPath}: field "options"`) as unknown as MaskConfig;
+  const { hooks } = config;
   if (hooks.length !== saved.length || hooks.some((h, i) => h !== saved[i])) {
     throw new Error(`${jsonPath}: options.hooks (${hooks.join(', ')}) differ from the masked hooks (${saved.join(', ')})`);
   }
-  return { ...rest, hooks, seed, retrainHead };
+  return config;
 }
 
 /**
@@ -48,13 +68,13 @@ function storedConfig(kind: MaskKind, raw: unknown, saved: readonly HookName[], 
  * checkpoint's.
  */
 export function restoreMaskEraser(stored: StoredCheckpoint, target: LoadTarget): MaskEraser {
-  const { jsonPath, json, method } = stored;
+  const { jsonPath, method } = stored;
   const kind = KINDS.find((k) => k.method === method);
   if (kind === undefined)
     throw new Error(`${jsonPath}: a ${MASK_FORMAT} checkpoint of method ${method}, which is not a mask method (${KINDS.map((k) => k.method).join(', ')})`);
-  const entries = checkEntries(json.hooks, jsonPath);
-  const probeHook = json.probeHook;
-  if (typeof probeHook !== 'string') throw new Error(`${jsonPath}: field "probeHook" must be a hook name, got ${JSON.stringify(probeHook)}`);
+  const json = parseStrict(checkpointSchema(kind), stored.json, jsonPath);
+  const entries: CheckpointHook[] = json.hooks;
+  const { probeHook } = json;
   if (target.probeHook !== undefined && target.probeHook !== probeHook) {
     throw new Error(`${jsonPath}: the mask was made for a probe reading hook ${probeHook}, but the probe here reads ${target.probeHook}`);
   }
@@ -64,10 +84,17 @@ export function restoreMaskEraser(stored: StoredCheckpoint, target: LoadTarget):
     entries.map((e) => e.hook),
     jsonPath,
   );
+  checkRetrainedHead(stored, config.retrainHead);
+  if (json.evalTemperature !== config.tempEnd) {
+    throw new Error(
+      `${jsonPath}: field "evalTemperature" is ${json.evalTemperature}, but options.tempEnd is ${config.tempEnd} (the soft gate's temperature is tempEnd)`,
+    );
+  }
   const path = join(stored.dir, ERASER_TENSORS);
   const file = stored.tensors;
   const tensors: CheckpointTensors = {
     path,
+    jsonPath,
     float32(name, shape) {
       if (!file.has(name)) throw new Error(`${path}: missing tensor "${name}"`);
       const got = file.info(name).shape;

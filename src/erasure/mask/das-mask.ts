@@ -20,16 +20,21 @@ import type { HookName } from '../../models/model.js';
 import type { FitContext } from '../eraser.js';
 import { orthogonalityError, rotationOf } from '../orthogonal.js';
 import { MaskFitter } from './fitter.js';
-import { initNoiseField, MASK_OPTION_FIELDS, NO_KEEP_ERROR_FIELD, parseMaskOptions } from './options.js';
+import { checkObjectiveFields, initNoiseField, MASK_OPTION_FIELDS, maskConfigSchema, NO_KEEP_ERROR_FIELD, parseMaskOptions } from './options.js';
 import type { MaskTrainingCallbacks } from './trainer.js';
 import { hookWidth, type CheckpointHook, type CheckpointTensors, type MaskKind, type UnitFrame, type UnitSpace } from './units.js';
 
-/** Options of `das_mask` (fields described in options.ts; `initNoise` defaults to 0.05). */
-export const dasMaskOptionsSchema = z.strictObject({
+const DAS_MASK_FIELDS = {
   ...MASK_OPTION_FIELDS,
   initNoise: initNoiseField(0.05),
   keepError: NO_KEEP_ERROR_FIELD,
-});
+};
+
+/** Options of `das_mask` (fields described in options.ts; `initNoise` defaults to 0.05). */
+export const dasMaskOptionsSchema = z.strictObject(DAS_MASK_FIELDS).superRefine(checkObjectiveFields);
+
+/** Largest entry-wise difference allowed between a checkpoint's `rotation` and the one rebuilt from its `skew`. */
+const ROTATION_TOLERANCE = 1e-5;
 
 class RotatedUnits implements UnitSpace {
   readonly unitKind = 'directions' as const;
@@ -43,7 +48,7 @@ class RotatedUnits implements UnitSpace {
     initialSkew?: Float32Array,
   ) {
     // A = P - P^T; restoring a saved A uses P = A / 2.
-    const p = initialSkew === undefined ? tf.zeros([dIn, dIn]) : tf.mul(tf.tensor2d(initialSkew, [dIn, dIn]), 0.5);
+    const p = initialSkew === undefined ? tf.zeros([dIn, dIn]) : tf.tidy(() => tf.mul(tf.tensor2d(initialSkew, [dIn, dIn]), 0.5));
     this.variables = { rotation_param: variableFrom(p as tf.Tensor2D, `das_rotation_${hook}`) };
   }
 
@@ -99,6 +104,21 @@ class RotatedUnits implements UnitSpace {
     }
   }
 
+  /**
+   * Refuses a saved rotation `[d, d]` (row-major) that is not the rotation of the current parameter:
+   * a checkpoint stores both, and the skew parameter is what gets restored.
+   */
+  checkRotation(saved: Float32Array, where: string): void {
+    const rebuilt = tf.tidy(() => this.rotation().dataSync());
+    let worst = 0;
+    for (let i = 0; i < rebuilt.length; i++) worst = Math.max(worst, Math.abs(saved[i]! - rebuilt[i]!));
+    if (!(worst <= ROTATION_TOLERANCE)) {
+      throw new Error(
+        `${where}: tensor "${this.hook}.rotation" differs from the rotation rebuilt from "${this.hook}.skew" by up to ${worst} (tolerance ${ROTATION_TOLERANCE}); the checkpoint is inconsistent`,
+      );
+    }
+  }
+
   checkpointInfo(): Record<string, unknown> {
     return { parametrisation: 'cayley' };
   }
@@ -120,10 +140,24 @@ class RotatedUnits implements UnitSpace {
 
 export const DAS_MASK: MaskKind = {
   method: 'das_mask',
-  options: dasMaskOptionsSchema,
+  config: maskConfigSchema(DAS_MASK_FIELDS),
+  entryFields: {
+    parametrisation: z
+      .literal('cayley')
+      .describe('How the rotation is parametrised: R = cayley(A) for the saved skew-symmetric A (src/erasure/orthogonal.ts).'),
+  },
   create: (hook: HookName, ctx: FitContext) => new RotatedUnits(hook, hookWidth(ctx, hook)),
-  restore: (entry: CheckpointHook, file: CheckpointTensors) =>
-    new RotatedUnits(entry.hook, entry.dIn, file.float32(`${entry.hook}.skew`, [entry.dIn, entry.dIn])),
+  restore(entry: CheckpointHook, file: CheckpointTensors): UnitSpace {
+    const d = entry.dIn;
+    const units = new RotatedUnits(entry.hook, d, file.float32(`${entry.hook}.skew`, [d, d]));
+    try {
+      units.checkRotation(file.float32(`${entry.hook}.rotation`, [d, d]), `das_mask: ${file.path}`);
+    } catch (err) {
+      units.dispose();
+      throw err;
+    }
+    return units;
+  },
 };
 
 /** The `das_mask` fitter; `options` are validated against `dasMaskOptionsSchema` (defaults filled in). */

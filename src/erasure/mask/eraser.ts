@@ -157,7 +157,8 @@ export class MaskEraser implements Eraser {
   /**
    * eraser.json fields: `probeHook`, `hooks` (per hook: units, width and the units' own fields),
    * `options` (the trainer's config) and `evalTemperature` (of the soft gate); tensors
-   * `<hook>.mask_logits` and the units' own (`<hook>.<name>`).
+   * `<hook>.mask_logits` and the units' own (`<hook>.<name>`). checkpoint.ts reads them back and
+   * checks that the fields repeating each other agree.
    */
   checkpoint(): CheckpointContent {
     const tensors: Record<string, tf.Tensor | RawTensor> = {};

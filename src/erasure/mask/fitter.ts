@@ -14,7 +14,7 @@ import type { HookName } from '../../models/model.js';
 import type { Eraser, EraserFitter, FitContext, LabelledSplit } from '../eraser.js';
 import { retrainHead, withHead } from '../head.js';
 import { freezeMask, MaskEraser, type FrozenMask } from './eraser.js';
-import { affineOfProbe } from './heads.js';
+import { affineOfProbe } from './affine-heads.js';
 import { resolveMaskConfig, type MaskConfig, type MaskMethod, type MaskOptions } from './options.js';
 import { ModelSource, PooledSource, type RowSource } from './sources.js';
 import { MaskTrainer, type MaskTrainingCallbacks } from './trainer.js';

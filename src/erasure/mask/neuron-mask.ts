@@ -10,12 +10,14 @@ import type { ActivationCache } from '../../cache/cache.js';
 import type { HookName } from '../../models/model.js';
 import type { FitContext } from '../eraser.js';
 import { MaskFitter } from './fitter.js';
-import { MASK_OPTION_FIELDS, NO_KEEP_ERROR_FIELD, parseMaskOptions } from './options.js';
+import { checkObjectiveFields, MASK_OPTION_FIELDS, maskConfigSchema, NO_KEEP_ERROR_FIELD, parseMaskOptions } from './options.js';
 import type { MaskTrainingCallbacks } from './trainer.js';
 import { hookWidth, type CheckpointHook, type MaskKind, type UnitFrame, type UnitSpace } from './units.js';
 
+const NEURON_MASK_FIELDS = { ...MASK_OPTION_FIELDS, keepError: NO_KEEP_ERROR_FIELD };
+
 /** Options of `neuron_mask` (fields described in options.ts). */
-export const neuronMaskOptionsSchema = z.strictObject({ ...MASK_OPTION_FIELDS, keepError: NO_KEEP_ERROR_FIELD });
+export const neuronMaskOptionsSchema = z.strictObject(NEURON_MASK_FIELDS).superRefine(checkObjectiveFields);
 
 class NeuronUnits implements UnitSpace {
   readonly unitKind = 'neurons' as const;
@@ -66,7 +68,8 @@ class NeuronUnits implements UnitSpace {
 
 export const NEURON_MASK: MaskKind = {
   method: 'neuron_mask',
-  options: neuronMaskOptionsSchema,
+  config: maskConfigSchema(NEURON_MASK_FIELDS),
+  entryFields: {},
   create: (hook: HookName, ctx: FitContext) => new NeuronUnits(hook, hookWidth(ctx, hook)),
   restore: (entry: CheckpointHook) => new NeuronUnits(entry.hook, entry.dIn),
 };

@@ -1,7 +1,8 @@
 /**
  * Options of the learned-mask erasers: the fields the three methods share (`MASK_OPTION_FIELDS`),
- * from which each method file declares its strict schema, and the resolution of the fields whose
- * default depends on the fit (`hooks`, `seed`, `retrainHead`) into the trainer's `MaskConfig`.
+ * from which each method file declares its strict schema (refined by `checkObjectiveFields`), and
+ * the resolution into the trainer's `MaskConfig` of the fields whose default depends on the fit
+ * (`hooks`, `seed`, `retrainHead`) or that apply to one objective only.
  * Why the defaults are what they are: docs/masks.md.
  */
 import { z } from 'zod';
@@ -21,6 +22,36 @@ export function initNoiseField(fallback: number): z.ZodDefault<z.ZodNumber> {
     .describe(`Std of multiplicative Gaussian noise on the initial logits, m = m0 (1 + initNoise * N(0, 1)). Default ${fallback}.`);
 }
 
+/**
+ * Defaults of the fields that apply to one objective only. The schemas leave these fields optional,
+ * so that one given with the other objective can be refused (`checkObjectiveFields`);
+ * `resolveMaskConfig` fills them in.
+ */
+const OBJECTIVE_DEFAULTS = {
+  taskSplit: 'train',
+  conceptWeight: 1,
+  taskHead: 'adapt',
+  headLr: 1e-2,
+  adversaryEvery: 20,
+  adversarySteps: 5,
+  adversaryInitSteps: 200,
+  adversaryCrossFit: true,
+} as const;
+
+type ObjectiveField = keyof typeof OBJECTIVE_DEFAULTS;
+
+/** The objective each objective-only field belongs to. */
+const FIELD_OBJECTIVE: Readonly<Record<ObjectiveField, 'concept' | 'task'>> = {
+  taskSplit: 'task',
+  conceptWeight: 'concept',
+  taskHead: 'concept',
+  headLr: 'concept',
+  adversaryEvery: 'concept',
+  adversarySteps: 'concept',
+  adversaryInitSteps: 'concept',
+  adversaryCrossFit: 'concept',
+};
+
 /** Fields shared by `sae_mask`, `neuron_mask` and `das_mask` (das_mask overrides `initNoise`). */
 export const MASK_OPTION_FIELDS = {
   hooks: z
@@ -39,8 +70,10 @@ export const MASK_OPTION_FIELDS = {
     ),
   taskSplit: z
     .enum(['train', 'balanced'])
-    .default('train')
-    .describe('Split of the "task" objective: "train", or "balanced" as the original did (needs balanced task labels).'),
+    .optional()
+    .describe(
+      `Split of the "task" objective: "train", or "balanced" as the original did (needs balanced task labels). Default "${OBJECTIVE_DEFAULTS.taskSplit}". Objective "task" only.`,
+    ),
   epochs: z.number().int().min(1).default(25).describe('Passes over the task split.'),
   batchSize: z.number().int().min(1).default(16).describe('Rows per mask step (task batch, and concept batch).'),
   lr: z.number().positive().default(1e-3).describe('Adam learning rate of the mask logits (and of the DAS rotation).'),
@@ -58,22 +91,45 @@ export const MASK_OPTION_FIELDS = {
     .boolean()
     .default(true)
     .describe('Apply the hard gate [m > 0] once fitted; false applies the soft gate sigmoid(m / tempEnd), as the original did.'),
-  conceptWeight: z.number().min(0).default(1).describe('Weight of the adversary loss in the "concept" objective.'),
+  conceptWeight: z.number().min(0).optional().describe(`Weight of the adversary loss. Default ${OBJECTIVE_DEFAULTS.conceptWeight}. Objective "concept" only.`),
   taskHead: z
     .enum(['adapt', 'frozen'])
-    .default('adapt')
+    .optional()
     .describe(
-      '"adapt": the task head (starting as the biased probe) is re-fitted with the adversaries; "frozen": the biased probe throughout. "concept" objective only.',
+      `"adapt": the task head (starting as the biased probe) is re-fitted with the adversaries; "frozen": the biased probe throughout. Default "${OBJECTIVE_DEFAULTS.taskHead}". Objective "concept" only.`,
     ),
-  headLr: z.number().positive().default(1e-2).describe('AdamW learning rate of the adapting task head and of the adversaries.'),
-  adversaryEvery: z.number().int().min(1).default(20).describe('Mask steps between re-fits of the adversaries (and the adapting task head).'),
-  adversarySteps: z.number().int().min(1).default(5).describe('Full-batch AdamW steps per re-fit.'),
-  adversaryInitSteps: z.number().int().min(1).default(200).describe('Full-batch AdamW steps of the initial fit, before the first mask step.'),
+  headLr: z
+    .number()
+    .positive()
+    .optional()
+    .describe(`AdamW learning rate of the adapting task head and of the adversaries. Default ${OBJECTIVE_DEFAULTS.headLr}. Objective "concept" only.`),
+  adversaryEvery: z
+    .number()
+    .int()
+    .min(1)
+    .optional()
+    .describe(
+      `Mask steps between re-fits of the adversaries (and the adapting task head). Default ${OBJECTIVE_DEFAULTS.adversaryEvery}. Objective "concept" only.`,
+    ),
+  adversarySteps: z
+    .number()
+    .int()
+    .min(1)
+    .optional()
+    .describe(`Full-batch AdamW steps per re-fit. Default ${OBJECTIVE_DEFAULTS.adversarySteps}. Objective "concept" only.`),
+  adversaryInitSteps: z
+    .number()
+    .int()
+    .min(1)
+    .optional()
+    .describe(
+      `Full-batch AdamW steps of the initial fit, before the first mask step. Default ${OBJECTIVE_DEFAULTS.adversaryInitSteps}. Objective "concept" only.`,
+    ),
   adversaryCrossFit: z
     .boolean()
-    .default(true)
+    .optional()
     .describe(
-      'Fit two adversaries on halves of the concept set (stratified by concept), each scoring the mask on the other half; false: one adversary on the whole set.',
+      `Fit two adversaries on halves of the concept set (stratified by concept), each scoring the mask on the other half; false: one adversary on the whole set. Default ${OBJECTIVE_DEFAULTS.adversaryCrossFit}. Objective "concept" only.`,
     ),
   retrainHead: z
     .boolean()
@@ -107,10 +163,22 @@ type SharedSchema = z.ZodObject<typeof MASK_OPTION_FIELDS>;
 export type MaskOptions = z.output<SharedSchema> & { keepError?: boolean };
 
 /** The options a trainer runs with: every default resolved (saved in checkpoints as `options`). */
-export interface MaskConfig extends Omit<MaskOptions, 'hooks' | 'retrainHead' | 'seed'> {
+export interface MaskConfig extends Omit<MaskOptions, 'hooks' | 'retrainHead' | 'seed' | ObjectiveField>, Required<Pick<MaskOptions, ObjectiveField>> {
   hooks: HookName[];
   retrainHead: boolean;
   seed: number;
+}
+
+/**
+ * The refinement of every mask method's option schema: a field of one objective given with the
+ * other would be silently ignored by the trainer, so it is refused.
+ */
+export function checkObjectiveFields(options: MaskOptions, ctx: z.RefinementCtx): void {
+  for (const [field, objective] of Object.entries(FIELD_OBJECTIVE)) {
+    if (options[field as ObjectiveField] !== undefined && options.objective !== objective) {
+      ctx.addIssue({ code: 'custom', path: [field], message: `applies only to objective "${objective}" (the objective here is "${options.objective}")` });
+    }
+  }
 }
 
 /** Parses a method's options with its schema (`where` names them in errors). */
@@ -118,13 +186,40 @@ export function parseMaskOptions<S extends z.ZodType<MaskOptions>>(method: MaskM
   return parseStrict(schema, raw ?? {}, where);
 }
 
-/** Resolves the fit-dependent defaults: hooks [probeHook], the run's seed, retrainHead by objective. */
+/** Resolves the fit-dependent defaults (hooks [probeHook], the run's seed, retrainHead by objective) and the objective-only ones. */
 export function resolveMaskConfig(options: MaskOptions, ctx: Pick<FitContext, 'probeHook' | 'seed'>): MaskConfig {
   const { hooks, retrainHead, seed, ...rest } = options;
+  const d = OBJECTIVE_DEFAULTS;
   return {
     ...rest,
+    taskSplit: rest.taskSplit ?? d.taskSplit,
+    conceptWeight: rest.conceptWeight ?? d.conceptWeight,
+    taskHead: rest.taskHead ?? d.taskHead,
+    headLr: rest.headLr ?? d.headLr,
+    adversaryEvery: rest.adversaryEvery ?? d.adversaryEvery,
+    adversarySteps: rest.adversarySteps ?? d.adversarySteps,
+    adversaryInitSteps: rest.adversaryInitSteps ?? d.adversaryInitSteps,
+    adversaryCrossFit: rest.adversaryCrossFit ?? d.adversaryCrossFit,
     hooks: hooks === undefined ? [ctx.probeHook] : [...hooks],
     retrainHead: retrainHead ?? options.objective === 'concept',
     seed: seed ?? ctx.seed,
   };
+}
+
+/** Schema of a resolved `MaskConfig` as checkpoints store it (see `maskConfigSchema`). */
+export type MaskConfigSchema = z.ZodObject<Record<string, z.ZodType>, z.core.$strict>;
+
+/**
+ * The schema of a trainer config as a checkpoint stores it, from a method's option fields: every
+ * field required, with no default and no objective refinement (a config holds every field,
+ * resolved); a field that is never valid (`keepError` of the methods without an SAE) stays absent.
+ */
+export function maskConfigSchema(fields: Readonly<Record<string, z.ZodType>>): MaskConfigSchema {
+  const shape: Record<string, z.ZodType> = {};
+  for (const [name, field] of Object.entries(fields)) {
+    let core: z.ZodType = field;
+    while (core instanceof z.ZodDefault || core instanceof z.ZodOptional) core = core.unwrap() as z.ZodType;
+    shape[name] = core instanceof z.ZodNever ? field : core;
+  }
+  return z.strictObject(shape);
 }

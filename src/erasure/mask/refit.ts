@@ -10,14 +10,14 @@
  * when the directions change every step (DAS).
  */
 import { tf } from '../../engine/engine.js';
-import type { Head } from './heads.js';
+import type { TrainableHead } from './affine-heads.js';
 import { taskLossGradient } from './losses.js';
 import type { Represented } from './representation.js';
 import type { RowSource, StepView } from './sources.js';
 
 /** A head to re-fit: its rows (positions in `source`) and their targets `[rows, out]`. */
 export interface HeadFit {
-  head: Head;
+  head: TrainableHead;
   source: RowSource;
   positions: Int32Array;
   targets: tf.Tensor2D;

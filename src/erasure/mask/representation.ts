@@ -16,7 +16,7 @@
  * x' is formed explicitly `[B, d]` (`ExplicitRep`).
  */
 import { matMulT, tf } from '../../engine/engine.js';
-import type { Head } from './heads.js';
+import type { TrainableHead } from './affine-heads.js';
 
 /** Masked representations of a batch of rows. */
 export interface Represented {
@@ -24,7 +24,7 @@ export interface Represented {
   /** Whether x' is held as (s ⊙ a, V, rest) rather than formed. */
   readonly factored: boolean;
   /** Head logits `[B, out]`, given the head's folded weights; differentiable through the mask. */
-  logits(head: Head, folded: tf.Tensor2D): tf.Tensor2D;
+  logits(head: TrainableHead, folded: tf.Tensor2D): tf.Tensor2D;
   /**
    * r^T x' `[out, d]` for `r [B, out]` (the head's weight gradient, transposed), in two parts:
    * `units` `[out, units]` still to be multiplied by V (null when there is none to apply) and
@@ -54,7 +54,7 @@ export class FactoredRep implements Represented {
     return this.sa.shape[0];
   }
 
-  logits(head: Head, folded: tf.Tensor2D): tf.Tensor2D {
+  logits(head: TrainableHead, folded: tf.Tensor2D): tf.Tensor2D {
     return tf.tidy(() => {
       let z = tf.matMul(this.sa, folded);
       if (this.rest !== null) z = tf.add(z, tf.matMul(this.rest, head.wT));
@@ -105,7 +105,7 @@ export class ExplicitRep implements Represented {
     return this.x.shape[0];
   }
 
-  logits(head: Head): tf.Tensor2D {
+  logits(head: TrainableHead): tf.Tensor2D {
     return tf.tidy(() => tf.add(tf.matMul(this.x, head.wT), head.b) as tf.Tensor2D);
   }
 

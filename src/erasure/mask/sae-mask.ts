@@ -18,12 +18,14 @@ import type { HookName } from '../../models/model.js';
 import type { EraserSae, FitContext } from '../eraser.js';
 import type { LoadTarget } from '../checkpoint.js';
 import { MaskFitter } from './fitter.js';
-import { KEEP_ERROR_FIELD, MASK_OPTION_FIELDS, parseMaskOptions, type MaskConfig } from './options.js';
+import { checkObjectiveFields, KEEP_ERROR_FIELD, MASK_OPTION_FIELDS, maskConfigSchema, parseMaskOptions, type MaskConfig } from './options.js';
 import type { MaskTrainingCallbacks } from './trainer.js';
 import type { CheckpointHook, CheckpointTensors, MaskKind, UnitFrame, UnitSpace } from './units.js';
 
+const SAE_MASK_FIELDS = { ...MASK_OPTION_FIELDS, keepError: KEEP_ERROR_FIELD };
+
 /** Options of `sae_mask` (fields described in options.ts). */
-export const saeMaskOptionsSchema = z.strictObject({ ...MASK_OPTION_FIELDS, keepError: KEEP_ERROR_FIELD });
+export const saeMaskOptionsSchema = z.strictObject(SAE_MASK_FIELDS).superRefine(checkObjectiveFields);
 
 /** Rows of dense codes per chunk in token-level edits: keeps a chunk near 32 MB. */
 function chunkTokens(dSae: number): number {
@@ -53,7 +55,12 @@ class SaeUnits implements UnitSpace {
       this.decoder.dispose();
       throw new Error(`sae_mask at ${hook}: the SAE's decoder directions have shape [${shape}], expected [${sae.dSae}, ${sae.dIn}]`);
     }
-    this.decoderBias = tf.tidy(() => tf.reshape(sae.decode(tf.zeros([1, sae.dSae])), [1, sae.dIn]) as tf.Tensor2D);
+    try {
+      this.decoderBias = tf.tidy(() => tf.reshape(sae.decode(tf.zeros([1, sae.dSae])), [1, sae.dIn]) as tf.Tensor2D);
+    } catch (err) {
+      this.decoder.dispose();
+      throw err;
+    }
   }
 
   private checkCache(cache: ActivationCache): void {
@@ -137,7 +144,11 @@ function keepErrorOf(config: MaskConfig): boolean {
 
 export const SAE_MASK: MaskKind = {
   method: 'sae_mask',
-  options: saeMaskOptionsSchema,
+  config: maskConfigSchema(SAE_MASK_FIELDS),
+  entryFields: {
+    dSae: z.number().int().min(1).describe('Width of the SAE the mask was fitted with (its units).'),
+    keepError: z.boolean().describe('Whether the edit keeps the SAE error (options.keepError).'),
+  },
   create(hook: HookName, ctx: FitContext, config: MaskConfig): UnitSpace {
     const sae = saeAt(hook, ctx.saes, 'the mask is asked for at');
     return new SaeUnits(hook, sae, keepErrorOf(config));
@@ -153,6 +164,11 @@ export const SAE_MASK: MaskKind = {
     if (sae.dIn !== entry.dIn) {
       throw new Error(
         `sae_mask: checkpoint ${file.path} was made for an SAE reading width ${entry.dIn} at hook ${entry.hook}; the SAE given there reads width ${sae.dIn}`,
+      );
+    }
+    if (entry.keepError !== keepErrorOf(config)) {
+      throw new Error(
+        `${file.jsonPath}: the hooks entry of ${entry.hook} says keepError ${String(entry.keepError)}, but options.keepError is ${String(config.keepError)}`,
       );
     }
     return new SaeUnits(entry.hook, sae, keepErrorOf(config));

@@ -10,7 +10,7 @@
 import { tf } from '../../engine/engine.js';
 import type { ActivationCache } from '../../cache/cache.js';
 import type { Edit, HookName } from '../../models/model.js';
-import { meanPool } from '../../models/pool.js';
+import { pooledForward } from '../../models/pool.js';
 import type { FitContext } from '../eraser.js';
 import { ExplicitRep, FactoredRep, type Represented } from './representation.js';
 import type { UnitFrame, UnitSpace } from './units.js';
@@ -79,9 +79,6 @@ export class ModelSource implements RowSource {
       const gate = view.gates.get(s.hook)!;
       edits[s.hook] = (x) => frame.edit(x, gate);
     }
-    const { captures } = this.ctx.model.run(batch, { capture: [this.ctx.probeHook], edits, stopAfter: this.ctx.probeHook });
-    const acts = captures[this.ctx.probeHook];
-    if (acts === undefined) throw new Error(`mask eraser: the model returned no activation at the probe hook "${this.ctx.probeHook}"`);
-    return new ExplicitRep(meanPool(acts, batch.attentionMask));
+    return new ExplicitRep(pooledForward(this.ctx.model, batch, this.ctx.probeHook, edits));
   }
 }

@@ -31,7 +31,7 @@ import { tf, variableFrom } from '../../engine/engine.js';
 import { mulberry32, randomNormal, shuffleInPlace, type Rng } from '../../data/prng.js';
 import { AdamW } from '../../probe/adamw.js';
 import { initialLogit, softGate, temperatureAt } from './gate.js';
-import { Head, type AffineHead } from './heads.js';
+import { TrainableHead, type AffineHead } from './affine-heads.js';
 import { adversaryLoss, targetsOf, taskLoss } from './losses.js';
 import { conceptFolds, FoldBatches } from './folds.js';
 import { refitHeads, rowsOf, type HeadFit } from './refit.js';
@@ -92,9 +92,9 @@ export class MaskTrainer {
   private readonly trainable: tf.Variable[];
   private readonly optimizer: AdamW;
   private readonly adaptTaskHead: boolean;
-  private readonly taskHead: Head;
+  private readonly taskHead: TrainableHead;
   /** Adversary f is fitted on concept fold f and scores batches of the other fold. */
-  private readonly adversaries: Head[];
+  private readonly adversaries: TrainableHead[];
   /** Batch order, concept folds and head samples. */
   private readonly rng: Rng;
   private readonly conceptBatches: FoldBatches;
@@ -102,7 +102,7 @@ export class MaskTrainer {
   private readonly taskTargets: tf.Tensor2D;
   private readonly conceptTargets: tf.Tensor2D | undefined;
   /** Head weights folded into fixed unit directions, by head version (heads change only at re-fits). */
-  private readonly foldCache = new Map<Head, { version: number; folded: tf.Tensor2D }>();
+  private readonly foldCache = new Map<TrainableHead, { version: number; folded: tf.Tensor2D }>();
   private steps = 0;
   private started = false;
   private last: MaskStepInfo | undefined;
@@ -111,26 +111,37 @@ export class MaskTrainer {
     const o = setup.config;
     if ((o.objective === 'concept') !== (setup.concept !== undefined))
       throw new Error(`${setup.label}: concept rows are given exactly for the concept objective`);
-    const m0 = initialLogit(o.initKeep, o.tempStart);
-    const init = mulberry32(o.seed + 1);
-    this.logits = setup.spaces.map((space) =>
-      variableFrom(tf.tensor1d(Float32Array.from({ length: space.nUnits }, () => m0 * (1 + o.initNoise * randomNormal(init)))), `mask_${space.hook}`),
-    );
-    const nTask = setup.task.source.n;
-    this.stepsPerEpoch = Math.ceil(nTask / o.batchSize);
-    this.totalSteps = this.stepsPerEpoch * o.epochs;
-    this.trainable = [...this.logits, ...setup.spaces.flatMap((s) => Object.values(s.variables))];
-    this.optimizer = new AdamW(this.trainable, { lr: o.lr, weightDecay: 0 });
-    this.adaptTaskHead = setup.concept !== undefined && o.taskHead === 'adapt';
-    this.taskHead = new Head(setup.probeHead, this.adaptTaskHead, o.headLr, 'task_head');
-    const zeroHead: AffineHead = { d: setup.probeHead.d, nOut: 1, wT: new Float32Array(setup.probeHead.d), b: new Float32Array(1) };
-    this.rng = mulberry32(o.seed);
-    const folds = setup.concept === undefined ? [] : conceptFolds(setup.concept.labels, o.adversaryCrossFit ? 2 : 1, this.rng);
-    this.conceptBatches = new FoldBatches(folds, o.batchSize, this.rng);
-    this.adversaries = folds.map(() => new Head(zeroHead, true, o.headLr, 'adversary'));
-    this.taskTargets = targetsOf(setup.task.labels, this.taskHead.nOut);
-    this.conceptTargets = setup.concept === undefined ? undefined : targetsOf(setup.concept.labels, 1);
-    this.order = Int32Array.from({ length: nTask }, (_, i) => i);
+    // What is made so far, freed if a later part throws.
+    const made: { dispose(): void }[] = [];
+    const own = <T extends { dispose(): void }>(x: T): T => {
+      made.push(x);
+      return x;
+    };
+    try {
+      const m0 = initialLogit(o.initKeep, o.tempStart);
+      const init = mulberry32(o.seed + 1);
+      this.logits = setup.spaces.map((space) =>
+        own(variableFrom(tf.tensor1d(Float32Array.from({ length: space.nUnits }, () => m0 * (1 + o.initNoise * randomNormal(init)))), `mask_${space.hook}`)),
+      );
+      const nTask = setup.task.source.n;
+      this.stepsPerEpoch = Math.ceil(nTask / o.batchSize);
+      this.totalSteps = this.stepsPerEpoch * o.epochs;
+      this.trainable = [...this.logits, ...setup.spaces.flatMap((s) => Object.values(s.variables))];
+      this.optimizer = own(new AdamW(this.trainable, { lr: o.lr, weightDecay: 0 }));
+      this.adaptTaskHead = setup.concept !== undefined && o.taskHead === 'adapt';
+      this.taskHead = own(new TrainableHead(setup.probeHead, this.adaptTaskHead, o.headLr, 'task_head'));
+      const zeroHead: AffineHead = { d: setup.probeHead.d, nOut: 1, wT: new Float32Array(setup.probeHead.d), b: new Float32Array(1) };
+      this.rng = mulberry32(o.seed);
+      const folds = setup.concept === undefined ? [] : conceptFolds(setup.concept.labels, o.adversaryCrossFit ? 2 : 1, this.rng);
+      this.conceptBatches = new FoldBatches(folds, o.batchSize, this.rng);
+      this.adversaries = folds.map(() => own(new TrainableHead(zeroHead, true, o.headLr, 'adversary')));
+      this.taskTargets = own(targetsOf(setup.task.labels, this.taskHead.nOut));
+      this.conceptTargets = setup.concept === undefined ? undefined : own(targetsOf(setup.concept.labels, 1));
+      this.order = Int32Array.from({ length: nTask }, (_, i) => i);
+    } catch (err) {
+      for (const x of made.reverse()) x.dispose();
+      throw err;
+    }
   }
 
   /** The resolved options the trainer runs with. */
@@ -235,7 +246,7 @@ export class MaskTrainer {
   }
 
   /** V W for `head`: cached while the directions are fixed and the head unchanged. */
-  private folded(head: Head, directions: tf.Tensor2D | null, fixed: boolean): tf.Tensor2D {
+  private folded(head: TrainableHead, directions: tf.Tensor2D | null, fixed: boolean): tf.Tensor2D {
     if (directions === null) return head.wT;
     if (!fixed) return tf.matMul(directions, head.wT) as tf.Tensor2D;
     const hit = this.foldCache.get(head);
@@ -246,7 +257,7 @@ export class MaskTrainer {
     return fresh;
   }
 
-  private logitsOf(rep: Represented, head: Head, v: StepView, source: RowSource): tf.Tensor2D {
+  private logitsOf(rep: Represented, head: TrainableHead, v: StepView, source: RowSource): tf.Tensor2D {
     if (!rep.factored) return rep.logits(head, head.wT);
     const frame = v.frames.get(this.setup.spaces[0]!.hook)!;
     return rep.logits(head, this.folded(head, frame.directions, source.fixedDirections(v) !== null));

@@ -20,7 +20,7 @@ import type { RawTensor } from '../../io/safetensors.js';
 import type { HookName } from '../../models/model.js';
 import type { FitContext } from '../eraser.js';
 import type { LoadTarget } from '../checkpoint.js';
-import type { MaskConfig, MaskMethod, MaskOptions } from './options.js';
+import type { MaskConfig, MaskConfigSchema, MaskMethod } from './options.js';
 
 export type UnitKind = 'sae_features' | 'neurons' | 'directions';
 
@@ -68,15 +68,20 @@ export interface CheckpointHook {
 
 /** Tensors of a checkpoint, read by name with clear errors. */
 export interface CheckpointTensors {
+  /** The tensor file (eraser.safetensors). */
   readonly path: string;
+  /** The checkpoint's eraser.json, for messages about its fields. */
+  readonly jsonPath: string;
   float32(name: string, shape: readonly number[]): Float32Array;
 }
 
 /** What a method supplies to the shared fitter, eraser and checkpoint. */
 export interface MaskKind {
   readonly method: MaskMethod;
-  /** The method's strict option schema. */
-  readonly options: z.ZodType<MaskOptions>;
+  /** The schema of the trainer config a checkpoint stores as `options` (options.ts `maskConfigSchema`). */
+  readonly config: MaskConfigSchema;
+  /** The fields of a checkpoint's hook entry besides `hook`, `units` and `dIn` (what `UnitSpace.checkpointInfo` writes). */
+  readonly entryFields: Readonly<Record<string, z.ZodType>>;
   /** The units at a hook, fresh for fitting. */
   create(hook: HookName, ctx: FitContext, config: MaskConfig): UnitSpace;
   /** The units at a hook from a checkpoint. */

@@ -65,8 +65,9 @@ describe('mask checkpoints through saveEraser / loadEraser', () => {
     probe.dispose();
     const path = join(dir, 'eraser.json');
     const good = readFileSync(path, 'utf8');
-    const edit = (f: (json: { options: Record<string, unknown> }) => void): void => {
-      const json = JSON.parse(good) as { options: Record<string, unknown> };
+    type Json = Record<string, unknown> & { options: Record<string, unknown>; hooks: Record<string, unknown>[] };
+    const edit = (f: (json: Json) => void): void => {
+      const json = JSON.parse(good) as Json;
       f(json);
       writeFileSync(path, JSON.stringify(json));
     };
@@ -78,5 +79,61 @@ describe('mask checkpoints through saveEraser / loadEraser', () => {
     expect(() => loadEraser(dir)).toThrow(/keepError applies only to sae_mask/);
     edit((j) => (j.options.epochs = 0));
     expect(() => loadEraser(dir)).toThrow(/field "options": field "epochs"/);
+    edit((j) => (j.options.notAnOption = 1));
+    expect(() => loadEraser(dir)).toThrow(/field "options": unknown field "notAnOption"/);
+  });
+
+  it('parses eraser.json strictly: malformed, unknown or disagreeing fields are refused, naming the file and field', async () => {
+    const p = plantedPooled({ kind: 'neuron', nTrain: 32, nConcept: 32 });
+    const probe = biasedProbe(p.cache, p.train);
+    const fitted = await createNeuronMaskFitter({ epochs: 1, retrainHead: false, hardMask: false, tempEnd: 0.2 }).fit(pooledContext(p, probe));
+    const dir = mkdtempSync(join(tmpdir(), 'mask-ckpt-json-'));
+    saveEraser(fitted, dir);
+    fitted.dispose();
+    probe.dispose();
+    const path = join(dir, 'eraser.json');
+    const good = readFileSync(path, 'utf8');
+    type Json = Record<string, unknown> & { hooks: Record<string, unknown>[] };
+    const edited = (f: (json: Json) => void): string => {
+      const json = JSON.parse(good) as Json;
+      f(json);
+      writeFileSync(path, JSON.stringify(json));
+      return path.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+    };
+    const at = edited((j) => (j.comment = 'x'));
+    expect(() => loadEraser(dir)).toThrow(new RegExp(`^${at}: unknown field "comment"`));
+    edited((j) => (j.hooks[0]!.units = 'eight'));
+    expect(() => loadEraser(dir)).toThrow(new RegExp(`^${at}: field "hooks\\[0\\]\\.units": `));
+    edited((j) => (j.hooks[0]!.dSae = 8));
+    expect(() => loadEraser(dir)).toThrow(new RegExp(`^${at}: unknown field "hooks\\[0\\]\\.dSae"`));
+    edited((j) => (j.hooks = []));
+    expect(() => loadEraser(dir)).toThrow(new RegExp(`^${at}: field "hooks": Too small`));
+    edited((j) => delete j.probeHook);
+    expect(() => loadEraser(dir)).toThrow(new RegExp(`^${at}: field "probeHook": `));
+    // The soft gate's temperature is written twice; the two must agree.
+    edited((j) => (j.evalTemperature = 0.5));
+    expect(() => loadEraser(dir)).toThrow(/field "evalTemperature" is 0\.5, but options\.tempEnd is 0\.2/);
+    edited(() => undefined);
+    const loaded = loadEraser(dir);
+    expect(asMaskEraser(loaded).config.tempEnd).toBe(0.2);
+    loaded.dispose();
+  });
+
+  it('a task-objective checkpoint stores every resolved option (those of the concept objective too) and loads', async () => {
+    const p = plantedPooled({ kind: 'neuron', nTrain: 32, nConcept: 32 });
+    const probe = biasedProbe(p.cache, p.train);
+    const fitted = await createNeuronMaskFitter({ objective: 'task', epochs: 1 }).fit(pooledContext(p, probe));
+    const dir = mkdtempSync(join(tmpdir(), 'mask-ckpt-task-'));
+    saveEraser(fitted, dir);
+    const loaded = loadEraser(dir);
+    try {
+      const json = JSON.parse(readFileSync(join(dir, 'eraser.json'), 'utf8')) as { options: Record<string, unknown> };
+      expect(json.options).toMatchObject({ objective: 'task', taskSplit: 'train', conceptWeight: 1, adversarySteps: 5, retrainHead: false });
+      expect(asMaskEraser(loaded).config).toEqual(asMaskEraser(fitted).config);
+    } finally {
+      loaded.dispose();
+      fitted.dispose();
+      probe.dispose();
+    }
   });
 });

@@ -1,4 +1,4 @@
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -6,6 +6,7 @@ import { initEngine, tf } from '../../../src/engine/engine.js';
 import { mulberry32, randomNormal } from '../../../src/data/prng.js';
 import type { Eraser } from '../../../src/erasure/eraser.js';
 import { saveEraser } from '../../../src/erasure/checkpoint.js';
+import { readSafetensors, writeSafetensors, type RawTensor } from '../../../src/io/safetensors.js';
 import { loadEraser } from '../../../src/erasure/load.js';
 import { createDasMaskFitter } from '../../../src/erasure/mask/das-mask.js';
 import { asMaskEraser, type MaskEraser } from '../../../src/erasure/mask/eraser.js';
@@ -150,5 +151,34 @@ describe('das_mask on a planted rotated direction', () => {
     } finally {
       loaded.dispose();
     }
+  });
+
+  it('refuses a checkpoint whose saved rotation is not the one its skew parameter gives, or another parametrisation', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'das-mask-bad-'));
+    saveEraser(eraser, dir);
+    const tensorPath = join(dir, 'eraser.safetensors');
+    const file = readSafetensors(tensorPath);
+    const tensors: Record<string, RawTensor> = {};
+    for (const name of file.names()) tensors[name] = { dtype: 'F32', shape: file.info(name).shape, data: file.float32(name) };
+    const rotation = tensors[`${HOOK}.rotation`]!.data as Float32Array;
+    rotation[3]! += 1e-3;
+    writeSafetensors(tensorPath, tensors, file.metadata);
+    const before = tf.memory().numTensors;
+    expect(() => loadEraser(dir)).toThrow(
+      /tensor "layers\.0\.resid_out\.rotation" differs from the rotation rebuilt from "layers\.0\.resid_out\.skew" by up to 0\.00(09|10)/,
+    );
+    // Within the tolerance (float32 recomputation), it loads.
+    rotation[3]! -= 1e-3 - 2e-6;
+    writeSafetensors(tensorPath, tensors, file.metadata);
+    expect(tf.memory().numTensors).toBe(before);
+    loadEraser(dir).dispose();
+    // Restoring leaves nothing behind once the eraser is disposed.
+    expect(tf.memory().numTensors).toBe(before);
+    const jsonPath = join(dir, 'eraser.json');
+    const json = JSON.parse(readFileSync(jsonPath, 'utf8')) as { hooks: { parametrisation: string }[] };
+    expect(json.hooks[0]!.parametrisation).toBe('cayley');
+    json.hooks[0]!.parametrisation = 'exponential';
+    writeFileSync(jsonPath, JSON.stringify(json));
+    expect(() => loadEraser(dir)).toThrow(/eraser\.json: field "hooks\[0\]\.parametrisation": /);
   });
 });

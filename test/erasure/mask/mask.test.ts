@@ -1,7 +1,7 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { initEngine, tf } from '../../../src/engine/engine.js';
 import { initialLogit, temperatureAt } from '../../../src/erasure/mask/gate.js';
-import { affineOfProbe } from '../../../src/erasure/mask/heads.js';
+import { affineOfProbe } from '../../../src/erasure/mask/affine-heads.js';
 import { adversaryLoss } from '../../../src/erasure/mask/losses.js';
 import { conceptFolds } from '../../../src/erasure/mask/folds.js';
 import { parseMaskOptions, resolveMaskConfig } from '../../../src/erasure/mask/options.js';
@@ -70,6 +70,13 @@ describe('options', () => {
       keepError: true,
       retrainHead: true,
       adversaryCrossFit: true,
+      taskSplit: 'train',
+      conceptWeight: 1,
+      taskHead: 'adapt',
+      headLr: 1e-2,
+      adversaryEvery: 20,
+      adversarySteps: 5,
+      adversaryInitSteps: 200,
       seed: 7,
     });
     expect(parsed.hooks).toBeUndefined();
@@ -93,10 +100,61 @@ describe('options', () => {
     expect(() => createSaeMaskFitter({ hooks: [] })).toThrow(/field "hooks": Too small/);
   });
 
+  const CONCEPT_ONLY = {
+    conceptWeight: 2,
+    taskHead: 'frozen',
+    headLr: 0.05,
+    adversaryEvery: 7,
+    adversarySteps: 3,
+    adversaryInitSteps: 50,
+    adversaryCrossFit: false,
+  } as const;
+
+  it('refuses a field of the concept objective given with objective "task", in every mask method', () => {
+    for (const [field, value] of Object.entries(CONCEPT_ONLY)) {
+      const message = new RegExp(`field "${field}": applies only to objective "concept" \\(the objective here is "task"\\)`);
+      expect(() => sae({ objective: 'task', [field]: value })).toThrow(message);
+      expect(() => parseMaskOptions('neuron_mask', neuronMaskOptionsSchema, { objective: 'task', [field]: value })).toThrow(message);
+      expect(() => parseMaskOptions('das_mask', dasMaskOptionsSchema, { objective: 'task', [field]: value })).toThrow(message);
+    }
+    // Every misplaced field is named at once, and the factories refuse them too.
+    expect(() => sae({ objective: 'task', headLr: 0.1, adversarySteps: 2 })).toThrow(/field "headLr": .*; field "adversarySteps": /);
+    expect(() => createDasMaskFitter({ objective: 'task', adversaryEvery: 5 })).toThrow(/field "adversaryEvery": applies only to objective "concept"/);
+  });
+
+  it('refuses taskSplit with the concept objective, whether given or the default', () => {
+    const message = /field "taskSplit": applies only to objective "task" \(the objective here is "concept"\)/;
+    expect(() => sae({ objective: 'concept', taskSplit: 'train' })).toThrow(message);
+    expect(() => sae({ taskSplit: 'balanced' })).toThrow(message);
+    expect(() => createNeuronMaskFitter({ taskSplit: 'balanced' })).toThrow(message);
+    expect(sae({ objective: 'task', taskSplit: 'balanced' }).taskSplit).toBe('balanced');
+  });
+
+  it('the default objective accepts the concept fields, and the config keeps what was given', () => {
+    const parsed = sae(CONCEPT_ONLY);
+    expect(parsed.objective).toBe('concept');
+    expect(resolveMaskConfig(parsed, { probeHook: HOOK, seed: 1 })).toMatchObject({ ...CONCEPT_ONLY, taskSplit: 'train' });
+    expect(resolveMaskConfig(sae({ objective: 'concept', ...CONCEPT_ONLY }), { probeHook: HOOK, seed: 1 })).toMatchObject(CONCEPT_ONLY);
+    // Parsing leaves the objective-only fields out; the config resolves them whatever the objective.
+    expect(Object.keys(sae({})).filter((k) => k in CONCEPT_ONLY || k === 'taskSplit')).toEqual([]);
+    expect(resolveMaskConfig(sae({ objective: 'task' }), { probeHook: HOOK, seed: 1 })).toMatchObject({
+      taskSplit: 'train',
+      conceptWeight: 1,
+      taskHead: 'adapt',
+      headLr: 1e-2,
+      adversaryEvery: 20,
+      adversarySteps: 5,
+      adversaryInitSteps: 200,
+      adversaryCrossFit: true,
+    });
+  });
+
   it('schemas convert to JSON Schema, with every field described', () => {
     for (const schema of [saeMaskOptionsSchema, neuronMaskOptionsSchema, dasMaskOptionsSchema]) {
       const json = z.toJSONSchema(schema, { io: 'input' }) as { properties: Record<string, { description?: string }> };
       for (const [name, field] of Object.entries(json.properties)) expect(field.description, name).toBeTruthy();
+      // The objective-only fields have no schema default: their descriptions give it.
+      for (const name of [...Object.keys(CONCEPT_ONLY), 'taskSplit']) expect(json.properties[name]!.description, name).toMatch(/Default /);
     }
   });
 });

@@ -4,10 +4,12 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { initEngine, tf } from '../../../src/engine/engine.js';
 import { buildActivationCache, csrToDense, type ActivationCache } from '../../../src/cache/cache.js';
-import type { Eraser, FitContext } from '../../../src/erasure/eraser.js';
-import { saveEraser } from '../../../src/erasure/checkpoint.js';
+import type { Eraser, EraserSae, FitContext } from '../../../src/erasure/eraser.js';
+import { readCheckpoint, saveEraser } from '../../../src/erasure/checkpoint.js';
+import { restoreMaskEraser } from '../../../src/erasure/mask/checkpoint.js';
 import { loadEraser } from '../../../src/erasure/load.js';
-import { createSaeMaskFitter } from '../../../src/erasure/mask/sae-mask.js';
+import { createSaeMaskFitter, SAE_MASK, saeMaskOptionsSchema } from '../../../src/erasure/mask/sae-mask.js';
+import { parseMaskOptions, resolveMaskConfig } from '../../../src/erasure/mask/options.js';
 import { asMaskEraser, type MaskEraser } from '../../../src/erasure/mask/eraser.js';
 import { meanPool } from '../../../src/models/pool.js';
 import { LinearProbe } from '../../../src/probe/linear.js';
@@ -114,7 +116,7 @@ describe('sae_mask on a planted pooled problem', () => {
     expect(json.method).toBe('sae_mask');
     expect(json.format).toBe('sae-eraser/mask');
     expect(json.head).toBe('head.safetensors');
-    expect(json.hooks).toEqual([expect.objectContaining({ hook: HOOK, dSae: 10, units: 10 })]);
+    expect(json.hooks).toEqual([expect.objectContaining({ hook: HOOK, dSae: 10, units: 10, keepError: true })]);
     const loaded = loadEraser(dir, { saes: { [HOOK]: p.sae! }, probeHook: HOOK });
     try {
       // The checkpoint names its hooks and method; a caller expecting others sees them here.
@@ -142,16 +144,49 @@ describe('sae_mask on a planted pooled problem', () => {
       wide.dispose();
     }
     expect(() => loadEraser(dir, { saes: { [HOOK]: p.sae! }, probeHook: 'layers.1.resid_out' })).toThrow(/probe reading hook layers\.0\.resid_out/);
-    // A checkpoint whose method is not a mask method is refused by the mask restorer.
+    // A checkpoint whose method is not a mask method is refused by the mask restorer (loadEraser
+    // already refuses a JSON whose method differs from the tensor file's).
+    expect(() => restoreMaskEraser({ ...readCheckpoint(dir), method: 'leace' }, { saes: { [HOOK]: p.sae! } })).toThrow(
+      /method leace, which is not a mask method/,
+    );
+    // The per-hook keepError repeats options.keepError; the two must agree.
     const path = join(dir, 'eraser.json');
-    writeFileSync(path, JSON.stringify({ ...JSON.parse(readFileSync(path, 'utf8')), method: 'leace' }));
-    expect(() => loadEraser(dir, { saes: { [HOOK]: p.sae! } })).toThrow(/method leace, which is not a mask method/);
+    const disagreeing = JSON.parse(readFileSync(path, 'utf8')) as { hooks: { keepError: boolean }[] };
+    disagreeing.hooks[0]!.keepError = false;
+    writeFileSync(path, JSON.stringify(disagreeing));
+    expect(() => loadEraser(dir, { saes: { [HOOK]: p.sae! } })).toThrow(
+      /eraser\.json: the hooks entry of layers\.0\.resid_out says keepError false, but options\.keepError is true/,
+    );
     // A corrupted mask tensor is named in the error.
-    const bad = JSON.parse(readFileSync(path, 'utf8')) as { method: string; hooks: { units: number }[] };
-    bad.method = 'sae_mask';
+    const bad = JSON.parse(readFileSync(path, 'utf8')) as { hooks: { units: number; keepError: boolean }[] };
+    bad.hooks[0]!.keepError = true;
     bad.hooks[0]!.units = 11;
     writeFileSync(path, JSON.stringify(bad));
     expect(() => loadEraser(dir, { saes: { [HOOK]: p.sae! } })).toThrow(/11 units in the checkpoint, the restored units have 10/);
+  });
+});
+
+describe('sae_mask units', () => {
+  it('free the decoder directions when the SAE cannot decode', () => {
+    const p = plantedPooled({ kind: 'sae', nTrain: 16, nConcept: 16 });
+    const sae = p.sae!;
+    const broken: EraserSae = {
+      dIn: sae.dIn,
+      dSae: sae.dSae,
+      encode: (x) => sae.encode(x),
+      decode: () => {
+        throw new Error('decode failed');
+      },
+      decoderDirections: () => sae.decoderDirections(),
+    };
+    const probe = biasedProbe(p.cache, p.train);
+    const ctx = { ...pooledContext(p, probe), saes: { [HOOK]: broken } };
+    const config = resolveMaskConfig(parseMaskOptions('sae_mask', saeMaskOptionsSchema, {}), ctx);
+    const before = tf.memory().numTensors;
+    expect(() => SAE_MASK.create(HOOK, ctx, config)).toThrow(/decode failed/);
+    expect(tf.memory().numTensors).toBe(before);
+    probe.dispose();
+    sae.dispose();
   });
 });
 
@@ -281,8 +316,9 @@ describe('sae_mask on a small model', () => {
       // The same mask with keepError false (the original's x' = decode(s * f)).
       saveEraser(eraser, dir);
       const path = join(dir, 'eraser.json');
-      const json = JSON.parse(readFileSync(path, 'utf8')) as { options: { keepError: boolean } };
+      const json = JSON.parse(readFileSync(path, 'utf8')) as { options: { keepError: boolean }; hooks: { keepError: boolean }[] };
       json.options.keepError = false;
+      for (const h of json.hooks) h.keepError = false;
       writeFileSync(path, JSON.stringify(json));
       const noError = loadEraser(dir, { saes: s.saes });
       try {

@@ -6,7 +6,7 @@ import { initEngine, tf } from '../../../src/engine/engine.js';
 import { saveEraser } from '../../../src/erasure/checkpoint.js';
 import { loadEraser } from '../../../src/erasure/load.js';
 import { asMaskEraser, freezeMask, MaskEraser } from '../../../src/erasure/mask/eraser.js';
-import { affineOfProbe } from '../../../src/erasure/mask/heads.js';
+import { affineOfProbe } from '../../../src/erasure/mask/affine-heads.js';
 import { createNeuronMaskFitter, NEURON_MASK, neuronMaskOptionsSchema } from '../../../src/erasure/mask/neuron-mask.js';
 import { parseMaskOptions, resolveMaskConfig } from '../../../src/erasure/mask/options.js';
 import { PooledSource } from '../../../src/erasure/mask/sources.js';
@@ -58,21 +58,49 @@ describe('MaskTrainer', () => {
     expect(Array.from(asMaskEraser(fitted).maskLogits(HOOK))).toEqual(Array.from(logits[0]!));
     fitted.dispose();
 
-    const eraser = new MaskEraser('neuron_mask', HOOK, [freezeMask(space, logits[0]!, trained)], trained);
+    // Saved without a head, so as a config that retrains none (a checkpoint claiming a head it lacks is refused).
+    const headless = { ...trained, retrainHead: false };
+    const eraser = new MaskEraser('neuron_mask', HOOK, [freezeMask(space, logits[0]!, headless)], headless);
     const dir = mkdtempSync(join(tmpdir(), 'mask-trainer-'));
     saveEraser(eraser, dir);
     const json = JSON.parse(readFileSync(join(dir, 'eraser.json'), 'utf8')) as { options: unknown; evalTemperature: number; probeHook: string; head: null };
-    expect(json.options).toEqual(trained);
+    expect(json.options).toEqual(headless);
     expect(json.evalTemperature).toBe(0.05);
     expect(json.probeHook).toBe(HOOK);
     expect(json.head).toBeNull();
     const loaded = asMaskEraser(loadEraser(dir));
-    expect(loaded.config).toEqual(trained);
+    expect(loaded.config).toEqual(headless);
     const [a, b] = [eraser, loaded].map((e) => tf.tidy(() => Array.from(e.erasePooled(p.cache, p.test.rows)!.dataSync())));
     expect(b).toEqual(a);
     loaded.dispose();
     eraser.dispose();
     expect(tf.memory().numTensors).toBe(before);
+    probe.dispose();
+  });
+
+  it('frees what it made when its construction fails part-way', () => {
+    const p = plantedPooled({ kind: 'neuron', nTrain: 32, nConcept: 32 });
+    const probe = biasedProbe(p.cache, p.train);
+    const ctx = pooledContext(p, probe);
+    const config = resolveMaskConfig(parseMaskOptions('neuron_mask', neuronMaskOptionsSchema, {}), ctx);
+    const space = NEURON_MASK.create(HOOK, ctx, config);
+    const before = tf.memory().numTensors;
+    // A task head of the wrong size fails after the logits and their optimiser exist.
+    const probeHead = { d: 8, nOut: 1, wT: new Float32Array(3), b: new Float32Array(1) };
+    expect(
+      () =>
+        new MaskTrainer({
+          spaces: [space],
+          task: { source: new PooledSource(p.cache, space, p.train.rows), labels: p.train.y },
+          concept: { source: new PooledSource(p.cache, space, p.concept.rows), labels: p.concept.z },
+          probeHead,
+          config,
+          label: 'neuron_mask test',
+          refitChunk: 256,
+        }),
+    ).toThrow();
+    expect(tf.memory().numTensors).toBe(before);
+    space.dispose();
     probe.dispose();
   });
 });

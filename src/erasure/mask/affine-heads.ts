@@ -1,8 +1,10 @@
 /**
- * Affine heads z = x W + b: the task head and the adversaries the mask is trained against. Every
- * head is affine so that it folds into the unit directions (representation.ts): the probe's own
- * map is read off its logits (`affineOfProbe`), and a `Head` holds W and b as variables with an
- * optional AdamW optimiser for the heads that are re-fitted during training.
+ * Affine heads z = x W + b: the task head and the adversaries the mask is trained against (not to
+ * be confused with the probe head retrained on the erased data once the mask is fixed,
+ * src/erasure/head.ts). Every head is affine so that it folds into the unit directions
+ * (representation.ts): the probe's own map is read off its logits (`affineOfProbe`), and a
+ * `TrainableHead` holds W and b as variables with an optional AdamW optimiser for the heads that
+ * are re-fitted during training.
  */
 import { tf, variableFrom } from '../../engine/engine.js';
 import { mulberry32, randomNormal } from '../../data/prng.js';
@@ -59,7 +61,7 @@ function logitsArray(probe: Probe, x: Float32Array, n: number, d: number): Float
 }
 
 /** A head whose parameters are variables; `version` changes whenever they do (for caching V W). */
-export class Head {
+export class TrainableHead {
   readonly wT: tf.Variable<tf.Rank.R2>;
   readonly b: tf.Variable<tf.Rank.R1>;
   version = 0;
@@ -68,8 +70,18 @@ export class Head {
   /** `trainable`: whether `step` may update it (AdamW with learning rate `lr`, weight decay 0.01). */
   constructor(init: AffineHead, trainable: boolean, lr: number, name: string) {
     this.wT = variableFrom(tf.tensor2d(init.wT, [init.d, init.nOut]), `${name}_wT`);
-    this.b = variableFrom(tf.tensor1d(init.b), `${name}_b`);
-    this.optimizer = trainable ? new AdamW([this.wT, this.b], { lr, weightDecay: 0.01 }) : undefined;
+    try {
+      this.b = variableFrom(tf.tensor1d(init.b), `${name}_b`);
+    } catch (err) {
+      this.wT.dispose();
+      throw err;
+    }
+    try {
+      this.optimizer = trainable ? new AdamW([this.wT, this.b], { lr, weightDecay: 0.01 }) : undefined;
+    } catch (err) {
+      tf.dispose([this.wT, this.b]);
+      throw err;
+    }
   }
 
   get nOut(): number {
