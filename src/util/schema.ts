@@ -66,3 +66,16 @@ export function parseStrict<S extends z.ZodType>(schema: S, value: unknown, wher
   if (result.success) return result.data;
   throw new Error(`${where}: ${describeIssues(schema, result.error).join('; ')}`);
 }
+
+/**
+ * `values` with each field that is undefined there taken from `defaults`: how options whose
+ * presence a schema checks (so they carry no schema default) get their documented defaults.
+ */
+export function withDefaults<T extends object, D extends { [K in keyof T]?: T[K] }>(
+  values: T,
+  defaults: D,
+): T & { [K in keyof D]-?: Exclude<T[K & keyof T], undefined> } {
+  const out: Record<string, unknown> = { ...(values as Record<string, unknown>) };
+  for (const [key, fallback] of Object.entries(defaults)) if (out[key] === undefined) out[key] = fallback;
+  return out as T & { [K in keyof D]-?: Exclude<T[K & keyof T], undefined> };
+}

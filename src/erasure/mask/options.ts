@@ -6,7 +6,7 @@
  * Why the defaults are what they are: docs/masks.md.
  */
 import { z } from 'zod';
-import { parseStrict } from '../../util/schema.js';
+import { parseStrict, withDefaults } from '../../util/schema.js';
 import type { HookName } from '../../models/model.js';
 import type { FitContext } from '../eraser.js';
 
@@ -189,17 +189,8 @@ export function parseMaskOptions<S extends z.ZodType<MaskOptions>>(method: MaskM
 /** Resolves the fit-dependent defaults (hooks [probeHook], the run's seed, retrainHead by objective) and the objective-only ones. */
 export function resolveMaskConfig(options: MaskOptions, ctx: Pick<FitContext, 'probeHook' | 'seed'>): MaskConfig {
   const { hooks, retrainHead, seed, ...rest } = options;
-  const d = OBJECTIVE_DEFAULTS;
   return {
-    ...rest,
-    taskSplit: rest.taskSplit ?? d.taskSplit,
-    conceptWeight: rest.conceptWeight ?? d.conceptWeight,
-    taskHead: rest.taskHead ?? d.taskHead,
-    headLr: rest.headLr ?? d.headLr,
-    adversaryEvery: rest.adversaryEvery ?? d.adversaryEvery,
-    adversarySteps: rest.adversarySteps ?? d.adversarySteps,
-    adversaryInitSteps: rest.adversaryInitSteps ?? d.adversaryInitSteps,
-    adversaryCrossFit: rest.adversaryCrossFit ?? d.adversaryCrossFit,
+    ...withDefaults(rest, OBJECTIVE_DEFAULTS),
     hooks: hooks === undefined ? [ctx.probeHook] : [...hooks],
     retrainHead: retrainHead ?? options.objective === 'concept',
     seed: seed ?? ctx.seed,
