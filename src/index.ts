@@ -27,6 +27,7 @@ export { loadEraser } from './erasure/load.js';
 export { retrainHead, withHead } from './erasure/head.js';
 export { erasedPooled } from './erasure/erased.js';
 export { parseStrict } from './util/schema.js';
-export { readExperimentConfig, parseExperimentConfig } from './experiment/config.js';
+export { readExperimentConfig, parseExperimentConfig, experimentConfigSchema, type ExperimentConfig } from './experiment/config.js';
+export { experimentConfigJsonSchema } from './experiment/config-schema.js';
 export { runExperiment } from './experiment/runner.js';
 export type { ExperimentResult, MethodSeedResult, Summary } from './experiment/results.js';

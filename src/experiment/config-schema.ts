@@ -5,7 +5,7 @@
  * shipped file matches a freshly generated one. Regenerate with `npm run schema`, which builds and
  * runs this file.
  */
-import { writeFileSync } from 'node:fs';
+import { writeJsonAtomic } from '../io/atomic.js';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { z } from 'zod';
@@ -22,7 +22,7 @@ export function experimentConfigJsonSchema(): Record<string, unknown> {
 
 /** Writes the JSON Schema (default: the shipped file) and returns the path written. */
 export function writeConfigSchema(path = join(projectRoot(), CONFIG_SCHEMA_FILE)): string {
-  writeFileSync(path, `${JSON.stringify(experimentConfigJsonSchema(), null, 2)}\n`);
+  writeJsonAtomic(path, experimentConfigJsonSchema());
   return path;
 }
 
