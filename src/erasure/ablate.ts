@@ -20,7 +20,7 @@
 import { matMulT, tf } from '../engine/engine.js';
 import type { CsrRows } from '../cache/cache.js';
 import type { Edit, HookName, Model } from '../models/model.js';
-import { checkWidth, type EraserSae, type MethodName } from './eraser.js';
+import { checkHooksUpToProbe, checkWidth, type EraserSae, type MethodName } from './eraser.js';
 
 /** Ablated SAE features per hook: sorted, distinct indices into the hook's SAE. */
 export type FeatureSets = Record<HookName, Int32Array>;
@@ -127,15 +127,8 @@ export function zeroAblatePooled(pooled: tf.Tensor2D, pooledCodes: Float32Array,
 
 /** Hooks that have an SAE and come at or before `probeHook` in the model's forward order. */
 export function hooksUpToProbe(model: Model, saes: Readonly<Record<HookName, EraserSae>>, probeHook: HookName, only?: readonly HookName[]): HookName[] {
+  checkHooksUpToProbe(model, probeHook, only ?? [], 'SAE hooks to edit');
+  for (const h of only ?? []) if (saes[h] === undefined) throw new Error(`hook "${h}" has no SAE (SAEs at: ${Object.keys(saes).join(', ') || 'none'})`);
   const probeIndex = model.hookNames.indexOf(probeHook);
-  if (probeIndex < 0) throw new Error(`probe hook "${probeHook}" is not a hook of this model`);
-  if (only !== undefined) {
-    for (const h of only) {
-      const i = model.hookNames.indexOf(h);
-      if (i < 0) throw new Error(`hook "${h}" is not a hook of this model`);
-      if (i > probeIndex) throw new Error(`hook "${h}" comes after the probe hook "${probeHook}"; only hooks up to it can change the probe's input`);
-      if (saes[h] === undefined) throw new Error(`hook "${h}" has no SAE (SAEs at: ${Object.keys(saes).join(', ') || 'none'})`);
-    }
-  }
   return model.hookNames.filter((h, i) => i <= probeIndex && saes[h] !== undefined && (only === undefined || only.includes(h)));
 }

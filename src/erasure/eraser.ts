@@ -142,3 +142,22 @@ export interface CheckpointContent {
 export function checkWidth(method: MethodName, hook: HookName, want: number, got: number): void {
   if (want !== got) throw new Error(`${method} eraser at ${hook}: expects width ${want}, the activation has width ${got}`);
 }
+
+/**
+ * Checks that `probeHook` and every hook in `hooks` are hooks of `model`, and that none comes after
+ * the probe hook (an edit there could not change what the probe reads). `what` prefixes errors.
+ */
+export function checkHooksUpToProbe(model: Model, probeHook: HookName, hooks: readonly HookName[], what: string): void {
+  const names = model.hookNames;
+  const probeAt = names.indexOf(probeHook);
+  if (probeAt < 0) throw new Error(`${what}: the probe hook "${probeHook}" is not a hook of the model (hooks: ${names.join(', ')})`);
+  for (const h of hooks) {
+    const at = names.indexOf(h);
+    if (at < 0) throw new Error(`${what}: the hook list names "${h}", which is not a hook of the model (hooks: ${names.join(', ')})`);
+    if (at > probeAt) {
+      throw new Error(
+        `${what}: hook "${h}" comes after the probe hook "${probeHook}", so an edit there could not change what the probe reads; use hooks at or before it`,
+      );
+    }
+  }
+}

@@ -30,7 +30,12 @@ export async function retrainHead(eraser: Eraser, ctx: FitContext, overrides: Li
   try {
     const inherited: LinearProbeOptions = ctx.probe instanceof LinearProbe ? { ...ctx.probe.options, progressLabel: undefined } : {};
     const probe = new LinearProbe(X.shape[1], ctx.probe.nClasses, { ...inherited, ...overrides });
-    probe.fit(X, ctx.train.y);
+    try {
+      probe.fit(X, ctx.train.y);
+    } catch (err) {
+      probe.dispose();
+      throw err;
+    }
     return probe;
   } finally {
     X.dispose();

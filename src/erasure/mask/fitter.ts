@@ -10,8 +10,7 @@
  */
 import { checkLabels } from '../../probe/probe.js';
 import { progress } from '../../util/progress.js';
-import type { HookName } from '../../models/model.js';
-import type { Eraser, EraserFitter, FitContext, LabelledSplit } from '../eraser.js';
+import { checkHooksUpToProbe, type Eraser, type EraserFitter, type FitContext, type LabelledSplit } from '../eraser.js';
 import { retrainHead, withHead } from '../head.js';
 import { freezeMask, MaskEraser, type FrozenMask } from './eraser.js';
 import { affineOfProbe } from './affine-heads.js';
@@ -35,7 +34,7 @@ export class MaskFitter implements EraserFitter {
   async fit(ctx: FitContext): Promise<Eraser> {
     const method = this.kind.method;
     const config = resolveMaskConfig(this.options, ctx);
-    checkHookPlacement(method, config.hooks, ctx);
+    checkHooksUpToProbe(ctx.model, ctx.probeHook, config.hooks, method);
     const probeHead = affineOfProbe(ctx.probe, ctx.probe.dIn, config.seed);
     const taskSplit = pickTaskSplit(method, config, ctx);
     const taskLabels = checkLabels(taskSplit.y, taskSplit.rows.length, ctx.probe.nClasses, `${method} task labels`);
@@ -96,21 +95,6 @@ function train(trainer: MaskTrainer, label: string): void {
 }
 
 /** Every masked hook must exist and sit at or before the probe hook. */
-function checkHookPlacement(method: MaskMethod, hooks: readonly HookName[], ctx: FitContext): void {
-  const names = ctx.model.hookNames;
-  const probeAt = names.indexOf(ctx.probeHook);
-  if (probeAt < 0) throw new Error(`${method}: the probe hook "${ctx.probeHook}" is not a hook of the model (hooks: ${names.join(', ')})`);
-  for (const h of hooks) {
-    const at = names.indexOf(h);
-    if (at < 0) throw new Error(`${method}: option hooks names "${h}", which is not a hook of the model (hooks: ${names.join(', ')})`);
-    if (at > probeAt) {
-      throw new Error(
-        `${method}: hook "${h}" comes after the probe hook "${ctx.probeHook}", so a mask there could not change what the probe reads; mask at or before the probe hook`,
-      );
-    }
-  }
-}
-
 function pickTaskSplit(method: MaskMethod, config: MaskConfig, ctx: FitContext): LabelledSplit {
   if (config.objective === 'task' && config.taskSplit === 'balanced') {
     if (ctx.balanced === undefined) throw new Error(`${method}: taskSplit "balanced" needs balanced training data (FitContext.balanced is not given)`);
