@@ -5,6 +5,7 @@
  */
 import { z } from 'zod';
 import { parseStrict } from '../util/schema.js';
+import type { HookName } from '../models/model.js';
 import type { EraserFitter, MethodName } from './eraser.js';
 import { createSaeMaskFitter, saeMaskOptionsSchema } from './mask/sae-mask.js';
 import { createNeuronMaskFitter, neuronMaskOptionsSchema } from './mask/neuron-mask.js';
@@ -14,15 +15,33 @@ import { createRandomFitter, randomOptionsSchema } from './random-ablation.js';
 import { createInlpFitter, createLeaceFitter, inlpOptionsSchema, leaceOptionsSchema } from './closed-form.js';
 import { createWordDeletionFitter, wordDeletionOptionsSchema } from './word-deletion.js';
 
+/** Hooks a method's options name, so a run can check them against the model before any work. */
+export interface NamedHooks {
+  hooks: HookName[];
+  /** Whether each of them needs an SAE (SAE-feature methods) or edits raw activations. */
+  needSae: boolean;
+}
+
 interface MethodEntry {
   /** Strict schema of a config's options block (defaults filled in by parsing, except for fields only some settings read: the fitter's). */
   readonly options: z.ZodType;
   /** Makes the fitter from parsed options; absent for the probe-only methods. */
   readonly createFitter?: (options: never) => EraserFitter;
+  /** The hooks the parsed options name (none when absent). */
+  readonly namedHooks?: (options: never) => NamedHooks;
 }
 
-function method<S extends z.ZodType>(options: S, createFitter?: (options: z.output<S>) => EraserFitter): MethodEntry {
-  return { options, createFitter };
+function method<S extends z.ZodType>(
+  options: S,
+  createFitter?: (options: z.output<S>) => EraserFitter,
+  namedHooks?: (options: z.output<S>) => NamedHooks,
+): MethodEntry {
+  return { options, createFitter, namedHooks };
+}
+
+/** Hook lists and hook-keyed maps of SAE-feature options (`hooks`, `features`, `perHook`). */
+function saeHooks(o: { hooks?: HookName[]; features?: Record<HookName, unknown>; perHook?: Record<HookName, unknown> }): NamedHooks {
+  return { hooks: [...(o.hooks ?? []), ...Object.keys(o.features ?? {}), ...Object.keys(o.perHook ?? {})], needSae: true };
 }
 
 const noOptions = z.strictObject({});
@@ -30,14 +49,14 @@ const noOptions = z.strictObject({});
 export const METHODS: Readonly<Record<MethodName, MethodEntry>> = {
   original: method(noOptions),
   oracle: method(noOptions),
-  sae_mask: method(saeMaskOptionsSchema, createSaeMaskFitter),
-  neuron_mask: method(neuronMaskOptionsSchema, createNeuronMaskFitter),
-  das_mask: method(dasMaskOptionsSchema, createDasMaskFitter),
-  shift: method(shiftOptionsSchema, (o) => createShiftFitter('shift', o)),
-  shift_retrain: method(shiftRetrainOptionsSchema, (o) => createShiftFitter('shift_retrain', o)),
+  sae_mask: method(saeMaskOptionsSchema, createSaeMaskFitter, saeHooks),
+  neuron_mask: method(neuronMaskOptionsSchema, createNeuronMaskFitter, (o) => ({ hooks: o.hooks ?? [], needSae: false })),
+  das_mask: method(dasMaskOptionsSchema, createDasMaskFitter, (o) => ({ hooks: o.hooks ?? [], needSae: false })),
+  shift: method(shiftOptionsSchema, (o) => createShiftFitter('shift', o), saeHooks),
+  shift_retrain: method(shiftRetrainOptionsSchema, (o) => createShiftFitter('shift_retrain', o), saeHooks),
   leace: method(leaceOptionsSchema, createLeaceFitter),
   inlp: method(inlpOptionsSchema, createInlpFitter),
-  random: method(randomOptionsSchema, createRandomFitter),
+  random: method(randomOptionsSchema, createRandomFitter, saeHooks),
   word_deletion: method(wordDeletionOptionsSchema, createWordDeletionFitter),
 };
 
@@ -58,4 +77,9 @@ export function createFitter(parsed: MethodOptions): EraserFitter {
   const create = METHODS[parsed.method].createFitter;
   if (create === undefined) throw new Error(`method "${parsed.method}" is not an eraser (original and oracle are probes)`);
   return create(parsed.options as never);
+}
+
+/** The hooks a method's parsed options name (for checks against the model before a run starts). */
+export function namedHooks(parsed: MethodOptions): NamedHooks {
+  return METHODS[parsed.method].namedHooks?.(parsed.options as never) ?? { hooks: [], needSae: false };
 }

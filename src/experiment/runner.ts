@@ -30,10 +30,10 @@ import type { Sae } from '../sae/sae.js';
 import { accuracy, genderAgreement, worstGroup, type Interval } from '../eval/metrics.js';
 import { summarize, type ExperimentResult, type MethodSeedResult, type Summary } from './results.js';
 import { progress } from '../util/progress.js';
-import type { Eraser, LabelledSplit, MethodName } from '../erasure/eraser.js';
+import { checkHooksUpToProbe, type Eraser, type LabelledSplit, type MethodName } from '../erasure/eraser.js';
 import { erasedPooled } from '../erasure/erased.js';
 import { saveEraser } from '../erasure/checkpoint.js';
-import { createFitter } from '../erasure/methods.js';
+import { createFitter, namedHooks } from '../erasure/methods.js';
 import type { ExperimentConfig } from './config.js';
 import { ensureSae } from './saes.js';
 
@@ -140,10 +140,21 @@ export async function runExperiment(config: ExperimentConfig, options: RunOption
   const { model } = opened;
   if (!model.hookNames.includes(config.probeHook)) throw new Error(`${config.source}: probeHook "${config.probeHook}" does not exist in ${config.model}`);
 
+  for (const hook of Object.keys(config.saes)) {
+    if (!model.hookNames.includes(hook)) throw new Error(`${config.source}: SAE hook "${hook}" does not exist in ${config.model}`);
+  }
+  // Hooks named in method options, checked now rather than after SAE training and caching.
+  for (const parsed of Object.values(config.methods)) {
+    const where = `${config.source}: methods.${parsed.method}`;
+    const { hooks, needSae } = namedHooks(parsed);
+    checkHooksUpToProbe(model, config.probeHook, hooks, where);
+    const bare = needSae ? hooks.filter((h) => config.saes[h] === undefined) : [];
+    if (bare.length > 0) throw new Error(`${where}: hook "${bare[0]}" has no SAE in "saes" (SAEs at: ${Object.keys(config.saes).join(', ') || 'none'})`);
+  }
+
   const saes: Record<HookName, Sae> = {};
   const saeIds: Record<HookName, string> = {};
   for (const [hook, spec] of Object.entries(config.saes)) {
-    if (!model.hookNames.includes(hook)) throw new Error(`${config.source}: SAE hook "${hook}" does not exist in ${config.model}`);
     const path = await ensureSae(
       hook,
       spec,

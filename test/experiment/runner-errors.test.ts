@@ -33,6 +33,21 @@ describe.skipIf(shared === undefined)('runner input checks (needs ../shared)', (
     );
   });
 
+  it('rejects hooks named in method options that the model lacks, that come after the probe hook or that have no SAE, before any work', async () => {
+    const saes = { 'layers.3.resid_out': { path: join(out, 'never-trained') } };
+    const run = (methods: Record<string, unknown>, name: string): Promise<unknown> =>
+      runExperiment(parseExperimentConfig({ ...base, saes, methods }, name), { outDir: out });
+    await expect(run({ sae_mask: { hooks: ['layers.9.resid_out'] } }, 'mask.json')).rejects.toThrow(
+      /mask\.json: methods\.sae_mask: the hook list names "layers\.9\.resid_out", which is not a hook of the model/,
+    );
+    await expect(run({ neuron_mask: { hooks: ['layers.4.resid_out'] } }, 'late.json')).rejects.toThrow(
+      /late\.json: methods\.neuron_mask: hook "layers\.4\.resid_out" comes after the probe hook "layers\.3\.resid_out"/,
+    );
+    await expect(run({ shift: { selection: 'manual', features: { 'layers.1.resid_out': [3] } } }, 'shift.json')).rejects.toThrow(
+      /shift\.json: methods\.shift: hook "layers\.1\.resid_out" has no SAE in "saes"/,
+    );
+  });
+
   it('rejects a profession pair the data does not contain, naming the file', async () => {
     const config = parseExperimentConfig({ ...base, dataset: { ...base.dataset, professions: ['surgeon', 'pilot'] } }, 'pair.json');
     await expect(runExperiment(config, { outDir: out })).rejects.toThrow(/validate\.jsonl.*pilot/);
