@@ -12,7 +12,7 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { z } from 'zod';
-import { describeIssues, positiveInt } from '../util/schema.js';
+import { describeIssues, parseStrict, positiveInt } from '../util/schema.js';
 import { sharedDir } from '../io/shared.js';
 import { METHOD_NAMES, type MethodName } from '../erasure/eraser.js';
 import { METHODS, parseMethodOptions, type MethodOptions } from '../erasure/methods.js';
@@ -89,6 +89,12 @@ const methodsSchema = z
   .meta({ minProperties: 1 })
   .describe('Methods to run, by name, each with its options ({} for the defaults).');
 
+/** Seeds of a run: distinct, since a repeated seed would be reported as agreement between runs. */
+const seedsSchema = z
+  .array(z.number().int(), { error: 'must be a non-empty list of integer seeds' })
+  .min(1, { error: 'must be a non-empty list of integer seeds' })
+  .refine((seeds) => new Set(seeds).size === seeds.length, { error: 'lists a seed twice (each seed must be distinct)' });
+
 export const experimentConfigSchema = z
   .strictObject({
     $schema: z.string().optional().describe('JSON Schema of this file, for editors; ignored.'),
@@ -101,11 +107,7 @@ export const experimentConfigSchema = z
     dataset: datasetSchema,
     saes: z.record(z.string(), saeSpecSchema).default({}).describe('SAEs by hook name, for the methods that use SAE features.'),
     methods: methodsSchema,
-    seeds: z
-      .array(z.number().int(), { error: 'must be a non-empty list of integer seeds' })
-      .min(1, { error: 'must be a non-empty list of integer seeds' })
-      .default([42, 43, 44])
-      .describe('Seeds; every method runs once per seed and metrics are reported over them.'),
+    seeds: seedsSchema.default([42, 43, 44]).describe('Seeds; every method runs once per seed and metrics are reported over them.'),
     probe: linearProbeOptionsSchema.default({}),
     cacheDir: nonEmptyString('a folder').default('.cache/activations').describe('Folder of the activation cache.'),
     batchSize: positiveInt().default(32).describe('Texts per forward pass of the model.'),
@@ -208,7 +210,7 @@ export function applyOverrides(config: ExperimentConfig, o: ConfigOverrides): Ex
   return {
     ...config,
     model: o.model ?? config.model,
-    seeds: o.seeds ?? config.seeds,
+    seeds: o.seeds === undefined ? config.seeds : parseStrict(seedsSchema, o.seeds, '--seeds'),
     dataset: {
       ...config.dataset,
       train: o.train ?? config.dataset.train,

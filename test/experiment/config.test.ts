@@ -36,12 +36,14 @@ describe('experiment config', () => {
     expect([c.name, c.cacheDir, c.batchSize, c.probe, c.saes]).toEqual(['experiment', '.cache/activations', 32, {}, {}]);
     const o = applyOverrides(c, { model: 'other', test: 't2.jsonl', seeds: [1] });
     expect([o.model, o.dataset.test, o.dataset.train, o.seeds]).toEqual(['other', 't2.jsonl', 'train.jsonl', [1]]);
+    expect(() => applyOverrides(c, { seeds: [7, 7] })).toThrow(/^--seeds: lists a seed twice/);
   });
 
   it('names the file and the problem for an unknown method, field or bad value', () => {
     expect(() => parseExperimentConfig({ ...base, methods: { shiftt: {} } }, 'x.json')).toThrow(/x\.json: unknown method "shiftt" \(known: original, oracle/);
     expect(() => parseExperimentConfig({ ...base, modle: 'x' }, 'x.json')).toThrow(/x\.json: unknown field "modle" in the config/);
     expect(() => parseExperimentConfig({ ...base, seeds: [] }, 'x.json')).toThrow(/field "seeds":? must be a non-empty list/);
+    expect(() => parseExperimentConfig({ ...base, seeds: [42, 42] }, 'x.json')).toThrow(/x\.json: field "seeds": lists a seed twice/);
     expect(() => parseExperimentConfig({ ...base, dataset: { ...base.dataset, limits: { ambiguous: 0 } } }, 'x.json')).toThrow(
       /dataset\.limits\.ambiguous"?:? must be a positive integer/,
     );
