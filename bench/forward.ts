@@ -20,6 +20,7 @@ import { projectRoot } from '../src/io/shared.js';
 import { loadModel } from '../src/models/load.js';
 import { progress } from '../src/util/progress.js';
 import { pythonBin, runPythonReference } from '../test/reference/python.js';
+import { minOf } from '../src/util/arrays.js';
 
 const N_SEQUENCES = 32;
 const SEQ_LEN = 128;
@@ -112,7 +113,7 @@ export async function benchForward(reps = 3): Promise<ForwardBenchResult> {
     const torchAfter = torchForward(modelDir, idsPath, reps);
     const torch = torchAfter.tokens_per_s > torchBefore.tokens_per_s ? torchAfter : torchBefore;
     const tokens = N_SEQUENCES * SEQ_LEN;
-    const oursTokensPerS = tokens / Math.min(...oursSeconds);
+    const oursTokensPerS = tokens / minOf(oursSeconds);
     return { backend, tokens, oursSeconds, oursTokensPerS, torch, ratio: oursTokensPerS / torch.tokens_per_s };
   } finally {
     rmSync(tmp, { recursive: true, force: true });

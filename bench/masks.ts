@@ -37,6 +37,7 @@ import { setQuiet } from '../src/util/progress.js';
 import { AffineSae } from '../src/sae/sae.js';
 import { pythonBin, runPythonReference } from '../test/reference/python.js';
 import { intFlag } from './flags.js';
+import { maxOf } from '../src/util/arrays.js';
 
 const LAYER = 3;
 const HOOK = `layers.${LAYER}.resid_out`;
@@ -73,7 +74,7 @@ function makeInputs(n: number, vocab: number, seed: number): Inputs {
 function tokenizer(inputs: Inputs): (texts: string[]) => Batch {
   return (texts) => {
     const rows = texts.map((t) => Number(t.slice(0, t.indexOf(':'))));
-    const len = Math.max(...rows.map((r) => inputs.lengths[r]!));
+    const len = maxOf(rows.map((r) => inputs.lengths[r]!));
     const ids = new Int32Array(rows.length * len);
     const mask = new Int32Array(rows.length * len);
     rows.forEach((r, i) => {

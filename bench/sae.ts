@@ -23,6 +23,7 @@ import { AffineSae } from '../src/sae/sae.js';
 import { trainSaeOnSource } from '../src/sae/train.js';
 import { pythonBin } from '../test/reference/python.js';
 import { intFlag } from './flags.js';
+import { minOf } from '../src/util/arrays.js';
 
 interface Weights {
   x: Float32Array;
@@ -121,7 +122,7 @@ export async function benchSae(reps = 3, steps = 5): Promise<SaeBenchResult> {
       '--reps',
       String(reps),
     ]);
-    const oursEncTps = tokens / Math.min(...oursSeconds);
+    const oursEncTps = tokens / minOf(oursSeconds);
     const torchEncTps = Number(torchEnc.tokens_per_s);
 
     // ---- training

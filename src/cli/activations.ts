@@ -13,6 +13,7 @@ import type { Sae } from '../sae/sae.js';
 import { progress } from '../util/progress.js';
 import type { Subcommand } from './subcommand.js';
 import { UsageError, oneOf, optionalInt, optionalString, parse, requireString, stringList } from './args.js';
+import { maxOf } from '../util/arrays.js';
 
 const usage = `usage: sae-eraser activations --model DIR_OR_REPO --input FILE.jsonl --hooks H1,H2 --out FILE.safetensors
        [--text-field text] [--max-length N] [--pool none|mean] [--batch-size N] [--sae HOOK=PATH ...] [--quiet]
@@ -98,7 +99,7 @@ function computeActivations(
   const { model, tokenizer, maxLength } = opened;
   const n = texts.length;
   // The padded width of the output is the longest tokenised text.
-  const seq = Math.max(...tokenizer.encodeBatch(texts, { maxLength, truncation: true }).lengths);
+  const seq = maxOf(tokenizer.encodeBatch(texts, { maxLength, truncation: true }).lengths);
   const d = model.config.dModel;
   const outputs = new Map<string, { width: number; data: Float32Array }>();
   const output = (name: string, width: number): Float32Array => {

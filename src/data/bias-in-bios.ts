@@ -26,6 +26,7 @@
  */
 import { permutation } from './prng.js';
 import { readTable, type ReadTableOptions, type Table } from '../io/tabular.js';
+import { minOf } from '../util/arrays.js';
 
 /**
  * The LabHC/bias_in_bios profession codes: index = numerical label (alphabetical order, as in the
@@ -317,7 +318,7 @@ export function balancedSplit(ds: BiosDataset, pair: ProfessionPair = DEFAULT_PR
     'balanced',
     groups.map((items, k) => [keys[k]!, items] as [string, SplitExample[]]),
   );
-  const n = Math.min(...groups.map((items) => items.length));
+  const n = minOf(groups.map((items) => items.length));
   return shuffled(
     groups.flatMap((items) => items.slice(0, n)),
     seed,

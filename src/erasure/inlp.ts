@@ -25,6 +25,7 @@ import { matMulT, tf } from '../engine/engine.js';
 import { LinearProbe, type LinearProbeOptions } from '../probe/linear.js';
 import { checkLabels } from '../probe/probe.js';
 import { type AffineErasure, ErasureTensors, orthogonalErasure } from './linear-algebra.js';
+import { maxOf } from '../util/arrays.js';
 
 /** A linear classifier in the raw input space: logits = x W + b. */
 export interface LinearClassifier {
@@ -282,7 +283,7 @@ export function fitInlp(x: tf.Tensor2D, labels: ArrayLike<number>, options: Inlp
   const yDev = Int32Array.from(devIdx, (i) => y[i]!);
   const counts = new Array<number>(numClasses).fill(0);
   for (const c of yDev) counts[c] = (counts[c] ?? 0) + 1;
-  const majority = Math.max(...counts) / yDev.length;
+  const majority = maxOf(counts) / yDev.length;
 
   let mean: Float64Array | null = null;
   if (options.affine ?? true) {

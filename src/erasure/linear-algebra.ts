@@ -15,6 +15,7 @@
  */
 import { EigenvalueDecomposition, Matrix, SingularValueDecomposition } from 'ml-matrix';
 import { matMulT, tf } from '../engine/engine.js';
+import { maxOf } from '../util/arrays.js';
 
 /** Row-major float data, float32 or float64. */
 export type FloatArray = Float32Array | Float64Array;
@@ -194,7 +195,7 @@ export function columnSpaceBasis(
   });
   const singularValues = Float64Array.from(svd.diagonal);
   const u = svd.leftSingularVectors;
-  const threshold = relative ? tol * Math.max(0, ...singularValues) : tol;
+  const threshold = relative ? tol * Math.max(0, maxOf(singularValues)) : tol;
   const keep: number[] = [];
   for (let i = 0; i < singularValues.length && i < u.columns; i++) {
     if (singularValues[i]! > threshold && singularValues[i]! > 0) keep.push(i);

@@ -22,6 +22,7 @@
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { inflateSync } from 'fflate';
 import { f16ToF32 } from './safetensors.js';
+import { pushAll } from '../util/arrays.js';
 
 // ------------------------------------------------------------------------------------------------
 // Zip
@@ -603,8 +604,8 @@ export function unpickle(data: Uint8Array, options: UnpickleOptions): PyValue {
     for (let i = 0; i < items.length; i += 2) target.set(items[i]!, items[i + 1]!);
   };
   const appendItems = (target: PyValue, items: PyValue[]): void => {
-    if (Array.isArray(target)) target.push(...items);
-    else if (target instanceof PySet) target.items.push(...items);
+    if (Array.isArray(target)) pushAll(target, items);
+    else if (target instanceof PySet) pushAll(target.items, items);
     else throw new Error(`${source}: APPEND on a value that is not a list or set`);
   };
   const persistent = (pid: PyValue): PyValue => {

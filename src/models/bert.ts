@@ -40,6 +40,7 @@ import {
   type TensorSpec,
 } from './layers.js';
 import { standardHookNames, type Batch, type HookName, type Model, type ForwardOptions, type ForwardResult } from './model.js';
+import { pushAll } from '../util/arrays.js';
 
 interface BertLayer {
   query: Linear;
@@ -75,7 +76,7 @@ function tensorSpecs(c: BertConfig): TensorSpec[] {
   for (let i = 0; i < c.nLayers; i++) {
     const p = `encoder.layer.${i}`;
     for (const m of ['query', 'key', 'value']) {
-      specs.push(...linearSpecs(`${p}.attention.self.${m}`, c.dModel, c.dModel, true, 'hidden_size x hidden_size'));
+      pushAll(specs, linearSpecs(`${p}.attention.self.${m}`, c.dModel, c.dModel, true, 'hidden_size x hidden_size'));
     }
     specs.push(
       ...linearSpecs(`${p}.attention.output.dense`, c.dModel, c.dModel, true, 'hidden_size x hidden_size'),

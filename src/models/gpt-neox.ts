@@ -51,6 +51,7 @@ import {
   type TensorSpec,
 } from './layers.js';
 import { standardHookNames, type Batch, type HookName, type Model, type ForwardOptions, type ForwardResult } from './model.js';
+import { pushAll } from '../util/arrays.js';
 
 interface NeoxLayer {
   inputLayerNorm: LayerNorm;
@@ -87,7 +88,7 @@ function tensorSpecs(c: GptNeoxConfig): TensorSpec[] {
       ...linearSpecs(`${p}.mlp.dense_4h_to_h`, c.dFf, c.dModel, true, 'hidden_size x intermediate_size'),
     );
   }
-  specs.push(...layerNormSpecs('final_layer_norm', c.dModel, 'hidden_size'));
+  pushAll(specs, layerNormSpecs('final_layer_norm', c.dModel, 'hidden_size'));
   return specs;
 }
 

@@ -6,6 +6,7 @@
  */
 import { tf } from '../engine/engine.js';
 import { parseHook, type Edit, type HookName, type ForwardOptions } from './model.js';
+import { maxOf } from '../util/arrays.js';
 
 export class HookRunner {
   readonly captures: Record<HookName, tf.Tensor3D> = {};
@@ -40,7 +41,7 @@ export class HookRunner {
       }
       this.stopIndex = stop;
     } else {
-      this.stopIndex = this.wantLogits ? last : Math.max(-1, ...requested);
+      this.stopIndex = this.wantLogits ? last : Math.max(-1, maxOf(requested));
     }
     this.capture = new Set(capture);
     this.edits = edits;

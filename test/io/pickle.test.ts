@@ -109,3 +109,16 @@ describe('malicious pickles', () => {
     expect(() => unpickle(evil, { source: 'bare.pkl' })).toThrow(/bare\.pkl: refusing to unpickle the global "builtins\.eval"/);
   });
 });
+
+describe('data-sized pickles', () => {
+  it('unpickles one APPENDS of 300,000 items (no argument spreading)', () => {
+    const n = 300_000;
+    const bytes = new Uint8Array(5 + 2 * n + 2);
+    bytes.set([0x80, 0x02, 0x5d, 0x28]); // PROTO 2, EMPTY_LIST, MARK
+    for (let i = 0; i < n; i++) bytes.set([0x4b, i % 256], 4 + 2 * i); // BININT1 i % 256
+    bytes.set([0x65, 0x2e], 4 + 2 * n); // APPENDS, STOP
+    const list = unpickle(bytes.subarray(0, 4 + 2 * n + 2), { source: 'big.pkl' }) as number[];
+    expect(list).toHaveLength(n);
+    expect(list[n - 1]).toBe((n - 1) % 256);
+  });
+});

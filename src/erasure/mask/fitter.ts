@@ -18,6 +18,7 @@ import { resolveMaskConfig, type MaskConfig, type MaskMethod, type MaskOptions }
 import { ModelSource, PooledSource, type RowSource } from './sources.js';
 import { MaskTrainer, type MaskTrainingCallbacks } from './trainer.js';
 import type { MaskKind, UnitSpace } from './units.js';
+import { minOf } from '../../util/arrays.js';
 
 export class MaskFitter implements EraserFitter {
   constructor(
@@ -108,7 +109,7 @@ function pickTaskSplit(method: MaskMethod, config: MaskConfig, ctx: FitContext):
 function checkConceptSet(method: MaskMethod, config: MaskConfig, concept: LabelledSplit): Int32Array {
   if (concept.rows.length === 0) throw new Error(`${method}: the concept objective needs a concept-labelled set (FitContext.concept is empty)`);
   const labels = checkLabels(concept.z, concept.rows.length, 2, `${method} concept labels`);
-  const least = Math.min(...[0, 1].map((c) => labels.filter((v) => v === c).length));
+  const least = minOf([0, 1].map((c) => labels.filter((v) => v === c).length));
   const need = config.adversaryCrossFit ? 2 : 1;
   if (least < need) {
     throw new Error(
