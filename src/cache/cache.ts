@@ -11,19 +11,27 @@
  *
  * On disk: `<root>/<key>/index.json` plus `shard-NNNNN.safetensors` files, each holding a run of
  * consecutive examples. The key hashes the model, hooks, SAEs, tokenisation and the texts, so a
- * changed input never reuses stale activations. Shards and the index are written atomically, and
- * the index lists only finished shards: a killed run resumes after its last finished shard.
- * Memory is bounded by one shard of examples.
+ * changed input never reuses stale activations; models and SAEs on disk are named by `weightsId`,
+ * which changes when any of their weight or config files is overwritten. Shards and the index are
+ * written atomically, and the index lists only finished shards, each with its row range and the
+ * sha256 of its file. Every shard is checked against them whenever the cache is read or resumed:
+ * building stops trusting the cache at the first missing or damaged shard and recomputes from
+ * there on, and reading a damaged cache fails with an error that names the folder. Memory is
+ * bounded by one shard of examples.
  */
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync, statSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, readFileSync } from 'node:fs';
+import { basename, join } from 'node:path';
+import { z } from 'zod';
 import { tf } from '../engine/engine.js';
 import { writeJsonAtomic } from '../io/atomic.js';
 import { readSafetensors, writeSafetensors, type RawTensor } from '../io/safetensors.js';
 import type { Batch, HookName, Model } from '../models/model.js';
 import { meanPool } from '../models/pool.js';
-import { progress } from '../util/progress.js';
+import { isQuiet, progress } from '../util/progress.js';
+import { fileSha256 } from './identity.js';
+
+export { weightsId } from './identity.js';
 
 /** What the cache needs of an SAE: its widths and encoder/decoder. */
 export interface CacheSae {
@@ -34,11 +42,14 @@ export interface CacheSae {
 }
 
 export interface CacheSpec {
-  /** Identifies the model (resolved folder or repo@revision); hashed with its config. */
+  /**
+   * Identifies the model, hashed with its config: `weightsId(folder)` for a local folder, so the
+   * key changes when a weight, config or tokenizer file there is overwritten.
+   */
   modelId: string;
   /** Hooks whose pooled activations are cached. */
   hooks: readonly HookName[];
-  /** SAEs by hook, each with an id (e.g. its path) that changes when the SAE does. */
+  /** SAEs by hook, each with an id that changes when the SAE does (`weightsId(path)` for one on disk). */
   saes?: Readonly<Record<HookName, { sae: CacheSae; id: string }>>;
   /** Also store per-token sparse SAE features and SAE errors. */
   perToken?: boolean;
@@ -60,24 +71,98 @@ export interface BuildOptions {
   label?: string;
 }
 
-interface ShardEntry {
-  file: string;
-  start: number;
-  count: number;
+const INDEX_VERSION = 2;
+
+/** `index.json`: what the cache holds, and its finished shards in row order. */
+const cacheIndexSchema = z.strictObject({
+  version: z.literal(INDEX_VERSION),
+  key: z.string(),
+  /** The spec's model id (a `weightsId` for a local model). */
+  modelId: z.string(),
+  tokenizerId: z.string(),
+  hooks: z.array(z.string()),
+  /** Per hook with an SAE: its id (a `weightsId` for one on disk) and widths. */
+  saes: z.record(z.string(), z.strictObject({ id: z.string(), dSae: z.number().int().positive(), dIn: z.number().int().positive() })),
+  perToken: z.boolean(),
+  n: z.number().int().positive(),
+  dims: z.record(z.string(), z.number().int().positive()),
+  /** Finished shards: rows `[start, start + count)` of the texts, and the sha256 of the shard file. */
+  shards: z.array(z.strictObject({ file: z.string(), start: z.number().int().nonnegative(), count: z.number().int().positive(), sha256: z.string() })),
+  complete: z.boolean(),
+});
+
+type CacheIndex = z.infer<typeof cacheIndexSchema>;
+
+const DELETE_TO_REBUILD = 'delete the folder to rebuild the cache (or build it again, which recomputes what is damaged)';
+
+/** A cache folder's `index.json` that is missing, unreadable or not an index of this version; `reason` names the file. */
+class CacheIndexError extends Error {
+  constructor(readonly reason: string) {
+    super(`${reason}; ${DELETE_TO_REBUILD}`);
+  }
 }
 
-interface CacheIndex {
-  version: 1;
-  key: string;
-  modelId: string;
-  tokenizerId: string;
-  hooks: HookName[];
-  saes: Record<HookName, { id: string; dSae: number; dIn: number }>;
-  perToken: boolean;
-  n: number;
-  dims: Record<HookName, number>;
-  shards: ShardEntry[];
-  complete: boolean;
+/** A shard that is missing or does not match the index: `reason` names it, `shard` is its position. */
+class CacheShardError extends Error {
+  constructor(
+    readonly reason: string,
+    readonly shard: number,
+  ) {
+    super(`${reason}; ${DELETE_TO_REBUILD}`);
+  }
+}
+
+/** Reads and validates `<dir>/index.json`; throws a `CacheIndexError` naming the file and the fix. */
+function readIndex(dir: string): CacheIndex {
+  const path = join(dir, 'index.json');
+  if (!existsSync(path)) throw new Error(`${dir}: not an activation cache (no index.json)`);
+  let raw: unknown;
+  try {
+    raw = JSON.parse(readFileSync(path, 'utf8'));
+  } catch (err) {
+    throw new CacheIndexError(`${path}: activation cache index is not valid JSON (${(err as Error).message})`);
+  }
+  const parsed = cacheIndexSchema.safeParse(raw);
+  if (!parsed.success) {
+    const version = typeof raw === 'object' && raw !== null && 'version' in raw ? (raw as { version: unknown }).version : undefined;
+    const why =
+      version !== INDEX_VERSION
+        ? `was written by another version of sae-eraser (index version ${JSON.stringify(version)}, expected ${INDEX_VERSION})`
+        : `is not a valid activation cache index (${parsed.error.issues.map((i) => `${i.path.join('.') || 'index'}: ${i.message}`).join('; ')})`;
+    throw new CacheIndexError(`${path}: ${why}`);
+  }
+  return parsed.data;
+}
+
+/**
+ * Checks shard `i` of the index against its file and its place: the file exists, its rows follow
+ * the previous shard's (`start`), stay within the cache, and its sha256 is the recorded one.
+ * Returns what is wrong, or undefined.
+ */
+function shardProblem(dir: string, index: CacheIndex, i: number, start: number): string | undefined {
+  const shard = index.shards[i]!;
+  if (basename(shard.file) !== shard.file) return `has a bad file name "${shard.file}" in the index`;
+  if (shard.start !== start) return `starts at row ${shard.start} in the index, but the shards before it end at row ${start}`;
+  if (shard.start + shard.count > index.n) return `ends at row ${shard.start + shard.count}, past the cache's ${index.n} rows`;
+  const path = join(dir, shard.file);
+  if (!existsSync(path)) return 'is missing';
+  if (fileSha256(path) !== shard.sha256) return 'does not match its checksum (damaged or overwritten)';
+  return undefined;
+}
+
+/** The number of leading shards of the index that are intact (see `shardProblem`), with what is wrong with the next one. */
+function intactShards(dir: string, index: CacheIndex): { count: number; problem?: string } {
+  let start = 0;
+  for (let i = 0; i < index.shards.length; i++) {
+    const problem = shardProblem(dir, index, i, start);
+    if (problem !== undefined) return { count: i, problem: `shard ${index.shards[i]!.file} ${problem}` };
+    start += index.shards[i]!.count;
+  }
+  return { count: index.shards.length };
+}
+
+function note(message: string): void {
+  if (!isQuiet()) process.stderr.write(`${message}\n`);
 }
 
 /** Sparse rows: row r's nonzeros are indices/values[offsets[r] .. offsets[r+1]). */
@@ -102,7 +187,7 @@ export function cacheKey(spec: CacheSpec, modelConfig: unknown): string {
     .sort();
   return sha256(
     JSON.stringify({
-      v: 1,
+      v: 2,
       model: spec.modelId,
       config: modelConfig,
       hooks: [...spec.hooks].sort(),
@@ -113,12 +198,6 @@ export function cacheKey(spec: CacheSpec, modelConfig: unknown): string {
       n: spec.texts.length,
     }),
   ).slice(0, 24);
-}
-
-/** An id for a file that changes when the file does (path, size, modification time). */
-export function fileId(path: string): string {
-  const s = statSync(path);
-  return `${path}:${s.size}:${s.mtimeMs}`;
 }
 
 /** Converts a dense `[rows, cols]` array to CSR, keeping entries with |v| > 0. */
@@ -215,7 +294,7 @@ export class ActivationCache {
         throw new Error(`activation cache: SAE arrays at "${hook}" do not have ${n} rows`);
     }
     const index: CacheIndex = {
-      version: 1,
+      version: INDEX_VERSION,
       key: 'memory',
       modelId: 'memory',
       tokenizerId: 'memory',
@@ -235,14 +314,22 @@ export class ActivationCache {
     });
   }
 
+  /** Reads every shard, checking each against the index first; throws a `CacheShardError` at the first bad one. */
   private static readShards(dir: string, index: CacheIndex): CacheArrays {
     const counts: Int32Array[] = [];
     const pooled = new Map<HookName, Float32Array[]>();
     const errors = new Map<HookName, Float32Array[]>();
     const codes = new Map<HookName, CsrRows[]>();
-    for (const shard of index.shards) {
+    let start = 0;
+    for (const [i, shard] of index.shards.entries()) {
+      const bad = (problem: string): CacheShardError => new CacheShardError(`${dir}: activation cache shard ${shard.file} ${problem}`, i);
+      const problem = shardProblem(dir, index, i, start);
+      if (problem !== undefined) throw bad(problem);
       const f = readSafetensors(join(dir, shard.file));
-      counts.push(f.int32('n_tokens'));
+      const nTokens = f.int32('n_tokens');
+      if (nTokens.length !== shard.count) throw bad(`holds ${nTokens.length} rows, but the index says ${shard.count}`);
+      counts.push(nTokens);
+      start += shard.count;
       for (const hook of index.hooks) push(pooled, hook, f.float32(`${hook}.pooled`));
       for (const [hook, s] of Object.entries(index.saes)) {
         push(errors, hook, f.float32(`${hook}.sae_error_pooled`));
@@ -254,6 +341,9 @@ export class ActivationCache {
         });
       }
     }
+    if (start !== index.n) {
+      throw new CacheShardError(`${dir}: the activation cache's shards hold ${start} rows, but it has ${index.n}`, index.shards.length);
+    }
     return {
       tokenCounts: concatTyped(counts, Int32Array),
       pooled: new Map([...pooled].map(([h, parts]) => [h, concatTyped(parts, Float32Array)])),
@@ -262,11 +352,12 @@ export class ActivationCache {
     };
   }
 
-  /** Opens a complete cache folder; throws if it is missing or unfinished. */
+  /**
+   * Opens a complete cache folder, checking every shard against the index (row ranges and
+   * checksums). Throws, naming the folder or file, if it is missing, unfinished or damaged.
+   */
   static open(dir: string): ActivationCache {
-    const path = join(dir, 'index.json');
-    if (!existsSync(path)) throw new Error(`${dir}: not an activation cache (no index.json)`);
-    const index = JSON.parse(readFileSync(path, 'utf8')) as CacheIndex;
+    const index = readIndex(dir);
     if (!index.complete) throw new Error(`${dir}: activation cache is unfinished; rebuild it to resume`);
     return new ActivationCache(dir, index, ActivationCache.readShards(dir, index));
   }
@@ -380,26 +471,29 @@ export async function buildActivationCache(spec: CacheSpec, opts: BuildOptions):
   const key = cacheKey(spec, model.config);
   const dir = join(opts.root, key);
   const indexPath = join(dir, 'index.json');
-  let index: CacheIndex;
-  if (existsSync(indexPath)) {
-    index = JSON.parse(readFileSync(indexPath, 'utf8')) as CacheIndex;
-    if (index.complete) return ActivationCache.open(dir);
-    // Keep only shards whose files are intact; the rest is recomputed.
-    index.shards = index.shards.filter((s) => existsSync(join(dir, s.file)));
-  } else {
-    index = {
-      version: 1,
-      key,
-      modelId: spec.modelId,
-      tokenizerId: spec.tokenizerId,
-      hooks: [...spec.hooks],
-      saes: Object.fromEntries(Object.entries(saes).map(([h, s]) => [h, { id: s.id, dSae: s.sae.dSae, dIn: s.sae.dIn }])),
-      perToken: spec.perToken === true,
-      n: spec.texts.length,
-      dims: Object.fromEntries(spec.hooks.map((h) => [h, model.config.dModel])),
-      shards: [],
-      complete: false,
-    };
+  const fresh: CacheIndex = {
+    version: INDEX_VERSION,
+    key,
+    modelId: spec.modelId,
+    tokenizerId: spec.tokenizerId,
+    hooks: [...spec.hooks],
+    saes: Object.fromEntries(Object.entries(saes).map(([h, s]) => [h, { id: s.id, dSae: s.sae.dSae, dIn: s.sae.dIn }])),
+    perToken: spec.perToken === true,
+    n: spec.texts.length,
+    dims: Object.fromEntries(spec.hooks.map((h) => [h, model.config.dModel])),
+    shards: [],
+    complete: false,
+  };
+  const index = existsSync(indexPath) ? resumableIndex(dir, fresh) : fresh;
+  if (index.complete) {
+    try {
+      return ActivationCache.open(dir);
+    } catch (err) {
+      if (!(err instanceof CacheShardError)) throw err;
+      note(`${err.reason}: recomputing from there`);
+      index.shards = index.shards.slice(0, err.shard);
+      index.complete = false;
+    }
   }
   const done = index.shards.reduce((a, s) => a + s.count, 0);
   const bar = progress(opts.label ?? 'caching activations', spec.texts.length, 'ex');
@@ -409,13 +503,49 @@ export async function buildActivationCache(spec: CacheSpec, opts: BuildOptions):
     const buffers = computeShard(spec, opts, start, count, batchSize, (n) => bar.tick(n));
     const file = `shard-${String(index.shards.length).padStart(5, '0')}.safetensors`;
     writeSafetensors(join(dir, file), shardTensors(spec, buffers, count));
-    index.shards.push({ file, start, count });
+    index.shards.push({ file, start, count, sha256: fileSha256(join(dir, file)) });
     writeJsonAtomic(indexPath, index);
   }
   index.complete = true;
   writeJsonAtomic(indexPath, index);
   bar.done();
   return ActivationCache.open(dir);
+}
+
+/**
+ * The index to continue from for an existing cache folder: its own when it is readable and
+ * describes this spec, cut at the first missing or damaged shard when unfinished (a complete one
+ * is checked when opened); otherwise `fresh`, which rebuilds the cache from scratch.
+ *
+ * An unreadable index is rebuilt rather than reported: the index is written atomically, so an
+ * unreadable one was damaged from outside; without it the shards cannot be trusted, and the key
+ * already ties the folder to exactly this spec, so recomputing is always right and needs nobody to
+ * delete anything. (`ActivationCache.open`, which has no spec to rebuild from, reports it instead.)
+ */
+function resumableIndex(dir: string, fresh: CacheIndex): CacheIndex {
+  let index: CacheIndex;
+  try {
+    index = readIndex(dir);
+  } catch (err) {
+    if (!(err instanceof CacheIndexError)) throw err;
+    note(`${err.reason}: rebuilding the cache`);
+    return fresh;
+  }
+  // Everything but the shards, in a fixed order (the key sorts hooks and SAEs too).
+  const sorted = (r: Record<string, unknown>): unknown[] => Object.entries(r).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  const describe = (i: CacheIndex): string =>
+    JSON.stringify([i.key, i.modelId, i.tokenizerId, [...i.hooks].sort(), sorted(i.saes), i.perToken, i.n, sorted(i.dims)]);
+  if (describe(index) !== describe(fresh)) {
+    note(`${join(dir, 'index.json')}: describes another model, SAE or input than this cache's key: rebuilding the cache`);
+    return fresh;
+  }
+  if (index.complete) return index;
+  const intact = intactShards(dir, index);
+  if (intact.problem !== undefined) {
+    note(`${dir}: ${intact.problem}: recomputing from there`);
+    index.shards = index.shards.slice(0, intact.count);
+  }
+  return index;
 }
 
 function computeShard(spec: CacheSpec, opts: BuildOptions, start: number, count: number, batchSize: number, onBatch: (n: number) => void): ShardBuffers {

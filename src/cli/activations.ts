@@ -12,7 +12,7 @@ import { checkSaeFitsModel } from '../sae/hook-names.js';
 import type { Sae } from '../sae/sae.js';
 import { progress } from '../util/progress.js';
 import type { Subcommand } from './subcommand.js';
-import { UsageError, oneOf, optionalInt, optionalString, parse, requireString, stringList } from './args.js';
+import { UsageError, outputPath, oneOf, optionalInt, optionalString, parse, requireString, stringList } from './args.js';
 import { maxOf } from '../util/arrays.js';
 
 const usage = `usage: sae-eraser activations --model DIR_OR_REPO --input FILE.jsonl --hooks H1,H2 --out FILE.safetensors
@@ -48,7 +48,6 @@ async function main(argv: string[]): Promise<void> {
     sae: { type: 'string', multiple: true },
   });
   const input = requireString(p, 'input');
-  const out = requireString(p, 'out');
   const hooks = stringList(p, 'hooks');
   if (hooks.length === 0) throw new UsageError('--hooks is required');
   const pool = oneOf(p, 'pool', ['none', 'mean'] as const, 'none');
@@ -59,6 +58,7 @@ async function main(argv: string[]): Promise<void> {
     if (!hooks.includes(hook)) throw new UsageError(`--sae names hook "${hook}", which is not in --hooks`);
   }
   if (!existsSync(input)) throw new Error(`${input}: input file not found`);
+  const out = outputPath(p, 'file', [input, optionalString(p, 'model'), ...Object.values(saePaths)]);
 
   await initEngine();
   const opened = await openModel(requireString(p, 'model'), { maxLength: optionalInt(p, 'max-length') });

@@ -3,6 +3,7 @@
  * with a message naming the flag.
  */
 import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { checkOutput } from '../io/output.js';
 
 export type OptionSpec = NonNullable<ParseArgsConfig['options']>;
 
@@ -17,7 +18,7 @@ export function parse(argv: string[], options: OptionSpec): Parsed {
   try {
     const { values, positionals } = parseArgs({
       args: argv,
-      options: { ...options, quiet: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
+      options: { ...options, quiet: { type: 'boolean' }, force: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
       allowPositionals: false,
       strict: true,
     });
@@ -69,4 +70,12 @@ export function oneOf<T extends string>(p: Parsed, name: string, allowed: readon
   const v = optionalString(p, name) ?? fallback;
   if (!(allowed as readonly string[]).includes(v)) throw new UsageError(`--${name} must be one of ${allowed.join(', ')}, got "${v}"`);
   return v as T;
+}
+
+/**
+ * The `--out` path, checked before any work (io/output.ts): not one of `inputs`, not a symbolic
+ * link unless `--force`, of the right kind when it exists, and writable. Returns it resolved.
+ */
+export function outputPath(p: Parsed, kind: 'file' | 'folder', inputs: readonly (string | undefined)[]): string {
+  return checkOutput(requireString(p, 'out'), { kind, inputs, force: p.values.force === true, name: '--out' });
 }

@@ -1,16 +1,16 @@
 /**
  * `sae-eraser probe`: train a linear probe on mean-pooled activations at one hook and score it.
  */
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { initEngine, tf } from '../engine/engine.js';
 import { writeJsonAtomic } from '../io/atomic.js';
-import { buildActivationCache } from '../cache/cache.js';
+import { buildActivationCache, weightsId } from '../cache/cache.js';
 import { buildSplits, loadBiasInBios, type SplitExample } from '../data/bias-in-bios.js';
 import { openModel } from '../models/open.js';
 import { LinearProbe } from '../probe/linear.js';
 import { accuracy, genderAgreement, worstGroup } from '../eval/metrics.js';
 import type { Subcommand } from './subcommand.js';
-import { UsageError, oneOf, optionalInt, optionalString, parse, requireString, stringList } from './args.js';
+import { UsageError, outputPath, oneOf, optionalInt, optionalString, parse, requireString, stringList } from './args.js';
 
 const usage = `usage: sae-eraser probe --model M --hook H --train FILE --test FILE --label profession|gender
        --split ambiguous|balanced --out DIR [--professions P0,P1] [--text-field F] [--max-length N]
@@ -40,7 +40,7 @@ async function main(argv: string[]): Promise<void> {
   const hook = requireString(p, 'hook');
   const label = oneOf(p, 'label', ['profession', 'gender'] as const, 'profession');
   const splitName = oneOf(p, 'split', ['ambiguous', 'balanced'] as const, 'ambiguous');
-  const out = resolve(requireString(p, 'out'));
+  const out = outputPath(p, 'folder', [optionalString(p, 'train'), optionalString(p, 'test'), optionalString(p, 'model')]);
   const pair = stringList(p, 'professions');
   if (pair.length !== 0 && pair.length !== 2) throw new UsageError('--professions takes two names or codes, e.g. surgeon,nurse');
   const professions = pair.length === 2 ? (pair.map((x) => (/^\d+$/.test(x) ? Number(x) : x)) as [string | number, string | number]) : undefined;
@@ -58,7 +58,7 @@ async function main(argv: string[]): Promise<void> {
   const testGroups = test.subgroups;
   const texts = [...new Set([...trainSplit, ...test.balanced, ...Object.values(testGroups).flat()].map((e) => e.text))];
   const cache = await buildActivationCache(
-    { modelId: opened.dir, hooks: [hook], tokenizerId: `${opened.tokenizer.path}:${opened.maxLength}`, texts },
+    { modelId: weightsId(opened.dir), hooks: [hook], tokenizerId: `${opened.tokenizer.path}:${opened.maxLength}`, texts },
     { model: opened.model, tokenize: opened.tokenize, root: optionalString(p, 'cache-dir') ?? '.cache/activations' },
   );
   const rowOf = new Map(texts.map((t, i) => [t, i]));

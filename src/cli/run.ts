@@ -1,13 +1,13 @@
 /**
  * `sae-eraser run`: the experiment runner (every configured method over several seeds).
  */
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { writeFileAtomic } from '../io/atomic.js';
 import { renderTable } from '../report/table.js';
 import { applyOverrides, readExperimentConfig } from '../experiment/config.js';
 import { runExperiment } from '../experiment/runner.js';
 import type { Subcommand } from './subcommand.js';
-import { UsageError, optionalString, parse, requireString, stringList } from './args.js';
+import { UsageError, outputPath, optionalString, parse, requireString, stringList } from './args.js';
 
 const usage = `usage: sae-eraser run --config FILE.json --out DIR [--model M] [--train FILE] [--test FILE] [--seeds 42,43,44] [--quiet]
 
@@ -36,7 +36,14 @@ async function main(argv: string[]): Promise<void> {
     test: optionalString(p, 'test'),
     seeds: seeds.length > 0 ? seeds : undefined,
   });
-  const outDir = resolve(requireString(p, 'out'));
+  const outDir = outputPath(p, 'folder', [
+    requireString(p, 'config'),
+    config.dataset.train,
+    config.dataset.test,
+    config.model,
+    config.cacheDir,
+    ...Object.values(config.saes).map((s) => s.path),
+  ]);
   const result = await runExperiment(config, { outDir });
   writeFileAtomic(join(outDir, 'table.md'), renderTable(result));
   process.stdout.write(`${renderTable(result)}\nwrote ${outDir}/metrics.json and ${outDir}/table.md (${result.seconds.total.toFixed(0)} s)\n`);

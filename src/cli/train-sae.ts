@@ -4,7 +4,7 @@
  */
 import { trainSae } from '../sae/train.js';
 import type { Subcommand } from './subcommand.js';
-import { UsageError, oneOf, optionalInt, optionalNumber, optionalString, parse, requireString } from './args.js';
+import { UsageError, outputPath, oneOf, optionalInt, optionalNumber, optionalString, parse, requireString } from './args.js';
 
 const usage = `usage: sae-eraser train-sae --model DIR_OR_REPO --hook HOOK --input FILE.jsonl --d-sae N --out DIR
        [--arch relu|topk] [--k K] [--l1 C] [--tokens N] [--held-out FILE.jsonl] [--text-field text]
@@ -44,12 +44,13 @@ async function main(argv: string[]): Promise<void> {
   if (l1 !== undefined && l1 < 0) throw new UsageError('--l1 must be >= 0');
   const lr = optionalNumber(p, 'lr');
   if (lr !== undefined && lr <= 0) throw new UsageError('--lr must be > 0');
+  const out = outputPath(p, 'folder', [optionalString(p, 'input'), optionalString(p, 'held-out'), optionalString(p, 'model')]);
   const { heldOut } = await trainSae({
     model: requireString(p, 'model'),
     hook: requireString(p, 'hook'),
     input: requireString(p, 'input'),
     heldOut: optionalString(p, 'held-out'),
-    out: requireString(p, 'out'),
+    out,
     textField: optionalString(p, 'text-field'),
     arch,
     dSae,

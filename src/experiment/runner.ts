@@ -17,7 +17,7 @@ import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { initEngine, tf } from '../engine/engine.js';
 import { writeJsonAtomic } from '../io/atomic.js';
-import { buildActivationCache, fileId, type ActivationCache, type CacheSpec } from '../cache/cache.js';
+import { buildActivationCache, weightsId, type ActivationCache, type CacheSpec } from '../cache/cache.js';
 import { buildSplits, loadBiasInBios, type BiosDataset, type SplitExample } from '../data/bias-in-bios.js';
 import { permutation } from '../data/prng.js';
 import { openModel } from '../models/open.js';
@@ -165,13 +165,13 @@ export async function runExperiment(config: ExperimentConfig, options: RunOption
     const sae = await loadSae(path, { hook });
     checkSaeFitsModel(sae, model, hook);
     saes[hook] = sae;
-    saeIds[hook] = fileId(path);
+    saeIds[hook] = weightsId(path);
   }
 
   const tCache = Date.now();
   const cacheHooks = [...new Set([config.probeHook, ...Object.keys(saes)])];
   const specFor = (texts: string[]): CacheSpec => ({
-    modelId: opened.dir,
+    modelId: weightsId(opened.dir),
     hooks: cacheHooks,
     saes: Object.fromEntries(Object.entries(saes).map(([h, sae]) => [h, { sae, id: saeIds[h]! }])),
     tokenizerId: `${opened.tokenizer.path}:${opened.maxLength}`,

@@ -2,7 +2,7 @@
  * Atomic file writes: every file this project writes goes to a temp name beside its target and is
  * renamed into place, so a killed run never leaves a half-written result or checkpoint.
  */
-import { mkdirSync, renameSync, rmSync, writeFileSync, openSync, writeSync, fsyncSync, closeSync } from 'node:fs';
+import { lstatSync, mkdirSync, renameSync, rmSync, writeFileSync, openSync, writeSync, fsyncSync, closeSync } from 'node:fs';
 import { dirname, basename, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 
@@ -13,6 +13,10 @@ export function tempPathFor(path: string): string {
 
 /** Writes `data` (bytes or text, or a list of byte chunks) to `path` atomically, creating parent folders. */
 export function writeFileAtomic(path: string, data: string | Uint8Array | readonly Uint8Array[]): void {
+  // The rename would replace a symbolic link, a device or a folder's entry with a regular file.
+  const existing = lstatSync(path, { throwIfNoEntry: false });
+  if (existing !== undefined && !existing.isFile())
+    throw new Error(`${path} exists and is not a regular file (a link, device or folder); refusing to replace it`);
   mkdirSync(dirname(path), { recursive: true });
   const tmp = tempPathFor(path);
   try {

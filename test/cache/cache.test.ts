@@ -4,59 +4,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { initEngine, tf } from '../../src/engine/engine.js';
 import { buildActivationCache, csrToDense, denseToCsr, type CacheSae, type CacheSpec } from '../../src/cache/cache.js';
-import { standardHookNames, type Batch, type Model, type ForwardOptions, type ForwardResult } from '../../src/models/model.js';
+import type { Batch, Model } from '../../src/models/model.js';
+import { fakeModel, fakeSae, texts, tokenize } from './fixtures.js';
 
 beforeAll(async () => {
   await initEngine();
 });
-
-const D = 4;
-const VOCAB = 50;
-
-/** A stand-in model: hook activations are a fixed embedding of each token, scaled per hook. */
-function fakeModel(): Model & { calls: number } {
-  const table = tf.randomNormal([VOCAB, D], 0, 1, 'float32', 7);
-  const hookNames = standardHookNames(2);
-  const model = {
-    calls: 0,
-    config: { modelType: 'fake', nLayers: 2, dModel: D, vocabSize: VOCAB, maxPositions: 64 },
-    hookNames,
-    run(batch: Batch, options: ForwardOptions = {}): ForwardResult {
-      model.calls++;
-      const captures: Record<string, tf.Tensor3D> = {};
-      for (const h of options.capture ?? []) {
-        captures[h] = tf.tidy(() => tf.mul(tf.gather(table, batch.inputIds), hookNames.indexOf(h) + 1) as tf.Tensor3D);
-      }
-      return { captures };
-    },
-    dispose() {
-      table.dispose();
-    },
-  };
-  return model;
-}
-
-/** Tokens are char codes mod VOCAB; right padded with 0 and mask 0. */
-function tokenize(texts: string[]): Batch {
-  const len = Math.max(...texts.map((t) => t.length));
-  const ids = texts.map((t) => Array.from({ length: len }, (_, i) => (i < t.length ? t.charCodeAt(i) % VOCAB : 0)));
-  const mask = texts.map((t) => Array.from({ length: len }, (_, i) => (i < t.length ? 1 : 0)));
-  return { inputIds: tf.tensor2d(ids, undefined, 'int32'), attentionMask: tf.tensor2d(mask, undefined, 'int32') };
-}
-
-/** A ReLU SAE with fixed random weights. */
-function fakeSae(): CacheSae {
-  const wEnc = tf.randomNormal([D, 6], 0, 1, 'float32', 8);
-  const wDec = tf.randomNormal([6, D], 0, 1, 'float32', 9);
-  return {
-    dIn: D,
-    dSae: 6,
-    encode: (x) => tf.relu(tf.matMul(x as tf.Tensor2D, wEnc)),
-    decode: (f) => tf.matMul(f as tf.Tensor2D, wDec),
-  };
-}
-
-const texts = Array.from({ length: 23 }, (_, i) => 'abcdefghijklmnopqrstuvwxyz'.slice(0, 3 + ((i * 7) % 19)) + String(i));
 
 function expectedPooled(model: Model, hook: string, text: string): Float32Array {
   return tf.tidy(() => {

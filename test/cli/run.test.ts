@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { cli } from '../../src/cli/main.js';
@@ -20,12 +20,33 @@ describe('sae-eraser run', () => {
     const path = join(dir, 'bad.json');
     writeFileSync(path, JSON.stringify(config));
     const out = join(dir, 'out');
-    const started = Date.now();
     const r = await quietly(() => cli(['run', '--config', path, '--out', out, '--quiet']));
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/^sae-eraser run: error: .*bad\.json: unknown field "methods\.inlp\.iteration"/);
     expect(existsSync(out)).toBe(false);
-    expect(Date.now() - started).toBeLessThan(60_000);
+  });
+
+  it('refuses an --out that is an input or a symbolic link before any work, and leaves both alone', async () => {
+    const path = join(dir, 'outs.json');
+    writeFileSync(path, JSON.stringify({ ...config, methods: { original: {} } }));
+    writeFileSync(config.dataset.train, 'precious\n');
+    const same = await quietly(() => cli(['run', '--config', path, '--out', config.dataset.train, '--quiet']));
+    expect(same.code).toBe(1);
+    expect(same.stderr).toMatch(/--out .*train\.jsonl is also an input/);
+    expect(readFileSync(config.dataset.train, 'utf8')).toBe('precious\n');
+    const real = join(dir, 'real-out');
+    mkdirSync(real);
+    const link = join(dir, 'link-out');
+    symlinkSync(real, link);
+    const linked = await quietly(() => cli(['run', '--config', path, '--out', link, '--quiet']));
+    expect(linked.code).toBe(1);
+    expect(linked.stderr).toMatch(/link-out is a symbolic link; refusing to replace it/);
+    expect(lstatSync(link).isSymbolicLink()).toBe(true);
+    // With --force the link itself goes; the run then gets as far as the (missing) data.
+    const forced = await quietly(() => cli(['run', '--config', path, '--out', link, '--force', '--quiet']));
+    expect(forced.code).toBe(1);
+    expect(forced.stderr).not.toMatch(/symbolic link/);
+    expect(lstatSync(real).isDirectory()).toBe(true);
   });
 
   it('refuses --val', async () => {
