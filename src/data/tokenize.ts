@@ -25,10 +25,11 @@
  *    declared as the pad token anywhere and is not used. Padded positions have attention mask 0, so
  *    the pad id only matters for the embedding lookup there.
  */
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import * as hfTokenizersUntyped from '@huggingface/tokenizers';
 import { tf } from '../engine/engine.js';
+import { readUtf8 } from '../io/text.js';
 
 /**
  * The parts of `@huggingface/tokenizers` 0.2.0 used here, as in its types/core/*.d.ts. Its .d.ts files
@@ -127,7 +128,7 @@ function isObject(value: unknown): value is JsonObject {
 function readJsonFile(path: string, what: string): unknown {
   let text: string;
   try {
-    text = readFileSync(path, 'utf8');
+    text = readUtf8(path);
   } catch (err) {
     throw new Error(`cannot read ${what} ${path}: ${(err as Error).message}`, { cause: err });
   }

@@ -11,7 +11,7 @@
  * an unknown or malformed field is an error naming the file and the field. The JSON is written
  * last, so a folder with `eraser.json` holds a complete checkpoint.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { tf } from '../engine/engine.js';
@@ -21,6 +21,7 @@ import { loadProbe } from '../probe/linear.js';
 import type { Probe } from '../probe/probe.js';
 import type { HookName } from '../models/model.js';
 import { isMethodName, type Eraser, type EraserSae, type MethodName } from './eraser.js';
+import { readUtf8 } from '../io/text.js';
 
 /**
  * The checkpoint layout version this build writes and reads. Version 1 files (an earlier layout,
@@ -88,7 +89,7 @@ export function readCheckpoint(dir: string): StoredCheckpoint & { head: string |
   if (!existsSync(jsonPath)) throw new Error(`${dir}: not an eraser checkpoint (${ERASER_JSON} is missing)`);
   let json: Record<string, unknown>;
   try {
-    json = JSON.parse(readFileSync(jsonPath, 'utf8')) as Record<string, unknown>;
+    json = JSON.parse(readUtf8(jsonPath)) as Record<string, unknown>;
   } catch (err) {
     throw new Error(`${jsonPath}: not valid JSON: ${(err as Error).message}`, { cause: err });
   }

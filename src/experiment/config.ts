@@ -10,7 +10,7 @@
  * Paths are relative to the current directory; `${shared}` expands to the shared data folder
  * (`../shared` or `SAE_ERASER_SHARED`).
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { z } from 'zod';
 import { describeIssues, parseStrict, positiveInt } from '../util/schema.js';
 import { sharedDir } from '../io/shared.js';
@@ -18,6 +18,7 @@ import { METHOD_NAMES, type MethodName } from '../erasure/eraser.js';
 import { METHODS, parseMethodOptions, type MethodOptions } from '../erasure/methods.js';
 import { linearProbeOptionsSchema, type LinearProbeOptions } from '../probe/linear.js';
 import { saeSpecSchema, type SaeSpec } from './saes.js';
+import { readUtf8 } from '../io/text.js';
 
 export type { SaeSpec, SaeTrainSpec } from './saes.js';
 
@@ -191,7 +192,7 @@ export function readExperimentConfig(path: string): ExperimentConfig {
   if (!existsSync(path)) throw new Error(`${path}: config file not found`);
   let raw: unknown;
   try {
-    raw = JSON.parse(readFileSync(path, 'utf8'));
+    raw = JSON.parse(readUtf8(path));
   } catch (err) {
     throw new Error(`${path}: not valid JSON (${(err as Error).message})`);
   }

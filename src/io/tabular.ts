@@ -7,9 +7,9 @@
  * decides); parquet integers arrive as numbers (INT64 values beyond 2^53 stay bigint), strings as
  * strings, nulls as null.
  */
-import { readFileSync } from 'node:fs';
 import { extname } from 'node:path';
 import { asyncBufferFromFile, parquetMetadataAsync, parquetReadObjects, parquetSchema } from 'hyparquet';
+import { readUtf8 } from './text.js';
 
 export type TableFormat = 'jsonl' | 'csv' | 'parquet';
 
@@ -192,7 +192,7 @@ export function parseCsv(text: string, source = '<csv>', options: CsvOptions = {
 
 function readText(path: string): string {
   try {
-    return readFileSync(path, 'utf8');
+    return readUtf8(path);
   } catch (err) {
     throw new Error(`${path}: cannot read: ${(err as Error).message}`, { cause: err });
   }

@@ -10,8 +10,8 @@
  * Adding an architecture: write its parser next to its model file using the field readers exported
  * here, and register it in load.ts.
  */
-import { readFileSync } from 'node:fs';
 import type { ModelConfigBase } from './model.js';
+import { readUtf8 } from '../io/text.js';
 
 /** A parsed `config.json`: its path (for error messages) and its JSON object. */
 export interface RawConfig {
@@ -57,7 +57,7 @@ export interface BertConfig extends ModelConfigBase {
 export function readConfigFile(path: string): RawConfig {
   let text: string;
   try {
-    text = readFileSync(path, 'utf8');
+    text = readUtf8(path);
   } catch (err) {
     throw new Error(`${path}: cannot read the model config (${(err as Error).message})`);
   }

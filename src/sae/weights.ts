@@ -2,9 +2,9 @@
  * Helpers the format loaders share: named weight arrays checked for shape and finiteness, turned
  * into tensors (transposed when the format stores the other orientation).
  */
-import { readFileSync } from 'node:fs';
 import { tf } from '../engine/engine.js';
 import { checkFinite } from './sae.js';
+import { readUtf8 } from '../io/text.js';
 
 export interface NamedArray {
   shape: readonly number[];
@@ -31,7 +31,7 @@ export function matrix(values: Float32Array, rows: number, cols: number, transpo
 export function readJsonObject(path: string): Record<string, unknown> {
   let value: unknown;
   try {
-    value = JSON.parse(readFileSync(path, 'utf8'));
+    value = JSON.parse(readUtf8(path));
   } catch (err) {
     throw new Error(`${path}: not valid JSON (${(err as Error).message})`);
   }

@@ -1,0 +1,38 @@
+/**
+ * Text files read strictly as UTF-8. `readFileSync(path, 'utf8')` turns invalid bytes into U+FFFD
+ * without a word, so a Latin-1 data file would silently become different text; these refuse it,
+ * naming the file and the line. A leading byte-order mark is kept, as a plain read keeps it.
+ */
+import { readFileSync } from 'node:fs';
+
+/** Decodes `bytes` as UTF-8 or throws `source line N: invalid UTF-8 ...`. */
+export function decodeUtf8(bytes: Uint8Array, source: string): string {
+  const strict = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+  try {
+    return strict.decode(bytes);
+  } catch (err) {
+    throw new Error(`${source} line ${firstInvalidLine(bytes, strict)}: invalid UTF-8; convert the file to UTF-8`, { cause: err });
+  }
+}
+
+/** Reads a file as strict UTF-8 text (see `decodeUtf8`). */
+export function readUtf8(path: string): string {
+  return decodeUtf8(readFileSync(path), path);
+}
+
+/** The 1-based number of the first line that does not decode (line breaks are single bytes in UTF-8). */
+function firstInvalidLine(bytes: Uint8Array, strict: TextDecoder): number {
+  let line = 1;
+  let start = 0;
+  for (let i = 0; i <= bytes.length; i++) {
+    if (i < bytes.length && bytes[i] !== 0x0a) continue;
+    try {
+      strict.decode(bytes.subarray(start, i));
+    } catch {
+      return line;
+    }
+    line++;
+    start = i + 1;
+  }
+  return line;
+}
