@@ -15,7 +15,7 @@
  * state x_L.
  */
 import { tf } from '../engine/engine.js';
-import { Checkpoint } from './checkpoint.js';
+import { Checkpoint, layerIndex } from './checkpoint.js';
 import type { BertConfig } from './config.js';
 import { checkBatch, HookRunner, tidyRun } from './hook-runner.js';
 import {
@@ -104,6 +104,7 @@ export class BertModel implements Model {
     const c = config;
     const ckpt = Checkpoint.open(dir).withPrefix(PREFIXES, 'embeddings.word_embeddings.weight');
     for (const s of tensorSpecs(c)) ckpt.check(s.name, s.shape, s.why);
+    ckpt.checkLayerCount(c.nLayers, (name) => layerIndex(/^encoder\.layer\.(\d+)\./, name), 'num_hidden_layers');
     const typeZeroEmbedding = tf.tidy(() => tf.slice(ckpt.read('embeddings.token_type_embeddings.weight'), [0, 0], [1, -1]) as tf.Tensor2D);
     const weights: BertWeights = {
       wordEmbeddings: ckpt.float32('embeddings.word_embeddings.weight'),

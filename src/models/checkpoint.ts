@@ -59,6 +59,25 @@ export class Checkpoint {
     }
   }
 
+  /**
+   * Refuses a checkpoint holding more layers than the config says (`layerOf` reads a layer index
+   * from a tensor name under this view's prefix, or undefined): loading would silently drop them
+   * and run a truncated model.
+   */
+  checkLayerCount(nLayers: number, layerOf: (name: string) => number | undefined, configKey: string): void {
+    let deepest = -1;
+    for (const full of this.files.keys()) {
+      if (!full.startsWith(this.prefix)) continue;
+      const layer = layerOf(full.slice(this.prefix.length));
+      if (layer !== undefined && layer > deepest) deepest = layer;
+    }
+    if (deepest >= nLayers) {
+      throw new Error(
+        `${this.describeFiles()}: the checkpoint holds ${deepest + 1} layers but the config's ${configKey} is ${nLayers}; loading it would silently drop layers (fix ${configKey} in config.json)`,
+      );
+    }
+  }
+
   /** Reads a checked tensor as float32. Call `check` first (the model loaders check everything up front). */
   read(name: string): tf.Tensor {
     const full = this.prefix + name;
@@ -87,4 +106,10 @@ export class Checkpoint {
     const paths = [...new Set([...this.files.values()].map((f) => f.path))];
     return paths.length === 1 ? paths[0]! : `${this.dir} (${paths.map((p) => basename(p)).join(', ')})`;
   }
+}
+
+/** The layer index a tensor name carries under `pattern` (one capture group), or undefined. */
+export function layerIndex(pattern: RegExp, name: string): number | undefined {
+  const m = pattern.exec(name);
+  return m?.[1] === undefined ? undefined : Number(m[1]);
 }

@@ -24,7 +24,7 @@
  * Scores q k^T / sqrt(headDim), plus a causal and key-padding mask, softmax over keys.
  */
 import { matMulT, tf } from '../engine/engine.js';
-import { Checkpoint } from './checkpoint.js';
+import { Checkpoint, layerIndex } from './checkpoint.js';
 import type { GptNeoxConfig } from './config.js';
 import { checkBatch, HookRunner, tidyRun } from './hook-runner.js';
 import {
@@ -181,6 +181,7 @@ export class GptNeoxModel implements Model {
     const root = Checkpoint.open(dir);
     const ckpt = root.withPrefix(PREFIXES, 'embed_in.weight');
     for (const s of tensorSpecs(config)) ckpt.check(s.name, s.shape, s.why);
+    ckpt.checkLayerCount(config.nLayers, (name) => layerIndex(/^layers\.(\d+)\./, name), 'num_hidden_layers');
     const hasEmbedOut = root.hasRaw(UNEMBEDDING);
     if (hasEmbedOut) root.check(UNEMBEDDING, [config.vocabSize, config.dModel], 'vocab_size x hidden_size');
 

@@ -125,6 +125,15 @@ describe('checkpoint validation', () => {
     await expect(loadModel(dir)).rejects.toThrow(new RegExp(`^${file}: .*(truncated|exceeds|data ends)`));
   });
 
+  it('a config with fewer layers than the checkpoint is refused instead of loading a truncated model', async () => {
+    const neox = track(cloneModelDir(neoxDir(), { config: { num_hidden_layers: 2 } }));
+    await expect(loadModel(neox)).rejects.toThrow(
+      `${join(neox, 'model.safetensors')}: the checkpoint holds 3 layers but the config's num_hidden_layers is 2; loading it would silently drop layers`,
+    );
+    const bert = track(cloneModelDir(bertDir(), { config: { num_hidden_layers: 1 } }));
+    await expect(loadModel(bert)).rejects.toThrow(/the checkpoint holds 2 layers but the config's num_hidden_layers is 1/);
+  });
+
   it('a tensor whose shape disagrees with the config names the file and tensor', async () => {
     const dir = track(cloneModelDir(neoxDir(), { config: { intermediate_size: 128 } }));
     await expect(loadModel(dir)).rejects.toThrow(
