@@ -14,6 +14,7 @@ import { progress } from '../util/progress.js';
 import type { Subcommand } from './subcommand.js';
 import { UsageError, outputPath, oneOf, optionalInt, optionalString, parse, requireString, stringList } from './args.js';
 import { maxOf } from '../util/arrays.js';
+import { totalmem } from 'node:os';
 
 const usage = `usage: sae-eraser activations --model DIR_OR_REPO --input FILE.jsonl --hooks H1,H2 --out FILE.safetensors
        [--text-field text] [--max-length N] [--pool none|mean] [--batch-size N] [--sae HOOK=PATH ...] [--quiet]
@@ -87,6 +88,36 @@ async function main(argv: string[]): Promise<void> {
   model.dispose();
 }
 
+/** Elements one output tensor may hold: it is gathered in one Float32Array. */
+export const MAX_TENSOR_ELEMENTS = 2 ** 32 - 1;
+
+/**
+ * Refuses, before the model runs, an output whose tensors `[n, perText, width]` could not be held:
+ * one over `MAX_TENSOR_ELEMENTS`, or all together over `memoryBytes` (default: this machine's
+ * memory), naming the sizes and what makes them smaller.
+ */
+export function checkOutputSize(
+  n: number,
+  perText: number,
+  outputs: readonly { name: string; width: number }[],
+  pool: 'none' | 'mean',
+  memoryBytes = totalmem(),
+): void {
+  const gib = (bytes: number): string => `${(bytes / 2 ** 30).toFixed(1)} GiB`;
+  const hint = pool === 'none' ? '--pool mean (one row per text) or fewer input rows' : 'fewer input rows or hooks';
+  let total = 0;
+  for (const { name, width } of outputs) {
+    const elements = n * perText * width;
+    total += 4 * elements;
+    if (elements > MAX_TENSOR_ELEMENTS) {
+      throw new Error(
+        `output tensor "${name}" would hold ${elements} values [${n}, ${perText}, ${width}] (${gib(4 * elements)}), over the ${MAX_TENSOR_ELEMENTS} one tensor can hold here; use ${hint}`,
+      );
+    }
+  }
+  if (total > memoryBytes) throw new Error(`the output would take ${gib(total)}, more than this machine's ${gib(memoryBytes)} of memory; use ${hint}`);
+}
+
 /** Runs the model batch by batch and gathers each requested output into one F32 array. */
 function computeActivations(
   texts: string[],
@@ -101,6 +132,21 @@ function computeActivations(
   // The padded width of the output is the longest tokenised text.
   const seq = maxOf(tokenizer.encodeBatch(texts, { maxLength, truncation: true }).lengths);
   const d = model.config.dModel;
+  checkOutputSize(
+    n,
+    pool === 'none' ? seq : 1,
+    hooks.flatMap((h) => {
+      const sae = saes[h];
+      return sae === undefined
+        ? [{ name: h, width: d }]
+        : [
+            { name: h, width: d },
+            { name: `${h}.sae_features`, width: sae.dSae },
+            { name: `${h}.sae_error`, width: d },
+          ];
+    }),
+    pool,
+  );
   const outputs = new Map<string, { width: number; data: Float32Array }>();
   const output = (name: string, width: number): Float32Array => {
     let o = outputs.get(name);

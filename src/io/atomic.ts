@@ -25,10 +25,7 @@ export function writeFileAtomic(path: string, data: string | Uint8Array | readon
     } else {
       const fd = openSync(tmp, 'w');
       try {
-        for (const chunk of data) {
-          let off = 0;
-          while (off < chunk.length) off += writeSync(fd, chunk, off, chunk.length - off);
-        }
+        for (const chunk of data) writeAllSync(fd, chunk);
         fsyncSync(fd);
       } finally {
         closeSync(fd);
@@ -44,4 +41,13 @@ export function writeFileAtomic(path: string, data: string | Uint8Array | readon
 /** Writes pretty-printed JSON atomically. */
 export function writeJsonAtomic(path: string, value: unknown): void {
   writeFileAtomic(path, JSON.stringify(value, null, 2) + '\n');
+}
+
+/** Bytes per write call: one call may not write more than 2^31 - 1 bytes. */
+const MAX_WRITE = 1 << 30;
+
+/** Writes all of `bytes` to `fd`, in calls of at most `maxWrite` bytes (so chunks over 2 GiB work). */
+export function writeAllSync(fd: number, bytes: Uint8Array, maxWrite = MAX_WRITE): void {
+  let off = 0;
+  while (off < bytes.length) off += writeSync(fd, bytes, off, Math.min(bytes.length - off, maxWrite));
 }

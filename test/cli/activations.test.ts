@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { initEngine } from '../../src/engine/engine.js';
 import { cli } from '../../src/cli/main.js';
+import { checkOutputSize } from '../../src/cli/activations.js';
 import { quietly } from './stderr.js';
 import { readSafetensors } from '../../src/io/safetensors.js';
 import { projectRoot } from '../../src/io/shared.js';
@@ -139,5 +140,16 @@ describe('sae-eraser activations', () => {
     expect(text).toMatch(/empty\.jsonl: the input file has no rows/);
     expect(text).toMatch(/in\.jsonl line 1: field "text" is missing/);
     expect(text).toMatch(/--hooks is required/);
+  });
+});
+
+describe('activations output size, checked before the model runs', () => {
+  it('refuses a tensor past what one array holds, or an output past memory, and says how to shrink it', () => {
+    expect(() => checkOutputSize(200_000, 128, [{ name: 'layers.3.resid_out.sae_features', width: 32_768 }], 'none')).toThrow(
+      /output tensor "layers\.3\.resid_out\.sae_features" would hold 838860800000 values \[200000, 128, 32768\] .*use --pool mean/,
+    );
+    expect(() => checkOutputSize(200_000, 1, [{ name: 'embed.sae_features', width: 32_768 }], 'mean')).toThrow(/use fewer input rows or hooks/);
+    expect(() => checkOutputSize(1000, 128, [{ name: 'embed', width: 384 }], 'none', 1e6)).toThrow(/would take 0\.2 GiB, more than this machine's 0\.0 GiB/);
+    expect(() => checkOutputSize(1000, 128, [{ name: 'embed', width: 384 }], 'none')).not.toThrow();
   });
 });

@@ -3,7 +3,6 @@ import { mkdirSync, mkdtempSync, readFileSync, symlinkSync, writeFileSync, lstat
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { checkOutput } from '../../src/io/output.js';
-import { writeFileAtomic } from '../../src/io/atomic.js';
 
 describe('checkOutput', () => {
   const dir = mkdtempSync(join(tmpdir(), 'out-check-'));
@@ -40,20 +39,5 @@ describe('checkOutput', () => {
     const fresh = join(dir, 'new', 'deeper', 'run');
     expect(checkOutput(fresh, { kind: 'folder', inputs: [input] })).toBe(fresh);
     expect(lstatSync(fresh).isDirectory()).toBe(true);
-  });
-});
-
-describe('writeFileAtomic', () => {
-  it('refuses to replace a symbolic link or a device with a regular file', () => {
-    const dir = mkdtempSync(join(tmpdir(), 'atomic-'));
-    const target = join(dir, 'target.txt');
-    writeFileSync(target, 'keep');
-    const link = join(dir, 'link.txt');
-    symlinkSync(target, link);
-    expect(() => writeFileAtomic(link, 'new')).toThrow(/link\.txt exists and is not a regular file/);
-    expect(lstatSync(link).isSymbolicLink()).toBe(true);
-    expect(readFileSync(target, 'utf8')).toBe('keep');
-    expect(() => writeFileAtomic('/dev/full', 'x')).toThrow(/not a regular file/);
-    expect(lstatSync('/dev/full').isCharacterDevice()).toBe(true);
   });
 });
