@@ -2,13 +2,42 @@
  * Atomic file writes: every file this project writes goes to a temp name beside its target and is
  * renamed into place, so a killed run never leaves a half-written result or checkpoint.
  */
-import { lstatSync, mkdirSync, renameSync, rmSync, writeFileSync, openSync, writeSync, fsyncSync, closeSync } from 'node:fs';
+import { existsSync, lstatSync, mkdirSync, readdirSync, renameSync, rmSync, writeFileSync, openSync, writeSync, fsyncSync, closeSync } from 'node:fs';
 import { dirname, basename, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 
 /** A temp path in the same folder as `path` (same filesystem, so rename is atomic). */
 export function tempPathFor(path: string): string {
   return join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
+}
+
+/** True when a process with this id is running. */
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ESRCH') return false;
+    if (code === 'EPERM') return true; // it exists but belongs to someone else
+    throw err;
+  }
+}
+
+/**
+ * Removes temp files of `path` left by processes that are gone. Writes here are synchronous, so a
+ * signal handler could never run in the middle of one: a process killed mid-write (Ctrl-C on a
+ * multi-GB output) leaves its temp file, and the next write of the same file removes it.
+ */
+export function removeStaleTemps(path: string): void {
+  const dir = dirname(path);
+  const prefix = `.${basename(path)}.`;
+  if (!existsSync(dir)) return;
+  for (const name of readdirSync(dir)) {
+    if (!name.startsWith(prefix)) continue;
+    const m = /^(\d+)\.[0-9a-f]{8}\.tmp$/.exec(name.slice(prefix.length));
+    if (m !== null && Number(m[1]) !== process.pid && !alive(Number(m[1]))) rmSync(join(dir, name), { force: true });
+  }
 }
 
 /** Writes `data` (bytes or text, or a list of byte chunks) to `path` atomically, creating parent folders. */
@@ -18,6 +47,7 @@ export function writeFileAtomic(path: string, data: string | Uint8Array | readon
   if (existing !== undefined && !existing.isFile())
     throw new Error(`${path} exists and is not a regular file (a link, device or folder); refusing to replace it`);
   mkdirSync(dirname(path), { recursive: true });
+  removeStaleTemps(path);
   const tmp = tempPathFor(path);
   try {
     if (typeof data === 'string' || data instanceof Uint8Array) {
