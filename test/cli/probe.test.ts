@@ -7,9 +7,9 @@ import { cli } from '../../src/cli/main.js';
 import { quietly } from './stderr.js';
 import { LinearProbe } from '../../src/probe/linear.js';
 import { projectRoot, sharedPath } from '../../src/io/shared.js';
+import { skipWithout } from '../require.js';
 
 const bios = sharedPath('data', 'bias_in_bios', 'validate.jsonl');
-if (bios === undefined) console.warn('test/cli/probe.test.ts: ../shared is absent; skipping the probe CLI test');
 const model = join(projectRoot(), '.cache/models/all-MiniLM-L6-v2');
 
 /** The first `perGroup` bios of each (profession, gender) group, as JSONL. */
@@ -29,7 +29,7 @@ function subset(perGroup: number, offset: number): string {
   return out.join('\n') + '\n';
 }
 
-describe.skipIf(bios === undefined)('sae-eraser probe', () => {
+describe.skipIf(skipWithout(bios === undefined, 'the probe CLI test needs ../shared (set SAE_ERASER_SHARED)'))('sae-eraser probe', () => {
   const dir = mkdtempSync(join(tmpdir(), 'probe-cli-'));
   beforeAll(async () => {
     await initEngine();

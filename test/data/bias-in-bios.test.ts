@@ -19,6 +19,7 @@ import { permutation } from '../../src/data/prng.js';
 import { parseJsonl } from '../../src/io/tabular.js';
 import { sharedPath } from '../../src/io/shared.js';
 import { writeParquetFixture } from '../io/parquet-fixture.js';
+import { skipWithout } from '../require.js';
 
 let dir: string;
 beforeAll(() => {
@@ -215,22 +216,23 @@ describe('Bias in Bios loading', () => {
 const trainPath = sharedPath('data', 'bias_in_bios', 'train.jsonl');
 const validatePath = sharedPath('data', 'bias_in_bios', 'validate.jsonl');
 
-describe.skipIf(trainPath === undefined)('Bias in Bios shared surgeon/nurse data', () => {
-  if (trainPath === undefined) console.warn('skipping the shared Bias in Bios tests: ../shared/data/bias_in_bios is absent (set SAE_ERASER_SHARED)');
-
-  it('has the group sizes of the shared README and builds splits of the expected sizes', async () => {
-    const pair = ['surgeon', 'nurse'] as const;
-    const train = await loadBiasInBios(trainPath!);
-    // README table: surgeon/male 1839, surgeon/female 258, nurse/female 1585, nurse/male 150.
-    expect(groupCounts(train, pair)).toEqual({ male_surgeon: 1839, female_surgeon: 258, male_nurse: 150, female_nurse: 1585 });
-    const splits = buildSplits(train, { professions: pair });
-    expect(splits.ambiguous.length).toBe(2 * 1585);
-    expect(splits.balanced.length).toBe(4 * 150);
-    expect(splits.ambiguous.every((e) => e.y === e.z)).toBe(true);
-    const counts = [0, 0, 0, 0];
-    for (const e of splits.balanced) counts[2 * e.y + e.z]!++;
-    expect(counts).toEqual([150, 150, 150, 150]);
-    const validate = await loadBiasInBios(validatePath!);
-    expect(groupCounts(validate, pair)).toEqual({ male_surgeon: 615, female_surgeon: 95, male_nurse: 50, female_nurse: 517 });
-  });
-});
+describe.skipIf(skipWithout(trainPath === undefined, 'the shared Bias in Bios tests need ../shared/data/bias_in_bios (set SAE_ERASER_SHARED)'))(
+  'Bias in Bios shared surgeon/nurse data',
+  () => {
+    it('has the group sizes of the shared README and builds splits of the expected sizes', async () => {
+      const pair = ['surgeon', 'nurse'] as const;
+      const train = await loadBiasInBios(trainPath!);
+      // README table: surgeon/male 1839, surgeon/female 258, nurse/female 1585, nurse/male 150.
+      expect(groupCounts(train, pair)).toEqual({ male_surgeon: 1839, female_surgeon: 258, male_nurse: 150, female_nurse: 1585 });
+      const splits = buildSplits(train, { professions: pair });
+      expect(splits.ambiguous.length).toBe(2 * 1585);
+      expect(splits.balanced.length).toBe(4 * 150);
+      expect(splits.ambiguous.every((e) => e.y === e.z)).toBe(true);
+      const counts = [0, 0, 0, 0];
+      for (const e of splits.balanced) counts[2 * e.y + e.z]!++;
+      expect(counts).toEqual([150, 150, 150, 150]);
+      const validate = await loadBiasInBios(validatePath!);
+      expect(groupCounts(validate, pair)).toEqual({ male_surgeon: 615, female_surgeon: 95, male_nurse: 50, female_nurse: 517 });
+    });
+  },
+);

@@ -17,6 +17,7 @@ import {
   subset,
 } from '../../src/data/mnist.js';
 import { sharedPath } from '../../src/io/shared.js';
+import { skipWithout } from '../require.js';
 
 let dir: string;
 beforeAll(() => {
@@ -104,9 +105,7 @@ describe('normalisation and splits', () => {
 
 const mnistDir = sharedPath('data', 'mnist');
 
-describe.skipIf(mnistDir === undefined)('shared MNIST files', () => {
-  if (mnistDir === undefined) console.warn('skipping the shared MNIST tests: ../shared/data/mnist is absent (set SAE_ERASER_SHARED)');
-
+describe.skipIf(skipWithout(mnistDir === undefined, 'the shared MNIST tests need ../shared/data/mnist (set SAE_ERASER_SHARED)'))('shared MNIST files', () => {
   it('loads the 10k test set with the published per-digit counts and a 8000/2000 split', () => {
     const set = loadMnistTestSet(mnistDir!);
     expect(set.n).toBe(10000);

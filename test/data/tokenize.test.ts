@@ -13,18 +13,15 @@ import { initEngine, tf } from '../../src/engine/engine.js';
 import { loadTokenizer, padRows, truncateAndWrap, type PaddingSide, type Tokenizer } from '../../src/data/tokenize.js';
 import { projectRoot, sharedPath } from '../../src/io/shared.js';
 import { runPythonReference } from '../reference/python.js';
+import { skipWithout } from '../require.js';
 
 const MAX_LENGTH = 128;
 const N_BIOS = 500;
 const neoxPath = sharedPath('data', 'tokenizers', 'gpt-neox-20b', 'tokenizer.json');
 const biosPath = sharedPath('data', 'bias_in_bios', 'train.jsonl');
 const haveShared = neoxPath !== undefined && biosPath !== undefined;
-if (!haveShared) {
-  console.warn(
-    'SKIPPING GPT-NeoX and transformers-parity tokenizer tests: the shared data folder (../shared or ' +
-      'SAE_ERASER_SHARED) with data/tokenizers/gpt-neox-20b/tokenizer.json and data/bias_in_bios/train.jsonl was not found',
-  );
-}
+const sharedWhy =
+  'the GPT-NeoX and transformers-parity tokenizer tests need ../shared with data/tokenizers/gpt-neox-20b/tokenizer.json and data/bias_in_bios/train.jsonl (set SAE_ERASER_SHARED)';
 const miniLmDir = join(projectRoot(), '.cache', 'models', 'all-MiniLM-L6-v2');
 
 /** Extracts all-MiniLM-L6-v2 into .cache (a no-op when it is already there). */
@@ -208,7 +205,7 @@ describe('tokenizer bad input', () => {
   });
 });
 
-describe.skipIf(!haveShared)('GPT-NeoX tokenizer (shared data)', () => {
+describe.skipIf(skipWithout(!haveShared, sharedWhy))('GPT-NeoX tokenizer (shared data)', () => {
   let tok: Tokenizer;
   beforeAll(async () => {
     tok = await loadTokenizer(neoxPath!);

@@ -1,6 +1,7 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { initEngine, matMulT, tf } from '../../src/engine/engine.js';
 import { broadcastBatchIndices, stockWasmKernel } from '../../src/engine/kernels.js';
+import { skipWithout } from '../require.js';
 
 let backend = '';
 beforeAll(async () => {
@@ -8,6 +9,7 @@ beforeAll(async () => {
 });
 /** Whether initEngine installed the replacement kernels (wasm backend, not turned off). */
 const replacedKernels = (): boolean => backend === 'wasm' && process.env.SAE_ERASER_STOCK_KERNELS !== '1';
+const KERNELS_OFF = 'the replacement kernels are not installed (a backend other than wasm, or SAE_ERASER_STOCK_KERNELS=1)';
 
 /** Deterministic pseudo-random values in [-1, 1) (seeded, independent of tfjs). */
 function values(n: number, seed: number): Float32Array {
@@ -96,8 +98,8 @@ const PRODUCT_CASES: [string, number[], number[]][] = [
 ];
 
 describe('batched matMul kernel (fix 4)', () => {
-  it('replaces the stock BatchMatMul on the wasm backend', () => {
-    if (!replacedKernels()) return;
+  it('replaces the stock BatchMatMul on the wasm backend', (ctx) => {
+    if (skipWithout(!replacedKernels(), KERNELS_OFF)) ctx.skip();
     expect(stockWasmKernel(tf.BatchMatMul)).toBeDefined();
     expect(tf.getKernel(tf.BatchMatMul, 'wasm')!.kernelFunc).not.toBe(stockWasmKernel(tf.BatchMatMul));
   });
@@ -182,8 +184,8 @@ function iota(shape: number[], dtype: 'float32' | 'int32' | 'bool'): tf.Tensor {
 }
 
 describe('slice kernels (fix 5)', () => {
-  it('replace the stock Slice, SplitV and Unpack on the wasm backend', () => {
-    if (!replacedKernels()) return;
+  it('replace the stock Slice, SplitV and Unpack on the wasm backend', (ctx) => {
+    if (skipWithout(!replacedKernels(), KERNELS_OFF)) ctx.skip();
     for (const name of [tf.Slice, tf.SplitV, tf.Unpack]) {
       expect(stockWasmKernel(name)).toBeDefined();
       expect(tf.getKernel(name, 'wasm')!.kernelFunc).not.toBe(stockWasmKernel(name));

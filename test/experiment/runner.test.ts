@@ -12,11 +12,11 @@ import type { ExperimentResult } from '../../src/experiment/results.js';
 import { renderTable } from '../../src/report/table.js';
 import { METHOD_NAMES } from '../../src/erasure/eraser.js';
 import { projectRoot, sharedDir } from '../../src/io/shared.js';
+import { skipWithout } from '../require.js';
 
 const shared = sharedDir();
-if (shared === undefined) console.warn('test/experiment/runner.test.ts: ../shared is absent (set SAE_ERASER_SHARED); skipping the offline experiment');
 
-describe.skipIf(shared === undefined)('the offline experiment (CI size)', () => {
+describe.skipIf(skipWithout(shared === undefined, 'the offline experiment needs ../shared (set SAE_ERASER_SHARED)'))('the offline experiment (CI size)', () => {
   it('runs every method, and SAE-based erasure gets close to the oracle without balanced labels', { timeout: 45 * 60_000 }, async () => {
     const out = mkdtempSync(join(tmpdir(), 'run-'));
     const config = readExperimentConfig(join(projectRoot(), 'configs/ci-minilm-surgeon-nurse.json'));

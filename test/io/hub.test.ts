@@ -573,7 +573,6 @@ describe('resolveModelDir', () => {
 
 const python = join(projectRoot(), '.venv-ref', 'bin', 'python');
 const hasPython = existsSync(python);
-if (!hasPython) console.warn(`skipping the huggingface_hub interoperability test: no ${python} (run scripts/setup-python-ref.sh)`);
 
 /** Downloads with huggingface_hub (or reads offline) and prints {file: [path, sha256]} as JSON. */
 const PY_DOWNLOAD = `
@@ -586,6 +585,7 @@ for revision, filename in revisions_files:
     out[revision + ":" + filename] = [path, hashlib.sha256(open(path, "rb").read()).hexdigest()]
 print(json.dumps(out))
 `;
+import { skipWithout } from '../require.js';
 
 /** Every entry under a hub cache (minus the lock folder): path -> symlink target or content hash. */
 function cacheTree(root: string): Record<string, string> {
@@ -601,77 +601,80 @@ function cacheTree(root: string): Record<string, string> {
   return out;
 }
 
-describe.skipIf(!hasPython)('interoperability with huggingface_hub', () => {
-  const wanted: [string, string][] = [
-    ['main', 'config.json'],
-    ['main', 'model.safetensors'],
-    ['main', 'sub/notes.txt'],
-    ['v1', 'config.json'],
-  ];
+describe.skipIf(skipWithout(!hasPython, `the huggingface_hub interoperability test needs ${python} (scripts/setup-python-ref.sh)`))(
+  'interoperability with huggingface_hub',
+  () => {
+    const wanted: [string, string][] = [
+      ['main', 'config.json'],
+      ['main', 'model.safetensors'],
+      ['main', 'sub/notes.txt'],
+      ['v1', 'config.json'],
+    ];
 
-  async function runPython(hfHome: string, offline: boolean, repo = 'acme/tiny', files = wanted): Promise<Record<string, [string, string]>> {
-    const { stdout } = await promisify(execFile)(python, ['-c', PY_DOWNLOAD, repo, JSON.stringify(files)], {
-      env: {
-        PATH: process.env.PATH ?? '',
-        HOME: home,
-        HF_HOME: hfHome,
-        HF_ENDPOINT: hub.url,
-        HF_HUB_OFFLINE: offline ? '1' : '0',
-        HF_HUB_DISABLE_TELEMETRY: '1',
-        HF_HUB_DISABLE_PROGRESS_BARS: '1',
-        HF_HUB_ENABLE_HF_TRANSFER: '0',
-        HF_HUB_DISABLE_XET: '1',
-      },
-      timeout: 120_000,
-    });
-    return JSON.parse(stdout) as Record<string, [string, string]>;
-  }
-
-  it('builds the same cache tree as huggingface_hub, and each reads the other offline', async () => {
-    hub.faults.redirect = 'absolute';
-    const pyHome = join(home, 'python');
-    const nodeHome = join(home, 'node');
-
-    const fromPython = await runPython(pyHome, false);
-    process.env.HF_HOME = nodeHome;
-    for (const [revision, file] of wanted) await hubDownload({ repo: 'acme/tiny', file, revision });
-
-    const pyTree = cacheTree(join(pyHome, 'hub'));
-    const nodeTree = cacheTree(join(nodeHome, 'hub'));
-    expect(nodeTree).toEqual(pyTree);
-    expect(Object.keys(pyTree)).toContain(join('models--acme--tiny', 'refs', 'v1'));
-
-    // huggingface_hub, offline, on the cache written here.
-    hub.reset();
-    const pyOnNode = await runPython(nodeHome, true);
-    expect(hub.log).toEqual([]);
-    for (const [key, [path, sha]] of Object.entries(pyOnNode)) {
-      expect(relative(nodeHome, path).startsWith('hub')).toBe(true);
-      expect(sha).toBe(fromPython[key]![1]);
+    async function runPython(hfHome: string, offline: boolean, repo = 'acme/tiny', files = wanted): Promise<Record<string, [string, string]>> {
+      const { stdout } = await promisify(execFile)(python, ['-c', PY_DOWNLOAD, repo, JSON.stringify(files)], {
+        env: {
+          PATH: process.env.PATH ?? '',
+          HOME: home,
+          HF_HOME: hfHome,
+          HF_ENDPOINT: hub.url,
+          HF_HUB_OFFLINE: offline ? '1' : '0',
+          HF_HUB_DISABLE_TELEMETRY: '1',
+          HF_HUB_DISABLE_PROGRESS_BARS: '1',
+          HF_HUB_ENABLE_HF_TRANSFER: '0',
+          HF_HUB_DISABLE_XET: '1',
+        },
+        timeout: 120_000,
+      });
+      return JSON.parse(stdout) as Record<string, [string, string]>;
     }
 
-    // And this client, offline, on the cache huggingface_hub wrote.
-    process.env.HF_HOME = pyHome;
-    process.env.HF_HUB_OFFLINE = '1';
-    for (const [revision, file] of wanted) {
-      const path = await hubDownload({ repo: 'acme/tiny', file, revision });
-      expect(path).toBe(fromPython[`${revision}:${file}`]![0]);
-    }
-    expect(hub.log).toEqual([]);
-  }, 180_000);
+    it('builds the same cache tree as huggingface_hub, and each reads the other offline', async () => {
+      hub.faults.redirect = 'absolute';
+      const pyHome = join(home, 'python');
+      const nodeHome = join(home, 'node');
 
-  it('leaves a partial blob that huggingface_hub resumes with a Range request', async () => {
-    hub.faults.dropAfter = { bytes: 50_000, times: 1 };
-    hub.faults.dropRanged = 1000;
-    await expectHubError(hubDownload({ repo: 'acme/big', file: 'blob.bin', retries: 1, retryDelayMs: 1 }), 'download', 'next run resumes');
-    const incomplete = join(storage('models--acme--big'), 'blobs', `${sha256Hex(bigBlob)}.incomplete`);
-    const kept = statSync(incomplete).size;
-    expect(kept).toBeGreaterThan(0);
+      const fromPython = await runPython(pyHome, false);
+      process.env.HF_HOME = nodeHome;
+      for (const [revision, file] of wanted) await hubDownload({ repo: 'acme/tiny', file, revision });
 
-    hub.reset();
-    const fromPython = await runPython(home, false, 'acme/big', [['main', 'blob.bin']]);
-    expect(fromPython['main:blob.bin']![1]).toBe(sha256Hex(bigBlob));
-    const gets = hub.requests('hub', '/lfs-blobs/').filter((r) => r.method === 'GET');
-    expect(gets.map((r) => r.headers.range)).toEqual([`bytes=${kept}-`]);
-  }, 180_000);
-});
+      const pyTree = cacheTree(join(pyHome, 'hub'));
+      const nodeTree = cacheTree(join(nodeHome, 'hub'));
+      expect(nodeTree).toEqual(pyTree);
+      expect(Object.keys(pyTree)).toContain(join('models--acme--tiny', 'refs', 'v1'));
+
+      // huggingface_hub, offline, on the cache written here.
+      hub.reset();
+      const pyOnNode = await runPython(nodeHome, true);
+      expect(hub.log).toEqual([]);
+      for (const [key, [path, sha]] of Object.entries(pyOnNode)) {
+        expect(relative(nodeHome, path).startsWith('hub')).toBe(true);
+        expect(sha).toBe(fromPython[key]![1]);
+      }
+
+      // And this client, offline, on the cache huggingface_hub wrote.
+      process.env.HF_HOME = pyHome;
+      process.env.HF_HUB_OFFLINE = '1';
+      for (const [revision, file] of wanted) {
+        const path = await hubDownload({ repo: 'acme/tiny', file, revision });
+        expect(path).toBe(fromPython[`${revision}:${file}`]![0]);
+      }
+      expect(hub.log).toEqual([]);
+    }, 180_000);
+
+    it('leaves a partial blob that huggingface_hub resumes with a Range request', async () => {
+      hub.faults.dropAfter = { bytes: 50_000, times: 1 };
+      hub.faults.dropRanged = 1000;
+      await expectHubError(hubDownload({ repo: 'acme/big', file: 'blob.bin', retries: 1, retryDelayMs: 1 }), 'download', 'next run resumes');
+      const incomplete = join(storage('models--acme--big'), 'blobs', `${sha256Hex(bigBlob)}.incomplete`);
+      const kept = statSync(incomplete).size;
+      expect(kept).toBeGreaterThan(0);
+
+      hub.reset();
+      const fromPython = await runPython(home, false, 'acme/big', [['main', 'blob.bin']]);
+      expect(fromPython['main:blob.bin']![1]).toBe(sha256Hex(bigBlob));
+      const gets = hub.requests('hub', '/lfs-blobs/').filter((r) => r.method === 'GET');
+      expect(gets.map((r) => r.headers.range)).toEqual([`bytes=${kept}-`]);
+    }, 180_000);
+  },
+);

@@ -16,6 +16,7 @@ import { initEngine, tf } from '../../src/engine/engine.js';
 import { projectRoot, sharedPath } from '../../src/io/shared.js';
 import { loadModel } from '../../src/models/load.js';
 import { disposeBatch, hasNaN, maskedMaxAbsDiff, printDiffTable, referenceBatch, referenceSuite, type DiffRow } from './helpers.js';
+import { skipWithout } from '../require.js';
 
 const TOLERANCE = 1e-4;
 const bios = sharedPath('data', 'bias_in_bios', 'validate.jsonl');
@@ -26,7 +27,6 @@ const skipReason =
     : !existsSync(join(modelDir, 'model.safetensors'))
       ? `${modelDir} is absent (run: bash scripts/fetch-minilm.sh)`
       : undefined;
-if (skipReason !== undefined) console.warn(`skipping the all-MiniLM-L6-v2 parity test: ${skipReason}`);
 
 const vsTorch: DiffRow[] = [];
 const vsExact: DiffRow[] = [];
@@ -35,48 +35,51 @@ afterAll(() => {
   printDiffTable('the same pass, each fp32 implementation vs PyTorch float64', vsExact);
 });
 
-describe.skipIf(skipReason !== undefined)('parity: all-MiniLM-L6-v2 real weights on Bias in Bios', () => {
-  beforeAll(async () => {
-    await initEngine();
-  });
+describe.skipIf(skipWithout(skipReason !== undefined, `the all-MiniLM-L6-v2 parity test: ${skipReason}`))(
+  'parity: all-MiniLM-L6-v2 real weights on Bias in Bios',
+  () => {
+    beforeAll(async () => {
+      await initEngine();
+    });
 
-  it(`hidden states at every hook match PyTorch within ${TOLERANCE} (+ PyTorch's own fp32 error)`, async () => {
-    const [c] = referenceSuite('minilm', ['--model', modelDir, '--bios', bios!, '--n', '16']);
-    const expected = c!.expected;
-    const model = await loadModel(modelDir);
-    const batch = referenceBatch(expected);
-    try {
-      expect(batch.inputIds.shape[0]).toBe(16);
-      expect(batch.inputIds.shape[1]).toBeLessThanOrEqual(128);
-      const mask = batch.attentionMask.dataSync() as Int32Array;
-      expect(mask.includes(0), 'the batch should have padding').toBe(true);
-      const { captures } = model.run(batch, { capture: model.hookNames });
-      const checks: { hook: string; ours: number; oursExact: number; torchExact: number }[] = [];
-      for (const hook of model.hookNames) {
-        const ours = captures[hook]!;
-        expect(hasNaN(ours), `${hook} has NaN`).toBe(false);
-        const exact = expected.float32(`f64.${hook}`);
-        const torch32 = expected.tensor(hook);
-        const check = {
-          hook,
-          ours: maskedMaxAbsDiff(ours, expected.float32(hook), mask),
-          oursExact: maskedMaxAbsDiff(ours, exact, mask),
-          torchExact: maskedMaxAbsDiff(torch32, exact, mask),
-        };
-        torch32.dispose();
-        checks.push(check);
-        vsTorch.push({ config: 'all-MiniLM-L6-v2', hook, maxAbsDiff: check.ours });
-        vsExact.push({ config: 'sae-eraser fp32', hook, maxAbsDiff: check.oursExact }, { config: 'PyTorch fp32', hook, maxAbsDiff: check.torchExact });
+    it(`hidden states at every hook match PyTorch within ${TOLERANCE} (+ PyTorch's own fp32 error)`, async () => {
+      const [c] = referenceSuite('minilm', ['--model', modelDir, '--bios', bios!, '--n', '16']);
+      const expected = c!.expected;
+      const model = await loadModel(modelDir);
+      const batch = referenceBatch(expected);
+      try {
+        expect(batch.inputIds.shape[0]).toBe(16);
+        expect(batch.inputIds.shape[1]).toBeLessThanOrEqual(128);
+        const mask = batch.attentionMask.dataSync() as Int32Array;
+        expect(mask.includes(0), 'the batch should have padding').toBe(true);
+        const { captures } = model.run(batch, { capture: model.hookNames });
+        const checks: { hook: string; ours: number; oursExact: number; torchExact: number }[] = [];
+        for (const hook of model.hookNames) {
+          const ours = captures[hook]!;
+          expect(hasNaN(ours), `${hook} has NaN`).toBe(false);
+          const exact = expected.float32(`f64.${hook}`);
+          const torch32 = expected.tensor(hook);
+          const check = {
+            hook,
+            ours: maskedMaxAbsDiff(ours, expected.float32(hook), mask),
+            oursExact: maskedMaxAbsDiff(ours, exact, mask),
+            torchExact: maskedMaxAbsDiff(torch32, exact, mask),
+          };
+          torch32.dispose();
+          checks.push(check);
+          vsTorch.push({ config: 'all-MiniLM-L6-v2', hook, maxAbsDiff: check.ours });
+          vsExact.push({ config: 'sae-eraser fp32', hook, maxAbsDiff: check.oursExact }, { config: 'PyTorch fp32', hook, maxAbsDiff: check.torchExact });
+        }
+        tf.dispose(Object.values(captures));
+        expect(checks).toHaveLength(1 + 3 * 6);
+        for (const k of checks) {
+          expect(k.ours, `${k.hook}: sae-eraser vs PyTorch fp32`).toBeLessThan(TOLERANCE + k.torchExact);
+          expect(k.oursExact, `${k.hook}: sae-eraser vs float64`).toBeLessThan(Math.max(TOLERANCE, k.torchExact));
+        }
+      } finally {
+        disposeBatch(batch);
+        model.dispose();
       }
-      tf.dispose(Object.values(captures));
-      expect(checks).toHaveLength(1 + 3 * 6);
-      for (const k of checks) {
-        expect(k.ours, `${k.hook}: sae-eraser vs PyTorch fp32`).toBeLessThan(TOLERANCE + k.torchExact);
-        expect(k.oursExact, `${k.hook}: sae-eraser vs float64`).toBeLessThan(Math.max(TOLERANCE, k.torchExact));
-      }
-    } finally {
-      disposeBatch(batch);
-      model.dispose();
-    }
-  });
-});
+    });
+  },
+);

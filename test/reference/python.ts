@@ -1,11 +1,12 @@
 /**
  * Runs the Python reference scripts (PyTorch + transformers) that generate fresh expected values for
  * the parity tests. Outputs are cached under .cache/reference/<script>-<hash>/ keyed by the hash of the
- * script, its arguments and the requirements, so a changed script always regenerates.
+ * script, its arguments, the contents of every file or folder an argument names, and the
+ * requirements, so a changed script or input always regenerates.
  */
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync, rmSync, renameSync, mkdirSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync, renameSync, mkdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { projectRoot } from '../../src/io/shared.js';
 
@@ -26,6 +27,7 @@ export function runPythonReference(script: string, args: readonly string[] = [])
   const hash = createHash('sha256')
     .update(readFileSync(path))
     .update(JSON.stringify(args))
+    .update(inputContents(args))
     .update(readFileSync(join(root, 'test/reference/requirements.txt')))
     .digest('hex')
     .slice(0, 16);
@@ -53,4 +55,20 @@ export function runPythonReference(script: string, args: readonly string[] = [])
     if (!existsSync(out)) throw err;
   }
   return out;
+}
+
+/** A digest of the contents of every existing file an argument names (folders: all files in them, by relative path). */
+export function inputContents(args: readonly string[]): string {
+  const hash = createHash('sha256');
+  const add = (path: string, label: string): void => {
+    if (statSync(path).isDirectory()) {
+      for (const name of readdirSync(path).sort()) add(join(path, name), `${label}/${name}`);
+    } else {
+      hash.update(label).update(readFileSync(path));
+    }
+  };
+  args.forEach((arg, i) => {
+    if (arg !== '' && existsSync(arg)) add(arg, `arg${i}`);
+  });
+  return hash.digest('hex');
 }
