@@ -6,7 +6,7 @@
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tf } from '../../src/engine/engine.js';
-import type { CacheSae } from '../../src/cache/cache.js';
+import type { ActivationCache, CacheSae } from '../../src/cache/cache.js';
 import { readSafetensors, writeSafetensors } from '../../src/io/safetensors.js';
 import { standardHookNames, type Batch, type Model, type ForwardOptions, type ForwardResult } from '../../src/models/model.js';
 
@@ -109,4 +109,21 @@ export function loadFakeSae(dir: string): CacheSae {
 /** Waits long enough for a file's modification time to move even on coarse-clock file systems. */
 export function tick(): Promise<void> {
   return new Promise((r) => setTimeout(r, 30));
+}
+
+/** A tensor's values, the tensor disposed. */
+export function valuesOf(t: tf.Tensor): Float32Array {
+  const v = t.dataSync() as Float32Array;
+  t.dispose();
+  return v;
+}
+
+/** Every value a cache holds for `hooks` (the last one with an SAE), as bytes, for byte-identity checks. */
+export function cacheBytes(cache: ActivationCache, hooks: readonly string[], saeHook: string): Buffer {
+  const csr = cache.saePooledCsr(saeHook);
+  return Buffer.concat(
+    [cache.tokenCounts, ...hooks.map((h) => valuesOf(cache.pooled(h))), valuesOf(cache.saeErrorPooled(saeHook)), csr.offsets, csr.indices, csr.values].map(
+      (a) => Buffer.from(a.buffer, a.byteOffset, a.byteLength),
+    ),
+  );
 }

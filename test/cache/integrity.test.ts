@@ -7,10 +7,10 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { initEngine, tf } from '../../src/engine/engine.js';
+import { initEngine } from '../../src/engine/engine.js';
 import { ActivationCache, buildActivationCache, type CacheSpec } from '../../src/cache/cache.js';
 import type { Batch } from '../../src/models/model.js';
-import { fakeModel, fakeSae, texts, tokenize } from './fixtures.js';
+import { cacheBytes, fakeModel, fakeSae, texts, tokenize } from './fixtures.js';
 
 beforeAll(async () => {
   await initEngine();
@@ -31,27 +31,8 @@ function setup(): { spec: CacheSpec; model: ReturnType<typeof fakeModel>; root: 
   return { spec, model: fakeModel(), root: mkdtempSync(join(tmpdir(), 'cache-integrity-')) };
 }
 
-function valuesOf(t: tf.Tensor): Float32Array {
-  const v = t.dataSync() as Float32Array;
-  t.dispose();
-  return v;
-}
-
 /** All of a cache's values, as bytes. */
-function bytesOf(cache: ActivationCache): Buffer {
-  const csr = cache.saePooledCsr(HOOK);
-  return Buffer.concat(
-    [
-      cache.tokenCounts,
-      valuesOf(cache.pooled('embed')),
-      valuesOf(cache.pooled(HOOK)),
-      valuesOf(cache.saeErrorPooled(HOOK)),
-      csr.offsets,
-      csr.indices,
-      csr.values,
-    ].map((a) => Buffer.from(a.buffer, a.byteOffset, a.byteLength)),
-  );
-}
+const bytesOf = (cache: ActivationCache): Buffer => cacheBytes(cache, ['embed', HOOK], HOOK);
 
 async function freshBytes(spec: CacheSpec): Promise<Buffer> {
   return bytesOf(await buildActivationCache(spec, { model: fakeModel(), tokenize, root: mkdtempSync(join(tmpdir(), 'cache-integrity-')), ...OPTS }));

@@ -6,10 +6,10 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { mkdirSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { initEngine, tf } from '../../src/engine/engine.js';
+import { initEngine } from '../../src/engine/engine.js';
 import { buildActivationCache, weightsId, type ActivationCache, type CacheSae, type CacheSpec } from '../../src/cache/cache.js';
 import type { Model } from '../../src/models/model.js';
-import { loadFakeModel, loadFakeSae, texts, tick, tokenize, writeFakeModel, writeFakeSae } from './fixtures.js';
+import { cacheBytes, loadFakeModel, loadFakeSae, texts, tick, tokenize, valuesOf, writeFakeModel, writeFakeSae } from './fixtures.js';
 
 beforeAll(async () => {
   await initEngine();
@@ -22,22 +22,8 @@ function build(model: Model, modelDir: string, sae: CacheSae, saeDir: string, ro
   return buildActivationCache(spec, { model, tokenize, root, batchSize: 8, shardSize: 10 });
 }
 
-/** A tensor's values, the tensor disposed. */
-function valuesOf(t: tf.Tensor): Float32Array {
-  const v = t.dataSync() as Float32Array;
-  t.dispose();
-  return v;
-}
-
 /** All of a cache's values, as bytes. */
-function bytesOf(cache: ActivationCache): Buffer {
-  const csr = cache.saePooledCsr(HOOK);
-  return Buffer.concat(
-    [cache.tokenCounts, valuesOf(cache.pooled(HOOK)), valuesOf(cache.saeErrorPooled(HOOK)), csr.offsets, csr.indices, csr.values].map((a) =>
-      Buffer.from(a.buffer, a.byteOffset, a.byteLength),
-    ),
-  );
-}
+const bytesOf = (cache: ActivationCache): Buffer => cacheBytes(cache, [HOOK], HOOK);
 
 function freshRoot(): string {
   return mkdtempSync(join(tmpdir(), 'cache-weights-'));
