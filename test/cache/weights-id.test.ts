@@ -29,6 +29,16 @@ function freshRoot(): string {
   return mkdtempSync(join(tmpdir(), 'cache-weights-'));
 }
 
+/** A fresh folder with a fake model and SAE saved in it (seed 1), and where caches of them go. */
+function savedModelAndSae(): { modelDir: string; saeDir: string; cacheRoot: string } {
+  const root = freshRoot();
+  const modelDir = join(root, 'model');
+  const saeDir = join(root, 'sae');
+  writeFakeModel(modelDir, 1);
+  writeFakeSae(saeDir, 1);
+  return { modelDir, saeDir, cacheRoot: join(root, 'caches') };
+}
+
 describe('weightsId', () => {
   it('is the same while nothing changes and ignores files that hold no weights or config', async () => {
     const dir = join(freshRoot(), 'model');
@@ -82,13 +92,8 @@ describe('weightsId', () => {
 
 describe('activation cache after weights change in place', () => {
   it('recomputes when the model weights file is overwritten, and reuses the cache when nothing changed', async () => {
-    const root = freshRoot();
-    const modelDir = join(root, 'model');
-    const saeDir = join(root, 'sae');
-    writeFakeModel(modelDir, 1);
-    writeFakeSae(saeDir, 1);
+    const { modelDir, saeDir, cacheRoot } = savedModelAndSae();
     const sae = loadFakeSae(saeDir);
-    const cacheRoot = join(root, 'caches');
     const model = loadFakeModel(modelDir);
     const first = await build(model, modelDir, sae, saeDir, cacheRoot);
     const index = JSON.parse(readFileSync(join(cacheRoot, first.key, 'index.json'), 'utf8')) as { modelId: string; saes: Record<string, { id: string }> };
@@ -115,12 +120,7 @@ describe('activation cache after weights change in place', () => {
   });
 
   it('recomputes when the SAE weights file is overwritten', async () => {
-    const root = freshRoot();
-    const modelDir = join(root, 'model');
-    const saeDir = join(root, 'sae');
-    writeFakeModel(modelDir, 1);
-    writeFakeSae(saeDir, 1);
-    const cacheRoot = join(root, 'caches');
+    const { modelDir, saeDir, cacheRoot } = savedModelAndSae();
     const model = loadFakeModel(modelDir);
     const first = await build(model, modelDir, loadFakeSae(saeDir), saeDir, cacheRoot);
 
@@ -137,20 +137,16 @@ describe('activation cache after weights change in place', () => {
   });
 
   it('rebuilds a cache whose index names another model or SAE than the spec', async () => {
-    const root = freshRoot();
-    const modelDir = join(root, 'model');
-    const saeDir = join(root, 'sae');
-    writeFakeModel(modelDir, 1);
-    writeFakeSae(saeDir, 1);
+    const { modelDir, saeDir, cacheRoot } = savedModelAndSae();
     const sae = loadFakeSae(saeDir);
     const model = loadFakeModel(modelDir);
-    const first = await build(model, modelDir, sae, saeDir, join(root, 'caches'));
-    const indexPath = join(root, 'caches', first.key, 'index.json');
+    const first = await build(model, modelDir, sae, saeDir, cacheRoot);
+    const indexPath = join(cacheRoot, first.key, 'index.json');
     const index = JSON.parse(readFileSync(indexPath, 'utf8')) as { saes: Record<string, { id: string }> };
     index.saes[HOOK]!.id = 'some other SAE';
     writeFileSync(indexPath, JSON.stringify(index));
     const calls = model.calls;
-    const second = await build(model, modelDir, sae, saeDir, join(root, 'caches'));
+    const second = await build(model, modelDir, sae, saeDir, cacheRoot);
     expect(model.calls).toBeGreaterThan(calls);
     expect(bytesOf(second).equals(bytesOf(first))).toBe(true);
     expect((JSON.parse(readFileSync(indexPath, 'utf8')) as typeof index).saes[HOOK]!.id).toBe(weightsId(saeDir));
