@@ -20,9 +20,10 @@ import type { HookName } from '../../models/model.js';
 import type { FitContext } from '../eraser.js';
 import { orthogonalityError, rotationOf } from '../orthogonal.js';
 import { MaskFitter } from './fitter.js';
-import { checkObjectiveFields, initNoiseField, MASK_OPTION_FIELDS, maskConfigSchema, NO_KEEP_ERROR_FIELD, parseMaskOptions } from './options.js';
+import { checkObjectiveFields, initNoiseField, MASK_OPTION_FIELDS, maskConfigSchema, NO_KEEP_ERROR_FIELD } from './options.js';
 import type { MaskTrainingCallbacks } from './trainer.js';
 import { hookWidth, type CheckpointHook, type CheckpointTensors, type MaskKind, type UnitFrame, type UnitSpace } from './units.js';
+import { parseStrict } from '../../util/schema.js';
 
 const DAS_MASK_FIELDS = {
   ...MASK_OPTION_FIELDS,
@@ -162,5 +163,5 @@ export const DAS_MASK: MaskKind = {
 
 /** The `das_mask` fitter; `options` are validated against `dasMaskOptionsSchema` (defaults filled in). */
 export function createDasMaskFitter(options: z.input<typeof dasMaskOptionsSchema> = {}, callbacks: MaskTrainingCallbacks = {}): MaskFitter {
-  return new MaskFitter(DAS_MASK, parseMaskOptions('das_mask', dasMaskOptionsSchema, options), callbacks);
+  return new MaskFitter(DAS_MASK, parseStrict(dasMaskOptionsSchema, options, 'das_mask options'), callbacks);
 }

@@ -10,9 +10,10 @@ import type { ActivationCache } from '../../cache/cache.js';
 import type { HookName } from '../../models/model.js';
 import type { FitContext } from '../eraser.js';
 import { MaskFitter } from './fitter.js';
-import { checkObjectiveFields, MASK_OPTION_FIELDS, maskConfigSchema, NO_KEEP_ERROR_FIELD, parseMaskOptions } from './options.js';
+import { checkObjectiveFields, MASK_OPTION_FIELDS, maskConfigSchema, NO_KEEP_ERROR_FIELD } from './options.js';
 import type { MaskTrainingCallbacks } from './trainer.js';
 import { hookWidth, type CheckpointHook, type MaskKind, type UnitFrame, type UnitSpace } from './units.js';
+import { parseStrict } from '../../util/schema.js';
 
 const NEURON_MASK_FIELDS = { ...MASK_OPTION_FIELDS, keepError: NO_KEEP_ERROR_FIELD };
 
@@ -76,5 +77,5 @@ export const NEURON_MASK: MaskKind = {
 
 /** The `neuron_mask` fitter; `options` are validated against `neuronMaskOptionsSchema` (defaults filled in). */
 export function createNeuronMaskFitter(options: z.input<typeof neuronMaskOptionsSchema> = {}, callbacks: MaskTrainingCallbacks = {}): MaskFitter {
-  return new MaskFitter(NEURON_MASK, parseMaskOptions('neuron_mask', neuronMaskOptionsSchema, options), callbacks);
+  return new MaskFitter(NEURON_MASK, parseStrict(neuronMaskOptionsSchema, options, 'neuron_mask options'), callbacks);
 }

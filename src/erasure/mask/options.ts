@@ -6,7 +6,7 @@
  * Why the defaults are what they are: docs/masks.md.
  */
 import { z } from 'zod';
-import { parseStrict, withDefaults } from '../../util/schema.js';
+import { withDefaults } from '../../util/schema.js';
 import type { HookName } from '../../models/model.js';
 import type { FitContext } from '../eraser.js';
 
@@ -179,11 +179,6 @@ export function checkObjectiveFields(options: MaskOptions, ctx: z.RefinementCtx)
       ctx.addIssue({ code: 'custom', path: [field], message: `applies only to objective "${objective}" (the objective here is "${options.objective}")` });
     }
   }
-}
-
-/** Parses a method's options with its schema (`where` names them in errors). */
-export function parseMaskOptions<S extends z.ZodType<MaskOptions>>(method: MaskMethod, schema: S, raw: unknown, where = `${method} options`): z.output<S> {
-  return parseStrict(schema, raw ?? {}, where);
 }
 
 /** Resolves the fit-dependent defaults (hooks [probeHook], the run's seed, retrainHead by objective) and the objective-only ones. */

@@ -18,9 +18,10 @@ import type { HookName } from '../../models/model.js';
 import type { EraserSae, FitContext } from '../eraser.js';
 import type { LoadTarget } from '../checkpoint.js';
 import { MaskFitter } from './fitter.js';
-import { checkObjectiveFields, KEEP_ERROR_FIELD, MASK_OPTION_FIELDS, maskConfigSchema, parseMaskOptions, type MaskConfig } from './options.js';
+import { checkObjectiveFields, KEEP_ERROR_FIELD, MASK_OPTION_FIELDS, maskConfigSchema, type MaskConfig } from './options.js';
 import type { MaskTrainingCallbacks } from './trainer.js';
 import type { CheckpointHook, CheckpointTensors, MaskKind, UnitFrame, UnitSpace } from './units.js';
+import { parseStrict } from '../../util/schema.js';
 
 const SAE_MASK_FIELDS = { ...MASK_OPTION_FIELDS, keepError: KEEP_ERROR_FIELD };
 
@@ -177,5 +178,5 @@ export const SAE_MASK: MaskKind = {
 
 /** The `sae_mask` fitter; `options` are validated against `saeMaskOptionsSchema` (defaults filled in). */
 export function createSaeMaskFitter(options: z.input<typeof saeMaskOptionsSchema> = {}, callbacks: MaskTrainingCallbacks = {}): MaskFitter {
-  return new MaskFitter(SAE_MASK, parseMaskOptions('sae_mask', saeMaskOptionsSchema, options), callbacks);
+  return new MaskFitter(SAE_MASK, parseStrict(saeMaskOptionsSchema, options, 'sae_mask options'), callbacks);
 }

@@ -4,7 +4,8 @@ import { initialLogit, temperatureAt } from '../../../src/erasure/mask/gate.js';
 import { affineOfProbe } from '../../../src/erasure/mask/affine-heads.js';
 import { adversaryLoss } from '../../../src/erasure/mask/losses.js';
 import { conceptFolds } from '../../../src/erasure/mask/folds.js';
-import { parseMaskOptions, resolveMaskConfig } from '../../../src/erasure/mask/options.js';
+import { resolveMaskConfig, type MaskOptions } from '../../../src/erasure/mask/options.js';
+import { parseStrict } from '../../../src/util/schema.js';
 import { MaskEraser } from '../../../src/erasure/mask/eraser.js';
 import type { MaskStepInfo } from '../../../src/erasure/mask/trainer.js';
 import { createSaeMaskFitter, saeMaskOptionsSchema } from '../../../src/erasure/mask/sae-mask.js';
@@ -52,7 +53,7 @@ describe('gate and schedule', () => {
 });
 
 describe('options', () => {
-  const sae = (raw: unknown): ReturnType<typeof parseMaskOptions> => parseMaskOptions('sae_mask', saeMaskOptionsSchema, raw);
+  const sae = (raw: unknown): MaskOptions => parseStrict(saeMaskOptionsSchema, raw, 'sae_mask options');
 
   it('has the documented defaults', () => {
     const parsed = sae({});
@@ -82,8 +83,8 @@ describe('options', () => {
     expect(parsed.hooks).toBeUndefined();
     expect(o.hooks).toEqual([HOOK]);
     expect(resolveMaskConfig(sae({ objective: 'task' }), { probeHook: HOOK, seed: 1 }).retrainHead).toBe(false);
-    expect(parseMaskOptions('das_mask', dasMaskOptionsSchema, {}).initNoise).toBeGreaterThan(0);
-    expect(parseMaskOptions('neuron_mask', neuronMaskOptionsSchema, {}).initNoise).toBe(0);
+    expect(parseStrict(dasMaskOptionsSchema, {}, 'das_mask options').initNoise).toBeGreaterThan(0);
+    expect(parseStrict(neuronMaskOptionsSchema, {}, 'neuron_mask options').initNoise).toBe(0);
   });
 
   it('rejects unknown, mistyped and misplaced options with the option named', () => {
@@ -94,7 +95,7 @@ describe('options', () => {
     expect(() => sae({ objective: 'gender' })).toThrow(/field "objective": .*expected one of "concept"\|"task"/);
     expect(() => sae({ hardMask: 'yes' })).toThrow(/field "hardMask": .*expected boolean/);
     expect(() => sae({ hooks: ['a', 'a'] })).toThrow(/lists a hook twice/);
-    expect(() => parseMaskOptions('neuron_mask', neuronMaskOptionsSchema, { keepError: false })).toThrow(/keepError applies only to sae_mask/);
+    expect(() => parseStrict(neuronMaskOptionsSchema, { keepError: false }, 'neuron_mask options')).toThrow(/keepError applies only to sae_mask/);
     // The factories validate too.
     expect(() => createNeuronMaskFitter({ keepError: false } as never)).toThrow(/keepError applies only to sae_mask/);
     expect(() => createSaeMaskFitter({ hooks: [] })).toThrow(/field "hooks": Too small/);
@@ -114,8 +115,8 @@ describe('options', () => {
     for (const [field, value] of Object.entries(CONCEPT_ONLY)) {
       const message = new RegExp(`field "${field}": applies only to objective "concept" \\(the objective here is "task"\\)`);
       expect(() => sae({ objective: 'task', [field]: value })).toThrow(message);
-      expect(() => parseMaskOptions('neuron_mask', neuronMaskOptionsSchema, { objective: 'task', [field]: value })).toThrow(message);
-      expect(() => parseMaskOptions('das_mask', dasMaskOptionsSchema, { objective: 'task', [field]: value })).toThrow(message);
+      expect(() => parseStrict(neuronMaskOptionsSchema, { objective: 'task', [field]: value }, 'neuron_mask options')).toThrow(message);
+      expect(() => parseStrict(dasMaskOptionsSchema, { objective: 'task', [field]: value }, 'das_mask options')).toThrow(message);
     }
     // Every misplaced field is named at once, and the factories refuse them too.
     expect(() => sae({ objective: 'task', headLr: 0.1, adversarySteps: 2 })).toThrow(/field "headLr": .*; field "adversarySteps": /);
@@ -218,7 +219,7 @@ describe('fit checks', () => {
       /"layers\.9\.resid_out", which is not a hook of the model/,
     );
     // An eraser exists only fitted: one without masks cannot be made.
-    const config = resolveMaskConfig(parseMaskOptions('neuron_mask', neuronMaskOptionsSchema, {}), ctx);
+    const config = resolveMaskConfig(parseStrict(neuronMaskOptionsSchema, {}, 'neuron_mask options'), ctx);
     expect(() => new MaskEraser('neuron_mask', HOOK, [], config)).toThrow(/at least one masked hook/);
     probe.dispose();
   });

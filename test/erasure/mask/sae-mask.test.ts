@@ -9,7 +9,8 @@ import { readCheckpoint, saveEraser } from '../../../src/erasure/checkpoint.js';
 import { restoreMaskEraser } from '../../../src/erasure/mask/checkpoint.js';
 import { loadEraser } from '../../../src/erasure/load.js';
 import { createSaeMaskFitter, SAE_MASK, saeMaskOptionsSchema } from '../../../src/erasure/mask/sae-mask.js';
-import { parseMaskOptions, resolveMaskConfig } from '../../../src/erasure/mask/options.js';
+import { resolveMaskConfig } from '../../../src/erasure/mask/options.js';
+import { parseStrict } from '../../../src/util/schema.js';
 import { asMaskEraser, type MaskEraser } from '../../../src/erasure/mask/eraser.js';
 import { meanPool } from '../../../src/models/pool.js';
 import { LinearProbe } from '../../../src/probe/linear.js';
@@ -181,7 +182,7 @@ describe('sae_mask units', () => {
     };
     const probe = biasedProbe(p.cache, p.train);
     const ctx = { ...pooledContext(p, probe), saes: { [HOOK]: broken } };
-    const config = resolveMaskConfig(parseMaskOptions('sae_mask', saeMaskOptionsSchema, {}), ctx);
+    const config = resolveMaskConfig(parseStrict(saeMaskOptionsSchema, {}, 'sae_mask options'), ctx);
     const before = tf.memory().numTensors;
     expect(() => SAE_MASK.create(HOOK, ctx, config)).toThrow(/decode failed/);
     expect(tf.memory().numTensors).toBe(before);

@@ -8,7 +8,8 @@ import { loadEraser } from '../../../src/erasure/load.js';
 import { asMaskEraser, freezeMask, MaskEraser } from '../../../src/erasure/mask/eraser.js';
 import { affineOfProbe } from '../../../src/erasure/mask/affine-heads.js';
 import { createNeuronMaskFitter, NEURON_MASK, neuronMaskOptionsSchema } from '../../../src/erasure/mask/neuron-mask.js';
-import { parseMaskOptions, resolveMaskConfig } from '../../../src/erasure/mask/options.js';
+import { resolveMaskConfig } from '../../../src/erasure/mask/options.js';
+import { parseStrict } from '../../../src/util/schema.js';
 import { PooledSource } from '../../../src/erasure/mask/sources.js';
 import { MaskTrainer, type MaskStepInfo } from '../../../src/erasure/mask/trainer.js';
 import { setQuiet } from '../../../src/util/progress.js';
@@ -25,7 +26,7 @@ describe('MaskTrainer', () => {
     const probe = biasedProbe(p.cache, p.train);
     const ctx = pooledContext(p, probe);
     const before = tf.memory().numTensors;
-    const config = resolveMaskConfig(parseMaskOptions('neuron_mask', neuronMaskOptionsSchema, { epochs: 2, lr: 0.01, hardMask: false, tempEnd: 0.05 }), ctx);
+    const config = resolveMaskConfig(parseStrict(neuronMaskOptionsSchema, { epochs: 2, lr: 0.01, hardMask: false, tempEnd: 0.05 }, 'neuron_mask options'), ctx);
     const space = NEURON_MASK.create(HOOK, ctx, config);
     const seen: MaskStepInfo[] = [];
     const trainer = new MaskTrainer({
@@ -82,7 +83,7 @@ describe('MaskTrainer', () => {
     const p = plantedPooled({ kind: 'neuron', nTrain: 32, nConcept: 32 });
     const probe = biasedProbe(p.cache, p.train);
     const ctx = pooledContext(p, probe);
-    const config = resolveMaskConfig(parseMaskOptions('neuron_mask', neuronMaskOptionsSchema, {}), ctx);
+    const config = resolveMaskConfig(parseStrict(neuronMaskOptionsSchema, {}, 'neuron_mask options'), ctx);
     const space = NEURON_MASK.create(HOOK, ctx, config);
     const before = tf.memory().numTensors;
     // A task head of the wrong size fails after the logits and their optimiser exist.
