@@ -9,11 +9,15 @@ import { runExperiment } from '../experiment/runner.js';
 import type { Subcommand } from './subcommand.js';
 import { UsageError, outputPath, optionalString, parse, requireString, stringList } from './args.js';
 
-const usage = `usage: sae-eraser run --config FILE.json --out DIR [--model M] [--train FILE] [--test FILE] [--seeds 42,43,44] [--quiet]
+const usage = `usage: sae-eraser run --config FILE.json --out DIR [--model M] [--train FILE] [--test FILE] [--seeds 42,43,44] [--force] [--quiet]
 
-Runs every method the config names over its seeds and writes DIR/metrics.json, DIR/table.md and the
-fitted erasers (DIR/erasers/<method>/seed-<s>/). The flags override the config's model, data
-files and seeds. See configs/minilm-surgeon-nurse.json for the offline experiment.`;
+Runs every method the config names over its seeds into the run folder DIR: config.json (the resolved
+config and provenance), results.jsonl (one line per method and seed, as soon as it is scored),
+history.jsonl (training curves), the fitted erasers (erasers/<method>/seed-<s>/), and at the end
+metrics.json and table.md. Running again into the same DIR resumes an interrupted run of the same
+config (seeds and methods may be added); a finished run or a different config is refused unless
+--force, which starts DIR afresh. The flags override the config's model, data files and seeds. See
+configs/minilm-surgeon-nurse.json for the offline experiment.`;
 
 async function main(argv: string[]): Promise<void> {
   const p = parse(argv, {
@@ -44,7 +48,7 @@ async function main(argv: string[]): Promise<void> {
     config.cacheDir,
     ...Object.values(config.saes).map((s) => s.path),
   ]);
-  const result = await runExperiment(config, { outDir });
+  const result = await runExperiment(config, { outDir, force: p.values.force === true });
   writeFileAtomic(join(outDir, 'table.md'), renderTable(result));
   process.stdout.write(`${renderTable(result)}\nwrote ${outDir}/metrics.json and ${outDir}/table.md (${result.seconds.total.toFixed(0)} s)\n`);
 }

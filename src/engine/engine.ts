@@ -25,8 +25,9 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs';
-import '@tensorflow/tfjs-backend-wasm';
+import { getThreadsCount } from '@tensorflow/tfjs-backend-wasm';
 import { createRequire } from 'node:module';
+import { availableParallelism } from 'node:os';
 import { registerFastWasmKernels } from './kernels.js';
 
 export type BackendName = 'wasm' | 'cpu' | 'tensorflow';
@@ -166,6 +167,14 @@ async function setUp(): Promise<BackendName> {
 export function initEngine(): Promise<BackendName> {
   initialised ??= setUp();
   return initialised;
+}
+
+/** The initialised backend and the threads it computes with (for provenance records). */
+export async function engineInfo(): Promise<{ backend: BackendName; threads: number }> {
+  const backend = await initEngine();
+  // tfjs-node runs TensorFlow's intra-op pool over every core; the plain JS backend is single-threaded.
+  const threads = backend === 'wasm' ? getThreadsCount() : backend === 'tensorflow' ? availableParallelism() : 1;
+  return { backend, threads };
 }
 
 export { tf };

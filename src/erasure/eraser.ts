@@ -22,6 +22,7 @@ import type { ActivationCache } from '../cache/cache.js';
 import type { Batch, Edit, HookName, Model } from '../models/model.js';
 import type { Probe } from '../probe/probe.js';
 import type { RawTensor } from '../io/safetensors.js';
+import type { HistoryLog } from '../util/history.js';
 
 export const METHOD_NAMES = [
   'original',
@@ -88,6 +89,8 @@ export interface FitContext {
   /** Balanced training data, only for methods that are allowed to use it (the oracle). */
   balanced?: LabelledSplit;
   seed: number;
+  /** Receives training curves (losses, temperature) of fitters that train, for the run's history. */
+  log?: HistoryLog;
 }
 
 export interface EraserDescription {

@@ -5,8 +5,10 @@
  * Flow: load splits -> open the model -> make sure the SAEs exist (train missing ones) -> one
  * activation cache over every text -> per seed: the biased probe (ambiguous train) and the oracle
  * (balanced train) -> per method: fit the eraser, erase the test representations (pooled fast path
- * or a forward pass with the eraser's edits), score -> aggregate over seeds -> metrics.json and
- * the fitted erasers (src/cli/run.ts writes table.md from the result).
+ * or a forward pass with the eraser's edits), score and append to results.jsonl -> aggregate over
+ * seeds -> metrics.json; the fitted erasers beside them (src/cli/run.ts writes table.md from the
+ * result). The run folder (run-folder.ts) also holds the resolved config with provenance and the
+ * training history, and lets an interrupted run resume where it stopped.
  *
  * Metrics (on the test file): profession accuracy and gender agreement on the balanced split;
  * per-subgroup and worst-group accuracy on the four full-size subgroups; gender_probe_acc, a fresh
@@ -14,9 +16,9 @@
  * representations (chance is 50%).
  */
 import { join } from 'node:path';
-import { initEngine, tf } from '../engine/engine.js';
-import { writeJsonAtomic } from '../io/atomic.js';
+import { engineInfo, tf } from '../engine/engine.js';
 import { ensureWheelFolder } from '../io/wheel.js';
+import { fileSha256 } from '../cache/identity.js';
 import { buildActivationCache, weightsId, type ActivationCache, type CacheSpec } from '../cache/cache.js';
 import { buildSplits, loadBiasInBios, type BiosDataset, type SplitExample } from '../data/bias-in-bios.js';
 import { permutation } from '../data/prng.js';
@@ -36,6 +38,8 @@ import { saveEraser } from '../erasure/checkpoint.js';
 import { createFitter, namedHooks } from '../erasure/methods.js';
 import type { ExperimentConfig } from './config.js';
 import { ensureSae } from './saes.js';
+import { RunFolder, type ResolvedConfig } from './run-folder.js';
+import { withStagePrefix } from '../util/history.js';
 
 /** The examples an experiment uses, as split arrays over one list of unique texts. */
 export interface ExperimentData {
@@ -127,13 +131,34 @@ function score(
 }
 
 export interface RunOptions {
+  /** The run folder (src/experiment/run-folder.ts): config.json, results.jsonl, history.jsonl, metrics.json, erasers/. */
   outDir: string;
+  /** Start the folder afresh instead of resuming an unfinished run of the same config (or refusing a finished or different one). */
+  force?: boolean;
 }
 
-/** Runs the experiment and writes `metrics.json` and `erasers/` into `outDir`. */
+/** The config as the run folder records and compares it: everything but the path it was read from. */
+function resolvedConfig(config: ExperimentConfig): ResolvedConfig {
+  const { source: _source, ...rest } = config;
+  return JSON.parse(JSON.stringify(rest)) as ResolvedConfig;
+}
+
+/**
+ * Runs the experiment into the run folder `options.outDir`, resuming it when it holds an unfinished
+ * run of the same config: each method and seed is appended to results.jsonl as soon as it is scored,
+ * training curves to history.jsonl, and metrics.json is written at the end.
+ */
 export async function runExperiment(config: ExperimentConfig, options: RunOptions): Promise<ExperimentResult> {
   const t0 = Date.now();
-  await initEngine();
+  const folder = RunFolder.open(options.outDir, resolvedConfig(config), { force: options.force, source: config.source, engine: await engineInfo() });
+  try {
+    return await runInFolder(config, folder, t0);
+  } finally {
+    folder.close();
+  }
+}
+
+async function runInFolder(config: ExperimentConfig, folder: RunFolder, t0: number): Promise<ExperimentResult> {
   if (config.modelSource !== undefined) ensureWheelFolder(config.modelSource, config.model);
   const data = await loadExperimentData(config);
   const opened = await openModel(config.model, { maxLength: config.maxLength });
@@ -167,6 +192,13 @@ export async function runExperiment(config: ExperimentConfig, options: RunOption
     saes[hook] = sae;
     saeIds[hook] = weightsId(path);
   }
+  // Results of an interrupted run count only if they were computed from the same weights and data.
+  folder.checkInputs({
+    model: weightsId(opened.dir),
+    train: fileSha256(config.dataset.train),
+    test: fileSha256(config.dataset.test),
+    ...Object.fromEntries(Object.entries(saeIds).map(([hook, id]) => [`sae ${hook}`, id])),
+  });
 
   const tCache = Date.now();
   const cacheHooks = [...new Set([config.probeHook, ...Object.keys(saes)])];
@@ -220,7 +252,8 @@ export async function runExperiment(config: ExperimentConfig, options: RunOption
           Xb.dispose();
         }
       } else if (method !== 'original') {
-        eraser = await createFitter(config.methods[method]!).fit({ ...fitInputs, probe: biasedProbe, seed });
+        const log = withStagePrefix(folder.history, `${method}/seed-${seed}`);
+        eraser = await createFitter(config.methods[method]!).fit({ ...fitInputs, probe: biasedProbe, seed, log });
       }
       const probe = oracle ?? eraser?.head ?? biasedProbe;
       const erased: tf.Tensor2D[] = [];
@@ -248,25 +281,35 @@ export async function runExperiment(config: ExperimentConfig, options: RunOption
         seconds: (Date.now() - t) / 1000,
         summary: description?.summary ?? (method === 'oracle' ? 'probe trained on balanced data' : 'no erasure'),
       };
-      if (eraser !== undefined) saveEraser(eraser, join(options.outDir, 'erasers', method, `seed-${seed}`));
+      if (eraser !== undefined) saveEraser(eraser, join(folder.dir, 'erasers', method, `seed-${seed}`));
       return result;
     } finally {
       eraser?.dispose();
       oracle?.dispose();
     }
   };
+  if (folder.resumed > 0) process.stderr.write(`${folder.dir}: resuming, ${folder.resumed} method/seed result(s) already in results.jsonl\n`);
   for (const seed of config.seeds) {
+    const todo = methods.filter((m) => folder.result(m, seed) === undefined);
+    let biasedProbe: Probe | undefined;
     const popts = probeOptions(config, seed);
-    const original = tf.tidy(() => cache.pooled(config.probeHook, splits.ambiguous.rows));
-    const biasedProbe = trainProbe(original, splits.ambiguous.y, popts);
-    original.dispose();
+    if (todo.length > 0) {
+      const original = tf.tidy(() => cache.pooled(config.probeHook, splits.ambiguous.rows));
+      biasedProbe = trainProbe(original, splits.ambiguous.y, popts);
+      original.dispose();
+    }
     try {
       for (const method of methods) {
-        perMethod[method]!.push(await runMethod(method, seed, biasedProbe, popts));
+        let run = folder.result(method, seed);
+        if (run === undefined) {
+          run = await runMethod(method, seed, biasedProbe!, popts);
+          folder.record(method, seed, run);
+        }
+        perMethod[method]!.push(run);
         bar.tick(1, method);
       }
     } finally {
-      biasedProbe.dispose();
+      biasedProbe?.dispose();
     }
   }
   bar.done();
@@ -302,7 +345,7 @@ export async function runExperiment(config: ExperimentConfig, options: RunOption
     };
   }
   result.seconds.total = (Date.now() - t0) / 1000;
-  writeJsonAtomic(join(options.outDir, 'metrics.json'), result);
+  folder.finish(result);
   model.dispose();
   return result;
 }

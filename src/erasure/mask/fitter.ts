@@ -19,6 +19,7 @@ import { ModelSource, PooledSource, type RowSource } from './sources.js';
 import { MaskTrainer, type MaskTrainingCallbacks } from './trainer.js';
 import type { MaskKind, UnitSpace } from './units.js';
 import { minOf } from '../../util/arrays.js';
+import type { HistoryLog } from '../../util/history.js';
 
 export class MaskFitter implements EraserFitter {
   constructor(
@@ -60,7 +61,7 @@ export class MaskFitter implements EraserFitter {
         refitChunk: pooled ? 256 : 32,
         callbacks: this.callbacks,
       });
-      train(trainer, label);
+      train(trainer, label, ctx.log);
       const logits = trainer.maskLogits();
       const masks: FrozenMask[] = [];
       try {
@@ -85,11 +86,19 @@ export class MaskFitter implements EraserFitter {
   }
 }
 
-/** Runs `trainer` to the end, reporting progress. */
-function train(trainer: MaskTrainer, label: string): void {
+/** Runs `trainer` to the end, reporting progress and logging every step's losses and temperature. */
+function train(trainer: MaskTrainer, label: string, log: HistoryLog | undefined): void {
   const bar = progress(label, trainer.totalSteps, 'step');
   try {
-    while (!trainer.done) bar.tick(1, `loss ${trainer.step().loss.toFixed(4)}`);
+    while (!trainer.done) {
+      const info = trainer.step();
+      log?.({
+        stage: 'mask',
+        step: info.step,
+        values: { loss: info.loss, task_loss: info.taskLoss, adversary_loss: info.adversaryLoss, temperature: info.temperature },
+      });
+      bar.tick(1, `loss ${info.loss.toFixed(4)}`);
+    }
   } finally {
     bar.done();
   }
