@@ -4,6 +4,7 @@
  */
 import { aggregateSeeds, type Interval } from '../eval/metrics.js';
 import type { HookName } from '../models/model.js';
+import type { EraserDescription } from '../erasure/eraser.js';
 
 export interface MethodSeedResult {
   seed: number;
@@ -15,6 +16,8 @@ export interface MethodSeedResult {
   units_removed: number;
   seconds: number;
   summary: string;
+  /** What the eraser removed, per hook (absent for the original probe and the oracle). */
+  removed?: EraserDescription['removed'];
 }
 
 export interface ExperimentResult {

@@ -39,7 +39,10 @@ import { createFitter, namedHooks } from '../erasure/methods.js';
 import type { ExperimentConfig } from './config.js';
 import { ensureSae } from './saes.js';
 import { RunFolder, type ResolvedConfig } from './run-folder.js';
-import { withStagePrefix } from '../util/history.js';
+import { ExplorerCollector } from './explorer-data.js';
+import { writeJsonAtomic } from '../io/atomic.js';
+import { existsSync } from 'node:fs';
+import { withStagePrefix, type HistoryLog } from '../util/history.js';
 
 /** The examples an experiment uses, as split arrays over one list of unique texts. */
 export interface ExperimentData {
@@ -100,9 +103,17 @@ function probeOptions(config: ExperimentConfig, seed: number): LinearProbeOption
   return { ...config.probe, seed };
 }
 
-function trainProbe(X: tf.Tensor2D, y: Int32Array, options: LinearProbeOptions): Probe {
+/** Trains a linear probe; `log` receives its mean training loss per epoch. */
+function trainProbe(X: tf.Tensor2D, y: Int32Array, options: LinearProbeOptions, log?: HistoryLog): Probe {
   const probe = new LinearProbe(X.shape[1], 2, options);
-  probe.fit(X, y);
+  const report = probe.fit(X, y);
+  if (log !== undefined) {
+    const perEpoch = report.steps / report.epochs;
+    for (let e = 0; e < report.epochs; e++) {
+      const losses = report.losses.subarray(e * perEpoch, (e + 1) * perEpoch);
+      log({ stage: 'probe', step: e + 1, values: { loss: losses.reduce((a, b) => a + b, 0) / losses.length } });
+    }
+  }
   return probe;
 }
 
@@ -135,6 +146,25 @@ export interface RunOptions {
   outDir: string;
   /** Start the folder afresh instead of resuming an unfinished run of the same config (or refusing a finished or different one). */
   force?: boolean;
+}
+
+/**
+ * Offers a scored method to the explorer when all it removes is SAE features at the probe hook (or
+ * nothing); the explorer lists it only if its affine form reproduces the recorded metrics.
+ */
+function offerToExplorer(explorer: ExplorerCollector, method: string, result: MethodSeedResult, head: string, probeHook: HookName): void {
+  const removed = result.removed ?? {};
+  const hooks = Object.keys(removed);
+  if (hooks.length === 0) {
+    explorer.addMethod(method, head, [], result);
+    return;
+  }
+  const atHook = removed[probeHook];
+  if (hooks.length === 1 && atHook?.kind === 'sae_features' && atHook.indices !== undefined) {
+    explorer.addMethod(method, head, atHook.indices, result);
+  } else {
+    explorer.exclude(method, `it removes ${hooks.map((h) => `${removed[h]!.kind} at ${h}`).join(', ')}, not only SAE features at ${probeHook}`);
+  }
 }
 
 /** The config as the run folder records and compares it: everything but the path it was read from. */
@@ -239,7 +269,13 @@ async function runInFolder(config: ExperimentConfig, folder: RunFolder, t0: numb
   const perMethod: Record<string, MethodSeedResult[]> = Object.fromEntries(methods.map((m) => [m, []]));
   const bar = progress('methods', methods.length * config.seeds.length, 'fits');
   /** Fits one method (or trains the oracle) for a seed, scores it and saves its eraser. */
-  const runMethod = async (method: MethodName, seed: number, biasedProbe: Probe, popts: LinearProbeOptions): Promise<MethodSeedResult> => {
+  const runMethod = async (
+    method: MethodName,
+    seed: number,
+    biasedProbe: Probe,
+    popts: LinearProbeOptions,
+    explorer: ExplorerCollector | undefined,
+  ): Promise<MethodSeedResult> => {
     const t = Date.now();
     let eraser: Eraser | undefined;
     let oracle: Probe | undefined;
@@ -247,7 +283,7 @@ async function runInFolder(config: ExperimentConfig, folder: RunFolder, t0: numb
       if (method === 'oracle') {
         const Xb = cache.pooled(config.probeHook, splits.balanced.rows);
         try {
-          oracle = trainProbe(Xb, splits.balanced.y, popts);
+          oracle = trainProbe(Xb, splits.balanced.y, popts, withStagePrefix(folder.history, `oracle/seed-${seed}`));
         } finally {
           Xb.dispose();
         }
@@ -280,7 +316,13 @@ async function runInFolder(config: ExperimentConfig, folder: RunFolder, t0: numb
         units_removed: description?.unitsRemoved ?? 0,
         seconds: (Date.now() - t) / 1000,
         summary: description?.summary ?? (method === 'oracle' ? 'probe trained on balanced data' : 'no erasure'),
+        ...(description === undefined ? {} : { removed: description.removed }),
       };
+      if (explorer !== undefined) {
+        const own = oracle ?? eraser?.head;
+        if (own !== undefined) explorer.addHead(method, own);
+        offerToExplorer(explorer, method, result, own === undefined ? 'original' : method, config.probeHook);
+      }
       if (eraser !== undefined) saveEraser(eraser, join(folder.dir, 'erasers', method, `seed-${seed}`));
       return result;
     } finally {
@@ -293,21 +335,33 @@ async function runInFolder(config: ExperimentConfig, folder: RunFolder, t0: numb
     const todo = methods.filter((m) => folder.result(m, seed) === undefined);
     let biasedProbe: Probe | undefined;
     const popts = probeOptions(config, seed);
-    if (todo.length > 0) {
+    const explorerFile = join(folder.dir, 'explorer', `seed-${seed}.json`);
+    const probeSae = saes[config.probeHook];
+    const explorer =
+      probeSae !== undefined && !existsSync(explorerFile)
+        ? new ExplorerCollector(seed, config.probeHook, probeSae, cache, { balanced: splits.testBalanced, ...splits.testSubgroups }, data.professions)
+        : undefined;
+    if (todo.length > 0 || explorer !== undefined) {
       const original = tf.tidy(() => cache.pooled(config.probeHook, splits.ambiguous.rows));
-      biasedProbe = trainProbe(original, splits.ambiguous.y, popts);
+      biasedProbe = trainProbe(original, splits.ambiguous.y, popts, withStagePrefix(folder.history, `original/seed-${seed}`));
       original.dispose();
+      explorer?.addHead('original', biasedProbe);
     }
     try {
       for (const method of methods) {
         let run = folder.result(method, seed);
         if (run === undefined) {
-          run = await runMethod(method, seed, biasedProbe!, popts);
+          run = await runMethod(method, seed, biasedProbe!, popts, explorer);
           folder.record(method, seed, run);
+        } else if (explorer !== undefined) {
+          // Scored by an earlier run: its own head (if any) is not at hand, so it is offered with the
+          // biased probe's, and listed only if that reproduces its recorded metrics.
+          offerToExplorer(explorer, method, run, 'original', config.probeHook);
         }
         perMethod[method]!.push(run);
         bar.tick(1, method);
       }
+      if (explorer !== undefined) writeJsonAtomic(explorerFile, explorer.build(splits.concept, data.texts));
     } finally {
       biasedProbe?.dispose();
     }
