@@ -8,6 +8,7 @@
  *   results.jsonl   one line per method and seed, appended (and flushed to disk) as soon as it is
  *                   scored: {"method", "seed", "result"}
  *   history.jsonl   one line per logged training step: {"stage", "step", "elapsed", ...values}
+ *   tensorboard/    the same history as TensorBoard event files, one folder (a TensorBoard run) per stage
  *   metrics.json    written by the runner at the end (its presence marks a finished run)
  *
  * Reopening a folder with the same resolved config resumes: method/seed pairs already in
@@ -23,6 +24,7 @@ import { join } from 'node:path';
 import { writeJsonAtomic } from '../io/atomic.js';
 import { projectRoot } from '../io/shared.js';
 import { readUtf8 } from '../io/text.js';
+import { EventFileWriter } from '../io/tfevents.js';
 import type { HistoryLog } from '../util/history.js';
 import type { ExperimentResult, MethodSeedResult } from './results.js';
 
@@ -166,12 +168,22 @@ function readResults(path: string): ResultLine[] {
   return lines;
 }
 
+/** A stage name as a relative folder: its "/" parts kept (TensorBoard nests them), other characters made safe. */
+function boardFolder(stage: string): string {
+  return stage
+    .split('/')
+    .map((part) => part.replace(/[^A-Za-z0-9_.-]/g, '_').replace(/^\.+$/, '_'))
+    .filter((part) => part !== '')
+    .join('/');
+}
+
 const pairKey = (method: string, seed: number): string => `${method}\u0000${seed}`;
 
 export class RunFolder {
   private readonly results = new Map<string, MethodSeedResult>();
   private readonly started = Date.now();
   private historyFd: number | undefined;
+  private readonly boards = new Map<string, EventFileWriter>();
 
   private constructor(
     /** The folder. */
@@ -188,6 +200,7 @@ export class RunFolder {
     const path = (name: keyof typeof FILES): string => join(dir, FILES[name]);
     if (options.force === true) {
       for (const name of Object.keys(FILES) as (keyof typeof FILES)[]) rmSync(path(name), { force: true });
+      rmSync(join(dir, 'tensorboard'), { recursive: true, force: true });
     }
     const file: RunConfigFile = { source: options.source, config, provenance: provenance(options.engine) };
     const folder = new RunFolder(dir, file);
@@ -209,6 +222,7 @@ export class RunFolder {
       if (differences.length > 0) {
         // An earlier attempt that scored nothing (a config error, say): nothing to keep or to mix up.
         rmSync(path('history'), { force: true });
+        rmSync(join(dir, 'tensorboard'), { recursive: true, force: true });
       } else {
         file.inputs = before.inputs;
         for (const line of earlier) folder.results.set(pairKey(line.method, line.seed), line.result);
@@ -260,6 +274,12 @@ export class RunFolder {
     this.historyFd ??= openSync(join(this.dir, FILES.history), 'a');
     const line = { stage: record.stage, step: record.step, elapsed: Math.round((Date.now() - this.started) / 100) / 10, ...record.values };
     writeSync(this.historyFd, `${JSON.stringify(line)}\n`);
+    let board = this.boards.get(record.stage);
+    if (board === undefined) {
+      board = new EventFileWriter(join(this.dir, 'tensorboard', boardFolder(record.stage)));
+      this.boards.set(record.stage, board);
+    }
+    board.scalars(record.step, record.values);
   };
 
   /** Writes metrics.json, marking the run finished. */
@@ -272,5 +292,7 @@ export class RunFolder {
   close(): void {
     if (this.historyFd !== undefined) closeSync(this.historyFd);
     this.historyFd = undefined;
+    for (const board of this.boards.values()) board.close();
+    this.boards.clear();
   }
 }

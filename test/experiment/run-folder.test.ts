@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { appendFileSync, existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { configDifferences, RunFolder, type ResolvedConfig, type RunConfigFile } from '../../src/experiment/run-folder.js';
@@ -161,5 +161,8 @@ describe('RunFolder', () => {
     expect(lines).toHaveLength(2);
     expect(lines[1]).toMatchObject({ stage: 'sae_mask/seed-1/mask', step: 2, loss: 0.25, temperature: 0.5 });
     expect(typeof lines[0]!.elapsed).toBe('number');
+    // The same history as TensorBoard event files, one folder per stage.
+    const board = join(dir, 'tensorboard', 'sae_mask', 'seed-1', 'mask');
+    expect(readdirSync(board).filter((f) => f.startsWith('events.out.tfevents.'))).toHaveLength(1);
   });
 });
