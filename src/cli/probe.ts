@@ -14,11 +14,13 @@ import { UsageError, outputPath, oneOf, optionalInt, optionalString, parse, requ
 
 const usage = `usage: sae-eraser probe --model M --hook H --train FILE --test FILE --label profession|gender
        --split ambiguous|balanced --out DIR [--professions P0,P1] [--text-field F] [--max-length N]
-       [--epochs N] [--seed N] [--cache-dir DIR] [--quiet]
+       [--epochs N|converge] [--seed N] [--cache-dir DIR] [--quiet]
 
-Trains the paper's logistic-regression probe (BCE, AdamW lr 1e-2, 1 epoch, batch 128) on the
-mean-pooled activations at hook H of the chosen train split, and scores it on the test file's
-balanced split and its four subgroups. Writes DIR/probe.safetensors and DIR/metrics.json.
+Trains the paper's logistic-regression probe (BCE, AdamW lr 1e-2, batch 128) on the mean-pooled
+activations at hook H of the chosen train split, and scores it on the test file's balanced split
+and its four subgroups. Writes DIR/probe.safetensors and DIR/metrics.json (with the epochs and
+optimizer steps taken). --epochs defaults to "converge": train until the epoch loss stops
+improving (at most 1000 epochs); the paper trained --epochs 1, a handful of steps on small splits.
 Professions default to professor,nurse (LabHC/bias_in_bios codes 21 and 13 also work).`;
 
 async function main(argv: string[]): Promise<void> {
@@ -65,9 +67,13 @@ async function main(argv: string[]): Promise<void> {
   const rows = (split: readonly SplitExample[]): Int32Array => Int32Array.from(split, (e) => rowOf.get(e.text)!);
   const target = (split: readonly SplitExample[]): Int32Array => Int32Array.from(split, (e) => (label === 'profession' ? e.y : e.z));
 
-  const probe = new LinearProbe(cache.dim(hook), 2, { seed, epochs: optionalInt(p, 'epochs') ?? 1 });
+  const epochsFlag = optionalString(p, 'epochs');
+  const epochs = epochsFlag === undefined || epochsFlag === 'converge' ? 'converge' : Number(epochsFlag);
+  if (epochs !== 'converge' && (!Number.isInteger(epochs) || epochs < 1))
+    throw new UsageError(`--epochs takes a positive integer or "converge", got "${epochsFlag}"`);
+  const probe = new LinearProbe(cache.dim(hook), 2, { seed, epochs });
   const X = cache.pooled(hook, rows(trainSplit));
-  probe.fit(X, target(trainSplit));
+  const fit = probe.fit(X, target(trainSplit));
   X.dispose();
   const Xt = cache.pooled(hook, rows(test.balanced));
   const pred = probe.predict(Xt);
@@ -89,6 +95,8 @@ async function main(argv: string[]): Promise<void> {
     train_split: splitName,
     professions: train.professions,
     n_train: trainSplit.length,
+    epochs: fit.epochs,
+    steps: fit.steps,
     n_test: test.balanced.length,
     accuracy: accuracy(pred, target(test.balanced)),
     gender_agreement:
@@ -107,7 +115,8 @@ async function main(argv: string[]): Promise<void> {
   opened.model.dispose();
   tf.disposeVariables();
   process.stdout.write(
-    `${JSON.stringify({ accuracy: metrics.accuracy, gender_agreement: metrics.gender_agreement, worst_group_acc: metrics.worst_group_acc }, null, 2)}\nwrote ${out}/probe.safetensors and ${out}/metrics.json\n`,
+    `${JSON.stringify({ accuracy: metrics.accuracy, gender_agreement: metrics.gender_agreement, worst_group_acc: metrics.worst_group_acc }, null, 2)}\n` +
+      `trained ${fit.epochs} epoch(s), ${fit.steps} optimizer steps on ${trainSplit.length} rows\nwrote ${out}/probe.safetensors and ${out}/metrics.json\n`,
   );
 }
 

@@ -129,7 +129,13 @@ function score(
   const subgroup_acc: Record<string, Interval> = {};
   for (const [group, { X, split }] of Object.entries(test.subgroups)) subgroup_acc[group] = accuracy(probe.predict(X), split.y);
   // A fresh gender probe, trained to convergence on erased balanced-train representations.
-  const genderProbe = trainProbe(genderTrain.X, genderTrain.z, { ...probeOpts, epochs: Math.max(10, probeOpts.epochs ?? 1), seed: seed + 1000 });
+  // At least 10 epochs when the recipe gives a count: a short recipe would understate what a probe can still find.
+  const epochs = probeOpts.epochs ?? 'converge';
+  const genderProbe = trainProbe(genderTrain.X, genderTrain.z, {
+    ...probeOpts,
+    epochs: epochs === 'converge' ? epochs : Math.max(10, epochs),
+    seed: seed + 1000,
+  });
   const gender_probe_acc = accuracy(genderProbe.predict(test.balanced.X), test.balanced.split.z);
   genderProbe.dispose();
   return {

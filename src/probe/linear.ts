@@ -1,8 +1,15 @@
 /**
  * Linear (logistic-regression) probe, trained as in Sparse Feature Circuits' SHIFT experiments:
  * `nn.Linear(dIn, 1)` on pooled activations, BCE with logits, `torch.optim.AdamW(lr=1e-2)` (so
- * betas (0.9, 0.999), eps 1e-8, weight decay 0.01 on weight and bias), 1 epoch, batches of 128 in
- * the order the data comes in (the SHIFT splits are already shuffled with a seed), seed 42.
+ * betas (0.9, 0.999), eps 1e-8, weight decay 0.01 on weight and bias), batches of 128 in the order
+ * the data comes in (the SHIFT splits are already shuffled with a seed), seed 42.
+ *
+ * Length of training: the paper trains 1 epoch (`epochs: 1`), which on a split of a few hundred
+ * rows is a handful of steps and leaves the probe far from its optimum (an "oracle" then does worse
+ * than the biased probe). The default, `epochs: "converge"`, trains until the mean training loss of
+ * an epoch has not improved on the best so far by more than `tolerance` nats (relative above a loss
+ * of 1; on separable data the loss only creeps towards 0, which is not worth more epochs) for `patience`
+ * epochs in a row, or `maxEpochs` is reached; the fit report says how many epochs and steps ran.
  *
  * Model: z = X W^T + b with W [out, dIn], b [out]; out = 1 for two classes (z > 0 means class 1),
  * out = C for C > 2 classes (softmax cross-entropy, argmax prediction).
@@ -31,7 +38,19 @@ import { checkLabels, type FitReport, type Labels, type Probe } from './probe.js
 export const linearProbeOptionsSchema = z
   .strictObject({
     lr: z.number().min(0).optional().describe('AdamW learning rate; default 1e-2.'),
-    epochs: z.number().int().min(1).optional().describe('Passes over the training rows; default 1.'),
+    epochs: z
+      .union([z.number().int().min(1), z.literal('converge')])
+      .optional()
+      .describe(
+        'Passes over the training rows, or "converge" (default): until the epoch loss stops improving (see patience, tolerance, maxEpochs). The paper used 1.',
+      ),
+    maxEpochs: z.number().int().min(1).optional().describe('Upper bound on epochs when epochs is "converge"; default 1000.'),
+    patience: z.number().int().min(1).optional().describe('Epochs without improvement that end a "converge" fit; default 5.'),
+    tolerance: z
+      .number()
+      .min(0)
+      .optional()
+      .describe('Improvement of the epoch loss that counts as progress, in nats (relative to the loss when above 1); default 1e-4.'),
     batchSize: z.number().int().min(1).optional().describe('Rows per optimiser step; default 128.'),
     weightDecay: z.number().min(0).optional().describe("AdamW decoupled weight decay; default 0.01 (torch's AdamW default, which the paper used)."),
     seed: z.number().int().optional().describe('Seed for the initialisation and, when `shuffle`, the batch order; default 42.'),
@@ -53,7 +72,10 @@ export const LINEAR_PROBE_KIND = 'linear';
 /** Options with every default filled in (what `LinearProbe.options` holds and `save` stores). */
 export interface ResolvedLinearProbeOptions {
   lr: number;
-  epochs: number;
+  epochs: number | 'converge';
+  maxEpochs: number;
+  patience: number;
+  tolerance: number;
   batchSize: number;
   weightDecay: number;
   seed: number;
@@ -65,7 +87,10 @@ export interface ResolvedLinearProbeOptions {
 function resolve(options: LinearProbeOptions): ResolvedLinearProbeOptions {
   const o: ResolvedLinearProbeOptions = {
     lr: options.lr ?? 1e-2,
-    epochs: options.epochs ?? 1,
+    epochs: options.epochs ?? 'converge',
+    maxEpochs: options.maxEpochs ?? 1000,
+    patience: options.patience ?? 5,
+    tolerance: options.tolerance ?? 1e-4,
     batchSize: options.batchSize ?? 128,
     weightDecay: options.weightDecay ?? 0.01,
     seed: options.seed ?? 42,
@@ -73,7 +98,13 @@ function resolve(options: LinearProbeOptions): ResolvedLinearProbeOptions {
     warmStart: options.warmStart ?? false,
     progressLabel: options.progressLabel,
   };
-  if (!Number.isInteger(o.epochs) || o.epochs < 1) throw new Error(`linear probe: epochs must be a positive integer, got ${o.epochs}`);
+  if (o.epochs !== 'converge' && (!Number.isInteger(o.epochs) || o.epochs < 1)) {
+    throw new Error(`linear probe: epochs must be a positive integer or "converge", got ${o.epochs}`);
+  }
+  for (const key of ['maxEpochs', 'patience'] as const) {
+    if (!Number.isInteger(o[key]) || o[key] < 1) throw new Error(`linear probe: ${key} must be a positive integer, got ${o[key]}`);
+  }
+  if (!(o.tolerance >= 0)) throw new Error(`linear probe: tolerance must be a non-negative number, got ${o.tolerance}`);
   if (!Number.isInteger(o.batchSize) || o.batchSize < 1) throw new Error(`linear probe: batchSize must be a positive integer, got ${o.batchSize}`);
   if (!Number.isInteger(o.seed)) throw new Error(`linear probe: seed must be an integer, got ${o.seed}`);
   return o;
@@ -162,15 +193,22 @@ export class LinearProbe implements Probe {
       this.nOut === 1 ? tf.tensor2d(Float32Array.from(labels), [n, 1]) : tf.cast(tf.oneHot(tf.tensor1d(labels, 'int32'), this.nClasses), 'float32'),
     );
     const stepsPerEpoch = Math.ceil(n / o.batchSize);
-    const losses = new Float32Array(stepsPerEpoch * o.epochs);
-    const bar = o.progressLabel !== undefined ? progress(o.progressLabel, losses.length, 'step') : undefined;
+    const converge = o.epochs === 'converge';
+    const maxEpochs = converge ? o.maxEpochs : (o.epochs as number);
+    const losses = new Float32Array(stepsPerEpoch * maxEpochs);
+    // A converging fit has no known length: the bar counts steps without a total.
+    const bar = o.progressLabel !== undefined ? progress(o.progressLabel, converge ? 0 : losses.length, 'step') : undefined;
+    let best = Infinity;
+    let stale = 0;
+    let epochs = 0;
     // Batch order stream, separate from the init stream so warm starts see the same orders.
     const orderRng = mulberry32((o.seed + 1) | 0);
     const order = Int32Array.from({ length: n }, (_, i) => i);
     try {
       let k = 0;
-      for (let epoch = 0; epoch < o.epochs; epoch++) {
+      for (let epoch = 0; epoch < maxEpochs; epoch++) {
         if (o.shuffle) shuffleInPlace(order, orderRng);
+        const epochStart = k;
         for (let start = 0; start < n; start += o.batchSize) {
           const size = Math.min(o.batchSize, n - start);
           const loss = tf.tidy(() => {
@@ -186,13 +224,24 @@ export class LinearProbe implements Probe {
           loss.dispose();
           bar?.tick(1, `loss ${losses[k - 1]!.toFixed(4)}`);
         }
+        epochs = epoch + 1;
+        if (converge) {
+          let sum = 0;
+          for (let i = epochStart; i < k; i++) sum += losses[i]!;
+          const mean = sum / (k - epochStart);
+          if (best === Infinity || mean < best - o.tolerance * Math.max(1, Math.abs(best))) {
+            best = mean;
+            stale = 0;
+          } else if (++stale >= o.patience) break;
+        }
       }
     } finally {
       targets.dispose();
       optimizer.dispose();
     }
     bar?.done();
-    return { losses, steps: losses.length, epochs: o.epochs };
+    const steps = epochs * stepsPerEpoch;
+    return { losses: losses.slice(0, steps), steps, epochs };
   }
 
   /** One AdamW step on a batch; returns the batch's mean loss (before the step). */

@@ -80,6 +80,20 @@ describe.skipIf(skipWithout(bios === undefined, 'the probe CLI test needs ../sha
     probe.dispose();
   });
 
+  it('trains to convergence by default and says how many epochs and steps it took; --epochs takes a count or "converge"', async () => {
+    const out = join(dir, 'default');
+    const base = ['probe', '--model', model, '--hook', 'layers.2.resid_out', '--train', join(dir, 'train.jsonl'), '--test', join(dir, 'test.jsonl')];
+    const common = ['--label', 'profession', '--split', 'balanced', '--professions', 'surgeon,nurse', '--max-length', '48', '--cache-dir', join(dir, 'cache')];
+    expect((await quietly(() => cli([...base, ...common, '--out', out, '--quiet']))).code).toBe(0);
+    const m = JSON.parse(readFileSync(join(out, 'metrics.json'), 'utf8')) as { epochs: number; steps: number; n_train: number };
+    // 48 rows in one batch of 128: one step per epoch; the paper's single epoch would be one step.
+    expect(m.epochs).toBeGreaterThan(5);
+    expect(m.steps).toBe(m.epochs);
+    const bad = await quietly(() => cli([...base, ...common, '--out', join(dir, 'bad-epochs'), '--epochs', 'forever', '--quiet']));
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/--epochs takes a positive integer or "converge", got "forever"/);
+  });
+
   it('names the file and field for bad labels and an absent profession', async () => {
     const bad = join(dir, 'bad.jsonl');
     writeFileSync(bad, '{"text": "a bio", "profession": "surgeon"}\n');

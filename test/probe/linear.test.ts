@@ -72,10 +72,10 @@ describe('AdamW', () => {
 });
 
 describe('linear probe', () => {
-  it('reaches > 99% on separable data with the default recipe (one epoch)', () => {
+  it("reaches > 99% on separable data with the paper's recipe (one epoch)", () => {
     const train = blobs(4000, 32, 1);
     const test = blobs(1000, 32, 1);
-    const probe = new LinearProbe(32);
+    const probe = new LinearProbe(32, 2, { epochs: 1 });
     const report = probe.fit(train.X, train.y);
     expect(report.steps).toBe(Math.ceil(4000 / 128));
     expect(report.losses[report.steps - 1]!).toBeLessThan(report.losses[0]!);
@@ -101,6 +101,32 @@ describe('linear probe', () => {
     expect(fit(42, true)).toEqual(fit(42, true));
     expect(fit(42, true)).not.toEqual(fit(42, false));
     X.dispose();
+  });
+
+  it('trains to convergence by default: stops when the epoch loss stalls, reports epochs and steps, and beats one epoch on a small split', () => {
+    // 48 rows, low margin: one epoch is a single step of a batch of 128, far from the optimum.
+    const { X, y } = blobs(48, 16, 11, 0.4);
+    const one = new LinearProbe(16, 2, { epochs: 1 });
+    const paper = one.fit(X, y);
+    const conv = new LinearProbe(16, 2);
+    const report = conv.fit(X, y);
+    expect(paper).toMatchObject({ epochs: 1, steps: 1 });
+    expect(report.epochs).toBeGreaterThan(5);
+    expect(report.epochs).toBeLessThan(1000);
+    expect(report.steps).toBe(report.epochs);
+    expect(report.losses).toHaveLength(report.steps);
+    // The last `patience` epochs did not improve on the best by the tolerance; the final loss is far below one epoch's.
+    const last = report.losses[report.losses.length - 1]!;
+    expect(last).toBeLessThan(paper.losses[0]! * 0.5);
+    const acc = (p: LinearProbe): number => p.predict(X).reduce((a, v, i) => a + (v === y[i] ? 1 : 0), 0) / y.length;
+    expect(acc(conv)).toBeGreaterThan(acc(one));
+    // A tighter cap ends the fit at the cap.
+    const capped = new LinearProbe(16, 2, { maxEpochs: 3 });
+    expect(capped.fit(X, y).epochs).toBe(3);
+    for (const p of [one, conv, capped]) p.dispose();
+    X.dispose();
+    expect(() => new LinearProbe(4, 2, { patience: 0 })).toThrow(/patience must be a positive integer/);
+    expect(() => new LinearProbe(4, 2, { epochs: 0 })).toThrow(/epochs must be a positive integer or "converge"/);
   });
 
   it('does not leak tensors across fit, predict and logits calls', () => {
