@@ -9,6 +9,7 @@ import type { Subcommand } from './subcommand.js';
 const subcommands: Record<string, () => Promise<Subcommand>> = {
   activations: async () => (await import('./activations.js')).activationsCommand,
   probe: async () => (await import('./probe.js')).probeCommand,
+  report: async () => (await import('./report.js')).reportCommand,
   run: async () => (await import('./run.js')).runCommand,
   'train-sae': async () => (await import('./train-sae.js')).trainSaeCommand,
 };

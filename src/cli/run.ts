@@ -4,6 +4,7 @@
 import { join } from 'node:path';
 import { writeFileAtomic } from '../io/atomic.js';
 import { renderTable } from '../report/table.js';
+import { writeReport } from '../report/html.js';
 import { applyOverrides, readExperimentConfig } from '../experiment/config.js';
 import { runExperiment } from '../experiment/runner.js';
 import type { Subcommand } from './subcommand.js';
@@ -14,7 +15,7 @@ const usage = `usage: sae-eraser run --config FILE.json --out DIR [--model M] [-
 Runs every method the config names over its seeds into the run folder DIR: config.json (the resolved
 config and provenance), results.jsonl (one line per method and seed, as soon as it is scored),
 history.jsonl (training curves), the fitted erasers (erasers/<method>/seed-<s>/), and at the end
-metrics.json and table.md. Running again into the same DIR resumes an interrupted run of the same
+metrics.json, table.md and report.html (see sae-eraser report). Running again into the same DIR resumes an interrupted run of the same
 config (seeds and methods may be added); a finished run or a different config is refused unless
 --force, which starts DIR afresh. The flags override the config's model, data files and seeds. See
 configs/minilm-surgeon-nurse.json for the offline experiment.`;
@@ -50,7 +51,8 @@ async function main(argv: string[]): Promise<void> {
   ]);
   const result = await runExperiment(config, { outDir, force: p.values.force === true });
   writeFileAtomic(join(outDir, 'table.md'), renderTable(result));
-  process.stdout.write(`${renderTable(result)}\nwrote ${outDir}/metrics.json and ${outDir}/table.md (${result.seconds.total.toFixed(0)} s)\n`);
+  const report = writeReport(outDir);
+  process.stdout.write(`${renderTable(result)}\nwrote ${outDir}/metrics.json, table.md and ${report.path} (${result.seconds.total.toFixed(0)} s)\n`);
 }
 
 export const runCommand: Subcommand = { summary: 'Run an erasure experiment from a config file.', usage, main };
