@@ -1,10 +1,16 @@
 /**
  * `sae-eraser activations`: hook activations of a model over a JSONL file, as one safetensors file.
+ *
+ * Memory stays bounded by one batch however long the input is: a first pass reads the input row by
+ * row, checks it and measures each text's token count (4 bytes a row are kept), which fixes the
+ * output's shapes; the file's header is then written, and a second pass runs the model batch by
+ * batch and writes each batch's rows straight to their place in the file (io/safetensors-stream.ts).
  */
-import { existsSync } from 'node:fs';
+import { existsSync, statfsSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { tf, initEngine } from '../engine/engine.js';
-import { writeSafetensors, type RawTensor } from '../io/safetensors.js';
-import { readTable } from '../io/tabular.js';
+import { SafetensorsStreamWriter, safetensorsLayout, type TensorPlan } from '../io/safetensors-stream.js';
+import { streamTable, type RowStream, type StreamedRow } from '../io/tabular.js';
 import { openModel, type OpenedModel } from '../models/open.js';
 import { meanPool } from '../models/pool.js';
 import { loadSae } from '../sae/load.js';
@@ -14,7 +20,6 @@ import { progress } from '../util/progress.js';
 import type { Subcommand } from './subcommand.js';
 import { UsageError, outputPath, oneOf, optionalInt, optionalString, parse, requireString, stringList } from './args.js';
 import { maxOf } from '../util/arrays.js';
-import { totalmem } from 'node:os';
 
 const usage = `usage: sae-eraser activations --model DIR_OR_REPO --input FILE.jsonl --hooks H1,H2 --out FILE.safetensors
        [--text-field text] [--max-length N] [--pool none|mean] [--batch-size N] [--sae HOOK=PATH ...] [--quiet]
@@ -23,7 +28,10 @@ Runs the model over the texts of FILE.jsonl (one JSON object per line) and write
 hook, named by the hook: [n, seq, d] right-padded plus "attention_mask" [n, seq] for --pool none
 (default), or [n, d] (mean over non-pad tokens) for --pool mean. Each --sae HOOK=PATH adds
 HOOK.sae_features ([n, seq, dSae] or [n, dSae]) and HOOK.sae_error ([n, seq, d] or [n, d]).
-Hooks: embed, layers.{i}.attn_out, layers.{i}.mlp_out, layers.{i}.resid_out.`;
+Hooks: embed, layers.{i}.attn_out, layers.{i}.mlp_out, layers.{i}.resid_out.
+The input is read twice (to size the output, then to run the model), never held; .csv and
+.parquet inputs work too. The output is written as it is computed, and refused up front when it
+would not fit in the free space of its folder.`;
 
 /** Parses `HOOK=PATH` pairs. */
 export function parseSaeFlags(values: string[]): Record<string, string> {
@@ -64,143 +72,232 @@ async function main(argv: string[]): Promise<void> {
   await initEngine();
   const opened = await openModel(requireString(p, 'model'), { maxLength: optionalInt(p, 'max-length') });
   const { model } = opened;
-  for (const h of hooks)
-    if (!model.hookNames.includes(h))
-      throw new Error(`unknown hook "${h}": this model has hooks ${model.hookNames[0]}, ..., ${model.hookNames[model.hookNames.length - 1]}`);
   const saes: Record<string, Sae> = {};
-  for (const [hook, path] of Object.entries(saePaths)) {
-    const sae = await loadSae(path, { hook });
-    checkSaeFitsModel(sae, model, hook);
-    saes[hook] = sae;
+  try {
+    for (const h of hooks)
+      if (!model.hookNames.includes(h))
+        throw new Error(`unknown hook "${h}": this model has hooks ${model.hookNames[0]}, ..., ${model.hookNames[model.hookNames.length - 1]}`);
+    for (const [hook, path] of Object.entries(saePaths)) {
+      const sae = await loadSae(path, { hook });
+      saes[hook] = sae;
+      checkSaeFitsModel(sae, model, hook);
+    }
+    const rows = streamTable(input);
+    const plan = await planOutput(rows, textField, hooks, saes, opened, pool);
+    checkOutputSize(plan.tensors, pool, freeBytes(dirname(out)));
+    const writer = SafetensorsStreamWriter.create(out, plan.tensors, { model: opened.dir, pool, input });
+    try {
+      await computeActivations(rows, textField, hooks, saes, opened, pool, batchSize, plan, writer);
+      writer.finish();
+    } catch (err) {
+      writer.abort();
+      throw err;
+    }
+    process.stderr.write(`wrote ${Object.keys(plan.tensors).length} tensors for ${plan.n} texts to ${out}\n`);
+  } finally {
+    for (const sae of Object.values(saes)) sae.dispose();
+    model.dispose();
   }
-
-  const table = await readTable(input);
-  if (table.rows.length === 0) throw new Error(`${input}: the input file has no rows`);
-  const texts = table.rows.map((row, i) => {
-    const t = row[textField];
-    if (typeof t !== 'string') throw new Error(`${table.where(i)}: field "${textField}" is ${t === undefined ? 'missing' : `not a string`}`);
-    return t;
-  });
-
-  const written = computeActivations(texts, hooks, saes, opened, pool, batchSize);
-  writeSafetensors(out, written, { model: opened.dir, pool, input });
-  process.stderr.write(`wrote ${Object.keys(written).length} tensors for ${texts.length} texts to ${out}\n`);
-  model.dispose();
 }
 
-/** Elements one output tensor may hold: it is gathered in one Float32Array. */
-export const MAX_TENSOR_ELEMENTS = 2 ** 32 - 1;
+/** The text of a streamed row, or an error naming its line and the field. */
+function textOf({ row, position }: StreamedRow, rows: RowStream, textField: string): string {
+  const t = row[textField];
+  if (typeof t !== 'string') throw new Error(`${rows.where(position)}: field "${textField}" is ${t === undefined ? 'missing' : 'not a string'}`);
+  return t;
+}
+
+/** What the first pass over the input finds: the row count, each row's token count (--pool none) and the output tensors. */
+interface OutputPlan {
+  n: number;
+  /** Padded width of --pool none outputs: the longest tokenised text (1 for --pool mean). */
+  seq: number;
+  /** Token count of each row, for --pool none; the second pass checks the input still matches. */
+  lengths: Int32Array | undefined;
+  tensors: Record<string, TensorPlan>;
+}
+
+/** Texts tokenised at once in the first pass (only their lengths are kept). */
+const SCAN_BATCH = 256;
 
 /**
- * Refuses, before the model runs, an output whose tensors `[n, perText, width]` could not be held:
- * one over `MAX_TENSOR_ELEMENTS`, or all together over `memoryBytes` (default: this machine's
- * memory), naming the sizes and what makes them smaller.
+ * First pass over the input, before any model work: checks every row's text field, counts the rows
+ * and, for --pool none, records each row's token count (the output's padded width is the longest).
+ * Holds one scan batch of texts and the lengths, 4 bytes a row.
  */
-export function checkOutputSize(
-  n: number,
-  perText: number,
-  outputs: readonly { name: string; width: number }[],
+async function planOutput(
+  rows: RowStream,
+  textField: string,
+  hooks: readonly string[],
+  saes: Readonly<Record<string, Sae>>,
+  opened: OpenedModel,
   pool: 'none' | 'mean',
-  memoryBytes = totalmem(),
-): void {
-  const gib = (bytes: number): string => `${(bytes / 2 ** 30).toFixed(1)} GiB`;
-  const hint = pool === 'none' ? '--pool mean (one row per text) or fewer input rows' : 'fewer input rows or hooks';
-  let total = 0;
-  for (const { name, width } of outputs) {
-    const elements = n * perText * width;
-    total += 4 * elements;
-    if (elements > MAX_TENSOR_ELEMENTS) {
-      throw new Error(
-        `output tensor "${name}" would hold ${elements} values [${n}, ${perText}, ${width}] (${gib(4 * elements)}), over the ${MAX_TENSOR_ELEMENTS} one tensor can hold here; use ${hint}`,
-      );
+): Promise<OutputPlan> {
+  const { tokenizer, maxLength } = opened;
+  let lengths = pool === 'none' ? new Int32Array(1024) : undefined;
+  let n = 0;
+  let seq = 0;
+  let texts: string[] = [];
+  const measure = (): void => {
+    if (lengths === undefined || texts.length === 0) return;
+    if (n > lengths.length) {
+      const grown = new Int32Array(Math.max(2 * lengths.length, n));
+      grown.set(lengths);
+      lengths = grown;
+    }
+    const measured = tokenizer.encodeBatch(texts, { maxLength, truncation: true }).lengths;
+    lengths.set(measured, n - texts.length);
+    seq = Math.max(seq, maxOf(measured));
+    texts = [];
+  };
+  const bar = progress('reading input', 0, 'rows');
+  for await (const r of rows) {
+    const text = textOf(r, rows, textField);
+    n++;
+    if (lengths !== undefined) {
+      texts.push(text);
+      if (texts.length === SCAN_BATCH) measure();
+    }
+    bar.tick();
+  }
+  measure();
+  bar.done();
+  if (n === 0) throw new Error(`${rows.source}: the input file has no rows`);
+  const d = opened.model.config.dModel;
+  const shape = (width: number): number[] => (pool === 'none' ? [n, seq, width] : [n, width]);
+  const tensors: Record<string, TensorPlan> = {};
+  for (const hook of hooks) {
+    tensors[hook] = { dtype: 'F32', shape: shape(d) };
+    const sae = saes[hook];
+    if (sae !== undefined) {
+      tensors[`${hook}.sae_features`] = { dtype: 'F32', shape: shape(sae.dSae) };
+      tensors[`${hook}.sae_error`] = { dtype: 'F32', shape: shape(d) };
     }
   }
-  if (total > memoryBytes) throw new Error(`the output would take ${gib(total)}, more than this machine's ${gib(memoryBytes)} of memory; use ${hint}`);
+  if (pool === 'none') tensors.attention_mask = { dtype: 'I64', shape: [n, seq] };
+  return { n, seq: pool === 'none' ? seq : 1, lengths: lengths?.subarray(0, n), tensors };
 }
 
-/** Runs the model batch by batch and gathers each requested output into one F32 array. */
-function computeActivations(
-  texts: string[],
-  hooks: string[],
-  saes: Record<string, Sae>,
+/** Bytes free for this user in `folder`'s file system. */
+function freeBytes(folder: string): { bytes: number; folder: string } {
+  const s = statfsSync(folder);
+  return { bytes: s.bavail * s.bsize, folder };
+}
+
+/**
+ * Refuses, before the model runs, an output that would not fit in the free space of its folder,
+ * naming its size, its largest tensor and what makes it smaller. Tensors of any size are written
+ * (in pieces), so space on disk is the one limit.
+ *
+ * @param tensors the output's tensors (dtype and shape)
+ * @param pool the --pool mode, for the hint
+ * @param free bytes free in the output's folder, and that folder
+ */
+export function checkOutputSize(tensors: Readonly<Record<string, TensorPlan>>, pool: 'none' | 'mean', free: { bytes: number; folder: string }): void {
+  const { size, places } = safetensorsLayout(tensors);
+  if (size <= free.bytes) return;
+  const gib = (bytes: number): string => `${(bytes / 2 ** 30).toFixed(1)} GiB`;
+  const hint = pool === 'none' ? '--pool mean (one row per text) or fewer input rows' : 'fewer input rows or hooks';
+  let largest = '';
+  let largestBytes = -1;
+  for (const [name, { rows, rowBytes }] of places) {
+    if (rows * rowBytes > largestBytes) {
+      largestBytes = rows * rowBytes;
+      largest = `"${name}" [${tensors[name]!.shape.join(', ')}] (${gib(largestBytes)})`;
+    }
+  }
+  throw new Error(`the output would take ${gib(size)}, largest tensor ${largest}, more than the ${gib(free.bytes)} free in ${free.folder}; use ${hint}`);
+}
+
+/**
+ * Second pass: runs the model batch by batch and writes each batch's rows of every output straight
+ * to its place in the file; nothing outlives its batch. Fails if the input changed since the first pass.
+ */
+async function computeActivations(
+  rows: RowStream,
+  textField: string,
+  hooks: readonly string[],
+  saes: Readonly<Record<string, Sae>>,
   opened: OpenedModel,
   pool: 'none' | 'mean',
   batchSize: number,
-): Record<string, RawTensor> {
+  plan: OutputPlan,
+  writer: SafetensorsStreamWriter,
+): Promise<void> {
   const { model, tokenizer, maxLength } = opened;
-  const n = texts.length;
-  // The padded width of the output is the longest tokenised text.
-  const seq = maxOf(tokenizer.encodeBatch(texts, { maxLength, truncation: true }).lengths);
+  const { n, seq, lengths } = plan;
   const d = model.config.dModel;
-  checkOutputSize(
-    n,
-    pool === 'none' ? seq : 1,
-    hooks.flatMap((h) => {
-      const sae = saes[h];
-      return sae === undefined
-        ? [{ name: h, width: d }]
-        : [
-            { name: h, width: d },
-            { name: `${h}.sae_features`, width: sae.dSae },
-            { name: `${h}.sae_error`, width: d },
-          ];
-    }),
-    pool,
-  );
-  const outputs = new Map<string, { width: number; data: Float32Array }>();
-  const output = (name: string, width: number): Float32Array => {
-    let o = outputs.get(name);
-    if (o === undefined) {
-      o = { width, data: new Float32Array(n * (pool === 'none' ? seq : 1) * width) };
-      outputs.set(name, o);
-    }
-    return o.data;
-  };
-  const mask = pool === 'none' ? new BigInt64Array(n * seq) : undefined;
+  const changed = (what: string): Error =>
+    new Error(`${rows.source}: the input changed while it was being read (${what}); run again on a file that is not being written`);
   const bar = progress('activations', n, 'ex');
-  for (let start = 0; start < n; start += batchSize) {
-    const batch = opened.tokenize(texts.slice(start, start + batchSize));
-    const [rows, len] = batch.inputIds.shape;
-    const result = model.run(batch, { capture: hooks });
-    tf.tidy(() => {
-      const write = (name: string, x: tf.Tensor3D): void => {
-        const width = x.shape[2];
-        const target = output(name, width);
-        if (pool === 'mean') {
-          target.set(meanPool(x, batch.attentionMask).dataSync(), start * width);
-        } else {
-          // Pad positions are zeroed so the output does not depend on how texts were batched.
-          const v = tf.mul(x, tf.expandDims(tf.cast(batch.attentionMask, 'float32'), 2)).dataSync();
-          // Each row is right-padded to this batch's length; place it in the global width.
-          for (let r = 0; r < rows; r++) target.set(v.subarray(r * len * width, (r + 1) * len * width), (start + r) * seq * width);
-        }
-      };
-      for (const hook of hooks) {
-        const x = result.captures[hook]!;
-        write(hook, x);
-        const sae = saes[hook];
-        if (sae !== undefined) {
-          const flat = tf.reshape(x, [rows * len, d]);
-          const f = sae.encode(flat);
-          write(`${hook}.sae_features`, tf.reshape(f, [rows, len, sae.dSae]) as tf.Tensor3D);
-          write(`${hook}.sae_error`, tf.reshape(tf.sub(flat, sae.decode(f)), [rows, len, d]) as tf.Tensor3D);
-        }
+  const runBatch = (texts: string[], start: number): void => {
+    const encoded = tokenizer.encodeBatch(texts, { maxLength, truncation: true, padding: 'right' });
+    if (lengths !== undefined) {
+      encoded.lengths.forEach((len, r) => {
+        if (len !== lengths[start + r]) throw changed(`row ${start + r} now has ${len} tokens, not ${lengths[start + r]}`);
+      });
+    }
+    const batch = tokenizer.toBatch(encoded);
+    const [count, len] = batch.inputIds.shape;
+    try {
+      const result = model.run(batch, { capture: hooks });
+      try {
+        tf.tidy(() => {
+          const write = (name: string, x: tf.Tensor3D): void => {
+            const width = x.shape[2];
+            if (pool === 'mean') {
+              writer.writeRows(name, start, meanPool(x, batch.attentionMask).dataSync() as Float32Array);
+              return;
+            }
+            // Pad positions are zeroed so the output does not depend on how texts were batched.
+            const v = tf.mul(x, tf.expandDims(tf.cast(batch.attentionMask, 'float32'), 2)).dataSync();
+            // Each row is right-padded to this batch's length; place it in the output's width.
+            const padded = new Float32Array(count * seq * width);
+            for (let r = 0; r < count; r++) padded.set(v.subarray(r * len * width, (r + 1) * len * width), r * seq * width);
+            writer.writeRows(name, start, padded);
+          };
+          for (const hook of hooks) {
+            const x = result.captures[hook]!;
+            write(hook, x);
+            const sae = saes[hook];
+            if (sae !== undefined) {
+              const flat = tf.reshape(x, [count * len, d]);
+              const f = sae.encode(flat);
+              write(`${hook}.sae_features`, tf.reshape(f, [count, len, sae.dSae]) as tf.Tensor3D);
+              write(`${hook}.sae_error`, tf.reshape(tf.sub(flat, sae.decode(f)), [count, len, d]) as tf.Tensor3D);
+            }
+          }
+        });
+      } finally {
+        tf.dispose(Object.values(result.captures));
       }
-      if (mask !== undefined) {
-        const m = batch.attentionMask.dataSync();
-        for (let r = 0; r < rows; r++) for (let t = 0; t < len; t++) mask[(start + r) * seq + t] = BigInt(m[r * len + t]!);
-      }
-    });
-    tf.dispose([...Object.values(result.captures), batch.inputIds, batch.attentionMask]);
-    bar.tick(rows);
+    } finally {
+      tf.dispose([batch.inputIds, batch.attentionMask]);
+    }
+    if (pool === 'none') {
+      const mask = new BigInt64Array(count * seq);
+      for (let r = 0; r < count; r++) mask.fill(1n, r * seq, r * seq + encoded.lengths[r]!);
+      writer.writeRows('attention_mask', start, mask);
+    }
+    bar.tick(count);
+  };
+  let start = 0;
+  let texts: string[] = [];
+  for await (const r of rows) {
+    if (start + texts.length >= n) throw changed(`it has more than the ${n} rows first read`);
+    texts.push(textOf(r, rows, textField));
+    if (texts.length === batchSize) {
+      runBatch(texts, start);
+      start += texts.length;
+      texts = [];
+    }
   }
+  if (texts.length > 0) {
+    runBatch(texts, start);
+    start += texts.length;
+  }
+  if (start !== n) throw changed(`it has ${start} rows, not the ${n} first read`);
   bar.done();
-  const tensors: Record<string, RawTensor> = {};
-  for (const [name, { width, data }] of outputs) {
-    tensors[name] = { dtype: 'F32', shape: pool === 'none' ? [n, seq, width] : [n, width], data };
-  }
-  if (mask !== undefined) tensors.attention_mask = { dtype: 'I64', shape: [n, seq], data: mask };
-  return tensors;
 }
 
 export const activationsCommand: Subcommand = { summary: 'Write hook activations (and SAE features) of a model over a JSONL file.', usage, main };

@@ -40,32 +40,93 @@ export function removeStaleTemps(path: string): void {
   }
 }
 
-/** Writes `data` (bytes or text, or a list of byte chunks) to `path` atomically, creating parent folders. */
-export function writeFileAtomic(path: string, data: string | Uint8Array | readonly Uint8Array[]): void {
+/** Refuses a target the rename would wrongly replace, creates its folder and removes its stale temp files. */
+function prepareTarget(path: string): void {
   // The rename would replace a symbolic link, a device or a folder's entry with a regular file.
   const existing = lstatSync(path, { throwIfNoEntry: false });
   if (existing !== undefined && !existing.isFile())
     throw new Error(`${path} exists and is not a regular file (a link, device or folder); refusing to replace it`);
   mkdirSync(dirname(path), { recursive: true });
   removeStaleTemps(path);
+}
+
+/**
+ * A file being written in place of `path`: a temp file beside it, open for (positional) writes,
+ * that `commit` renames onto `path`. Lets a writer fill a large file piece by piece, in any order,
+ * with the same all-or-nothing result as `writeFileAtomic`.
+ */
+export interface AtomicFile {
+  /** Descriptor of the temp file, open for writing; positional writes may go anywhere in it. */
+  readonly fd: number;
+  /** Flushes the temp file to disk, closes it and renames it onto the target; on failure removes it and throws. */
+  commit(): void;
+  /** Closes and removes the temp file; does nothing after `commit` or a previous `abort`. */
+  abort(): void;
+}
+
+/**
+ * Starts an atomic write of `path` (see `AtomicFile`), with the checks of `writeFileAtomic`: the
+ * target is not replaced when it is a link, device or folder, parent folders are created and stale
+ * temp files of dead processes are removed. The caller must end it with `commit` or `abort`.
+ *
+ * @param path the file to write
+ */
+export function openFileAtomic(path: string): AtomicFile {
+  prepareTarget(path);
   const tmp = tempPathFor(path);
-  try {
-    if (typeof data === 'string' || data instanceof Uint8Array) {
-      writeFileSync(tmp, data);
-    } else {
-      const fd = openSync(tmp, 'w');
+  const fd = openSync(tmp, 'w');
+  let ended = false;
+  return {
+    fd,
+    commit() {
+      if (ended) throw new Error(`${path}: this atomic write has already ended`);
+      ended = true;
       try {
-        for (const chunk of data) writeAllSync(fd, chunk);
-        fsyncSync(fd);
-      } finally {
-        closeSync(fd);
+        try {
+          fsyncSync(fd);
+        } finally {
+          closeSync(fd);
+        }
+        renameSync(tmp, path);
+      } catch (err) {
+        rmSync(tmp, { force: true });
+        throw err;
       }
+    },
+    abort() {
+      if (ended) return;
+      ended = true;
+      try {
+        closeSync(fd);
+      } finally {
+        rmSync(tmp, { force: true });
+      }
+    },
+  };
+}
+
+/** Writes `data` (bytes or text, or a list of byte chunks) to `path` atomically, creating parent folders. */
+export function writeFileAtomic(path: string, data: string | Uint8Array | readonly Uint8Array[]): void {
+  if (typeof data === 'string' || data instanceof Uint8Array) {
+    prepareTarget(path);
+    const tmp = tempPathFor(path);
+    try {
+      writeFileSync(tmp, data);
+      renameSync(tmp, path);
+    } catch (err) {
+      rmSync(tmp, { force: true });
+      throw err;
     }
-    renameSync(tmp, path);
+    return;
+  }
+  const file = openFileAtomic(path);
+  try {
+    for (const chunk of data) writeAllSync(file.fd, chunk);
   } catch (err) {
-    rmSync(tmp, { force: true });
+    file.abort();
     throw err;
   }
+  file.commit();
 }
 
 /** Writes pretty-printed JSON atomically. */
@@ -80,4 +141,14 @@ const MAX_WRITE = 1 << 30;
 export function writeAllSync(fd: number, bytes: Uint8Array, maxWrite = MAX_WRITE): void {
   let off = 0;
   while (off < bytes.length) off += writeSync(fd, bytes, off, Math.min(bytes.length - off, maxWrite));
+}
+
+/**
+ * Writes all of `bytes` to `fd` at byte `position` (positional writes: the file offset is neither
+ * used nor moved), in calls of at most `maxWrite` bytes. Positions past 4 GiB are exact (below 2^53).
+ */
+export function writeAllAtSync(fd: number, bytes: Uint8Array, position: number, maxWrite = MAX_WRITE): void {
+  if (!Number.isSafeInteger(position) || position < 0) throw new Error(`writeAllAtSync: position must be a non-negative safe integer, got ${position}`);
+  let off = 0;
+  while (off < bytes.length) off += writeSync(fd, bytes, off, Math.min(bytes.length - off, maxWrite), position + off);
 }

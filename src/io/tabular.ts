@@ -7,6 +7,7 @@
  * decides); parquet integers arrive as numbers (INT64 values beyond 2^53 stay bigint), strings as
  * strings, nulls as null.
  */
+import { closeSync, openSync, readSync } from 'node:fs';
 import { extname } from 'node:path';
 import { asyncBufferFromFile, parquetMetadataAsync, parquetReadObjects, parquetSchema } from 'hyparquet';
 import { readUtf8 } from './text.js';
@@ -53,24 +54,31 @@ function lineTable(source: string, format: TableFormat, rows: Row[], lines: numb
   return { source, format, columns, rows, where: (i) => `${source} line ${lines[i]}` };
 }
 
+/** The row on JSON Lines line `line` (text without its line break), or undefined for a blank line. */
+function jsonlRow(text: string, source: string, line: number): Row | undefined {
+  const trimmed = text.endsWith('\r') ? text.slice(0, -1) : text;
+  if (trimmed.trim() === '') return undefined;
+  let value: unknown;
+  try {
+    value = JSON.parse(trimmed);
+  } catch (err) {
+    throw new Error(`${source} line ${line}: invalid JSON: ${(err as Error).message}`, { cause: err });
+  }
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+    throw new Error(`${source} line ${line}: expected a JSON object, got ${Array.isArray(value) ? 'an array' : JSON.stringify(value)}`);
+  }
+  return value as Row;
+}
+
 /** Parses JSON Lines text: one JSON object per line; blank lines are skipped. */
 export function parseJsonl(text: string, source = '<jsonl>'): Table {
   const rows: Row[] = [];
   const lines: number[] = [];
   const all = stripBom(text).split('\n');
   for (let i = 0; i < all.length; i++) {
-    const line = all[i]!.replace(/\r$/, '');
-    if (line.trim() === '') continue;
-    let value: unknown;
-    try {
-      value = JSON.parse(line);
-    } catch (err) {
-      throw new Error(`${source} line ${i + 1}: invalid JSON: ${(err as Error).message}`, { cause: err });
-    }
-    if (value === null || typeof value !== 'object' || Array.isArray(value)) {
-      throw new Error(`${source} line ${i + 1}: expected a JSON object, got ${Array.isArray(value) ? 'an array' : JSON.stringify(value)}`);
-    }
-    rows.push(value as Row);
+    const row = jsonlRow(all[i]!, source, i + 1);
+    if (row === undefined) continue;
+    rows.push(row);
     lines.push(i + 1);
   }
   return lineTable(source, 'jsonl', rows, lines);
@@ -88,14 +96,29 @@ export interface CsvOptions {
  * writes a literal quote as "". A quote inside an unquoted field, or anything but a delimiter or
  * line break after a closing quote, is an error. Returns each record with the line it starts on.
  */
-export function parseCsvRecords(text: string, source = '<csv>', options: CsvOptions = {}): { fields: string[]; line: number }[] {
+export function parseCsvRecords(text: string, source = '<csv>', options: CsvOptions = {}): CsvRecord[] {
+  return csvRecordsFrom(stripBom(text), source, csvDelimiter(options, source), 1);
+}
+
+/** One CSV record: its fields and the line it starts on. */
+export interface CsvRecord {
+  fields: string[];
+  line: number;
+}
+
+/** The checked delimiter of `options` (default ","). */
+function csvDelimiter(options: CsvOptions, source: string): string {
   const delimiter = options.delimiter ?? ',';
   if (delimiter.length !== 1 || delimiter === '"' || delimiter === '\n' || delimiter === '\r') {
     throw new Error(`${source}: invalid CSV delimiter ${JSON.stringify(delimiter)}`);
   }
-  const s = stripBom(text);
-  const records: { fields: string[]; line: number }[] = [];
-  let line = 1;
+  return delimiter;
+}
+
+/** `parseCsvRecords` on text that starts on line `firstLine` of `source` (a piece of a streamed file). */
+function csvRecordsFrom(s: string, source: string, delimiter: string, firstLine: number): CsvRecord[] {
+  const records: CsvRecord[] = [];
+  let line = firstLine;
   let i = 0;
   const n = s.length;
   while (i < n) {
@@ -167,27 +190,37 @@ export function parseCsvRecords(text: string, source = '<csv>', options: CsvOpti
 export function parseCsv(text: string, source = '<csv>', options: CsvOptions = {}): Table {
   const records = parseCsvRecords(text, source, options);
   if (records.length === 0) throw new Error(`${source}: empty CSV file (no header)`);
-  const header = records[0]!.fields;
-  const seen = new Set<string>();
-  header.forEach((name, k) => {
-    if (name === '') throw new Error(`${source} line ${records[0]!.line}: header field ${k + 1} is empty`);
-    if (seen.has(name)) throw new Error(`${source} line ${records[0]!.line}: duplicate header field "${name}"`);
-    seen.add(name);
-  });
+  const header = csvHeader(records[0]!, source);
   const rows: Row[] = [];
   const lines: number[] = [];
-  for (const { fields, line } of records.slice(1)) {
-    if (fields.length !== header.length) {
-      throw new Error(`${source} line ${line}: expected ${header.length} fields (${header.join(', ')}), found ${fields.length}`);
-    }
-    const row: Row = {};
-    header.forEach((name, k) => {
-      row[name] = fields[k];
-    });
-    rows.push(row);
-    lines.push(line);
+  for (const record of records.slice(1)) {
+    rows.push(csvRow(header, record, source));
+    lines.push(record.line);
   }
   return { source, format: 'csv', columns: header, rows, where: (i) => `${source} line ${lines[i]}` };
+}
+
+/** The column names of a header record: none empty, none twice. */
+function csvHeader(record: CsvRecord, source: string): string[] {
+  const seen = new Set<string>();
+  record.fields.forEach((name, k) => {
+    if (name === '') throw new Error(`${source} line ${record.line}: header field ${k + 1} is empty`);
+    if (seen.has(name)) throw new Error(`${source} line ${record.line}: duplicate header field "${name}"`);
+    seen.add(name);
+  });
+  return record.fields;
+}
+
+/** A record as a row keyed by the header; it must have one field per column. */
+function csvRow(header: readonly string[], { fields, line }: CsvRecord, source: string): Row {
+  if (fields.length !== header.length) {
+    throw new Error(`${source} line ${line}: expected ${header.length} fields (${header.join(', ')}), found ${fields.length}`);
+  }
+  const row: Row = {};
+  header.forEach((name, k) => {
+    row[name] = fields[k];
+  });
+  return row;
 }
 
 function readText(path: string): string {
@@ -222,6 +255,17 @@ function normaliseCell(value: unknown): unknown {
 }
 
 /**
+ * The error for a parquet file that cannot be read. A TypeError or RangeError from the parquet
+ * library ("Cannot read properties of undefined") means a damaged file, and its text would tell the
+ * user nothing about theirs, so it is kept only as the cause.
+ */
+function parquetError(path: string, err: unknown): Error {
+  const engine = err instanceof TypeError || err instanceof RangeError;
+  const why = engine ? 'the file is damaged or not a parquet file (its metadata or pages do not decode)' : (err as Error).message;
+  return new Error(`${path}: cannot read parquet: ${why}`, { cause: err });
+}
+
+/**
  * Reads a parquet file (flat schema; snappy and uncompressed pages are supported by hyparquet
  * itself, other codecs fail with the file named).
  */
@@ -245,7 +289,7 @@ export async function readParquet(path: string, options: ParquetOptions = {}): P
       return out;
     });
   } catch (err) {
-    throw new Error(`${path}: cannot read parquet: ${(err as Error).message}`, { cause: err });
+    throw parquetError(path, err);
   }
   return { source: path, format: 'parquet', columns, rows, where: (i) => `${path} row ${i}` };
 }
@@ -266,4 +310,220 @@ export async function readTable(path: string, options: ReadTableOptions = {}): P
     case 'parquet':
       return readParquet(path, options);
   }
+}
+
+/** One row of a streamed table and where it came from. */
+export interface StreamedRow {
+  row: Row;
+  /** The line a JSONL or CSV row starts on (1-based), or a parquet row's index (0-based); `where` names it. */
+  position: number;
+}
+
+/**
+ * A table read row by row (`streamTable`): each iteration reads the file again from the start,
+ * holding only the current line (JSONL, CSV record) or row group (parquet).
+ */
+export interface RowStream extends AsyncIterable<StreamedRow> {
+  readonly source: string;
+  readonly format: TableFormat;
+  /** "file line 12" / "file row 7": where the row at `position` came from, for error messages. */
+  where(position: number): string;
+}
+
+/** Bytes read per call while streaming a text file. */
+const STREAM_CHUNK_BYTES = 1 << 20;
+
+/** Throws `path line N: invalid UTF-8` for the first line of `bytes` (which starts on line `firstLine`) that does not decode. */
+function throwInvalidUtf8(bytes: Uint8Array, path: string, firstLine: number, strict: TextDecoder, cause: unknown): never {
+  let line = firstLine;
+  let start = 0;
+  for (let i = 0; i <= bytes.length; i++) {
+    if (i < bytes.length && bytes[i] !== 0x0a) continue;
+    try {
+      strict.decode(bytes.subarray(start, i));
+    } catch {
+      break;
+    }
+    line++;
+    start = i + 1;
+  }
+  throw new Error(`${path} line ${line}: invalid UTF-8; convert the file to UTF-8`, { cause });
+}
+
+/**
+ * The lines of a file (without their LF; a CR before it is kept), decoded as strict UTF-8 a chunk
+ * at a time, with a leading byte-order mark dropped. Holds one chunk plus the longest line.
+ */
+function* utf8Lines(path: string): Generator<string> {
+  let fd: number;
+  try {
+    fd = openSync(path, 'r');
+  } catch (err) {
+    throw new Error(`${path}: cannot read: ${(err as Error).message}`, { cause: err });
+  }
+  try {
+    const strict = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+    const chunk = Buffer.allocUnsafe(STREAM_CHUNK_BYTES);
+    let carry: Buffer = Buffer.alloc(0);
+    let line = 1;
+    for (;;) {
+      let got: number;
+      try {
+        got = readSync(fd, chunk, 0, chunk.length, null);
+      } catch (err) {
+        throw new Error(`${path}: cannot read: ${(err as Error).message}`, { cause: err });
+      }
+      const bytes = carry.length === 0 ? chunk.subarray(0, got) : Buffer.concat([carry, chunk.subarray(0, got)]);
+      // Decode whole lines only: a line break is one byte in UTF-8, never part of a longer character.
+      const end = got === 0 ? bytes.length : bytes.lastIndexOf(0x0a) + 1;
+      if (end > 0) {
+        let text: string;
+        try {
+          text = strict.decode(bytes.subarray(0, end));
+        } catch (err) {
+          throwInvalidUtf8(bytes.subarray(0, end), path, line, strict, err);
+        }
+        if (line === 1) text = stripBom(text);
+        const lines = text.split('\n');
+        // Text that ends with a line break splits into a last empty piece, which is no line.
+        if (lines[lines.length - 1] === '') lines.pop();
+        for (const l of lines) {
+          yield l;
+          line++;
+        }
+      }
+      if (got === 0) return;
+      carry = Buffer.from(bytes.subarray(end));
+    }
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function* jsonlRows(path: string): Generator<StreamedRow> {
+  let line = 0;
+  for (const text of utf8Lines(path)) {
+    line++;
+    const row = jsonlRow(text, path, line);
+    if (row !== undefined) yield { row, position: line };
+  }
+}
+
+/** Where a CSV scan stands at the end of a line: only `inQuotes` means the record goes on. */
+const enum CsvScan {
+  FieldStart,
+  Unquoted,
+  InQuotes,
+  /** Just after a quote inside a quoted field: the closing quote, or the first of a doubled one. */
+  QuoteInQuotes,
+}
+
+/** The scan state after `text`, from `state`; a quote where RFC 4180 allows none leaves the record to the parser to reject. */
+function csvScan(text: string, state: CsvScan, delimiter: string): CsvScan {
+  if (state !== CsvScan.InQuotes && !text.includes('"')) return CsvScan.FieldStart;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (state === CsvScan.InQuotes) {
+      if (c === '"') state = CsvScan.QuoteInQuotes;
+    } else if (c === delimiter || c === '\n' || c === '\r') {
+      state = CsvScan.FieldStart;
+    } else if (c === '"') {
+      state = state === CsvScan.FieldStart || state === CsvScan.QuoteInQuotes ? CsvScan.InQuotes : CsvScan.Unquoted;
+    } else {
+      state = CsvScan.Unquoted;
+    }
+  }
+  return state;
+}
+
+/** Line breaks in `text` as the CSV parser counts them: LF, CRLF and a bare CR each count once. */
+function csvLineBreaks(text: string): number {
+  let n = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (c === '\n' || (c === '\r' && text[i + 1] !== '\n')) n++;
+  }
+  return n;
+}
+
+/** The records of a CSV file, parsed a record at a time (a quoted field may span lines). */
+function* csvRecords(path: string, delimiter: string): Generator<CsvRecord> {
+  let pending = '';
+  let pendingLine = 1;
+  let state = CsvScan.FieldStart;
+  const flush = (): CsvRecord[] => {
+    const records = csvRecordsFrom(pending, path, delimiter, pendingLine);
+    pendingLine += csvLineBreaks(pending);
+    pending = '';
+    return records;
+  };
+  for (const text of utf8Lines(path)) {
+    pending += text + '\n';
+    state = csvScan(text, state, delimiter);
+    if (state === CsvScan.InQuotes) continue;
+    state = CsvScan.FieldStart;
+    yield* flush();
+  }
+  // An unterminated quoted field: the parser names its line.
+  if (pending !== '') yield* flush();
+}
+
+function* csvRows(path: string, options: CsvOptions): Generator<StreamedRow> {
+  const delimiter = csvDelimiter(options, path);
+  let header: string[] | undefined;
+  for (const record of csvRecords(path, delimiter)) {
+    if (header === undefined) header = csvHeader(record, path);
+    else yield { row: csvRow(header, record, path), position: record.line };
+  }
+  if (header === undefined) throw new Error(`${path}: empty CSV file (no header)`);
+}
+
+async function* parquetRows(path: string, options: ParquetOptions): AsyncGenerator<StreamedRow> {
+  let file: Awaited<ReturnType<typeof asyncBufferFromFile>>;
+  let metadata: Awaited<ReturnType<typeof parquetMetadataAsync>>;
+  let columns: string[];
+  try {
+    file = await asyncBufferFromFile(path);
+    metadata = await parquetMetadataAsync(file);
+    const available = parquetSchema(metadata).children.map((c) => c.element.name);
+    for (const c of options.columns ?? []) if (!available.includes(c)) throw new Error(`no column "${c}" (columns: ${available.join(', ')})`);
+    columns = options.columns !== undefined ? [...options.columns] : available;
+  } catch (err) {
+    throw parquetError(path, err);
+  }
+  // One row group at a time: parquet compresses and encodes a column chunk as a whole.
+  let rowStart = 0;
+  for (const group of metadata.row_groups) {
+    const rowEnd = rowStart + Number(group.num_rows);
+    let raw: Row[];
+    try {
+      raw = (await parquetReadObjects({ file, metadata, columns, rowStart, rowEnd })) as Row[];
+    } catch (err) {
+      throw parquetError(path, err);
+    }
+    for (let i = 0; i < raw.length; i++) {
+      const out: Row = {};
+      for (const c of columns) out[c] = normaliseCell(raw[i]![c]);
+      yield { row: out, position: rowStart + i };
+    }
+    rowStart = rowEnd;
+  }
+}
+
+/**
+ * Reads a JSONL, CSV or parquet file row by row, by extension unless `options.format` is given,
+ * with the values, checks and error messages of `readTable`, but holding only the current line,
+ * record or parquet row group. Iterate it as often as needed; each pass reads the file again.
+ */
+export function streamTable(path: string, options: ReadTableOptions = {}): RowStream {
+  const format = options.format ?? formatFromPath(path);
+  return {
+    source: path,
+    format,
+    where: (position) => `${path} ${format === 'parquet' ? 'row' : 'line'} ${position}`,
+    async *[Symbol.asyncIterator]() {
+      if (format === 'parquet') yield* parquetRows(path, options);
+      else yield* format === 'jsonl' ? jsonlRows(path) : csvRows(path, options);
+    },
+  };
 }

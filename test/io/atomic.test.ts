@@ -1,9 +1,22 @@
 import { describe, expect, it } from 'vitest';
 import { spawn } from 'node:child_process';
-import { closeSync, existsSync, lstatSync, mkdtempSync, openSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  lstatSync,
+  mkdtempSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  readSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { writeAllSync, writeFileAtomic } from '../../src/io/atomic.js';
+import { openFileAtomic, writeAllAtSync, writeAllSync, writeFileAtomic } from '../../src/io/atomic.js';
 import { projectRoot } from '../../src/io/shared.js';
 
 describe('writeFileAtomic', () => {
@@ -32,6 +45,76 @@ describe('writeAllSync', () => {
       closeSync(fd);
     }
     expect(new Uint8Array(readFileSync(path))).toEqual(bytes);
+  });
+});
+
+describe('writeAllAtSync', () => {
+  it('writes at a position, in pieces, without moving the file offset, and past 4 GiB in a sparse file', () => {
+    const path = join(mkdtempSync(join(tmpdir(), 'write-at-')), 'x.bin');
+    const bytes = Uint8Array.from({ length: 300 }, (_, i) => (i * 7) % 256);
+    const fd = openSync(path, 'w');
+    try {
+      writeAllAtSync(fd, bytes, 100, 64);
+      writeAllSync(fd, Uint8Array.from([9, 9]));
+      writeAllAtSync(fd, bytes.subarray(0, 8), 5 * 2 ** 30);
+      expect(() => writeAllAtSync(fd, bytes, -1)).toThrow(/position must be a non-negative safe integer, got -1/);
+    } finally {
+      closeSync(fd);
+    }
+    const back = new Uint8Array(400);
+    const rd = openSync(path, 'r');
+    try {
+      readSync(rd, back, 0, 400, 0);
+      expect(Array.from(back.subarray(0, 2))).toEqual([9, 9]);
+      expect(back.subarray(100, 400)).toEqual(bytes);
+      const far = new Uint8Array(8);
+      readSync(rd, far, 0, 8, 5 * 2 ** 30);
+      expect(far).toEqual(bytes.subarray(0, 8));
+    } finally {
+      closeSync(rd);
+    }
+    expect(statSync(path).size).toBe(5 * 2 ** 30 + 8);
+    rmSync(path);
+  });
+});
+
+describe('openFileAtomic', () => {
+  it('keeps the old file until commit, then replaces it; abort leaves it and no temp file', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'open-atomic-'));
+    const path = join(dir, 'sub', 'out.bin');
+    const tmps = (): string[] => readdirSync(join(dir, 'sub')).filter((f) => f.endsWith('.tmp'));
+    writeFileAtomic(path, 'old');
+    const aborted = openFileAtomic(path);
+    writeAllAtSync(aborted.fd, Uint8Array.from([1, 2, 3]), 0);
+    aborted.abort();
+    aborted.abort();
+    expect(readFileSync(path, 'utf8')).toBe('old');
+    expect(tmps()).toEqual([]);
+    const file = openFileAtomic(path);
+    writeAllAtSync(file.fd, new TextEncoder().encode('new!'), 3);
+    writeAllAtSync(file.fd, new TextEncoder().encode('abc'), 0);
+    expect(readFileSync(path, 'utf8')).toBe('old');
+    expect(tmps().length).toBe(1);
+    file.commit();
+    file.abort();
+    expect(readFileSync(path, 'utf8')).toBe('abcnew!');
+    expect(tmps()).toEqual([]);
+    expect(() => file.commit()).toThrow(/out\.bin: this atomic write has already ended/);
+  });
+
+  it('refuses a link and removes stale temp files of dead processes, as writeFileAtomic does', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'open-atomic-'));
+    const target = join(dir, 'target.bin');
+    writeFileSync(target, 'keep');
+    const link = join(dir, 'link.bin');
+    symlinkSync(target, link);
+    expect(() => openFileAtomic(link)).toThrow(/link\.bin exists and is not a regular file/);
+    const dead = join(dir, '.target.bin.999999999.deadbeef.tmp');
+    writeFileSync(dead, 'partial');
+    const file = openFileAtomic(target);
+    expect(existsSync(dead)).toBe(false);
+    file.abort();
+    expect(readFileSync(target, 'utf8')).toBe('keep');
   });
 });
 

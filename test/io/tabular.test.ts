@@ -2,7 +2,17 @@ import { describe, expect, it, beforeAll, afterAll } from 'vitest';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { formatFromPath, parseCsv, parseCsvRecords, parseJsonl, readParquet, readTable } from '../../src/io/tabular.js';
+import {
+  formatFromPath,
+  parseCsv,
+  parseCsvRecords,
+  parseJsonl,
+  readParquet,
+  readTable,
+  streamTable,
+  type RowStream,
+  type Table,
+} from '../../src/io/tabular.js';
 import { writeParquetFixture } from './parquet-fixture.js';
 
 let dir: string;
@@ -114,6 +124,35 @@ describe('parquet', () => {
     writeFileSync(cut, bytes.subarray(0, bytes.length - 6));
     await expect(readParquet(cut)).rejects.toThrow(/cut\.parquet: cannot read parquet/);
   });
+
+  it("calls a file whose metadata does not decode damaged, rather than repeat the parquet library's TypeError", async () => {
+    const good = join(dir, 'meta.parquet');
+    writeParquetFixture(good, [{ name: 'text', type: 'string', values: ['a', 'b'] }]);
+    const bytes = readFileSync(good);
+    const footer = bytes.readUInt32LE(bytes.length - 8);
+    const damaged = join(dir, 'damaged.parquet');
+    let engineErrors = 0;
+    // Zero each byte of the footer metadata in turn: some damage makes the library throw TypeErrors.
+    for (let at = bytes.length - 8 - footer; at < bytes.length - 8; at++) {
+      const copy = Buffer.from(bytes);
+      copy[at] = 0;
+      writeFileSync(damaged, copy);
+      for (const read of [() => readParquet(damaged), () => collect(streamTable(damaged))]) {
+        const err = await read().then(
+          () => undefined,
+          (e: unknown) => e as Error,
+        );
+        if (err === undefined) continue;
+        expect(err.message).toMatch(/damaged\.parquet: cannot read parquet: /);
+        if (err.cause instanceof TypeError || err.cause instanceof RangeError) {
+          engineErrors++;
+          expect(err.message).toMatch(/the file is damaged or not a parquet file/);
+          expect(err.message).not.toContain(err.cause.message);
+        }
+      }
+    }
+    expect(engineErrors).toBeGreaterThan(0);
+  });
 });
 
 describe('readTable', () => {
@@ -129,5 +168,111 @@ describe('readTable', () => {
     writeFileSync(jsonl, '{"a": 1}\n');
     expect((await readTable(jsonl, { format: 'jsonl' })).rows).toEqual([{ a: 1 }]);
     await expect(readTable(join(dir, 'missing.jsonl'))).rejects.toThrow(/missing\.jsonl: cannot read/);
+  });
+});
+
+/** Every row of a stream with where it came from. */
+async function collect(stream: RowStream): Promise<{ rows: unknown[]; where: string[] }> {
+  const rows: unknown[] = [];
+  const where: string[] = [];
+  for await (const { row, position } of stream) {
+    rows.push(row);
+    where.push(stream.where(position));
+  }
+  return { rows, where };
+}
+
+/** A table's rows and `where` of each, to compare with a stream's. */
+function expected(t: Table): { rows: unknown[]; where: string[] } {
+  return { rows: [...t.rows], where: t.rows.map((_, i) => t.where(i)) };
+}
+
+describe('streamTable', () => {
+  it('reads JSONL line by line with the rows and line numbers readTable gives, across read chunks and long lines', async () => {
+    // Over 3 MiB: rows cross the 1 MiB read chunks, multi-byte characters straddle chunk ends,
+    // and one line longer than a chunk is carried over whole.
+    const lines = ['\uFEFF{"text": "first", "i": -1}\r'];
+    for (let i = 0; i < 40_000; i++) lines.push(i % 997 === 0 ? '' : JSON.stringify({ text: `naïve café 東京 ${'é'.repeat(i % 13)}`, i }));
+    lines.push(JSON.stringify({ text: '€'.repeat(1_500_000), i: 'long' }));
+    lines.push('{"text": "last, no line break"}');
+    const path = join(dir, 'big.jsonl');
+    writeFileSync(path, lines.join('\n'));
+    const stream = streamTable(path);
+    expect(stream.format).toBe('jsonl');
+    const got = await collect(stream);
+    expect(got).toEqual(expected(await readTable(path)));
+    expect(got.rows.length).toBe(40_000 - Math.ceil(40_000 / 997) + 3);
+    // A second pass reads the file again.
+    expect((await collect(stream)).rows.length).toBe(got.rows.length);
+  });
+
+  it('names the file and line of invalid UTF-8 (also past the first read chunk), invalid JSON and a missing file', async () => {
+    const path = join(dir, 'latin1.jsonl');
+    const head = Buffer.from(Array.from({ length: 50_000 }, (_, i) => JSON.stringify({ text: `row ${i} ✓ ok` }) + '\n').join(''));
+    expect(head.length).toBeGreaterThan(1 << 20);
+    writeFileSync(path, Buffer.concat([head, Buffer.from('{"text": "caf'), Buffer.from([0xe9]), Buffer.from('"}\n{"text": "x"}\n')]));
+    await expect(collect(streamTable(path))).rejects.toThrow(/latin1\.jsonl line 50001: invalid UTF-8/);
+    const bad = join(dir, 'bad-line.jsonl');
+    writeFileSync(bad, '{"a": 1}\n\n[1]\n');
+    await expect(collect(streamTable(bad))).rejects.toThrow(/bad-line\.jsonl line 3: expected a JSON object, got an array/);
+    writeFileSync(bad, '{"a": 1}\n{"a": \n');
+    await expect(collect(streamTable(bad))).rejects.toThrow(/bad-line\.jsonl line 2: invalid JSON/);
+    await expect(collect(streamTable(join(dir, 'missing.jsonl')))).rejects.toThrow(/missing\.jsonl: cannot read/);
+  });
+
+  it('reads CSV a record at a time, with quoted fields over several lines, CRLF and bare CR breaks, as readTable does', async () => {
+    const path = join(dir, 'stream.csv');
+    const body = [
+      '\uFEFFtext,n\r\n',
+      '"one ""quoted"", with, commas",1\r\n',
+      '\r\n',
+      '"spans\nthree\r\nlines",2\n',
+      'plain,3\rbare cr,4\n',
+      '"ends with quote """,5\n',
+      ...Array.from({ length: 20_000 }, (_, i) => `"row ${i} — ${'ü'.repeat(i % 7)}\n(2nd line)",${i}\n`),
+      'last,6',
+    ].join('');
+    writeFileSync(path, body);
+    const got = await collect(streamTable(path));
+    expect(got).toEqual(expected(await readTable(path)));
+    expect(got.rows.slice(0, 5)).toEqual([
+      { text: 'one "quoted", with, commas', n: '1' },
+      { text: 'spans\nthree\r\nlines', n: '2' },
+      { text: 'plain', n: '3' },
+      { text: 'bare cr', n: '4' },
+      { text: 'ends with quote "', n: '5' },
+    ]);
+    expect(got.where.slice(0, 5)).toEqual([2, 4, 7, 8, 9].map((l) => `${path} line ${l}`));
+    const semi = join(dir, 'semi.csv');
+    writeFileSync(semi, 'a;b\n1;"x;y"\n');
+    expect((await collect(streamTable(semi, { delimiter: ';' }))).rows).toEqual([{ a: '1', b: 'x;y' }]);
+  });
+
+  it('names the line of malformed CSV after multi-line records, as parseCsv does', async () => {
+    const cases: [string, RegExp][] = [
+      ['a,b\n"x\ny",1\n1,"open\n2,3\n', /line 4: field 2: unterminated quoted field/],
+      ['a,b\n"x\ny",1\n1,x"y\n', /line 4: field 2: double quote inside an unquoted field/],
+      ['a,b\n"x\ny",1\n"x"y,1\n', /line 4: field 1: unexpected "y" after a closing quote/],
+      ['a,b\n"x\ny",1\n3\n', /line 4: expected 2 fields \(a, b\), found 1/],
+      ['a,a\n1,2\n', /line 1: duplicate header field "a"/],
+      ['\n\n', /: empty CSV file/],
+    ];
+    for (const [text, message] of cases) {
+      const path = join(dir, 'malformed.csv');
+      writeFileSync(path, text);
+      expect(() => parseCsv(text, path)).toThrow(message);
+      await expect(collect(streamTable(path))).rejects.toThrow(message);
+    }
+  });
+
+  it('reads parquet row group by row group with the rows and positions readParquet gives', async () => {
+    const path = join(dir, 'stream.parquet');
+    writeParquetFixture(path, [
+      { name: 'text', type: 'string', optional: true, values: ['a', null, 'c', 'd'] },
+      { name: 'n', type: 'int64', values: [1, 2, 3, 4] },
+    ]);
+    const stream = streamTable(path, { columns: ['text'] });
+    expect(await collect(stream)).toEqual(expected(await readParquet(path, { columns: ['text'] })));
+    await expect(collect(streamTable(path, { columns: ['gender'] }))).rejects.toThrow(/stream\.parquet: cannot read parquet: no column "gender"/);
   });
 });
