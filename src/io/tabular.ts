@@ -90,6 +90,14 @@ export interface CsvOptions {
 }
 
 /**
+ * Sets a column's value as an own property, whatever its name: a column named "__proto__" must be a
+ * field like any other, not replace the row's prototype (as plain assignment would).
+ */
+function setField(row: Row, name: string, value: Row[string]): void {
+  Object.defineProperty(row, name, { value, enumerable: true, writable: true, configurable: true });
+}
+
+/**
  * Splits CSV text into records of raw fields, following RFC 4180: fields are separated by the
  * delimiter and records by CRLF (a bare LF or CR is accepted too); a field that starts with a
  * double quote runs to the matching closing quote, may contain delimiters and line breaks, and
@@ -218,7 +226,7 @@ function csvRow(header: readonly string[], { fields, line }: CsvRecord, source: 
   }
   const row: Row = {};
   header.forEach((name, k) => {
-    row[name] = fields[k];
+    setField(row, name, fields[k]);
   });
   return row;
 }
@@ -285,7 +293,7 @@ export async function readParquet(path: string, options: ParquetOptions = {}): P
     const raw = (await parquetReadObjects({ file, metadata, columns })) as Row[];
     rows = raw.map((r) => {
       const out: Row = {};
-      for (const c of columns) out[c] = normaliseCell(r[c]);
+      for (const c of columns) setField(out, c, normaliseCell(r[c]));
       return out;
     });
   } catch (err) {
@@ -503,7 +511,7 @@ async function* parquetRows(path: string, options: ParquetOptions): AsyncGenerat
     }
     for (let i = 0; i < raw.length; i++) {
       const out: Row = {};
-      for (const c of columns) out[c] = normaliseCell(raw[i]![c]);
+      for (const c of columns) setField(out, c, normaliseCell(raw[i]![c]));
       yield { row: out, position: rowStart + i };
     }
     rowStart = rowEnd;

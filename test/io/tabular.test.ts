@@ -276,3 +276,14 @@ describe('streamTable', () => {
     await expect(collect(streamTable(path, { columns: ['gender'] }))).rejects.toThrow(/stream\.parquet: cannot read parquet: no column "gender"/);
   });
 });
+
+describe('column names that are Object.prototype members', () => {
+  it('keeps a CSV column named __proto__ as an own field, not as the row prototype', () => {
+    const table = parseCsv('__proto__,text\nsome value,a bio\n', 'proto.csv');
+    const row = table.rows[0]!;
+    expect(Object.getPrototypeOf(row)).toBe(Object.prototype);
+    expect(Object.keys(row)).toEqual(['__proto__', 'text']);
+    expect(Object.getOwnPropertyDescriptor(row, '__proto__')?.value).toBe('some value');
+    expect(row.text).toBe('a bio');
+  });
+});
