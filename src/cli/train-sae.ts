@@ -13,7 +13,8 @@ const usage = `usage: sae-eraser train-sae --model DIR_OR_REPO --hook HOOK --inp
 Streams HOOK activations of the model over the texts of FILE (documents shuffled, bounded memory),
 trains a ReLU SAE (L2 + L1, dictionary_learning conventions; --l1, default 0.1 on inputs scaled to
 mean norm sqrt(d)) or a TopK SAE (--k, default 32) on --tokens tokens (default 2,000,000), writes
-periodic checkpoints to DIR/checkpoint (a rerun resumes), and saves the SAE to DIR in SAELens format
+periodic checkpoints to DIR/checkpoint (Ctrl-C stops after the current step and checkpoints it; the
+same command run again resumes exactly where it stopped), and saves the SAE to DIR in SAELens format
 with metrics.json (fraction of variance explained, L0 and dead-feature fraction on --held-out).
 --cache-tokens N collects up to N training tokens once (4 x d bytes each) and trains from memory,
 which is much faster when --tokens is several passes over the data.`;
@@ -45,6 +46,10 @@ async function main(argv: string[]): Promise<void> {
   const lr = optionalNumber(p, 'lr');
   if (lr !== undefined && lr <= 0) throw new UsageError('--lr must be > 0');
   const out = outputPath(p, 'folder', [optionalString(p, 'input'), optionalString(p, 'held-out'), optionalString(p, 'model')]);
+  // Ctrl-C: stop after the current step with a checkpoint (a second Ctrl-C kills as usual).
+  const controller = new AbortController();
+  const onSigint = (): void => controller.abort('interrupted');
+  process.once('SIGINT', onSigint);
   const { heldOut } = await trainSae({
     model: requireString(p, 'model'),
     hook: requireString(p, 'hook'),
@@ -62,7 +67,8 @@ async function main(argv: string[]): Promise<void> {
     maxLength: optionalInt(p, 'max-length'),
     seed: optionalInt(p, 'seed', 0),
     cacheTokens: optionalInt(p, 'cache-tokens'),
-  });
+    signal: controller.signal,
+  }).finally(() => process.off('SIGINT', onSigint));
   if (heldOut !== undefined) {
     process.stdout.write(
       `held-out: FVE ${heldOut.fve.toFixed(4)}, L0 ${heldOut.l0.toFixed(1)}, dead features ${(100 * heldOut.deadFraction).toFixed(1)}% (${heldOut.tokens} tokens)\n`,

@@ -9,6 +9,10 @@
  * half empty (a pass that ends first ends the refill once a batch is there) and hands out batches of rows drawn uniformly at random without replacement from what
  * it holds, so a batch mixes tokens of many documents (as dictionary_learning's ActivationBuffer
  * does). When a pass ends the source restarts with the next epoch's shuffle.
+ *
+ * For exact resumption the buffer's whole state can be saved and restored (`state()`,
+ * `restore()`): the rows it holds, a chunk part read but not yet stored, the number of draws taken
+ * from its seeded generator, and the source's position (its pass and how far into it).
  */
 import { tf } from '../engine/engine.js';
 import { mulberry32, permutation, randomInt, type Rng } from '../data/prng.js';
@@ -20,6 +24,40 @@ export interface ActivationSource {
   restart(epoch: number): void;
   /** The next chunk `[n, dIn]` of this pass, or undefined when the pass is over. */
   nextChunk(): Promise<Float32Array | undefined>;
+  /** How far into the current pass the source is (items consumed: documents or rows), for checkpoints. */
+  position(): number;
+  /** Continues pass `epoch` from `position` (a value `position()` returned), without reading what comes before. */
+  seek(epoch: number, position: number): void;
+}
+
+/** A seeded generator that counts its draws, so that its state is (seed, draws) and can be restored. */
+export class CountingRng {
+  private readonly base: Rng;
+  /** Draws taken so far. */
+  draws = 0;
+  /** The generator as an `Rng`. */
+  readonly next: Rng = () => {
+    this.draws++;
+    return this.base();
+  };
+
+  /**
+   * @param seed the generator's seed (mulberry32)
+   * @param skip draws to take first, restoring a generator that had taken this many
+   */
+  constructor(seed: number, skip = 0) {
+    if (!Number.isSafeInteger(skip) || skip < 0) throw new Error(`CountingRng: cannot skip ${skip} draws`);
+    this.base = mulberry32(seed);
+    for (let i = 0; i < skip; i++) this.base();
+    this.draws = skip;
+  }
+}
+
+/** Checks a saved source position against the number of items in a pass. */
+function checkSeek(what: string, epoch: number, position: number, items: number): void {
+  if (!Number.isInteger(epoch) || epoch < 0 || !Number.isInteger(position) || position < 0 || position > items) {
+    throw new Error(`${what}: cannot continue pass ${epoch} at item ${position} of ${items} (the data differ from the checkpoint's)`);
+  }
 }
 
 export interface ModelSourceOptions {
@@ -47,6 +85,12 @@ export function modelActivationSource(options: ModelSourceOptions): ActivationSo
     restart(epoch: number) {
       order = permutation(texts.length, seed + epoch);
       pos = 0;
+    },
+    position: () => pos,
+    seek(epoch: number, position: number) {
+      checkSeek('modelActivationSource', epoch, position, texts.length);
+      order = permutation(texts.length, seed + epoch);
+      pos = position;
     },
     nextChunk() {
       if (pos >= texts.length) return Promise.resolve(undefined);
@@ -89,6 +133,12 @@ export function arrayActivationSource(rows: Float32Array, dIn: number, options: 
       order = permutation(n, seed + epoch);
       pos = 0;
     },
+    position: () => pos,
+    seek(epoch: number, position: number) {
+      checkSeek('arrayActivationSource', epoch, position, n);
+      order = permutation(n, seed + epoch);
+      pos = position;
+    },
     nextChunk() {
       if (pos >= n) return Promise.resolve(undefined);
       const m = Math.min(chunk, n - pos);
@@ -128,13 +178,28 @@ export interface BufferOptions {
   seed?: number;
 }
 
+/** Everything an `ActivationBuffer` needs to continue exactly where it was (see `state()`). */
+export interface BufferState {
+  /** The rows held, `[count, dIn]`, in buffer order. */
+  rows: Float32Array;
+  /** The unread rest of the last chunk, `[m, dIn]` (empty when none). */
+  pending: Float32Array;
+  /** Draws taken from the buffer's generator. */
+  draws: number;
+  epoch: number;
+  tokensRead: number;
+  /** The source's `position()` in pass `epoch`. */
+  sourcePosition: number;
+}
+
 export class ActivationBuffer {
   readonly dIn: number;
   readonly capacity: number;
   private readonly rows: Float32Array;
   private count = 0;
   private pending: Float32Array | undefined;
-  private readonly rng: Rng;
+  private readonly seed: number;
+  private rng: CountingRng;
   /** Passes over the source started so far. */
   epoch = 0;
   /** Rows read from the source so far. */
@@ -148,8 +213,39 @@ export class ActivationBuffer {
     this.capacity = options.capacityTokens ?? 32768;
     if (this.capacity < 1) throw new Error('ActivationBuffer: capacityTokens must be >= 1');
     this.rows = new Float32Array(this.capacity * this.dIn);
-    this.rng = mulberry32(options.seed ?? 42);
+    this.seed = options.seed ?? 42;
+    this.rng = new CountingRng(this.seed);
     source.restart(0);
+  }
+
+  /** A copy of the buffer's state, to save in a checkpoint. */
+  state(): BufferState {
+    return {
+      rows: this.rows.slice(0, this.count * this.dIn),
+      pending: this.pending !== undefined ? this.pending.slice() : new Float32Array(0),
+      draws: this.rng.draws,
+      epoch: this.epoch,
+      tokensRead: this.tokensRead,
+      sourcePosition: this.source.position(),
+    };
+  }
+
+  /** Continues from a saved state of a buffer with the same seed, capacity and source. */
+  restore(state: BufferState): void {
+    const d = this.dIn;
+    if (state.rows.length % d !== 0 || state.pending.length % d !== 0) {
+      throw new Error(`ActivationBuffer.restore: the saved rows are not rows of width ${d}`);
+    }
+    if (state.rows.length / d > this.capacity) {
+      throw new Error(`ActivationBuffer.restore: the saved state holds ${state.rows.length / d} rows, more than the capacity ${this.capacity}`);
+    }
+    this.source.seek(state.epoch, state.sourcePosition);
+    this.rows.set(state.rows);
+    this.count = state.rows.length / d;
+    this.pending = state.pending.length > 0 ? state.pending.slice() : undefined;
+    this.rng = new CountingRng(this.seed, state.draws);
+    this.epoch = state.epoch;
+    this.tokensRead = state.tokensRead;
   }
 
   /** Rows currently held. */
@@ -191,7 +287,7 @@ export class ActivationBuffer {
     const d = this.dIn;
     const out = new Float32Array(batchSize * d);
     for (let b = 0; b < batchSize; b++) {
-      const j = randomInt(this.rng, this.count);
+      const j = randomInt(this.rng.next, this.count);
       out.set(this.rows.subarray(j * d, (j + 1) * d), b * d);
       this.count--;
       if (j !== this.count) this.rows.copyWithin(j * d, this.count * d, (this.count + 1) * d);

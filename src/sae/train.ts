@@ -21,20 +21,42 @@
  * coefficient means the same for every model; c is folded into the saved weights
  * (W_enc <- c W_enc, W_dec <- W_dec / c, b_dec <- b_dec / c), so the saved SAE reads raw activations.
  *
- * Checkpoints (`<out>/checkpoint/`): every `checkpointEvery` steps, `ckpt-<step>.safetensors`
- * (parameters, Adam moments, steps since each feature fired) then `checkpoint.json` naming it, each
- * written atomically; a run with the same settings resumes from it. The activation stream is not
- * replayed on resume: the buffer is reseeded with `seed + step`.
+ * Checkpoints (`<out>/checkpoint/`, version 2): every `checkpointEvery` steps and when a run is
+ * stopped through its `signal`, `ckpt-<step>.safetensors` (parameters, Adam moments, steps since
+ * each feature fired, the rows the activation buffer holds) then `checkpoint.json` naming it (with
+ * the stream position: the buffer's generator draws and the source's pass and offset; the
+ * resampling generator's draws, the last resampling step and the recent batch metrics), each
+ * written atomically. A run with the same settings over the same data resumes from it exactly: the
+ * resumed run draws the same batches and ends with the same weights, bit for bit, as a run that was
+ * never stopped (the tfjs kernels are deterministic for equal inputs and shapes; test/sae/train.test.ts
+ * checks it). Version 1 checkpoints (which did not save the stream) are refused.
+ *
+ * Where the conventions follow the libraries and where they differ (test/sae/train.test.ts compares
+ * optimiser steps with dictionary_learning 0.1.0 and eai-sparsify 1.3.3):
+ *  - relu: the forward pass, the L1 term, the decoder gradient projection and renormalisation, and
+ *    Adam match dictionary_learning's AutoEncoder / StandardTrainer / ConstrainedAdam. The
+ *    reconstruction term differs on purpose: the unsquared L2 norm of the dictionary_learning
+ *    release that trained the Sparse Feature Circuits dictionaries, where 0.1.0's StandardTrainer
+ *    uses the squared norm (and a sparsity warm-up). 0.1.0 warms the lr up from 0 at step 0 and
+ *    restarts the warm-up every `resample_steps`; here the first step already has lr / warmupSteps
+ *    and the warm-up restarts only after features were resampled. dictionary_learning puts the
+ *    raw sampled input into a resampled encoder row; here it is normalised first (as in
+ *    Anthropic's description).
+ *  - topk: the forward pass, the FVU loss, the decoder gradient projection and renormalisation and
+ *    Adam match sparsify's SparseCoder with its Adam optimiser. sparsify decays the lr linearly to 0
+ *    and has no resampling (AuxK, off by default); here the lr is constant after the warm-up and
+ *    dead features are resampled as for relu.
  */
 import { existsSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { tf, initEngine, variableFrom } from '../engine/engine.js';
 import { writeJsonAtomic } from '../io/atomic.js';
 import { readSafetensors, writeSafetensors } from '../io/safetensors.js';
-import { mulberry32, randomNormalArray, type Rng } from '../data/prng.js';
+import { randomNormalArray, type Rng } from '../data/prng.js';
+import { pushAll } from '../util/arrays.js';
 import type { HookName } from '../models/model.js';
 import { progress } from '../util/progress.js';
-import { ActivationBuffer, type ActivationSource } from './buffer.js';
+import { ActivationBuffer, CountingRng, type ActivationSource, type BufferState } from './buffer.js';
 import { AffineSae, topkMask } from './sae.js';
 import { saveSaeLensSae } from './saelens.js';
 import { readJsonObject } from './weights.js';
@@ -73,8 +95,13 @@ export interface TrainOptions {
   model?: string;
   /** Progress label (default "train-sae"). */
   label?: string;
-  /** Called after every step (monitoring, tests). */
-  onStep?: (info: { step: number; fve: number; l0: number; numTensors: number }) => void;
+  /** Called after every step (monitoring, tests); `loss` is the training objective of the step's batch. */
+  onStep?: (info: { step: number; loss: number; fve: number; l0: number; numTensors: number }) => void;
+  /**
+   * Stops the run before its next step once aborted (e.g. on Ctrl-C): a checkpoint of the current
+   * step is written first when `checkpointDir` is set, then the run rejects with an error saying so.
+   */
+  signal?: AbortSignal;
 }
 
 export interface SaeMetrics {
@@ -161,7 +188,7 @@ function unitRows(values: Float32Array, rows: number, cols: number): Float32Arra
 }
 
 /** The settings a checkpoint must share with the run that resumes it. */
-function checkpointKey(o: Required<Pick<TrainOptions, 'arch' | 'dSae' | 'k' | 'l1' | 'lr' | 'batchSize' | 'seed'>>, dIn: number): string {
+function checkpointKey(o: Required<Pick<TrainOptions, 'arch' | 'dSae' | 'k' | 'l1' | 'lr' | 'batchSize' | 'seed'>>, dIn: number, bufferTokens: number): string {
   return JSON.stringify({
     arch: o.arch,
     dIn,
@@ -171,6 +198,7 @@ function checkpointKey(o: Required<Pick<TrainOptions, 'arch' | 'dSae' | 'k' | 'l
     lr: o.lr,
     batchSize: o.batchSize,
     seed: o.seed,
+    bufferTokens,
   });
 }
 
@@ -193,7 +221,8 @@ export async function trainSaeOnSource(source: ActivationSource, options: TrainO
   const resampleEvery = options.resampleSteps ?? 1000;
   const totalSteps = Math.max(1, Math.ceil(options.tokens / o.batchSize));
   const checkpointEvery = options.checkpointEvery ?? 500;
-  const key = checkpointKey(o, d);
+  const bufferTokens = Math.max(options.bufferTokens ?? 32768, 2 * o.batchSize);
+  const key = checkpointKey(o, d, bufferTokens);
 
   // ---- initial state (fresh or from a checkpoint)
   let step = 0;
@@ -201,17 +230,26 @@ export async function trainSaeOnSource(source: ActivationSource, options: TrainO
   let stepsSinceActive: Float32Array = new Float32Array(o.dSae);
   let params: Params;
   let adam: Adam;
-  const resume = options.checkpointDir !== undefined ? readCheckpoint(options.checkpointDir, key) : undefined;
-  // A resumed run reseeds its stream so that it does not repeat the first batches.
-  const streamSeed = o.seed + (resume?.step ?? 0);
-  const buffer = new ActivationBuffer(source, { capacityTokens: Math.max(options.bufferTokens ?? 32768, 2 * o.batchSize), seed: streamSeed });
-  const rng: Rng = mulberry32(streamSeed + 1);
+  const resume = options.checkpointDir !== undefined ? readCheckpoint(options.checkpointDir, key, d) : undefined;
+  const buffer = new ActivationBuffer(source, { capacityTokens: bufferTokens, seed: o.seed });
+  let resampleRng = new CountingRng(o.seed + 1);
+  const recent: { fve: number; l0: number }[] = [];
+  let lastResample = 0;
   if (resume !== undefined) {
     step = resume.step;
     scale = resume.scale;
     stepsSinceActive = resume.stepsSinceActive;
     params = resume.params;
     adam = resume.adam;
+    try {
+      buffer.restore(resume.buffer);
+    } catch (err) {
+      disposeState(params, adam);
+      throw new Error(`${options.checkpointDir}: cannot resume this checkpoint: ${(err as Error).message}`, { cause: err });
+    }
+    resampleRng = new CountingRng(o.seed + 1, resume.resampleDraws);
+    lastResample = resume.lastResample;
+    pushAll(recent, resume.recent);
   } else {
     const first = await buffer.next(o.batchSize);
     let norm = 0;
@@ -247,27 +285,44 @@ export async function trainSaeOnSource(source: ActivationSource, options: TrainO
 
   const bar = progress(options.label ?? 'train-sae', totalSteps, 'steps');
   if (step > 0) bar.tick(step, `resumed at step ${step}`);
-  const recent: { fve: number; l0: number }[] = [];
-  let lastResample = step;
+  let checkpointed = resume?.step ?? -1;
+  const checkpoint = (dir: string): void => {
+    writeCheckpoint(dir, {
+      key,
+      step,
+      scale,
+      stepsSinceActive,
+      params,
+      adam,
+      buffer: buffer.state(),
+      resampleDraws: resampleRng.draws,
+      lastResample,
+      recent,
+    });
+    checkpointed = step;
+  };
 
   try {
     while (step < totalSteps) {
+      if (options.signal?.aborted === true) {
+        if (options.checkpointDir !== undefined && checkpointed !== step) checkpoint(options.checkpointDir);
+        const saved = options.checkpointDir !== undefined ? `; the checkpoint in ${options.checkpointDir} resumes it` : '';
+        throw new Error(`trainSae: stopped at step ${step} of ${totalSteps} (${String(options.signal.reason)})${saved}`);
+      }
       const raw = await buffer.next(o.batchSize);
       const sinceResample = resampleEvery > 0 ? step - lastResample : step;
       const lr = o.lr * Math.min(1, (sinceResample + 1) / Math.max(1, warmup));
-      const { fve, l0, fired } = trainStep(params, adam, raw, scale, o, lr);
+      const { loss, fve, l0, fired } = trainStep(params, adam, raw, scale, o, lr);
       for (let j = 0; j < o.dSae; j++) stepsSinceActive[j] = fired[j] ? 0 : stepsSinceActive[j]! + 1;
       step++;
       recent.push({ fve, l0 });
       if (recent.length > 50) recent.shift();
       if (resampleEvery > 0 && step % resampleEvery === 0 && step < totalSteps) {
-        const resampled = resampleDeadFeatures(params, adam, raw, scale, stepsSinceActive, resampleEvery / 2, o, rng);
+        const resampled = resampleDeadFeatures(params, adam, raw, scale, stepsSinceActive, resampleEvery / 2, o, resampleRng.next);
         if (resampled > 0) lastResample = step;
       }
-      if (options.checkpointDir !== undefined && (step % checkpointEvery === 0 || step === totalSteps)) {
-        writeCheckpoint(options.checkpointDir, key, step, scale, stepsSinceActive, params, adam);
-      }
-      options.onStep?.({ step, fve, l0, numTensors: tf.memory().numTensors });
+      if (options.checkpointDir !== undefined && (step % checkpointEvery === 0 || step === totalSteps)) checkpoint(options.checkpointDir);
+      options.onStep?.({ step, loss, fve, l0, numTensors: tf.memory().numTensors });
       const avg = averageOf(recent);
       bar.tick(1, `fve=${avg.fve.toFixed(3)} l0=${avg.l0.toFixed(1)}`);
     }
@@ -307,8 +362,15 @@ function codes(params: Params, x: tf.Tensor2D, o: StepOptions, selection?: tf.Te
   return tf.mul(h, selection ?? topkMask(h, o.k)) as tf.Tensor2D;
 }
 
-/** One optimiser step; returns batch FVE, L0 and which features fired. */
-function trainStep(params: Params, adam: Adam, raw: Float32Array, scale: number, o: StepOptions, lr: number): { fve: number; l0: number; fired: Uint8Array } {
+/** One optimiser step; returns the batch's loss, FVE, L0 and which features fired. */
+function trainStep(
+  params: Params,
+  adam: Adam,
+  raw: Float32Array,
+  scale: number,
+  o: StepOptions,
+  lr: number,
+): { loss: number; fve: number; l0: number; fired: Uint8Array } {
   const d = raw.length / o.batchSize;
   let stats: tf.Tensor | undefined;
   let firedT: tf.Tensor | undefined;
@@ -316,7 +378,7 @@ function trainStep(params: Params, adam: Adam, raw: Float32Array, scale: number,
     const x = tf.mul(tf.tensor2d(raw, [o.batchSize, d]), scale) as tf.Tensor2D;
     const vars = PARAM_NAMES.map((n) => params[n]);
     const selection = o.arch === 'topk' ? topkMask(preActivations(params, x), o.k) : undefined;
-    const { grads } = tf.variableGrads(() => {
+    const { value, grads } = tf.variableGrads(() => {
       const f = codes(params, x, o, selection);
       const xHat = tf.add(tf.matMul(f, params.wDec), params.bDec);
       const diff = tf.sub(x, xHat);
@@ -331,6 +393,9 @@ function trainStep(params: Params, adam: Adam, raw: Float32Array, scale: number,
       }
       return tf.div(tf.sum(sq), total) as tf.Scalar;
     }, vars);
+    const withLoss = tf.keep(tf.concat([stats!, tf.reshape(value, [1])]));
+    stats!.dispose();
+    stats = withLoss;
     // Unit-norm decoder rows: drop the gradient component along each row.
     const w = params.wDec;
     const gDec = grads[w.name]!;
@@ -352,10 +417,61 @@ function trainStep(params: Params, adam: Adam, raw: Float32Array, scale: number,
     }
     w.assign(tf.div(w, tf.add(tf.norm(w, 2, 1, true), 1e-12)) as tf.Tensor2D);
   });
-  const [fve, l0] = stats!.dataSync() as Float32Array;
+  const [fve, l0, loss] = stats!.dataSync() as Float32Array;
   const fired = Uint8Array.from(firedT!.dataSync() as Uint8Array);
   tf.dispose([stats!, firedT!]);
-  return { fve: fve!, l0: l0!, fired };
+  return { loss: loss!, fve: fve!, l0: l0!, fired };
+}
+
+/** Weights of an SAE in training, for scaled inputs: W_enc [dIn, dSae], b_enc [dSae], W_dec [dSae, dIn], b_dec [dIn]. */
+export interface SaeTrainingWeights {
+  wEnc: Float32Array;
+  bEnc: Float32Array;
+  wDec: Float32Array;
+  bDec: Float32Array;
+}
+
+/**
+ * The optimiser steps of `trainSaeOnSource` from given weights, with zero Adam moments, on given
+ * batches of already scaled inputs at a constant learning rate: what test/sae/train.test.ts compares
+ * with dictionary_learning's and sparsify's trainers. Returns each step's loss and the weights after
+ * the last step.
+ * @param weights the starting weights (decoder rows of unit norm, as training keeps them)
+ * @param dIn input width
+ * @param batches each `[batchSize, dIn]`, all of one size
+ * @param options architecture, k (topk), l1 (relu) and the learning rate
+ */
+export async function trainStepsFrom(
+  weights: SaeTrainingWeights,
+  dIn: number,
+  batches: readonly Float32Array[],
+  options: { arch: SaeArch; k?: number; l1?: number; lr: number },
+): Promise<{ losses: number[]; weights: SaeTrainingWeights }> {
+  await initEngine();
+  const dSae = weights.bEnc.length;
+  const batchSize = (batches[0]?.length ?? 0) / dIn;
+  if (!Number.isInteger(batchSize) || batchSize < 1 || batches.some((b) => b.length !== batchSize * dIn)) {
+    throw new Error(`trainStepsFrom: batches must all be [batchSize, ${dIn}]`);
+  }
+  const o: StepOptions = { arch: options.arch, k: options.k ?? 32, l1: options.l1 ?? 0.1, batchSize, dSae };
+  const params: Params = {
+    wEnc: variableFrom(tf.tensor2d(weights.wEnc, [dIn, dSae]), 'sae_wEnc'),
+    bEnc: variableFrom(tf.tensor1d(weights.bEnc), 'sae_bEnc'),
+    wDec: variableFrom(tf.tensor2d(weights.wDec, [dSae, dIn]), 'sae_wDec'),
+    bDec: variableFrom(tf.tensor1d(weights.bDec), 'sae_bDec'),
+  };
+  const adam: Adam = {
+    m: Object.fromEntries(PARAM_NAMES.map((n) => [n, tf.zerosLike(params[n] as tf.Tensor)])) as Record<ParamName, tf.Tensor>,
+    v: Object.fromEntries(PARAM_NAMES.map((n) => [n, tf.zerosLike(params[n] as tf.Tensor)])) as Record<ParamName, tf.Tensor>,
+    t: 0,
+  };
+  try {
+    const losses = batches.map((batch) => trainStep(params, adam, batch, 1, o, options.lr).loss);
+    const read = (n: ParamName): Float32Array => Float32Array.from(params[n].dataSync() as Float32Array);
+    return { losses, weights: { wEnc: read('wEnc'), bEnc: read('bEnc'), wDec: read('wDec'), bDec: read('bDec') } };
+  } finally {
+    disposeState(params, adam);
+  }
 }
 
 /** dictionary_learning's resampling of dead features; returns how many were resampled. */
@@ -469,33 +585,115 @@ function foldToSae(params: Params, scale: number, o: StepOptions, options: Train
 // ------------------------------------------------------------------------------------------------
 
 const CHECKPOINT_INDEX = 'checkpoint.json';
+const CHECKPOINT_FORMAT = 'sae-eraser/sae-training-checkpoint';
+/** 2: the activation stream position, resampling state and recent metrics are saved (exact resumption). */
+const CHECKPOINT_VERSION = 2;
 
-function writeCheckpoint(dir: string, key: string, step: number, scale: number, stepsSinceActive: Float32Array, params: Params, adam: Adam): void {
+/** What a checkpoint holds. */
+interface TrainingState {
+  key: string;
+  step: number;
+  scale: number;
+  stepsSinceActive: Float32Array;
+  params: Params;
+  adam: Adam;
+  buffer: BufferState;
+  resampleDraws: number;
+  lastResample: number;
+  recent: { fve: number; l0: number }[];
+}
+
+type RawTensor = { dtype: 'F32'; shape: number[]; data: Float32Array };
+
+function writeCheckpoint(dir: string, state: TrainingState): void {
+  const { step, params, adam, buffer } = state;
   const file = `ckpt-${step}.safetensors`;
-  const tensors: Record<string, tf.Tensor | { dtype: 'F32'; shape: number[]; data: Float32Array }> = {
-    steps_since_active: { dtype: 'F32', shape: [stepsSinceActive.length], data: stepsSinceActive },
+  const d = params.bDec.shape[0];
+  const tensors: Record<string, tf.Tensor | RawTensor> = {
+    steps_since_active: { dtype: 'F32', shape: [state.stepsSinceActive.length], data: state.stepsSinceActive },
   };
+  // Empty tensors are left out (the reader treats a missing one as empty).
+  if (buffer.rows.length > 0) tensors.buffer_rows = { dtype: 'F32', shape: [buffer.rows.length / d, d], data: buffer.rows };
+  if (buffer.pending.length > 0) tensors.buffer_pending = { dtype: 'F32', shape: [buffer.pending.length / d, d], data: buffer.pending };
   for (const n of PARAM_NAMES) {
     tensors[n] = params[n];
     tensors[`adam_m.${n}`] = adam.m[n];
     tensors[`adam_v.${n}`] = adam.v[n];
   }
   writeSafetensors(join(dir, file), tensors);
-  writeJsonAtomic(join(dir, CHECKPOINT_INDEX), { key, step, scale, adamT: adam.t, file });
+  writeJsonAtomic(join(dir, CHECKPOINT_INDEX), {
+    format: CHECKPOINT_FORMAT,
+    version: CHECKPOINT_VERSION,
+    key: state.key,
+    step,
+    scale: state.scale,
+    adamT: adam.t,
+    file,
+    buffer: { draws: buffer.draws, epoch: buffer.epoch, tokensRead: buffer.tokensRead, sourcePosition: buffer.sourcePosition },
+    resampleDraws: state.resampleDraws,
+    lastResample: state.lastResample,
+    recent: { fve: state.recent.map((r) => r.fve), l0: state.recent.map((r) => r.l0) },
+  });
   // Older checkpoint files are superseded only once the index names the new one.
   for (const old of readdirSync(dir)) if (/^ckpt-\d+\.safetensors$/.test(old) && old !== file) rmSync(join(dir, old), { force: true });
 }
 
-function readCheckpoint(dir: string, key: string): { step: number; scale: number; stepsSinceActive: Float32Array; params: Params; adam: Adam } | undefined {
+function readCheckpoint(dir: string, key: string, dIn: number): TrainingState | undefined {
   const index = join(dir, CHECKPOINT_INDEX);
   if (!existsSync(index)) return undefined;
   const info = readJsonObject(index);
+  if (info.version !== CHECKPOINT_VERSION || info.format !== CHECKPOINT_FORMAT) {
+    const found = info.version === undefined ? 'version 1' : `version ${JSON.stringify(info.version)}`;
+    throw new Error(
+      `${index}: a ${found} training checkpoint; this version of sae-eraser resumes version ${CHECKPOINT_VERSION} only ` +
+        `(which also saves the activation stream, so that a resumed run equals an uninterrupted one). Delete ${dir} to start again`,
+    );
+  }
   if (info.key !== key) {
     throw new Error(
       `${index}: this checkpoint was made with other settings (${String(info.key)}) than this run (${key}); use another output folder or delete it`,
     );
   }
+  const num = (v: unknown, what: string): number => {
+    if (typeof v !== 'number' || !Number.isFinite(v)) throw new Error(`${index}: field "${what}" must be a number, got ${JSON.stringify(v)}`);
+    return v;
+  };
+  const nums = (v: unknown, what: string): number[] => {
+    if (!Array.isArray(v)) throw new Error(`${index}: field "${what}" must be an array of numbers`);
+    return v.map((x, i) => num(x, `${what}[${i}]`));
+  };
+  const buf = (typeof info.buffer === 'object' && info.buffer !== null ? info.buffer : {}) as Record<string, unknown>;
+  const recentInfo = (typeof info.recent === 'object' && info.recent !== null ? info.recent : {}) as Record<string, unknown>;
+  const recentFve = nums(recentInfo.fve, 'recent.fve');
+  const recentL0 = nums(recentInfo.l0, 'recent.l0');
+  if (recentFve.length !== recentL0.length) throw new Error(`${index}: recent.fve and recent.l0 differ in length`);
+  const meta = {
+    step: num(info.step, 'step'),
+    scale: num(info.scale, 'scale'),
+    adamT: num(info.adamT, 'adamT'),
+    draws: num(buf.draws, 'buffer.draws'),
+    epoch: num(buf.epoch, 'buffer.epoch'),
+    tokensRead: num(buf.tokensRead, 'buffer.tokensRead'),
+    sourcePosition: num(buf.sourcePosition, 'buffer.sourcePosition'),
+    resampleDraws: num(info.resampleDraws, 'resampleDraws'),
+    lastResample: num(info.lastResample, 'lastResample'),
+  };
   const file = readSafetensors(join(dir, String(info.file)));
+  const rowsOf = (name: string): Float32Array => {
+    if (!file.has(name)) return new Float32Array(0);
+    const shape = file.info(name).shape;
+    if (shape.length !== 2 || shape[1] !== dIn)
+      throw new Error(`${join(dir, String(info.file))}: tensor "${name}" has shape [${shape}], expected [rows, ${dIn}]`);
+    return file.float32(name).slice();
+  };
+  const buffer: BufferState = {
+    rows: rowsOf('buffer_rows'),
+    pending: rowsOf('buffer_pending'),
+    draws: meta.draws,
+    epoch: meta.epoch,
+    tokensRead: meta.tokensRead,
+    sourcePosition: meta.sourcePosition,
+  };
   const t = (name: string): tf.Tensor => file.tensor(name);
   const params: Params = {
     wEnc: variableFrom(t('wEnc') as tf.Tensor2D, 'sae_wEnc'),
@@ -506,9 +704,20 @@ function readCheckpoint(dir: string, key: string): { step: number; scale: number
   const adam: Adam = {
     m: Object.fromEntries(PARAM_NAMES.map((n) => [n, t(`adam_m.${n}`)])) as Record<ParamName, tf.Tensor>,
     v: Object.fromEntries(PARAM_NAMES.map((n) => [n, t(`adam_v.${n}`)])) as Record<ParamName, tf.Tensor>,
-    t: Number(info.adamT),
+    t: meta.adamT,
   };
-  return { step: Number(info.step), scale: Number(info.scale), stepsSinceActive: file.float32('steps_since_active').slice(), params, adam };
+  return {
+    key,
+    step: meta.step,
+    scale: meta.scale,
+    stepsSinceActive: file.float32('steps_since_active').slice(),
+    params,
+    adam,
+    buffer,
+    resampleDraws: meta.resampleDraws,
+    lastResample: meta.lastResample,
+    recent: recentFve.map((fve, i) => ({ fve, l0: recentL0[i]! })),
+  };
 }
 
 /** Saves a trained SAE in SAELens format with its metrics in cfg.json metadata and metrics.json. */

@@ -1,19 +1,21 @@
 """Writes SAE checkpoints in the formats sae-eraser loads, with PyTorch, and the expected
-encode/decode outputs computed in torch following each library's own formula:
+encode/decode outputs computed by the libraries themselves, loading the very files written here:
 
-  dictionary_learning AutoEncoder (ae.pt via torch.save(state_dict)):
-      f = ReLU(encoder(x - bias)),  x_hat = decoder(f) + bias
-  SAELens (cfg.json + sae_weights.safetensors):
-      h = (x - b_dec * apply_b_dec_to_input) @ W_enc + b_enc
-      standard: f = ReLU(h); topk: top-k of h, then ReLU, scattered; jumprelu: ReLU(h) * (h > threshold)
-      x_hat = f @ W_dec + b_dec
-  EleutherAI sparsify (cfg.json + sae.safetensors):
-      f = top-k of ReLU(encoder(x - b_dec)) scattered,  x_hat = f @ W_dec + b_dec
+  dictionary_learning 0.1.0 (ae.pt = torch.save(state_dict) [+ config.json]):
+      dictionary_learning.AutoEncoder.from_pretrained(path, normalize_decoder=False), .encode, .decode
+  sae-lens 6.54.12 (cfg.json + sae_weights.safetensors, pre-6.0 and 6.x configs):
+      sae_lens.SAE.load_from_disk(folder), .encode, .decode  (standard/ReLU, TopK, JumpReLU)
+  eai-sparsify 1.3.3 (cfg.json + sae.safetensors):
+      sparsify.SparseCoder.load_from_disk(folder), .encode (top-k acts and indices, scattered to a
+      dense f here), .decode
 
-Also: a pickle zoo (dtypes, views, containers) with its expected values, malicious .pt files whose
-__reduce__ runs os.system / builtins.exec / posix.system / subprocess (checked here to really run
-under torch.load(weights_only=False), then the marker is removed), NaN weights, and a Sparse
-Feature Circuits zip. Expected arrays go to <out>/expected/<case>.safetensors (x, f, x_hat).
+No formula is re-implemented here. Cases without library values: files our loaders must refuse (NaN
+weights, SAELens activation normalisation and gated SAEs, an unknown format) and the pickle part
+(--part pickle: a pickle zoo of dtypes, views and containers with its expected values, malicious .pt
+files whose __reduce__ runs os.system / builtins.exec / posix.system / subprocess, checked here to
+really run under torch.load(weights_only=False), then the marker is removed), which tests our torch
+pickle reader, not an SAE library. Also a Sparse Feature Circuits zip. Expected arrays go to
+<out>/expected/<case>.safetensors (x, f, x_hat).
 """
 import argparse, collections, io, json, os, pickle, subprocess, sys, tempfile, zipfile
 import torch
@@ -50,11 +52,18 @@ def dl_state(d, n):
 
 
 def write_sae_part():
+    # The libraries are imported only for this part (the pickle part needs torch alone).
+    from dictionary_learning import AutoEncoder
+    from sae_lens import SAE
+    from sparsify import SparseCoder
+
     # ---------------------------------------------------------------- dictionary_learning AutoEncoder
-    def dl_forward(sd, x):
-        sd = {k: v.float() for k, v in sd.items()}
-        f = torch.relu((x - sd["bias"]) @ sd["encoder.weight"].T + sd["encoder.bias"])
-        return f, f @ sd["decoder.weight"].T + sd["bias"]
+    def dl_forward(path, x):
+        # normalize_decoder=False: the weights as stored (our loader does not renormalise either).
+        ae = AutoEncoder.from_pretrained(path, normalize_decoder=False)
+        with torch.no_grad():
+            f = ae.encode(x)
+            return f, ae.decode(f)
 
 
     def write_dl(case, folder, d, n, tokens, config=None, transform=None):
@@ -66,7 +75,7 @@ def write_sae_part():
         if config is not None:
             json.dump(config, open(os.path.join(folder, "config.json"), "w"))
         x = randn(tokens, d)
-        f, x_hat = dl_forward(sd, x)
+        f, x_hat = dl_forward(os.path.join(folder, "ae.pt"), x)
         save_expected(case, x, f, x_hat)
 
 
@@ -115,23 +124,15 @@ def write_sae_part():
 
 
     # ---------------------------------------------------------------- SAELens
-    def sl_forward(w, cfg, x):
-        apply = cfg.get("apply_b_dec_to_input", True)
-        h = (x - w["b_dec"] * apply) @ w["W_enc"] + w["b_enc"]
-        arch = cfg.get("architecture", "standard")
-        fn = cfg.get("activation_fn_str", cfg.get("activation_fn", "relu"))
-        if arch == "jumprelu":
-            f = torch.relu(h) * (h > w["threshold"])
-        elif arch == "topk" or fn == "topk":
-            k = cfg.get("k") or cfg["activation_fn_kwargs"]["k"]
-            top = torch.topk(h, k=k, dim=-1)
-            f = torch.zeros_like(h).scatter_(-1, top.indices, torch.relu(top.values))
-        else:
-            f = torch.relu(h)
-        return f, f @ w["W_dec"] + w["b_dec"]
+    def sl_forward(folder, x, architecture):
+        sae = SAE.load_from_disk(folder, device="cpu")
+        assert sae.cfg.architecture() == architecture, (folder, sae.cfg.architecture())
+        with torch.no_grad():
+            f = sae.encode(x)
+            return f, sae.decode(f)
 
 
-    def write_saelens(case, cfg, tokens=20, threshold=False, extra=None):
+    def write_saelens(case, cfg, tokens=20, threshold=False, extra=None, library=None):
         folder = os.path.join(OUT, case)
         os.makedirs(folder, exist_ok=True)
         d, n = cfg["d_in"], cfg["d_sae"]
@@ -143,8 +144,9 @@ def write_sae_part():
         save_file(w, os.path.join(folder, "sae_weights.safetensors"))
         json.dump(cfg, open(os.path.join(folder, "cfg.json"), "w"))
         x = randn(tokens, d)
-        f, x_hat = sl_forward(w, cfg, x)
-        save_expected(case, x, f, x_hat)
+        if library is not None:  # the architecture sae_lens must read from cfg.json
+            f, x_hat = sl_forward(folder, x, library)
+            save_expected(case, x, f, x_hat)
 
 
     # The pre-6.0 flat config of the Pythia-70m-deduped "sm" releases (hook_point, no architecture).
@@ -152,16 +154,18 @@ def write_sae_part():
               "hook_point_head_index": None, "d_in": 64, "d_sae": 256, "dtype": "torch.float32", "device": "cuda",
               "context_size": 128, "prepend_bos": True, "dataset_path": "EleutherAI/the_pile_deduplicated",
               "apply_b_dec_to_input": True, "normalize_activations": False}
-    write_saelens("saelens_relu", sm_cfg)
+    write_saelens("saelens_relu", sm_cfg, library="standard")
     write_saelens("saelens_resid_pre0", {**sm_cfg, "hook_point": "blocks.0.hook_resid_pre", "hook_point_layer": 0,
-                                         "apply_b_dec_to_input": False})
+                                         "apply_b_dec_to_input": False}, library="standard")
     write_saelens("saelens_topk_old", {**sm_cfg, "hook_point": "blocks.2.hook_mlp_out", "activation_fn_str": "topk",
-                                       "activation_fn_kwargs": {"k": 12}})
+                                       "activation_fn_kwargs": {"k": 12}}, library="topk")
     v6 = {"d_in": 48, "d_sae": 192, "dtype": "float32", "device": "cpu", "apply_b_dec_to_input": True,
           "normalize_activations": "none", "reshape_activations": "none",
           "metadata": {"model_name": "pythia-70m-deduped", "hook_name": "blocks.1.hook_attn_out", "sae_lens_version": "6.5.1"}}
-    write_saelens("saelens_topk", {**v6, "architecture": "topk", "k": 10})
-    write_saelens("saelens_jumprelu", {**v6, "architecture": "jumprelu", "apply_b_dec_to_input": False}, threshold=True)
+    write_saelens("saelens_topk", {**v6, "architecture": "topk", "k": 10}, library="topk")
+    write_saelens("saelens_jumprelu", {**v6, "architecture": "jumprelu", "apply_b_dec_to_input": False}, threshold=True,
+                  library="jumprelu")
+    # Refused by our loader (no library values needed): run-time normalisation, gated weights, NaN.
     write_saelens("saelens_norm", {**v6, "architecture": "standard", "normalize_activations": "expected_average_only_in"})
     write_saelens("saelens_gated", {**v6, "architecture": "gated"})
     write_saelens("saelens_nan", {**v6, "architecture": "standard"}, extra={"W_enc": torch.full((48, 192), float("nan"))})
@@ -180,10 +184,12 @@ def write_sae_part():
                    "k": k, "multi_topk": False, "skip_connection": False, "transcode": False, "d_in": d},
                   open(os.path.join(folder, "cfg.json"), "w"))
         x = randn(tokens, d)
-        pre = torch.relu(torch.nn.functional.linear(x - w["b_dec"], w["encoder.weight"], w["encoder.bias"]))
-        top = torch.topk(pre, k, dim=-1)
-        f = torch.zeros_like(pre).scatter_(-1, top.indices, top.values)
-        save_expected(case, x, f, f @ w["W_dec"] + w["b_dec"])
+        sae = SparseCoder.load_from_disk(folder)
+        assert sae.cfg.k == k and sae.num_latents == n
+        with torch.no_grad():
+            enc = sae.encode(x)
+            f = torch.zeros(tokens, n).scatter_(-1, enc.top_indices, enc.top_acts)
+            save_expected(case, x, f, sae.decode(enc.top_acts, enc.top_indices))
 
 
     write_sparsify("sparsify", "layers.3", 40, 4, 7)

@@ -1,18 +1,25 @@
 import { beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { initEngine, tf } from '../../src/engine/engine.js';
-import { readSafetensors } from '../../src/io/safetensors.js';
+import { randomNormalArray } from '../../src/data/prng.js';
+import { readSafetensors, writeSafetensors } from '../../src/io/safetensors.js';
+import { projectRoot } from '../../src/io/shared.js';
+import { setQuiet } from '../../src/util/progress.js';
+import { arrayActivationSource } from '../../src/sae/buffer.js';
 import { loadFeatureCircuitsSaes, type HubDownload } from '../../src/sae/feature-circuits.js';
 import { checkSaeFitsModel, hookFromSparsify, hookFromTransformerLens } from '../../src/sae/hook-names.js';
 import { loadSae } from '../../src/sae/load.js';
-import { sparseToDense, type Sae } from '../../src/sae/sae.js';
+import { sparseToDense, type AffineSae, type Sae } from '../../src/sae/sae.js';
+import { saveSaeLensSae } from '../../src/sae/saelens.js';
+import { saveTrainedSae, trainSaeOnSource } from '../../src/sae/train.js';
 import { runPythonReference } from '../reference/python.js';
 
 let ref: string;
 beforeAll(async () => {
   await initEngine();
+  setQuiet(true);
   ref = runPythonReference('sae_reference.py', ['--part', 'sae']);
 });
 
@@ -68,7 +75,11 @@ function checkParity(sae: Sae, name: string): { encode: number; decode: number; 
 
 const parity: Record<string, { encode: number; decode: number; roundTrip: number }> = {};
 
-describe('SAE formats match their libraries (PyTorch reference)', () => {
+// Expected values come from the libraries loading the files (sae_reference.py): dictionary_learning
+// 0.1.0 AutoEncoder.from_pretrained, sae-lens 6.54.12 SAE.load_from_disk, eai-sparsify 1.3.3
+// SparseCoder.load_from_disk. Tolerance: 1e-5 norm-wise relative error (float32; the codes of the
+// 512 x 32768 dictionary sum 512 products).
+describe('SAE formats match their libraries (the libraries load the same files)', () => {
   it('dictionary_learning AutoEncoder, small, with config.json', () => {
     const sae = loadSae(join(ref, 'dl_small'));
     expect(sae.metadata.format).toBe('dictionary_learning');
@@ -212,6 +223,90 @@ describe('Sparse Feature Circuits dictionaries', () => {
     for (const s of again.values()) s.dispose();
     await expect(loadFeatureCircuitsSaes(mkdtempSync(join(tmpdir(), 'fc-')), { download: false })).rejects.toThrow(
       /no Sparse Feature Circuits dictionaries here/,
+    );
+  });
+});
+
+describe('files sae-eraser writes load in the libraries', () => {
+  /** A case folder `<root>/<name>` with `sae/` and `x.safetensors` (20 seeded inputs) for sae_written_reference.py. */
+  function writeCase(root: string, name: string, sae: AffineSae, save: (dir: string) => void): { dir: string; x: Float32Array } {
+    const dir = join(root, name);
+    rmSync(dir, { recursive: true, force: true });
+    mkdirSync(join(dir, 'sae'), { recursive: true });
+    save(join(dir, 'sae'));
+    const x = randomNormalArray(20 * sae.dIn, 3, 0.2, 1);
+    writeSafetensors(join(dir, 'x.safetensors'), { x: { dtype: 'F32', shape: [20, sae.dIn], data: x } });
+    return { dir, x };
+  }
+
+  it('train-sae output (ReLU, TopK) and a re-saved JumpReLU SAE: sae_lens reads the same SAE, to 1e-5', async () => {
+    // A fixed folder (not a temp one) so that the reference is reused while what we write is unchanged.
+    const root = join(projectRoot(), '.cache/sae-written');
+    const d = 12;
+    const rows = randomNormalArray(2000 * d, 9, 0.5, 1);
+    const cases: { name: string; sae: AffineSae; arch: string; k: number | null; hook: string | null; model: string | null }[] = [];
+    for (const arch of ['relu', 'topk'] as const) {
+      const run = await trainSaeOnSource(arrayActivationSource(rows, d), {
+        arch,
+        k: 4,
+        dSae: 40,
+        tokens: 64 * 30,
+        batchSize: 64,
+        bufferTokens: 256,
+        hook: 'layers.2.resid_out',
+        model: 'test/model',
+      });
+      cases.push({
+        name: `trained_${arch}`,
+        sae: run.sae,
+        arch: arch === 'relu' ? 'standard' : 'topk',
+        k: arch === 'topk' ? 4 : null,
+        hook: 'layers.2.resid_out',
+        model: 'test/model',
+      });
+    }
+    cases.push({
+      name: 'resaved_jumprelu',
+      sae: loadSae(join(ref, 'saelens_jumprelu')) as AffineSae,
+      arch: 'jumprelu',
+      k: null,
+      hook: 'layers.1.attn_out',
+      model: 'pythia-70m-deduped',
+    });
+    const written = cases.map((c) =>
+      writeCase(root, c.name, c.sae, (dir) => (c.name.startsWith('trained') ? saveTrainedSae(c.sae, dir, { steps: 30 }) : saveSaeLensSae(c.sae, dir))),
+    );
+    const lib = runPythonReference(
+      'sae_written_reference.py',
+      written.map((w) => w.dir),
+    );
+    const errs: Record<string, number[]> = {};
+    cases.forEach((c, i) => {
+      const info = JSON.parse(readFileSync(join(lib, `${c.name}.json`), 'utf8')) as Record<string, unknown>;
+      expect(info).toMatchObject({ library: 'sae_lens', architecture: c.arch, d_in: c.sae.dIn, d_sae: c.sae.dSae, hook_name: c.hook, model_name: c.model });
+      if (c.k !== null) expect(info.k).toBe(c.k);
+      const want = readSafetensors(join(lib, `${c.name}.safetensors`));
+      // Both the SAE in memory and the SAE loaded back from what we wrote.
+      const reloaded = loadSae(join(written[i]!.dir, 'sae'));
+      for (const sae of [c.sae, reloaded]) {
+        const x = tf.tensor2d(written[i]!.x, [20, c.sae.dIn]);
+        const f = sae.encode(x);
+        const xHat = sae.decode(f);
+        const e = [relErr(f.dataSync(), want.float32('f')), relErr(xHat.dataSync(), want.float32('x_hat'))];
+        tf.dispose([x, f, xHat]);
+        errs[c.name] = e;
+        for (const v of e) expect(v, c.name).toBeLessThan(1e-5);
+      }
+      expect(
+        want.float32('f').some((v) => v !== 0),
+        `${c.name}: some features fire`,
+      ).toBe(true);
+      reloaded.dispose();
+      c.sae.dispose();
+    });
+    console.log(
+      'written SAEs read by sae_lens (relative error of f, x_hat):',
+      JSON.stringify(errs, (_, v: unknown) => (typeof v === 'number' ? Number(v.toExponential(2)) : v)),
     );
   });
 });

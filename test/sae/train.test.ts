@@ -1,14 +1,16 @@
 import { beforeAll, describe, expect, it } from 'vitest';
-import { existsSync, mkdtempSync, readdirSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { initEngine, tf } from '../../src/engine/engine.js';
 import { mulberry32, randomNormalArray, randomInt } from '../../src/data/prng.js';
+import { readSafetensors } from '../../src/io/safetensors.js';
 import { setQuiet } from '../../src/util/progress.js';
 import { ActivationBuffer, arrayActivationSource, collectActivations } from '../../src/sae/buffer.js';
 import { loadSae } from '../../src/sae/load.js';
 import type { AffineSae } from '../../src/sae/sae.js';
-import { evaluateSae, saveTrainedSae, trainSaeOnSource } from '../../src/sae/train.js';
+import { evaluateSae, saveTrainedSae, trainSaeOnSource, trainStepsFrom, type TrainOptions } from '../../src/sae/train.js';
+import { runPythonReference } from '../reference/python.js';
 
 beforeAll(async () => {
   await initEngine();
@@ -195,5 +197,147 @@ describe('SAE training', () => {
     const rows = Float32Array.from({ length: 30 }, (_, i) => i);
     const got = await collectActivations(arrayActivationSource(rows, 3, { chunkTokens: 4 }), 7);
     expect(got.length).toBe(21);
+  });
+});
+
+/** Norm-wise relative error ||got - want|| / ||want||. */
+function relErr(got: ArrayLike<number>, want: ArrayLike<number>): number {
+  expect(got.length).toBe(want.length);
+  let num = 0;
+  let den = 0;
+  for (let i = 0; i < want.length; i++) {
+    num += (got[i]! - want[i]!) ** 2;
+    den += want[i]! ** 2;
+  }
+  return Math.sqrt(num / Math.max(den, 1e-30));
+}
+
+describe("training steps match the libraries' trainers (PyTorch reference)", () => {
+  // float32 through 4 Adam steps; Adam divides by sqrt(v), so gradients near 0 amplify rounding.
+  const TOL = 1e-5;
+  let ref: string;
+  beforeAll(() => {
+    ref = runPythonReference('sae_train_reference.py');
+  });
+
+  it.each([
+    ['relu', 'dictionary_learning 0.1.0 StandardTrainer + ConstrainedAdam, with our unsquared L2 term'],
+    ['topk', 'eai-sparsify 1.3.3 SparseCoder fvu + decoder-gradient projection + torch Adam'],
+  ] as const)('%s: 4 steps from the same weights and batches as %s', async (arch, what) => {
+    const settings = (JSON.parse(readFileSync(join(ref, 'settings.json'), 'utf8')) as Record<string, { lr: number; l1?: number; k?: number }>)[arch]!;
+    const file = readSafetensors(join(ref, `${arch}.safetensors`));
+    const [steps, batch, d] = file.info('x').shape as [number, number, number];
+    const xs = file.float32('x');
+    const batches = Array.from({ length: steps }, (_, s) => xs.slice(s * batch * d, (s + 1) * batch * d));
+    const start = {
+      wEnc: file.float32('start.W_enc'),
+      bEnc: file.float32('start.b_enc'),
+      wDec: file.float32('start.W_dec'),
+      bDec: file.float32('start.b_dec'),
+    };
+    const before = tf.memory().numTensors;
+    const ours = await trainStepsFrom(start, d, batches, { arch, ...settings });
+    expect(tf.memory().numTensors).toBe(before);
+    const libLoss = file.float32('loss');
+    const errs = {
+      loss: relErr(ours.losses, libLoss),
+      wEnc: relErr(ours.weights.wEnc, file.float32('after.W_enc')),
+      bEnc: relErr(ours.weights.bEnc, file.float32('after.b_enc')),
+      wDec: relErr(ours.weights.wDec, file.float32('after.W_dec')),
+      bDec: relErr(ours.weights.bDec, file.float32('after.b_dec')),
+    };
+    // The steps moved the weights by far more than the tolerance, so a wrong update cannot pass.
+    const moved = relErr(ours.weights.wEnc, start.wEnc);
+    console.log(
+      `${arch} steps vs ${what}: relative errors ${JSON.stringify(errs, (_, v: unknown) => (typeof v === 'number' ? Number(v.toExponential(2)) : v))}, wEnc moved ${moved.toExponential(2)}`,
+    );
+    expect(moved).toBeGreaterThan(100 * TOL);
+    for (const [k, v] of Object.entries(errs)) expect(v, `${arch} ${k}`).toBeLessThan(TOL);
+  });
+});
+
+describe('exact resumption', () => {
+  /** The weights of a trained SAE as plain arrays. */
+  function weightsOf(sae: AffineSae): Float32Array[] {
+    return [sae.wEnc, sae.bEnc, sae.wDec, sae.bDec].map((t) => Float32Array.from(t.dataSync() as Float32Array));
+  }
+
+  it.each(['relu', 'topk'] as const)(
+    '%s: crashed after a checkpoint, resumed, stopped by its signal, resumed again: the same weights and losses as one run',
+    async (arch) => {
+      const d = 16;
+      const { rows } = planted(3000, d, 24, 3, 31);
+      const source = () => arrayActivationSource(rows, d, { chunkTokens: 100, seed: 5 });
+      // 60 steps of 64 draws: more than a pass over the 3000 rows, refills of a 512-row buffer, and
+      // three rounds of dead-feature resampling, so that every part of the stream state matters.
+      const opts: TrainOptions = {
+        arch,
+        k: 3,
+        l1: 0.6,
+        dSae: 48,
+        tokens: 64 * 60,
+        batchSize: 64,
+        bufferTokens: 512,
+        warmupSteps: 5,
+        resampleSteps: 15,
+        lr: 3e-3,
+      };
+      const losses = new Map<number, number>();
+      const whole = await trainSaeOnSource(source(), { ...opts, onStep: ({ step, loss }) => losses.set(step, loss) });
+      const want = weightsOf(whole.sae);
+      whole.sae.dispose();
+
+      const ckpt = mkdtempSync(join(tmpdir(), 'sae-resume-'));
+      const resumedLosses = new Map<number, number>();
+      const withCkpt: TrainOptions = { ...opts, checkpointDir: ckpt, checkpointEvery: 10, onStep: ({ step, loss }) => resumedLosses.set(step, loss) };
+      // 1. A crash (an exception) at step 23: the checkpoint of step 20 stays.
+      await expect(
+        trainSaeOnSource(source(), {
+          ...withCkpt,
+          onStep: ({ step }) => {
+            if (step === 23) throw new Error('simulated crash');
+          },
+        }),
+      ).rejects.toThrow(/simulated crash/);
+      expect((JSON.parse(readFileSync(join(ckpt, 'checkpoint.json'), 'utf8')) as { step: number }).step).toBe(20);
+      // 2. Resumed from step 20 and stopped by its signal after step 37: a checkpoint of step 37 is written.
+      const controller = new AbortController();
+      await expect(
+        trainSaeOnSource(source(), {
+          ...withCkpt,
+          signal: controller.signal,
+          onStep: ({ step, loss }) => {
+            resumedLosses.set(step, loss);
+            if (step === 37) controller.abort('test stop');
+          },
+        }),
+      ).rejects.toThrow(/stopped at step 37 of 60 \(test stop\); the checkpoint in .* resumes it/);
+      expect((JSON.parse(readFileSync(join(ckpt, 'checkpoint.json'), 'utf8')) as { step: number }).step).toBe(37);
+      // 3. Resumed from step 37 to the end (in a fresh source, as a new process would have).
+      const resumed = await trainSaeOnSource(source(), withCkpt);
+      expect(resumed.resumedFrom).toBe(37);
+      expect(resumed.steps).toBe(60);
+      expect([...resumedLosses.keys()]).toEqual(Array.from({ length: 40 }, (_, i) => 21 + i));
+      for (const [step, loss] of resumedLosses) expect(loss, `loss at step ${step}`).toBe(losses.get(step));
+      const got = weightsOf(resumed.sae);
+      resumed.sae.dispose();
+      // Bit-identical: the same float32 operations on the same values in the same order.
+      for (let p = 0; p < 4; p++) {
+        let differ = 0;
+        for (let i = 0; i < want[p]!.length; i++) if (got[p]![i] !== want[p]![i]) differ++;
+        expect(differ, `${arch}: entries of parameter ${p} that differ`).toBe(0);
+      }
+      expect(resumed.train).toEqual(whole.train);
+    },
+  );
+
+  it('refuses a version 1 checkpoint (saved before the stream position was) with a clear error', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'sae-old-ckpt-'));
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(join(dir, 'checkpoint.json'), JSON.stringify({ key: '{}', step: 100, scale: 1, adamT: 100, file: 'ckpt-100.safetensors' }));
+    const rows = planted(500, 8, 8, 2, 3).rows;
+    await expect(trainSaeOnSource(arrayActivationSource(rows, 8), { arch: 'relu', dSae: 16, tokens: 640, batchSize: 64, checkpointDir: dir })).rejects.toThrow(
+      /checkpoint\.json: a version 1 training checkpoint; this version of sae-eraser resumes version 2 only .*Delete .* to start again/,
+    );
   });
 });
