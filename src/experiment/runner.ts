@@ -222,6 +222,7 @@ async function runInFolder(config: ExperimentConfig, folder: RunFolder, t0: numb
       opened,
       config,
       data.ambiguous.concat(data.balanced).map((e) => e.text),
+      folder.history,
     );
     const sae = await loadSae(path, { hook });
     checkSaeFitsModel(sae, model, hook);

@@ -10,6 +10,7 @@
 import { existsSync } from 'node:fs';
 import { z } from 'zod';
 import { arrayActivationSource, collectActivations, modelActivationSource } from '../sae/buffer.js';
+import type { HistoryLog } from '../util/history.js';
 import { evaluateSae, saveTrainedSae, trainSaeOnSource, type TrainOptions } from '../sae/train.js';
 import { permutation } from '../data/prng.js';
 import type { OpenedModel } from '../models/open.js';
@@ -63,7 +64,18 @@ function trainOptions(spec: SaeTrainSpec): Omit<TrainOptions, 'tokens'> & { epoc
   return { arch: spec.arch, dSae: spec.dSae, k: spec.k, l1: spec.l1, lr: spec.lr, batchSize: spec.batchSize, seed: spec.seed, epochs: spec.epochs };
 }
 
-export async function ensureSae(hook: HookName, spec: SaeSpec, opened: OpenedModel, config: SaeContext, texts: readonly string[]): Promise<string> {
+/**
+ * The SAE file for `hook`: `spec.path` when it exists, else an SAE trained on `texts` by the spec's
+ * `train` recipe and saved there. `log` receives the training curve (loss, FVE, L0 per step).
+ */
+export async function ensureSae(
+  hook: HookName,
+  spec: SaeSpec,
+  opened: OpenedModel,
+  config: SaeContext,
+  texts: readonly string[],
+  log?: HistoryLog,
+): Promise<string> {
   if (existsSync(spec.path)) return spec.path;
   if (spec.train === undefined) {
     throw new Error(
@@ -84,6 +96,7 @@ export async function ensureSae(hook: HookName, spec: SaeSpec, opened: OpenedMod
     hook,
     model: config.model,
     label: `training SAE at ${hook}`,
+    onStep: log === undefined ? undefined : ({ step, loss, fve, l0 }) => log({ stage: `sae ${hook}`, step, values: { loss, fve, l0 } }),
   });
   const heldOut = evaluateSae(result.sae, await collect(pick(order.subarray(0, nHeld))));
   saveTrainedSae(result.sae, spec.path, { model: config.model, hook, ...options, epochs, trainTokens: trainRows.length / d, heldOut, steps: result.steps });
