@@ -12,6 +12,11 @@
  * A difference of two proportions p1 - p2 gets Newcombe's hybrid score interval (method 10 of
  * Newcombe 1998), built from the two Wilson intervals [l1, u1], [l2, u2]:
  *   lo = (p1 - p2) - sqrt((p1 - l1)^2 + (u2 - p2)^2),  hi = (p1 - p2) + sqrt((u1 - p1)^2 + (p2 - l2)^2).
+ * It treats the two proportions as independent. Two methods scored on the same test examples are
+ * paired, and their errors are positively correlated, which makes the variance of the difference
+ * smaller: the interval is then conservative (a difference it finds is real; it may miss some).
+ * Worst-group accuracy, a minimum over groups, gets its own interval (`worstGroupInterval`), which
+ * combines with another the same way.
  */
 import { tf } from '../engine/engine.js';
 import { permutation } from '../data/prng.js';
@@ -128,6 +133,47 @@ export function differenceInterval(a: Interval, b: Interval): Interval {
     hi: d + Math.sqrt((a.hi - a.value) ** 2 + (b.value - b.lo) ** 2),
     n: a.n + b.n,
   };
+}
+
+/** Successes behind a proportion interval (value = successes / n), or an error naming `what`. */
+function successesOf(p: Interval, what: string): number {
+  if (!Number.isInteger(p.n) || p.n <= 0) throw new Error(`${what}: n must be a positive integer, got ${p.n}`);
+  const k = Math.round(p.value * p.n);
+  if (Math.abs(k / p.n - p.value) > 1e-9) throw new Error(`${what}: ${p.value} is not a proportion of n = ${p.n}`);
+  return k;
+}
+
+/**
+ * A confidence interval (default 95%) for the worst-group accuracy min_g p_g, from the accuracies
+ * of the groups (each a proportion: value = successes / n, as `accuracy` returns). The reported
+ * value is the observed minimum, whose own Wilson interval (what `worstGroup` returns) is too
+ * optimistic about the upper end: the observed minimum is biased low, and which group is worst is
+ * itself read off the data. Bounds, with alpha = 1 - level and G groups:
+ *  - lower: min_g of the Wilson lower bounds at level 1 - alpha. If g* is the truly worst group,
+ *    p_{g*} >= lo_{g*} >= min_g lo_g holds with probability 1 - alpha/2; no correction needed,
+ *    since g* is fixed.
+ *  - upper: min_g of the Wilson upper bounds at level 1 - alpha/G (Bonferroni). min_g p_g > min_g hi_g
+ *    needs some group with p_g > hi_g, which has probability at most G * alpha/(2G) = alpha/2; the
+ *    correction is needed when groups are close (then any of them may be the observed minimum).
+ * So the interval covers min_g p_g with probability at least `level` (as far as the Wilson
+ * intervals hold theirs). Use `differenceInterval` on two of these to compare worst groups.
+ */
+export function worstGroupInterval(groups: Readonly<Record<string, Interval>>, level = 0.95): Interval & { group: string } {
+  if (!(level > 0 && level < 1)) throw new Error(`worstGroupInterval: level must be in (0, 1), got ${level}`);
+  const entries = Object.entries(groups);
+  if (entries.length === 0) throw new Error('worstGroupInterval: no groups');
+  const alpha = 1 - level;
+  const zLower = normalQuantile(1 - alpha / 2);
+  const zUpper = normalQuantile(1 - alpha / (2 * entries.length));
+  const worst = worstGroup(groups);
+  let lo = Infinity;
+  let hi = Infinity;
+  for (const [name, acc] of entries) {
+    const k = successesOf(acc, `worstGroupInterval: group ${name}`);
+    lo = Math.min(lo, wilson(k, acc.n, zLower).lo);
+    hi = Math.min(hi, wilson(k, acc.n, zUpper).hi);
+  }
+  return { group: worst.group, value: worst.value, lo, hi, n: worst.n };
 }
 
 export interface TprGap extends Interval {
@@ -319,6 +365,72 @@ export function regularizedIncompleteBeta(x: number, a: number, b: number): numb
 export function studentTCdf(t: number, df: number): number {
   const tail = 0.5 * regularizedIncompleteBeta(df / (df + t * t), df / 2, 0.5);
   return t >= 0 ? 1 - tail : tail;
+}
+
+/**
+ * Regularised lower incomplete gamma P(a, x) = gamma(a, x) / Gamma(a), for a > 0, x >= 0: the
+ * series sum_k x^k / (a (a+1) ... (a+k)) times x^a e^-x / Gamma(a) for x < a + 1, otherwise 1 minus
+ * the continued fraction of the upper function Q(a, x) (modified Lentz), where each converges fast.
+ */
+export function regularizedLowerGamma(a: number, x: number): number {
+  if (!(a > 0)) throw new Error(`regularizedLowerGamma: a must be positive, got ${a}`);
+  if (!(x >= 0)) throw new Error(`regularizedLowerGamma: x must be >= 0, got ${x}`);
+  if (x === 0) return 0;
+  if (x === Infinity) return 1;
+  const lnFront = a * Math.log(x) - x - logGamma(a);
+  if (x < a + 1) {
+    let term = 1 / a;
+    let sum = term;
+    for (let k = 1; k <= 1000 && Math.abs(term) > Math.abs(sum) * 1e-16; k++) {
+      term *= x / (a + k);
+      sum += term;
+    }
+    return sum * Math.exp(lnFront);
+  }
+  // Q(a, x) = e^-x x^a / Gamma(a) * 1 / (x + 1 - a - 1 (1 - a) / (x + 3 - a - 2 (2 - a) / (x + 5 - a - ...))).
+  const tiny = 1e-300;
+  let b = x + 1 - a;
+  let c = 1 / tiny;
+  let d = 1 / b;
+  let h = d;
+  for (let i = 1; i <= 1000; i++) {
+    const an = -i * (i - a);
+    b += 2;
+    d = an * d + b;
+    if (Math.abs(d) < tiny) d = tiny;
+    c = b + an / c;
+    if (Math.abs(c) < tiny) c = tiny;
+    d = 1 / d;
+    const delta = d * c;
+    h *= delta;
+    if (Math.abs(delta - 1) < 1e-16) break;
+  }
+  return 1 - Math.exp(lnFront) * h;
+}
+
+/** Standard normal CDF: Phi(x) = (1 + sign(x) P(1/2, x^2 / 2)) / 2. */
+export function normalCdf(x: number): number {
+  if (Number.isNaN(x)) return NaN;
+  const half = 0.5 * regularizedLowerGamma(0.5, 0.5 * x * x);
+  return x >= 0 ? 0.5 + half : 0.5 - half;
+}
+
+/**
+ * The p-quantile of the standard normal (bisection on `normalCdf`; |error| < 1e-12), e.g. the z
+ * of a Bonferroni-corrected interval, normalQuantile(1 - alpha / (2 m)).
+ */
+export function normalQuantile(p: number): number {
+  if (!(p > 0 && p < 1)) throw new Error(`normalQuantile: p must be in (0, 1), got ${p}`);
+  if (p < 0.5) return -normalQuantile(1 - p);
+  let lo = 0;
+  let hi = 1;
+  while (normalCdf(hi) < p) hi *= 2;
+  for (let i = 0; i < 200 && hi - lo > 1e-12; i++) {
+    const mid = (lo + hi) / 2;
+    if (normalCdf(mid) < p) lo = mid;
+    else hi = mid;
+  }
+  return (lo + hi) / 2;
 }
 
 /** The p-quantile of Student's t (bisection on the CDF; |error| < 1e-12). */

@@ -8,14 +8,19 @@ import {
   genderRecoverability,
   groupAccuracies,
   logGamma,
+  normalCdf,
+  normalQuantile,
+  regularizedLowerGamma,
   studentTCdf,
   studentTQuantile,
   subgroupAccuracies,
   tprGap,
   wilson,
   worstGroup,
+  worstGroupInterval,
+  Z95,
 } from '../../src/eval/metrics.js';
-import { mulberry32, randomNormal } from '../../src/data/prng.js';
+import { mulberry32, randomNormal, type Rng } from '../../src/data/prng.js';
 
 beforeAll(async () => {
   await initEngine();
@@ -169,5 +174,88 @@ describe('gender recoverability', () => {
     expect(r0.accuracy.hi).toBeGreaterThan(r0.majority.value - 0.08);
     expect(() => genderRecoverability(present.X, present.z, { trainFraction: 1 })).toThrow(/leaves an empty part/);
     tf.dispose([present.X, absent.X]);
+  });
+});
+
+describe('normal distribution', () => {
+  it('matches known values of the incomplete gamma, the normal CDF and its quantiles', () => {
+    // P(1, x) = 1 - e^-x (continued-fraction branch); P(3, x) = 1 - e^-x (1 + x + x^2/2) (series at
+    // x = 2, continued fraction at x = 6); P(1/2, x) = erf(sqrt x): erf(sqrt 0.3) = 0.5614219739190001.
+    expect(regularizedLowerGamma(1, 5)).toBeCloseTo(1 - Math.exp(-5), 14);
+    expect(regularizedLowerGamma(3, 2)).toBeCloseTo(0.3233235838169365, 14);
+    expect(regularizedLowerGamma(3, 6)).toBeCloseTo(0.938031195583341, 14);
+    expect(regularizedLowerGamma(0.5, 0.3)).toBeCloseTo(0.5614219739190001, 14);
+    expect(regularizedLowerGamma(2, 0)).toBe(0);
+    expect(() => regularizedLowerGamma(0, 1)).toThrow(/a must be positive/);
+    // Phi(1) = 0.8413447460685429, Phi(-2) = 0.02275013194817921, Phi(-6) = 9.865876449133282e-10.
+    expect(normalCdf(0)).toBe(0.5);
+    expect(normalCdf(1)).toBeCloseTo(0.8413447460685429, 14);
+    expect(normalCdf(-2)).toBeCloseTo(0.02275013194817921, 14);
+    expect(normalCdf(-6) / 9.865876449133282e-10).toBeCloseTo(1, 6);
+    expect(normalQuantile(0.975)).toBeCloseTo(Z95, 10);
+    expect(normalQuantile(0.995)).toBeCloseTo(2.5758293035489, 10);
+    // The Bonferroni z of four one-sided 0.625% tails.
+    expect(normalQuantile(1 - 0.05 / 8)).toBeCloseTo(2.4977054744123737, 10);
+    expect(normalQuantile(0.025)).toBeCloseTo(-Z95, 10);
+    expect(() => normalQuantile(1)).toThrow(/p must be in \(0, 1\)/);
+  });
+});
+
+describe('worst-group interval', () => {
+  it('takes the lowest Wilson lower bound and the lowest Bonferroni-corrected upper bound', () => {
+    const groups = { a: wilson(90, 100), b: wilson(44, 100), c: wilson(45, 100), d: wilson(95, 100) };
+    const w = worstGroupInterval(groups);
+    expect(w.group).toBe('b');
+    expect(w.value).toBe(0.44);
+    expect(w.n).toBe(100);
+    // Wilson 44/100 at z = 1.959964: [0.346720, 0.537719]; at z = 2.497705 (alpha/(2*4)): upper 0.563862
+    // (45/100 there: 0.573528, higher).
+    expect(w.lo).toBeCloseTo(0.34672026630160796, 10);
+    expect(w.hi).toBeCloseTo(0.5638624186191801, 10);
+    expect(w.hi).toBeGreaterThan(worstGroup(groups).hi);
+    // One group: the plain Wilson interval.
+    const one = worstGroupInterval({ only: wilson(7, 20) });
+    expect(one.lo).toBeCloseTo(wilson(7, 20).lo, 10);
+    expect(one.hi).toBeCloseTo(wilson(7, 20).hi, 10);
+    expect(() => worstGroupInterval({})).toThrow(/no groups/);
+    expect(() => worstGroupInterval({ x: { value: 0.3, lo: 0.2, hi: 0.4, n: 7 } })).toThrow(/group x: 0\.3 is not a proportion of n = 7/);
+  });
+
+  /** k ~ Binomial(n, p) from `rng`. */
+  function binomial(rng: Rng, n: number, p: number): number {
+    let k = 0;
+    for (let i = 0; i < n; i++) if (rng() < p) k++;
+    return k;
+  }
+
+  it("covers the true worst-group accuracy when the groups tie, where the observed worst group's own interval does not", () => {
+    // Four groups with the same accuracy 0.7: the observed minimum is biased low, so its own
+    // Wilson interval misses 0.7 from below far more often than 2.5% of the time.
+    const rng = mulberry32(5);
+    const reps = 2000;
+    let covered = 0;
+    let naiveCovered = 0;
+    for (let r = 0; r < reps; r++) {
+      const groups = Object.fromEntries(['a', 'b', 'c', 'd'].map((g) => [g, wilson(binomial(rng, 60, 0.7), 60)]));
+      const w = worstGroupInterval(groups);
+      if (w.lo <= 0.7 && 0.7 <= w.hi) covered++;
+      const naive = worstGroup(groups);
+      if (naive.lo <= 0.7 && 0.7 <= naive.hi) naiveCovered++;
+    }
+    // Binomial standard error of a coverage near 0.95 over 2000 draws is 0.005.
+    expect(covered / reps).toBeGreaterThan(0.94);
+    expect(naiveCovered / reps).toBeLessThan(0.9);
+  });
+
+  it('compares worst groups through the Newcombe interval of their difference', () => {
+    const before = { a: wilson(44, 100), b: wilson(95, 100) };
+    const after = { a: wilson(70, 100), b: wilson(90, 100) };
+    const d = differenceInterval(worstGroupInterval(after), worstGroupInterval(before));
+    expect(d.value).toBeCloseTo(0.26, 12);
+    // Clearly up: 70/100 against 44/100.
+    expect(d.lo).toBeGreaterThan(0);
+    const same = differenceInterval(worstGroupInterval(before), worstGroupInterval(before));
+    expect(same.lo).toBeLessThan(0);
+    expect(same.hi).toBeGreaterThan(0);
   });
 });
