@@ -22,10 +22,14 @@
  * INLP runs two iterations only (each trains a probe), so it is asserted to remove units and no more.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseExperimentConfig } from '../../src/experiment/config.js';
+import { parseExperimentConfig, type ExperimentConfig } from '../../src/experiment/config.js';
+import type { ExplorerData } from '../../src/experiment/explorer-data.js';
+import { explorerMetrics } from '../../src/experiment/explorer-data.js';
+import type { RunConfigFile } from '../../src/experiment/run-folder.js';
+import { writeReport } from '../../src/report/html.js';
 import { runExperiment } from '../../src/experiment/runner.js';
 import type { ExperimentResult, MethodSeedResult } from '../../src/experiment/results.js';
 import { aggregateSeeds, studentTQuantile, worstGroupInterval } from '../../src/eval/metrics.js';
@@ -86,6 +90,7 @@ describe('the runner on a synthetic problem with known answers (3 seeds, no ../s
   let out = '';
   let result: ExperimentResult;
   let written: ExperimentResult;
+  let config: ExperimentConfig;
 
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), 'runner-synthetic-'));
@@ -94,7 +99,7 @@ describe('the runner on a synthetic problem with known answers (3 seeds, no ../s
     const texts = new Set<string>();
     writeSyntheticBios(join(dir, 'train.jsonl'), TRAIN_PER_GROUP, 1, texts);
     writeSyntheticBios(join(dir, 'test.jsonl'), TEST_PER_GROUP, 2, texts);
-    const config = parseExperimentConfig(
+    config = parseExperimentConfig(
       {
         name: 'synthetic bios',
         model: join(dir, 'model'),
@@ -196,4 +201,61 @@ describe('the runner on a synthetic problem with known answers (3 seeds, no ../s
     expect(shift.every((u) => u > 0)).toBe(true);
     expect(written.methods.random!.per_seed.map((r) => r.units_removed)).toEqual(shift);
   });
+
+  it('leaves a run folder: resolved config with provenance, a results line per pair, history and TensorBoard curves, explorer data per seed', () => {
+    const file = JSON.parse(readFileSync(join(out, 'config.json'), 'utf8')) as RunConfigFile;
+    expect(file.config.seeds).toEqual(SEEDS);
+    expect(Object.keys(file.inputs ?? {}).sort()).toEqual(['model', 'sae layers.1.resid_out', 'test', 'train']);
+    expect(file.provenance.node).toBe(process.version);
+    const lines = readFileSync(join(out, 'results.jsonl'), 'utf8').trim().split('\n');
+    expect(lines).toHaveLength(SEEDS.length * Object.keys(METHODS).length);
+    const stages = new Set(
+      readFileSync(join(out, 'history.jsonl'), 'utf8')
+        .trim()
+        .split('\n')
+        .map((l) => (JSON.parse(l) as { stage: string }).stage),
+    );
+    for (const stage of ['sae layers.1.resid_out', 'original/seed-1/probe', 'oracle/seed-2/probe', 'sae_mask/seed-3/mask', 'das_mask/seed-1/mask']) {
+      expect(stages, stage).toContain(stage);
+    }
+    expect(readdirSync(join(out, 'tensorboard', 'sae_mask', 'seed-1', 'mask'))[0]).toMatch(/^events\.out\.tfevents\./);
+    for (const seed of SEEDS) {
+      const data = JSON.parse(readFileSync(join(out, 'explorer', `seed-${seed}.json`), 'utf8')) as ExplorerData;
+      // Every method that zero-ablates SAE features at the probe hook with the biased or its own head is listed...
+      for (const method of ['original', 'oracle', 'shift', 'shift_retrain', 'random']) expect(Object.keys(data.methods), `seed ${seed}`).toContain(method);
+      // ...and reproduces its recorded metrics exactly; the others say why they are not listed.
+      for (const [method, { head, features }] of Object.entries(data.methods)) {
+        const got = explorerMetrics(data, head, features).values;
+        const r = written.methods[method]!.per_seed.find((x) => x.seed === seed)!;
+        expect(got.profession_acc, `${method} seed ${seed}`).toBe(r.profession_acc.value);
+        expect(got.worst_group_acc, `${method} seed ${seed}`).toBe(r.worst_group_acc.value);
+      }
+      expect(Object.keys(data.excluded)).toEqual(expect.arrayContaining(['leace', 'word_deletion']));
+    }
+    const report = writeReport(out);
+    expect(report.partial).toBe(false);
+    expect(readFileSync(report.path, 'utf8')).toContain('synthetic bios');
+  });
+
+  it(
+    'resumes an interrupted run: the pairs not yet scored run again and the metrics come out the same; a finished run is refused',
+    async () => {
+      const again = join(dir, 'resumed');
+      cpSync(out, again, { recursive: true });
+      // Interrupted during seed 3: its results, metrics.json and the explorer file of seed 3 never written.
+      rmSync(join(again, 'metrics.json'));
+      rmSync(join(again, 'explorer', 'seed-3.json'));
+      const kept = readFileSync(join(again, 'results.jsonl'), 'utf8')
+        .trim()
+        .split('\n')
+        .filter((l) => (JSON.parse(l) as { seed: number }).seed !== 3);
+      writeFileSync(join(again, 'results.jsonl'), `${kept.join('\n')}\n`);
+      const resumed = await runExperiment(config, { outDir: again });
+      const strip = (r: ExperimentResult): unknown => JSON.parse(JSON.stringify(r.methods, (k: string, v: unknown) => (k === 'seconds' ? undefined : v)));
+      expect(strip(resumed)).toEqual(strip(result));
+      expect(existsSync(join(again, 'explorer', 'seed-3.json'))).toBe(true);
+      await expect(runExperiment(config, { outDir: again })).rejects.toThrow(/finished run \(metrics\.json\)/);
+    },
+    5 * 60_000,
+  );
 });
