@@ -3,6 +3,7 @@ import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { crc32c, EventFileWriter } from '../../src/io/tfevents.js';
+import { runPythonReference } from '../reference/python.js';
 
 /** Reads the TFRecords of an event file, checking both masked CRCs of every record. */
 function records(bytes: Buffer): Buffer[] {
@@ -100,5 +101,23 @@ describe('TensorBoard event files', () => {
     expect(a.path).not.toBe(b.path);
     expect(readdirSync(dir)).toHaveLength(2);
     expect(records(readFileSync(a.path))).toHaveLength(2);
+  });
+
+  it('are read back by TensorBoard itself (its EventMultiplexer, in the Python reference environment): every run, tag, step and value', () => {
+    const logdir = mkdtempSync(join(tmpdir(), 'tfevents-tb-'));
+    const a = new EventFileWriter(join(logdir, 'sae_mask', 'seed-1', 'mask'));
+    const b = new EventFileWriter(join(logdir, 'original', 'seed-1', 'probe'));
+    const written: Record<string, Record<string, [number, number][]>> = { 'sae_mask/seed-1/mask': {}, 'original/seed-1/probe': {} };
+    for (let step = 1; step <= 50; step++) {
+      const values = { loss: 1 / step, temperature: Math.fround(1 - step / 50) };
+      a.scalars(step, values);
+      for (const [tag, v] of Object.entries(values)) (written['sae_mask/seed-1/mask']![tag] ??= []).push([step, Math.fround(v)]);
+    }
+    b.scalars(1, { loss: 0.75 });
+    written['original/seed-1/probe']!.loss = [[1, 0.75]];
+    a.close();
+    b.close();
+    const scalars = JSON.parse(readFileSync(join(runPythonReference('tensorboard_reference.py', [logdir]), 'scalars.json'), 'utf8')) as typeof written;
+    expect(scalars).toEqual(written);
   });
 });
