@@ -27,7 +27,7 @@ export interface HttpResponse {
 export interface HttpRequestOptions {
   method?: 'GET' | 'HEAD';
   headers?: Record<string, string>;
-  /** Idle time on the socket, in ms, after which the request fails with a NetworkError. */
+  /** Time in ms to connect, and then idle time on the socket, after which the request fails with a NetworkError (default 10 000). */
   timeoutMs?: number;
 }
 
@@ -86,7 +86,10 @@ export function httpRequest(url: string, options: HttpRequestOptions = {}): Prom
   const timeoutMs = options.timeoutMs ?? 10_000;
   let timeout: NetworkError | undefined;
   return new Promise<HttpResponse>((resolve, reject) => {
-    const req = transport.request(target, { method: options.method ?? 'GET', headers: options.headers ?? {} }, (res) => {
+    // The `timeout` option, unlike req.setTimeout, also covers connecting: a host that never
+    // answers the handshake would otherwise hang until the kernel gives up, minutes later. Socket
+    // timers are unref'd, so they never keep the process alive.
+    const req = transport.request(target, { method: options.method ?? 'GET', headers: options.headers ?? {}, timeout: timeoutMs }, (res) => {
       resolve({
         url,
         status: res.statusCode ?? 0,
@@ -99,8 +102,12 @@ export function httpRequest(url: string, options: HttpRequestOptions = {}): Prom
         bodyError: (err) => timeout ?? toNetworkError(url, err),
       });
     });
-    req.setTimeout(timeoutMs, () => {
-      timeout = new NetworkError(url, `no data from ${url} for ${timeoutMs} ms (timeout)`, 'ETIMEDOUT');
+    req.on('timeout', () => {
+      const message =
+        req.socket?.connecting === true
+          ? `cannot connect to ${target.host} for ${url} within ${timeoutMs} ms (timeout)`
+          : `no data from ${url} for ${timeoutMs} ms (timeout)`;
+      timeout = new NetworkError(url, message, 'ETIMEDOUT');
       req.destroy(timeout);
     });
     req.on('error', (err) => reject(toNetworkError(url, err)));
@@ -119,6 +126,18 @@ function withoutHeader(headers: Record<string, string>, name: string): Record<st
 }
 
 /**
+ * The absolute URL a redirect from `from` points to; a Location that is not a URL is the server's
+ * fault, reported as such (new URL alone throws a bare "Invalid URL" TypeError).
+ */
+export function redirectTarget(location: string, from: string): string {
+  try {
+    return new URL(location, from).href;
+  } catch {
+    throw new Error(`${from} redirected to "${location}", which is not a valid URL`);
+  }
+}
+
+/**
  * Sends a request and follows up to `maxRedirects` redirects. Once a redirect leaves the origin
  * (scheme, host and port) of `url`, the Authorization header is dropped for the rest of the chain:
  * signed CDN URLs carry their own credentials and must never see the hub token.
@@ -134,7 +153,7 @@ export async function requestFollowing(url: string, options: HttpRequestOptions 
     if (!isRedirect(res.status) || location === undefined) return res;
     res.discard();
     if (hop >= maxRedirects) throw new Error(`too many redirects (more than ${maxRedirects}) starting from ${url}`);
-    current = new URL(location, current).href;
+    current = redirectTarget(location, current);
     if (new URL(current).origin !== origin) headers = withoutHeader(headers, 'authorization');
   }
 }
@@ -157,6 +176,29 @@ export async function readBodyText(res: HttpResponse, limit = 64 * 1024 * 1024):
     throw res.bodyError(err);
   }
   return Buffer.concat(chunks).toString('utf8');
+}
+
+/**
+ * Reads a whole body of at most `limit` bytes; a longer one is an error naming the URL (a JSON
+ * document cut at the limit would only fail later with a misleading parse error).
+ */
+export async function readBodyBytes(res: HttpResponse, limit: number): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  try {
+    for await (const chunk of res.body as AsyncIterable<Buffer>) {
+      size += chunk.length;
+      if (size > limit) {
+        res.body.destroy();
+        throw new Error(`the response from ${res.url} is larger than ${limit} bytes`);
+      }
+      chunks.push(chunk);
+    }
+  } catch (err) {
+    if (size > limit) throw err;
+    throw res.bodyError(err);
+  }
+  return Buffer.concat(chunks);
 }
 
 /**

@@ -18,11 +18,16 @@
  * or else `ETag` (quotes and a `W/` prefix removed), the size `X-Linked-Size` or else `Content-Length`.
  * An absolute redirect (an LFS file on a CDN) gives the download location; the token is sent there
  * only when it has the hub's origin. The listing API is `/api/<models|datasets>/<repo>/revision/<rev>`.
+ * Stricter than huggingface_hub, so that nothing unverified enters the cache: the commit must be 40
+ * hex digits (and the one asked for, when a commit was), the etag a git blob sha1 or a sha256, and
+ * the download is checked against it (sha256 of the bytes, or git's sha1 of `blob <size>\0` + bytes).
+ * test/fuzz/hub.test.ts holds the client to this against a server that gets everything wrong.
  *
  * Environment: HF_HOME, HF_HUB_CACHE (or legacy HUGGINGFACE_HUB_CACHE), HF_ENDPOINT (default
  * https://huggingface.co), HF_TOKEN (or HUGGING_FACE_HUB_TOKEN, or the token file
  * $HF_TOKEN_PATH / $HF_HOME/token), HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE: 1/ON/YES/TRUE serves from
- * the cache only), HF_HUB_ETAG_TIMEOUT and HF_HUB_DOWNLOAD_TIMEOUT (seconds of socket idleness).
+ * the cache only), HF_HUB_ETAG_TIMEOUT (metadata and listings) and HF_HUB_DOWNLOAD_TIMEOUT (file
+ * transfers): seconds, default 10, to connect and then of socket idleness.
  * All are read at call time. When the hub cannot be reached (or refuses), a cached copy of the
  * requested revision is used, as huggingface_hub does.
  */
@@ -45,7 +50,19 @@ import { dirname, join, relative, resolve } from 'node:path';
 import { isQuiet } from '../util/progress.js';
 import { tempPathFor, writeFileAtomic } from './atomic.js';
 import { downloadToFile } from './http-download.js';
-import { NetworkError, errorMessage, httpRequest, isRedirect, readBodyText, requestFollowing, serverMessage, type HttpResponse } from './http.js';
+import {
+  NetworkError,
+  errorMessage,
+  httpRequest,
+  isRedirect,
+  readBodyBytes,
+  readBodyText,
+  redirectTarget,
+  requestFollowing,
+  serverMessage,
+  type HttpResponse,
+} from './http.js';
+import { decodeUtf8 } from './text.js';
 
 export type RepoType = 'model' | 'dataset';
 
@@ -188,12 +205,24 @@ function checkRelativePath(what: string, value: string): void {
   }
 }
 
-/** What an etag or a commit must look like to become a file or folder name in the cache. */
-const SEGMENT_RE = /^(?!\.\.?$)[A-Za-z0-9_.+=-]+$/;
+/** A git blob sha1 (a git file's etag) or a sha256 (an LFS file's): the only etags the hub sends. */
+const ETAG_RE = /^(?:[0-9a-f]{40}|[0-9a-f]{64})$/;
+/** Headers are latin1; a hostile value is cut short in messages. */
+const shown = (value: string): string => JSON.stringify(value.length > 100 ? `${value.slice(0, 100)}...` : value);
 
-function checkEtagOrCommit(what: string, value: string, url: string): void {
-  if (!SEGMENT_RE.test(value)) {
-    throw new HubError('bad-response', `the hub sent an unusable ${what} "${value}" for ${url}`);
+/**
+ * Commits and etags become folder and file names in the cache, and the etag is also the checksum
+ * every download is verified against, so anything but the hub's hex forms is refused: a blob that
+ * cannot be verified could hold anything.
+ */
+function checkCommit(commit: string, source: string, target: string): void {
+  if (!COMMIT_RE.test(commit))
+    throw new HubError('bad-response', `the hub sent an invalid commit ${shown(commit)} (not 40 hex digits) for ${target} from ${source}`);
+}
+
+function checkEtag(etag: string, source: string, target: string): void {
+  if (!ETAG_RE.test(etag)) {
+    throw new HubError('bad-response', `the hub sent an invalid etag ${shown(etag)} (neither a git sha1 nor a sha256) for ${target} from ${source}`);
   }
 }
 
@@ -482,7 +511,7 @@ async function hubHttpError(res: HttpResponse, ctx: Ctx, file: string | undefine
 interface FileMetadata {
   commit: string;
   etag: string;
-  size: number | undefined;
+  size: number;
   /** Where to GET the bytes (the resolve URL, or the CDN location of an LFS file). */
   location: string;
   /** Whether `location` has the hub's origin (only then is the token sent). */
@@ -492,10 +521,13 @@ interface FileMetadata {
 /**
  * HEAD on the resolve URL. Relative redirects are followed (renamed repos, the hub's own cache
  * paths); hub headers are taken from the first response in the chain that carries them, since a
- * redirect response is where the hub puts X-Linked-Etag/X-Linked-Size for LFS files.
+ * redirect response is where the hub puts X-Linked-Etag/X-Linked-Size for LFS files. The commit,
+ * the etag and the size are required, as huggingface_hub requires them: the size bounds the
+ * download and the etag is the checksum it is verified against.
  */
 async function fileMetadata(ctx: Ctx, file: string): Promise<FileMetadata> {
   const url = resolveUrl(ctx, file);
+  const target = describe(ctx, file);
   const headers = { ...hubHeaders(ctx.token), 'Accept-Encoding': 'identity' };
   let current = url;
   let commit: string | undefined;
@@ -512,12 +544,18 @@ async function fileMetadata(ctx: Ctx, file: string): Promise<FileMetadata> {
     let downloadFrom: string;
     if (isRedirect(res.status) && location !== undefined) {
       res.discard();
+      let next: string;
+      try {
+        next = redirectTarget(location, current);
+      } catch (err) {
+        throw new HubError('bad-response', `${errorMessage(err)}, for ${target}`);
+      }
       const isRelative = !/^[A-Za-z][A-Za-z0-9+.-]*:/.test(location) && !location.startsWith('//');
       if (isRelative) {
-        current = new URL(location, current).href;
+        current = next;
         continue;
       }
-      downloadFrom = new URL(location).href;
+      downloadFrom = next;
       etag = linkedEtag ?? res.header('etag');
       size = linkedSize; // a redirect's own Content-Length is that of its body, not of the file
     } else if (res.status >= 200 && res.status < 300) {
@@ -527,7 +565,7 @@ async function fileMetadata(ctx: Ctx, file: string): Promise<FileMetadata> {
       size = linkedSize ?? res.header('content-length');
     } else {
       const error = await hubHttpError(res, ctx, file);
-      if (error.kind === 'entry-not-found' && commit !== undefined && SEGMENT_RE.test(commit)) {
+      if (error.kind === 'entry-not-found' && commit !== undefined && COMMIT_RE.test(commit)) {
         // Cache the non-existence, as huggingface_hub does, so offline runs can say so.
         const marker = noExistPath(ctx.storage, commit, file);
         if (!existsSync(marker)) writeFileAtomic(marker, '');
@@ -538,23 +576,25 @@ async function fileMetadata(ctx: Ctx, file: string): Promise<FileMetadata> {
     if (commit === undefined) {
       throw new HubError(
         'bad-response',
-        `no X-Repo-Commit header for ${describe(ctx, file)} from ${res.url}: the endpoint ${ctx.endpoint} does not answer like the Hugging Face hub (proxy or firewall?)`,
+        `no X-Repo-Commit header for ${target} from ${res.url}: the endpoint ${ctx.endpoint} does not answer like the Hugging Face hub (proxy or firewall?)`,
       );
     }
-    if (etag === undefined) {
-      throw new HubError('bad-response', `no ETag for ${describe(ctx, file)} from ${res.url}: cannot name the cached blob`);
+    checkCommit(commit, res.url, target);
+    if (COMMIT_RE.test(ctx.revision) && commit !== ctx.revision) {
+      // Files asked for at a commit (as snapshots and models are) must land in that commit's folder.
+      throw new HubError('bad-response', `asked for ${target}, the hub answered for commit ${commit} (X-Repo-Commit from ${res.url})`);
     }
+    if (etag === undefined) throw new HubError('bad-response', `no ETag for ${target} from ${res.url}: cannot name the cached blob`);
     etag = normalizeEtag(etag);
-    checkEtagOrCommit('commit', commit, res.url);
-    checkEtagOrCommit('etag', etag, res.url);
-    let parsedSize: number | undefined;
-    if (size !== undefined) {
-      if (!/^\d+$/.test(size.trim())) throw new HubError('bad-response', `invalid size "${size}" for ${describe(ctx, file)} from ${res.url}`);
-      parsedSize = Number(size.trim());
+    checkEtag(etag, res.url, target);
+    if (size === undefined) {
+      throw new HubError('bad-response', `no size (X-Linked-Size or Content-Length) for ${target} from ${res.url}: the download could not be bounded`);
     }
+    const parsedSize = /^\d+$/.test(size.trim()) ? Number(size.trim()) : NaN;
+    if (!Number.isSafeInteger(parsedSize)) throw new HubError('bad-response', `invalid size ${shown(size)} for ${target} from ${res.url}`);
     return { commit, etag, size: parsedSize, location: downloadFrom, sameOrigin: new URL(downloadFrom).origin === new URL(url).origin };
   }
-  throw new HubError('bad-response', `more than 10 relative redirects for ${describe(ctx, file)} starting at ${url}`);
+  throw new HubError('bad-response', `more than 10 relative redirects for ${target} starting at ${url}`);
 }
 
 /** Errors after which a cached copy may stand in (network, outage, auth); not "this does not exist". */
@@ -600,6 +640,13 @@ async function materialize(ctx: Ctx, file: string, meta: FileMetadata): Promise<
   const pointer = pointerPath(ctx.storage, meta.commit, file);
   writeRef(ctx.storage, ctx.revision, meta.commit);
   if (existsSync(pointer)) return pointer;
+  if (existsSync(blob) && statSync(blob).size !== meta.size) {
+    // Blobs are only renamed into place once verified, so the etag the hub sent is not this file's.
+    throw new HubError(
+      'bad-response',
+      `the hub sent etag ${meta.etag} and size ${meta.size} for ${describe(ctx, file)}, but the cached blob ${blob} with that etag has ${statSync(blob).size} bytes`,
+    );
+  }
   if (!existsSync(blob)) {
     mkdirSync(dirname(blob), { recursive: true });
     const lock = join(ctx.cacheDir, '.locks', repoFolderName(ctx.repo, ctx.repoType), `${meta.etag}.sae-eraser.lock`);
@@ -612,6 +659,7 @@ async function materialize(ctx: Ctx, file: string, meta: FileMetadata): Promise<
           headers: hubHeaders(meta.sameOrigin ? ctx.token : undefined),
           expectedSize: meta.size,
           sha256: SHA256_RE.test(meta.etag) ? meta.etag : undefined,
+          gitSha1: COMMIT_RE.test(meta.etag) ? meta.etag : undefined,
           label: `${ctx.repo}/${file}`,
           retries: ctx.retries,
           retryDelayMs: ctx.retryDelayMs,
@@ -660,6 +708,9 @@ async function download(ctx: Ctx, file: string, cacheOnlyReason?: string): Promi
   return materialize(ctx, file, meta);
 }
 
+/** A listing larger than this is refused rather than held in memory (a repo of 100 000 files lists in about 5 MB). */
+const LISTING_MAX_BYTES = 64 * 1024 * 1024;
+
 interface RepoInfo {
   commit: string;
   files: string[];
@@ -673,23 +724,33 @@ async function fetchRepoInfo(ctx: Ctx): Promise<RepoInfo> {
   const headers = { ...hubHeaders(ctx.token), Accept: 'application/json' };
   const res = await sendWithRetries(ctx, () => requestFollowing(url, { method: 'GET', headers, timeoutMs: ctx.metadataTimeoutMs }));
   if (res.status !== 200) throw await hubHttpError(res, ctx, undefined);
-  const text = await readBodyText(res);
+  const listing = `the repo listing of ${describe(ctx)} from ${res.url}`;
+  let bytes: Buffer;
+  try {
+    bytes = await readBodyBytes(res, LISTING_MAX_BYTES);
+  } catch (err) {
+    if (err instanceof NetworkError) throw err; // the cache may stand in
+    throw new HubError('bad-response', `${listing}: ${errorMessage(err)}`);
+  }
   let info: unknown;
   try {
-    info = JSON.parse(text);
+    info = JSON.parse(decodeUtf8(bytes, listing));
   } catch (err) {
-    throw new HubError('bad-response', `the repo listing of ${describe(ctx)} from ${url} is not JSON: ${errorMessage(err)}`);
+    throw new HubError('bad-response', err instanceof SyntaxError ? `${listing} is not JSON: ${err.message}` : errorMessage(err));
   }
-  const record = typeof info === 'object' && info !== null ? (info as Record<string, unknown>) : {};
+  const record = typeof info === 'object' && info !== null && !Array.isArray(info) ? (info as Record<string, unknown>) : {};
   const sha = record['sha'];
   const siblings = record['siblings'];
-  if (typeof sha !== 'string' || !Array.isArray(siblings)) {
-    throw new HubError('bad-response', `the repo listing of ${describe(ctx)} from ${url} has no "sha" string or no "siblings" array`);
-  }
-  checkEtagOrCommit('commit', sha, url);
+  if (typeof sha !== 'string' || !Array.isArray(siblings)) throw new HubError('bad-response', `${listing} has no "sha" string or no "siblings" array`);
+  checkCommit(sha, res.url, describe(ctx));
   const files = siblings.map((s: unknown, i) => {
     const name = typeof s === 'object' && s !== null ? (s as Record<string, unknown>)['rfilename'] : undefined;
-    if (typeof name !== 'string') throw new HubError('bad-response', `siblings[${i}].rfilename is not a string in the listing of ${describe(ctx)} from ${url}`);
+    if (typeof name !== 'string') throw new HubError('bad-response', `siblings[${i}].rfilename is not a string in ${listing}`);
+    try {
+      checkRelativePath('file name', name);
+    } catch (err) {
+      throw new HubError('bad-response', `siblings[${i}].rfilename in ${listing}: ${errorMessage(err)}`);
+    }
     return name;
   });
   return { commit: sha, files };

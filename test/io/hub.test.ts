@@ -1,8 +1,9 @@
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { connect, type Socket } from 'node:net';
 import { homedir, hostname, tmpdir } from 'node:os';
-import { join, relative } from 'node:path';
+import { dirname, join, relative } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import {
@@ -454,6 +455,191 @@ describe('resumable downloads', () => {
     expect(existsSync(join(store, 'snapshots', fakeCommit('big'), 'blob.bin'))).toBe(false);
     expect(readdirSync(join(store, 'blobs'))).toEqual([]);
   });
+});
+
+describe('server faults found by fuzzing (test/fuzz/hub.test.ts)', () => {
+  const bigStore = (): string => storage('models--acme--big');
+  const bigPointer = (): string => join(bigStore(), 'snapshots', fakeCommit('big'), 'blob.bin');
+  /** Files in blobs/ (none when the folder was never made). */
+  const blobsOf = (store: string): string[] => (existsSync(join(store, 'blobs')) ? readdirSync(join(store, 'blobs')) : []);
+
+  it('follows a protocol-relative LFS redirect (//host/path) to another origin, without the token', async () => {
+    hub.faults.redirect = 'protocol-relative';
+    const path = await hubDownload({ repo: 'acme/big', file: 'blob.bin', token: 'tok-1' });
+    expect(readFileSync(path).equals(bigBlob)).toBe(true);
+    const cdnGets = hub.requests('cdn', '/lfs-blobs/');
+    expect(cdnGets.map((r) => r.method)).toEqual(['GET']);
+    expect(cdnGets[0]!.headers.authorization).toBeUndefined();
+  });
+
+  it('names a redirect to something that is not a URL, on the HEAD and on the GET', async () => {
+    hub.script.set(0, { kind: 'redirect', to: 'malformed' });
+    await expectHubError(hubDownload({ repo: 'acme/tiny', file: 'vocab.txt', ...FAST }), 'bad-response', 'vocab.txt', '"http://[::1"', 'not a valid URL');
+    hub.reset();
+    hub.script.set(1, { kind: 'redirect', to: 'malformed' });
+    await expectHubError(hubDownload({ repo: 'acme/tiny', file: 'vocab.txt', ...FAST }), 'download', 'vocab.txt', 'not a valid URL');
+    expect(blobsOf(storage())).toEqual([]);
+  });
+
+  it('checks a git file against its git blob sha1 etag, so corrupted bytes never enter the cache', async () => {
+    hub.script.set(1, { kind: 'corrupt', at: 5, xor: 0x20 }); // the GET after the HEAD
+    const content = tinyMain['config.json']!.content;
+    await expectHubError(hubDownload({ repo: 'acme/tiny', file: 'config.json', ...FAST }), 'download', 'config.json', 'git blob sha1', gitBlobSha1(content));
+    expect(existsSync(join(storage(), 'snapshots', C_MAIN, 'config.json'))).toBe(false);
+    expect(blobsOf(storage())).toEqual([]);
+    hub.reset();
+    expect(readFileSync(await hubDownload({ repo: 'acme/tiny', file: 'config.json', ...FAST })).equals(content)).toBe(true);
+  });
+
+  it('checks a git file cut short under a matching wrong size', async () => {
+    hub.faults.sizeDelta = -3; // the HEAD announces 3 bytes less...
+    hub.script.set(1, { kind: 'length', delta: -3 }); // ...and the GET sends just those
+    await expectHubError(hubDownload({ repo: 'acme/tiny', file: 'vocab.txt', ...FAST }), 'download', 'vocab.txt', 'git blob sha1');
+    expect(blobsOf(storage())).toEqual([]);
+  });
+
+  it('fetches again from zero when the bytes an earlier run left are wrong', async () => {
+    const sha = sha256Hex(bigBlob);
+    const incomplete = join(bigStore(), 'blobs', `${sha}.incomplete`);
+    mkdirSync(dirname(incomplete), { recursive: true });
+    writeFileSync(incomplete, pseudoRandomBytes(50_000, 99)); // same length as a real prefix, other bytes
+    const path = await hubDownload({ repo: 'acme/big', file: 'blob.bin', ...FAST });
+    expect(readFileSync(path).equals(bigBlob)).toBe(true);
+    const gets = hub.requests('hub', '/lfs-blobs/').filter((r) => r.method === 'GET');
+    expect(gets.map((r) => r.headers.range)).toEqual(['bytes=50000-', undefined]);
+    expect(blobsOf(bigStore())).toEqual([sha]);
+
+    hub.reset(); // the same for a git file, checked through its git blob sha1
+    const vocab = tinyMain['vocab.txt']!.content;
+    mkdirSync(join(storage(), 'blobs'), { recursive: true });
+    writeFileSync(join(storage(), 'blobs', `${gitBlobSha1(vocab)}.incomplete`), Buffer.from('[XYZ]'));
+    expect(readFileSync(await hubDownload({ repo: 'acme/tiny', file: 'vocab.txt', ...FAST })).equals(vocab)).toBe(true);
+  });
+
+  it('refuses etags and commits that are not the hub hex forms, and a HEAD without a size', async () => {
+    hub.script.set(0, { kind: 'header', name: 'etag', value: '"abc-1"' });
+    await expectHubError(hubDownload({ repo: 'acme/tiny', file: 'vocab.txt', ...FAST }), 'bad-response', 'vocab.txt', 'invalid etag "abc-1"');
+    hub.reset();
+    hub.script.set(0, { kind: 'header', name: 'x-repo-commit', value: 'main' });
+    await expectHubError(hubDownload({ repo: 'acme/tiny', file: 'vocab.txt', ...FAST }), 'bad-response', 'vocab.txt', 'invalid commit "main"');
+    hub.reset();
+    hub.script.set(0, { kind: 'header', name: 'x-linked-size', value: null });
+    await expectHubError(hubDownload({ repo: 'acme/big', file: 'blob.bin', ...FAST }), 'bad-response', 'blob.bin', 'no size');
+    expect(existsSync(join(home, 'hub', 'models--acme--tiny', 'snapshots'))).toBe(false);
+    expect(existsSync(bigPointer())).toBe(false);
+    expect(blobsOf(bigStore())).toEqual([]);
+  });
+
+  it('refuses an answer for another commit than the one asked for, so a snapshot folder is never missing a file', async () => {
+    hub.script.set(1, { kind: 'header', name: 'x-repo-commit', value: C_V1 }); // the HEAD after the listing
+    await expectHubError(snapshotDownload({ repo: 'acme/tiny', allowPatterns: ['config.json'], ...FAST }), 'bad-response', 'config.json', C_MAIN, C_V1);
+    expect(existsSync(join(storage(), 'snapshots', C_V1))).toBe(false);
+    expect(existsSync(join(storage(), 'refs', C_MAIN))).toBe(false);
+  });
+
+  it('does not link a cached blob whose size differs from what the hub announced under its etag', async () => {
+    await hubDownload({ repo: 'acme/tiny', file: 'model.safetensors', ...FAST });
+    // vocab.txt announced under the etag of the cached model.safetensors blob (another size).
+    hub.reset();
+    hub.script.set(0, { kind: 'header', name: 'etag', value: `"${sha256Hex(weights)}"` });
+    await expectHubError(
+      hubDownload({ repo: 'acme/tiny', file: 'vocab.txt', ...FAST }),
+      'bad-response',
+      'vocab.txt',
+      sha256Hex(weights),
+      `${tinyMain['vocab.txt']!.content.length}`,
+      `${weights.length} bytes`,
+    );
+    expect(existsSync(join(storage(), 'snapshots', C_MAIN, 'vocab.txt'))).toBe(false);
+  });
+
+  it('removes an empty .incomplete and says no bytes arrived when every attempt stalls', async () => {
+    process.env.HF_HUB_DOWNLOAD_TIMEOUT = '0.2';
+    for (const i of [1, 2, 3]) hub.script.set(i, { kind: 'stall', when: 'before-headers', at: 0 });
+    const err = await expectHubError(
+      hubDownload({ repo: 'acme/big', file: 'blob.bin', retries: 2, retryDelayMs: 1 }),
+      'download',
+      'blob.bin',
+      'no bytes arrived',
+      'timeout',
+    );
+    expect(err.message).not.toContain('resumes');
+    expect(blobsOf(bigStore())).toEqual([]);
+  });
+
+  it('refuses a listing with file names that are not relative paths, or invalid UTF-8, naming the listing', async () => {
+    const listing = (names: string[]): Buffer => Buffer.from(JSON.stringify({ sha: C_MAIN, siblings: names.map((rfilename) => ({ rfilename })) }));
+    for (const bad of ['', '../escape.txt', 'a//b', '/abs']) {
+      hub.script.set(0, { kind: 'body', body: listing(['config.json', bad]) });
+      await expectHubError(listRepoFiles({ repo: 'acme/tiny' }), 'bad-response', 'siblings[1].rfilename', '/api/models/acme/tiny/revision/main');
+      hub.reset();
+    }
+    hub.script.set(0, {
+      kind: 'body',
+      body: Buffer.concat([listing(['config.json']).subarray(0, 10), Buffer.from([0xff]), listing(['config.json']).subarray(10)]),
+    });
+    await expectHubError(listRepoFiles({ repo: 'acme/tiny' }), 'bad-response', 'invalid UTF-8', '/api/models/acme/tiny/revision/main');
+    hub.reset();
+    hub.script.set(0, { kind: 'body', body: listing(['config.json', 'sub/notes.txt']) });
+    expect(await listRepoFiles({ repo: 'acme/tiny' })).toEqual(['config.json', 'sub/notes.txt']);
+  });
+
+  it('refuses an endless listing at 64 MiB instead of reading it all', async () => {
+    hub.script.set(0, { kind: 'endless' });
+    await expectHubError(listRepoFiles({ repo: 'acme/tiny' }), 'bad-response', 'larger than 67108864 bytes', '/api/models/acme/tiny/revision/main');
+  });
+
+  // Linux drops connection attempts beyond a full accept queue without an answer (others may refuse them).
+  it.skipIf(process.platform !== 'linux')(
+    'times out a connection the server never accepts (HF_HUB_ETAG_TIMEOUT covers connecting)',
+    async () => {
+      // A listener whose event loop is blocked accepts nothing; once the kernel's accept queue is
+      // full, further connection attempts get no answer at all.
+      const child = spawn(
+        process.execPath,
+        [
+          '-e',
+          `const s = require('node:net').createServer();
+         s.listen({ port: 0, host: '127.0.0.1', backlog: 1 }, () => {
+           process.stdout.write(s.address().port + '\\n');
+           Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 60000);
+         });`,
+        ],
+        { stdio: ['ignore', 'pipe', 'inherit'] },
+      );
+      const fillers: Socket[] = [];
+      try {
+        const port = await new Promise<number>((resolve, reject) => {
+          child.stdout.once('data', (d: Buffer) => resolve(Number(String(d).trim())));
+          child.once('error', reject);
+        });
+        const connected = await Promise.all(
+          Array.from({ length: 6 }, () => {
+            const socket = connect(port, '127.0.0.1');
+            fillers.push(socket);
+            return new Promise<boolean>((resolve) => {
+              socket.once('connect', () => resolve(true));
+              socket.setTimeout(500, () => resolve(false));
+              socket.once('error', () => resolve(false));
+            });
+          }),
+        );
+        expect(connected, 'the accept queue must be full for this test to mean anything').toContain(false);
+        process.env.HF_HUB_ETAG_TIMEOUT = '0.2';
+        await expectHubError(
+          hubDownload({ repo: 'acme/tiny', file: 'config.json', endpoint: `http://127.0.0.1:${port}`, retries: 1, retryDelayMs: 1 }),
+          'network',
+          'config.json',
+          'cannot connect to',
+          'within 200 ms (timeout)',
+        );
+      } finally {
+        for (const socket of fillers) socket.destroy();
+        child.kill();
+      }
+    },
+    30_000,
+  );
 });
 
 describe('offline and unreachable hub', () => {
