@@ -15,6 +15,7 @@ import { sparseToDense, type AffineSae, type Sae } from '../../src/sae/sae.js';
 import { saveSaeLensSae } from '../../src/sae/saelens.js';
 import { saveTrainedSae, trainSaeOnSource } from '../../src/sae/train.js';
 import { runPythonReference } from '../reference/python.js';
+import { relErr } from './rel-err.js';
 
 let ref: string;
 beforeAll(async () => {
@@ -22,18 +23,6 @@ beforeAll(async () => {
   setQuiet(true);
   ref = runPythonReference('sae_reference.py', ['--part', 'sae']);
 });
-
-/** Norm-wise relative error ||got - want|| / ||want||. */
-function relErr(got: ArrayLike<number>, want: ArrayLike<number>): number {
-  expect(got.length).toBe(want.length);
-  let num = 0;
-  let den = 0;
-  for (let i = 0; i < want.length; i++) {
-    num += (got[i]! - want[i]!) ** 2;
-    den += want[i]! ** 2;
-  }
-  return Math.sqrt(num / Math.max(den, 1e-30));
-}
 
 interface Expected {
   x: tf.Tensor2D;

@@ -11,6 +11,7 @@ import { loadSae } from '../../src/sae/load.js';
 import type { AffineSae } from '../../src/sae/sae.js';
 import { evaluateSae, saveTrainedSae, trainSaeOnSource, trainStepsFrom, type TrainOptions } from '../../src/sae/train.js';
 import { runPythonReference } from '../reference/python.js';
+import { relErr } from './rel-err.js';
 
 beforeAll(async () => {
   await initEngine();
@@ -199,18 +200,6 @@ describe('SAE training', () => {
     expect(got.length).toBe(21);
   });
 });
-
-/** Norm-wise relative error ||got - want|| / ||want||. */
-function relErr(got: ArrayLike<number>, want: ArrayLike<number>): number {
-  expect(got.length).toBe(want.length);
-  let num = 0;
-  let den = 0;
-  for (let i = 0; i < want.length; i++) {
-    num += (got[i]! - want[i]!) ** 2;
-    den += want[i]! ** 2;
-  }
-  return Math.sqrt(num / Math.max(den, 1e-30));
-}
 
 describe("training steps match the libraries' trainers (PyTorch reference)", () => {
   // float32 through 4 Adam steps; Adam divides by sqrt(v), so gradients near 0 amplify rounding.
