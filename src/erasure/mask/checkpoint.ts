@@ -6,8 +6,9 @@
  * eraser.json is parsed with a strict schema (`checkpointSchema`), so a malformed or unknown field
  * is refused, naming the file and the field. Fields kept for readers that repeat others must agree
  * with them: `options.hooks` with the hook entries, `evalTemperature` with `options.tempEnd`, an
- * sae_mask entry's `keepError` with `options.keepError`, and a das_mask hook's saved `rotation`
- * with the one rebuilt from its `skew` (within 1e-5).
+ * sae_mask entry's `keepError` with `options.keepError`, and a das_mask hook's saved `basis`
+ * with the one rebuilt from its `householder` vectors (or an earlier checkpoint's `rotation` with
+ * the one rebuilt from its `skew`), within 1e-5.
  */
 import { join } from 'node:path';
 import { z } from 'zod';

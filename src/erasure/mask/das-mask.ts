@@ -1,71 +1,111 @@
 /**
- * `das_mask`: a learned mask over the directions of a learned rotation (distributed alignment
- * search with a boundless mask), trained jointly with the rotation (its parametrisation in
- * src/erasure/orthogonal.ts).
+ * `das_mask`: a learned mask over k learned orthonormal directions (distributed alignment search
+ * with a boundless mask, low-rank as pyvene's LowRankRotatedSpaceIntervention), trained jointly
+ * with the directions.
  *
- * Edit with rotation R `[d, d]` (orthogonal; R = cayley(P - P^T) for a free parameter P, starting
- * at R = I) and gate s `[d]`:
- *   x' = R diag(s) R^T x     (per token; row vectors: x' = ((x R) ⊙ s) R^T)
- * i.e. the coordinates of x in the rotated basis (columns r_j of R) are masked. Linear, so at the
- * probe hook x̄' = R diag(s) R^T x̄ on cached mean-pooled activations. Removed units are the
- * directions r_j with a hard gate of 0; `describe()` gives their count as the rank.
+ * Edit with a basis U `[d, k]` of orthonormal columns u_j and gate s `[k]`:
+ *   x' = x - U diag(1 - s) U^T x     (per token; row vectors: x' = x - ((x U) ⊙ (1 - s)) U^T)
+ * i.e. the coordinates a = U^T x of x in span(U) are masked and the orthogonal complement is kept:
+ * x' = sum_j s_j a_j u_j + rest with rest = x - U U^T x (units.ts). With k = d (U a rotation R)
+ * this is the full-rank x' = R diag(s) R^T x. Linear, so at the probe hook the same formula holds
+ * for cached mean-pooled activations. Removed units are the directions u_j with a hard gate of 0;
+ * `describe()` gives their count as the rank of the removed subspace.
  *
- * A uniform gate makes R diag(s) R^T = s I whatever R, so R gets no gradient at the start; the
+ * U = H_1 .. H_k E_k is a product of Householder reflections of free vectors (the parameter
+ * `householder` `[k, d]`, src/erasure/orthogonal.ts): O(d k^2) per step in float64 with an
+ * explicit gradient, and no inverse, so a step costs about what a neuron mask step does for small
+ * k. The vectors start as Gaussian noise (seed + 2), a random k-frame.
+ *
+ * Checkpoints hold `<hook>.householder` and, for readers, `<hook>.basis` (U, checked against the
+ * one rebuilt from the vectors). Checkpoints written before (parametrisation "cayley": a full
+ * rotation R = cayley(A) saved as `<hook>.skew` A and `<hook>.rotation` R) still load, as the
+ * basis U = R with k = d.
+ *
+ * With k = d and a uniform gate, x' = s x whatever U, so U gets no gradient at the start; the
  * initial logits get multiplicative noise (`initNoise`, default 0.05 here) to break the tie.
  */
 import { z } from 'zod';
 import { tf, variableFrom } from '../../engine/engine.js';
 import type { ActivationCache } from '../../cache/cache.js';
+import { mulberry32, randomNormal } from '../../data/prng.js';
 import type { HookName } from '../../models/model.js';
 import type { FitContext } from '../eraser.js';
-import { orthogonalityError, rotationOf } from '../orthogonal.js';
+import { cayley64, householderBasis, householderBasis64, orthogonalityError } from '../orthogonal.js';
 import { MaskFitter } from './fitter.js';
-import { checkObjectiveFields, initNoiseField, MASK_OPTION_FIELDS, maskConfigSchema, NO_KEEP_ERROR_FIELD } from './options.js';
+import { checkObjectiveFields, initNoiseField, MASK_OPTION_FIELDS, maskConfigSchema, NO_KEEP_ERROR_FIELD, type MaskConfig } from './options.js';
 import type { MaskTrainingCallbacks } from './trainer.js';
 import { hookWidth, type CheckpointHook, type CheckpointTensors, type MaskKind, type UnitFrame, type UnitSpace } from './units.js';
 import { parseStrict } from '../../util/schema.js';
 
+/** Default number of learned directions. */
+export const DEFAULT_DAS_RANK = 16;
+
+const RANK_FIELD = z
+  .number()
+  .int()
+  .min(1)
+  .describe(
+    `Number of learned directions k, the mask's units (clamped to the hook's width d; k = d is the full rotation of the original DAS). A step costs O(d k^2) for the basis. Default ${DEFAULT_DAS_RANK}.`,
+  );
+
 const DAS_MASK_FIELDS = {
   ...MASK_OPTION_FIELDS,
+  rank: RANK_FIELD.default(DEFAULT_DAS_RANK),
   initNoise: initNoiseField(0.05),
   keepError: NO_KEEP_ERROR_FIELD,
 };
 
-/** Options of `das_mask` (fields described in options.ts; `initNoise` defaults to 0.05). */
+/** Options of `das_mask` (fields described in options.ts and above; `initNoise` defaults to 0.05). */
 export const dasMaskOptionsSchema = z.strictObject(DAS_MASK_FIELDS).superRefine(checkObjectiveFields);
 
-/** Largest entry-wise difference allowed between a checkpoint's `rotation` and the one rebuilt from its `skew`. */
-const ROTATION_TOLERANCE = 1e-5;
+/** Largest entry-wise difference allowed between a checkpoint's saved basis and the one rebuilt from its parameters. */
+const BASIS_TOLERANCE = 1e-5;
 
-class RotatedUnits implements UnitSpace {
+/** How a basis is parametrised, as checkpoints name it. */
+type Parametrisation = 'householder' | 'cayley';
+
+/** Tensors a restored basis came from, saved back unchanged. */
+type SavedBasis = Record<string, { dtype: 'F32'; shape: number[]; data: Float32Array }>;
+
+class SubspaceUnits implements UnitSpace {
   readonly unitKind = 'directions' as const;
   readonly variables: Record<string, tf.Variable>;
-  /** R and R^T once training is over. */
-  private frozen: { r: tf.Tensor2D; rT: tf.Tensor2D } | undefined;
+  /** U and U^T once training is over (or from the start for a restored Cayley rotation). */
+  private frozen: { u: tf.Tensor2D; uT: tf.Tensor2D } | undefined;
 
+  /**
+   * `source`: the Householder vectors `[k, d]` to train or restore, or a restored Cayley rotation
+   * (`basis` R `[d, d]` and the tensors it was saved with).
+   */
   constructor(
     readonly hook: HookName,
     readonly dIn: number,
-    initialSkew?: Float32Array,
+    readonly nUnits: number,
+    private readonly source: { kind: 'householder'; vectors: Float32Array } | { kind: 'cayley'; basis: Float32Array; saved: SavedBasis },
   ) {
-    // A = P - P^T; restoring a saved A uses P = A / 2.
-    const p = initialSkew === undefined ? tf.zeros([dIn, dIn]) : tf.tidy(() => tf.mul(tf.tensor2d(initialSkew, [dIn, dIn]), 0.5));
-    this.variables = { rotation_param: variableFrom(p as tf.Tensor2D, `das_rotation_${hook}`) };
+    if (nUnits > dIn) throw new Error(`das_mask at ${hook}: rank ${nUnits} exceeds the hook's width ${dIn}`);
+    if (source.kind === 'householder') {
+      this.variables = { householder: variableFrom(tf.tensor2d(source.vectors, [nUnits, dIn]), `das_householder_${hook}`) };
+    } else {
+      this.variables = {};
+      const u = tf.tensor2d(source.basis, [dIn, nUnits]);
+      this.frozen = { u, uT: tf.transpose(u) };
+    }
   }
 
-  get nUnits(): number {
-    return this.dIn;
+  get parametrisation(): Parametrisation {
+    return this.source.kind;
   }
 
   private pooled(cache: ActivationCache, rows: ArrayLike<number>): tf.Tensor2D {
     const width = cache.dim(this.hook);
-    if (width !== this.dIn) throw new Error(`das_mask at ${this.hook}: the cache holds width ${width}, the rotation is ${this.dIn} x ${this.dIn}`);
+    if (width !== this.dIn) throw new Error(`das_mask at ${this.hook}: the cache holds width ${width}, the directions have width ${this.dIn}`);
     return cache.pooled(this.hook, rows);
   }
 
-  /** R `[d, d]`: the frozen one after `freeze`, else computed from the parameter (differentiable). */
-  rotation(): tf.Tensor2D {
-    return this.frozen?.r ?? rotationOf(this.variables.rotation_param as tf.Variable<tf.Rank.R2>);
+  /** U `[d, k]`: the frozen one after `freeze`, else computed from the parameter (differentiable). */
+  basis(): tf.Tensor2D {
+    return this.frozen?.u ?? householderBasis(this.variables.householder as tf.Variable<tf.Rank.R2>);
   }
 
   pooledInputs(cache: ActivationCache, rows: ArrayLike<number>): { raw: tf.Tensor2D; rest: null } {
@@ -73,14 +113,16 @@ class RotatedUnits implements UnitSpace {
   }
 
   frame(): UnitFrame {
-    const r = this.rotation();
-    const rT = this.frozen?.rT ?? tf.transpose(r);
+    const u = this.basis();
+    const uT = this.frozen?.uT ?? tf.transpose(u);
     const pooled = (cache: ActivationCache, rows: ArrayLike<number>): tf.Tensor2D => this.pooled(cache, rows);
-    const apply = (x2d: tf.Tensor2D, gate: tf.Tensor1D): tf.Tensor2D => tf.matMul(tf.mul(tf.matMul(x2d, r), gate), rT) as tf.Tensor2D;
+    // x - ((x U) ⊙ (1 - s)) U^T
+    const apply = (x2d: tf.Tensor2D, gate: tf.Tensor1D): tf.Tensor2D => tf.sub(x2d, tf.matMul(tf.mul(tf.matMul(x2d, u), tf.sub(1, gate)), uT)) as tf.Tensor2D;
     return {
-      units: (raw) => tf.matMul(raw, r) as tf.Tensor2D,
-      directions: rT,
+      units: (raw) => tf.matMul(raw, u) as tf.Tensor2D,
+      directions: uT,
       constantDirections: this.frozen !== undefined,
+      rest: (raw) => tf.sub(raw, tf.matMul(tf.matMul(raw, u), uT)) as tf.Tensor2D,
       edit: (x, gate) => {
         const [n, seq, d] = x.shape;
         return tf.reshape(apply(tf.reshape(x, [n * seq, d]) as tf.Tensor2D, gate), [n, seq, d]) as tf.Tensor3D;
@@ -91,73 +133,107 @@ class RotatedUnits implements UnitSpace {
 
   freeze(): void {
     if (this.frozen !== undefined) return;
-    const r = tf.tidy(() => rotationOf(this.variables.rotation_param as tf.Variable<tf.Rank.R2>));
-    this.frozen = { r, rT: tf.transpose(r) };
+    const u = tf.tidy(() => householderBasis(this.variables.householder as tf.Variable<tf.Rank.R2>));
+    this.frozen = { u, uT: tf.transpose(u) };
   }
 
-  /** max |R^T R - I| of the current rotation. */
+  /** max |U^T U - I| of the current basis. */
   orthogonalityError(): number {
-    const r = tf.tidy(() => tf.clone(this.rotation()));
+    const u = tf.tidy(() => tf.clone(this.basis()));
     try {
-      return orthogonalityError(r.dataSync(), this.dIn);
+      return orthogonalityError(u.dataSync(), this.dIn, this.nUnits);
     } finally {
-      r.dispose();
-    }
-  }
-
-  /**
-   * Refuses a saved rotation `[d, d]` (row-major) that is not the rotation of the current parameter:
-   * a checkpoint stores both, and the skew parameter is what gets restored.
-   */
-  checkRotation(saved: Float32Array, where: string): void {
-    const rebuilt = tf.tidy(() => this.rotation().dataSync());
-    let worst = 0;
-    for (let i = 0; i < rebuilt.length; i++) worst = Math.max(worst, Math.abs(saved[i]! - rebuilt[i]!));
-    if (!(worst <= ROTATION_TOLERANCE)) {
-      throw new Error(
-        `${where}: tensor "${this.hook}.rotation" differs from the rotation rebuilt from "${this.hook}.skew" by up to ${worst} (tolerance ${ROTATION_TOLERANCE}); the checkpoint is inconsistent`,
-      );
+      u.dispose();
     }
   }
 
   checkpointInfo(): Record<string, unknown> {
-    return { parametrisation: 'cayley' };
+    return { parametrisation: this.source.kind };
   }
 
-  savedTensors(): Record<string, tf.Tensor> {
-    const p = this.variables.rotation_param!;
-    return {
-      skew: tf.tidy(() => tf.sub(p, tf.transpose(p))),
-      rotation: tf.tidy(() => tf.clone(this.rotation())),
-    };
+  savedTensors(): Record<string, tf.Tensor | SavedBasis[string]> {
+    if (this.source.kind === 'cayley') return { ...this.source.saved };
+    const v = this.variables.householder!;
+    return { householder: tf.clone(v), basis: tf.tidy(() => tf.clone(this.basis())) };
   }
 
   dispose(): void {
-    this.variables.rotation_param!.dispose();
-    if (this.frozen !== undefined) tf.dispose([this.frozen.r, this.frozen.rT]);
+    for (const v of Object.values(this.variables)) v.dispose();
+    if (this.frozen !== undefined) tf.dispose([this.frozen.u, this.frozen.uT]);
     this.frozen = undefined;
   }
 }
 
+/** Refuses a saved basis `[rows, cols]` that differs from the rebuilt one by more than the tolerance. */
+function checkBasis(saved: Float32Array, rebuilt: ArrayLike<number>, hook: HookName, names: [string, string], path: string): void {
+  let worst = 0;
+  for (let i = 0; i < saved.length; i++) worst = Math.max(worst, Math.abs(saved[i]! - rebuilt[i]!));
+  if (!(worst <= BASIS_TOLERANCE)) {
+    throw new Error(
+      `das_mask: ${path}: tensor "${hook}.${names[0]}" differs from the one rebuilt from "${hook}.${names[1]}" by up to ${worst} (tolerance ${BASIS_TOLERANCE}); the checkpoint is inconsistent`,
+    );
+  }
+}
+
+/** Gaussian reflection vectors `[k, d]` (a random k-frame), from `seed`. */
+function randomVectors(k: number, d: number, seed: number): Float32Array {
+  const rng = mulberry32(seed);
+  return Float32Array.from({ length: k * d }, () => randomNormal(rng, 0, 1 / Math.sqrt(d)));
+}
+
+/** The number of directions at a hook of width `d`: options.rank clamped to d. */
+function rankAt(config: MaskConfig, d: number): number {
+  if (config.rank === undefined) throw new Error('internal: das_mask options without rank');
+  return Math.min(config.rank, d);
+}
+
 export const DAS_MASK: MaskKind = {
   method: 'das_mask',
-  config: maskConfigSchema(DAS_MASK_FIELDS),
+  // `rank` may be absent from checkpoints written before it existed (full rotations, k = d).
+  config: maskConfigSchema(DAS_MASK_FIELDS).extend({
+    rank: RANK_FIELD.optional(),
+  }),
   entryFields: {
     parametrisation: z
-      .literal('cayley')
-      .describe('How the rotation is parametrised: R = cayley(A) for the saved skew-symmetric A (src/erasure/orthogonal.ts).'),
+      .enum(['householder', 'cayley'])
+      .describe(
+        'How the directions are parametrised: "householder", U = H_1 .. H_k E_k of the saved vectors `<hook>.householder`; "cayley" (checkpoints written before), the rotation cayley(A) of the saved skew-symmetric `<hook>.skew` (src/erasure/orthogonal.ts).',
+      ),
   },
-  create: (hook: HookName, ctx: FitContext) => new RotatedUnits(hook, hookWidth(ctx, hook)),
-  restore(entry: CheckpointHook, file: CheckpointTensors): UnitSpace {
+  create: (hook: HookName, ctx: FitContext, config: MaskConfig) => {
+    const d = hookWidth(ctx, hook);
+    const k = rankAt(config, d);
+    return new SubspaceUnits(hook, d, k, { kind: 'householder', vectors: randomVectors(k, d, config.seed + 2) });
+  },
+  restore(entry: CheckpointHook, file: CheckpointTensors, _target, config: MaskConfig): UnitSpace {
     const d = entry.dIn;
-    const units = new RotatedUnits(entry.hook, d, file.float32(`${entry.hook}.skew`, [d, d]));
-    try {
-      units.checkRotation(file.float32(`${entry.hook}.rotation`, [d, d]), `das_mask: ${file.path}`);
-    } catch (err) {
-      units.dispose();
-      throw err;
+    const k = entry.units;
+    if (entry.parametrisation === 'cayley') {
+      if (k !== d) throw new Error(`${file.jsonPath}: hook ${entry.hook} holds a Cayley rotation, whose units must equal its width ${d}; it says ${k}`);
+      const skew = file.float32(`${entry.hook}.skew`, [d, d]);
+      const rotation = file.float32(`${entry.hook}.rotation`, [d, d]);
+      const rebuilt = cayley64(skew, d);
+      checkBasis(rotation, rebuilt, entry.hook, ['rotation', 'skew'], file.path);
+      const saved: SavedBasis = {
+        skew: { dtype: 'F32', shape: [d, d], data: skew },
+        rotation: { dtype: 'F32', shape: [d, d], data: rotation },
+      };
+      return new SubspaceUnits(entry.hook, d, d, { kind: 'cayley', basis: Float32Array.from(rebuilt), saved });
     }
-    return units;
+    if (config.rank === undefined || rankAt(config, d) !== k) {
+      throw new Error(
+        `${file.jsonPath}: hook ${entry.hook} has ${k} units, but options.rank ${String(config.rank)} gives ${config.rank === undefined ? 'none' : rankAt(config, d)} at width ${d}`,
+      );
+    }
+    const vectors = file.float32(`${entry.hook}.householder`, [k, d]);
+    let rebuilt: Float64Array;
+    try {
+      rebuilt = householderBasis64(vectors, k, d);
+    } catch (err) {
+      throw new Error(`das_mask: ${file.path}: tensor "${entry.hook}.householder": ${(err as Error).message}`, { cause: err });
+    }
+    checkBasis(file.float32(`${entry.hook}.basis`, [d, k]), rebuilt, entry.hook, ['basis', 'householder'], file.path);
+    return new SubspaceUnits(entry.hook, d, k, { kind: 'householder', vectors });
   },
 };
 

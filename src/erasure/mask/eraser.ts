@@ -41,7 +41,7 @@ function disposeMask(f: FrozenMask): void {
   f.space.dispose();
 }
 
-const KIND_WORDS: Readonly<Record<UnitKind, string>> = { sae_features: 'SAE features', neurons: 'neurons', directions: 'rotated directions' };
+const KIND_WORDS: Readonly<Record<UnitKind, string>> = { sae_features: 'SAE features', neurons: 'neurons', directions: 'learned directions' };
 
 export class MaskEraser implements Eraser {
   readonly head = undefined;
@@ -114,7 +114,7 @@ export class MaskEraser implements Eraser {
     return out;
   }
 
-  /** A named unit tensor of a hook as saved (the DAS `rotation` or `skew`), row-major. */
+  /** A named unit tensor of a hook as saved (the DAS `householder` vectors or `basis`), row-major. */
   unitTensor(hook: HookName, name: string): Float32Array {
     const all = this.maskAt(hook).space.savedTensors();
     try {
@@ -126,10 +126,14 @@ export class MaskEraser implements Eraser {
     }
   }
 
-  /** The DAS rotation R `[d, d]` (row-major) at a hook: removed units are the columns r_j with gate 0. */
-  rotation(hook: HookName): Float32Array {
-    if (this.method !== 'das_mask') throw new Error(`${this.method}: only das_mask learns a rotation`);
-    return this.unitTensor(hook, 'rotation');
+  /**
+   * The DAS basis U `[d, k]` (row-major) at a hook: removed units are the columns u_j with gate 0
+   * (the rotation R, k = d, for a checkpoint of the earlier Cayley parametrisation).
+   */
+  basis(hook: HookName): Float32Array {
+    if (this.method !== 'das_mask') throw new Error(`${this.method}: only das_mask learns directions`);
+    const saved = this.maskAt(hook).space.checkpointInfo().parametrisation;
+    return this.unitTensor(hook, saved === 'cayley' ? 'rotation' : 'basis');
   }
 
   describe(): EraserDescription {

@@ -54,7 +54,16 @@ export class MaskFitter implements EraserFitter {
       trainer = new MaskTrainer({
         spaces,
         task: { source: source(taskSplit), labels: taskLabels },
-        concept: conceptLabels === undefined ? undefined : { source: source(ctx.concept), labels: conceptLabels },
+        concept:
+          conceptLabels === undefined
+            ? undefined
+            : {
+                source: source(ctx.concept),
+                labels: conceptLabels,
+                taskLabels: config.balanceConcept
+                  ? checkLabels(ctx.concept.y, ctx.concept.rows.length, ctx.probe.nClasses, `${method} concept-set task labels`)
+                  : undefined,
+              },
         probeHead,
         config,
         label,

@@ -30,24 +30,48 @@ export function taskLoss(z: tf.Tensor2D, targets: tf.Tensor2D): tf.Scalar {
   });
 }
 
-/** d(mean CE)/dz for logits `z [B, out]` over `rows` rows: (sigmoid(z) - y) / rows, or (softmax(z) - onehot) / rows. */
-export function taskLossGradient(z: tf.Tensor2D, targets: tf.Tensor2D, rows: number): tf.Tensor2D {
-  return tf.tidy(() => tf.div(tf.sub(z.shape[1] === 1 ? tf.sigmoid(z) : tf.softmax(z), targets), rows) as tf.Tensor2D);
+/**
+ * d(mean CE)/dz for logits `z [B, out]` over a fit of total weight `total` (its row count when
+ * unweighted): (sigmoid(z) - y) w / total, or (softmax(z) - onehot) w / total, with per-row
+ * weights `weights [B, 1]` (1 when absent).
+ */
+export function taskLossGradient(z: tf.Tensor2D, targets: tf.Tensor2D, total: number, weights?: tf.Tensor2D): tf.Tensor2D {
+  return tf.tidy(() => {
+    const r = tf.sub(z.shape[1] === 1 ? tf.sigmoid(z) : tf.softmax(z), targets);
+    return tf.div(weights === undefined ? r : tf.mul(r, weights), total) as tf.Tensor2D;
+  });
 }
 
 /**
  * L_adv = Δ = mean_{z=1} l - mean_{z=0} l, for adversary logits `l [B, 1]` and concept labels
- * z `[B, 1]` (0/1); 0 when the batch holds a single class.
+ * z `[B, 1]` (0/1); 0 when the batch holds a single class. With row weights `w [B, 1]` (positive)
+ * the class means are weighted: sum w l / sum w over each class.
  */
-export function adversaryLoss(l: tf.Tensor2D, z: tf.Tensor2D): tf.Scalar {
+export function adversaryLoss(l: tf.Tensor2D, z: tf.Tensor2D, w?: tf.Tensor2D): tf.Scalar {
   return tf.tidy(() => {
-    const n1 = tf.sum(z);
-    const n0 = tf.sub(z.shape[0], n1);
+    const z1 = w === undefined ? z : tf.mul(z, w);
+    const z0 = w === undefined ? tf.sub(1, z) : tf.mul(tf.sub(1, z), w);
+    const n1 = tf.sum(z1);
+    const n0 = tf.sum(z0);
     const both = tf.cast(tf.logicalAnd(tf.greater(n1, 0), tf.greater(n0, 0)), 'float32');
-    const mean1 = tf.div(tf.sum(tf.mul(l, z)), tf.maximum(n1, 1));
-    const mean0 = tf.div(tf.sum(tf.mul(l, tf.sub(1, z))), tf.maximum(n0, 1));
+    const mean1 = tf.div(tf.sum(tf.mul(l, z1)), tf.maximum(n1, 1e-12));
+    const mean0 = tf.div(tf.sum(tf.mul(l, z0)), tf.maximum(n0, 1e-12));
     return tf.mul(tf.sub(mean1, mean0), both) as tf.Scalar;
   });
+}
+
+/**
+ * Row weights `[n]` that make the concept independent of the task label: each (y, z) cell present
+ * gets the same total weight, scaled so that the weights average 1. On a concept set where z
+ * predicts y (natural data), the weighted class means of z differ only along what separates z
+ * within each task class.
+ */
+export function balancingWeights(y: Int32Array, z: Int32Array): Float32Array {
+  if (y.length !== z.length) throw new Error(`balancingWeights: ${y.length} task labels for ${z.length} concept labels`);
+  const counts = new Map<string, number>();
+  for (let i = 0; i < y.length; i++) counts.set(`${y[i]},${z[i]}`, (counts.get(`${y[i]},${z[i]}`) ?? 0) + 1);
+  const cells = counts.size;
+  return Float32Array.from(y, (yi, i) => y.length / (cells * counts.get(`${yi},${z[i]}`)!));
 }
 
 /** Targets `[n, out]`: the labels as a column for out = 1, one-hot rows otherwise. */

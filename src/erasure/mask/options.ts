@@ -36,6 +36,7 @@ const OBJECTIVE_DEFAULTS = {
   adversarySteps: 5,
   adversaryInitSteps: 200,
   adversaryCrossFit: true,
+  balanceConcept: true,
 } as const;
 
 type ObjectiveField = keyof typeof OBJECTIVE_DEFAULTS;
@@ -50,6 +51,7 @@ const FIELD_OBJECTIVE: Readonly<Record<ObjectiveField, 'concept' | 'task'>> = {
   adversarySteps: 'concept',
   adversaryInitSteps: 'concept',
   adversaryCrossFit: 'concept',
+  balanceConcept: 'concept',
 };
 
 /** Fields shared by `sae_mask`, `neuron_mask` and `das_mask` (das_mask overrides `initNoise`). */
@@ -76,7 +78,7 @@ export const MASK_OPTION_FIELDS = {
     ),
   epochs: z.number().int().min(1).default(25).describe('Passes over the task split.'),
   batchSize: z.number().int().min(1).default(16).describe('Rows per mask step (task batch, and concept batch).'),
-  lr: z.number().positive().default(1e-3).describe('Adam learning rate of the mask logits (and of the DAS rotation).'),
+  lr: z.number().positive().default(1e-3).describe('Adam learning rate of the mask logits (and of the DAS directions).'),
   tempStart: z.number().positive().default(0.1).describe('Gate temperature at the first step; annealed linearly (float32) per step to `tempEnd`.'),
   tempEnd: z.number().positive().default(0.001).describe('Gate temperature at the last step, and of the soft gate applied when `hardMask` is false.'),
   initKeep: z
@@ -131,6 +133,12 @@ export const MASK_OPTION_FIELDS = {
     .describe(
       `Fit two adversaries on halves of the concept set (stratified by concept), each scoring the mask on the other half; false: one adversary on the whole set. Default ${OBJECTIVE_DEFAULTS.adversaryCrossFit}. Objective "concept" only.`,
     ),
+  balanceConcept: z
+    .boolean()
+    .optional()
+    .describe(
+      `Weight the concept set so that the concept is independent of the task label (every (task, concept) cell weighs the same) for the adversaries' fits and the adversary loss: on natural data the concept predicts the task, and an unweighted adversary also uses, and the mask then removes, the task's own directions. Needs the concept set's task labels. Default ${OBJECTIVE_DEFAULTS.balanceConcept}. Objective "concept" only.`,
+    ),
   retrainHead: z
     .boolean()
     .optional()
@@ -159,8 +167,8 @@ export const NO_KEEP_ERROR_FIELD = z
 
 type SharedSchema = z.ZodObject<typeof MASK_OPTION_FIELDS>;
 
-/** Parsed options of any mask method (`keepError` only for sae_mask). */
-export type MaskOptions = z.output<SharedSchema> & { keepError?: boolean };
+/** Parsed options of any mask method (`keepError` only for sae_mask, `rank` only for das_mask). */
+export type MaskOptions = z.output<SharedSchema> & { keepError?: boolean; rank?: number };
 
 /** The options a trainer runs with: every default resolved (saved in checkpoints as `options`). */
 export interface MaskConfig extends Omit<MaskOptions, 'hooks' | 'retrainHead' | 'seed' | ObjectiveField>, Required<Pick<MaskOptions, ObjectiveField>> {

@@ -1,7 +1,8 @@
 /**
  * Re-fitting heads on the current masked representations (no gradient to the mask): the
  * adversaries on their concept folds, and the adapting task head on a sample of training rows,
- * each with full-batch AdamW steps on the mean cross-entropy.
+ * each with full-batch AdamW steps on the mean cross-entropy (weighted, for adversaries on a
+ * balanced concept set).
  *
  * On factored representations (representation.ts) a step costs one pass over the unit directions
  * V for all heads together (folding [W_1 .. W_H] into V) and one for all their gradients
@@ -15,12 +16,13 @@ import { taskLossGradient } from './losses.js';
 import type { Represented } from './representation.js';
 import type { RowSource, StepView } from './sources.js';
 
-/** A head to re-fit: its rows (positions in `source`) and their targets `[rows, out]`. */
+/** A head to re-fit: its rows (positions in `source`), their targets `[rows, out]` and optional row weights `[rows, 1]` (weighted mean cross-entropy). */
 export interface HeadFit {
   head: TrainableHead;
   source: RowSource;
   positions: Int32Array;
   targets: tf.Tensor2D;
+  weights?: tf.Tensor2D;
 }
 
 /** Positions 0..n-1 in chunks of `size`. */
@@ -41,6 +43,8 @@ export function rowsOf(t: tf.Tensor2D, positions: ArrayLike<number>): tf.Tensor2
  */
 export function refitHeads(fits: readonly HeadFit[], steps: number, view: () => StepView, chunkRows: number): void {
   const reps: { fit: number; at: Int32Array; rep: Represented & { dispose(): void } }[] = [];
+  // The weighted mean's denominator: each fit's total row weight.
+  const totals = fits.map((f) => (f.weights === undefined ? f.positions.length : tf.tidy(() => tf.sum(f.weights!).dataSync()[0]!)));
   let directions: tf.Tensor2D | null = null;
   try {
     tf.tidy(() => {
@@ -82,7 +86,8 @@ export function refitHeads(fits: readonly HeadFit[], steps: number, view: () => 
           col += widths[k]!;
           for (const { at, rep } of reps.filter((r) => r.fit === k)) {
             const t = rowsOf(fit.targets, at);
-            const dz = taskLossGradient(rep.logits(fit.head, rep.factored ? folded : fit.head.wT), t, fit.positions.length);
+            const w = fit.weights === undefined ? undefined : rowsOf(fit.weights, at);
+            const dz = taskLossGradient(rep.logits(fit.head, rep.factored ? folded : fit.head.wT), t, totals[k]!, w);
             const parts = rep.gradientParts(dz);
             units[k] = add(units[k]!, parts.units);
             direct[k] = add(direct[k]!, parts.direct);

@@ -74,7 +74,7 @@ export class FactoredRep implements Represented {
 
   keepDetached(): FactoredRep & { dispose(): void } {
     // Copies (tf.clone copies on wasm): small per-batch tensors, and step-dependent directions
-    // (DAS, d x d); fixed directions (an SAE decoder) are shared.
+    // (DAS, k x d); fixed directions (an SAE decoder) are shared.
     const copy = (t: tf.Tensor2D | null): tf.Tensor2D | null => (t === null ? null : tf.keep(tf.clone(t)));
     const sa = copy(this.sa)!;
     const rest = copy(this.rest);

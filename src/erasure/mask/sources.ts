@@ -51,7 +51,9 @@ export class PooledSource implements RowSource {
     const { raw, rest } = this.space.pooledInputs(this.cache, rows);
     const frame = view.frames.get(this.space.hook)!;
     const sa = tf.mul(frame.units(raw), view.gates.get(this.space.hook)!) as tf.Tensor2D;
-    return new FactoredRep(sa, rest, frame.directions, frame.constantDirections);
+    const own = frame.rest?.(raw);
+    const allRest = own === undefined ? rest : rest === null ? own : (tf.add(rest, own) as tf.Tensor2D);
+    return new FactoredRep(sa, allRest, frame.directions, frame.constantDirections);
   }
 }
 

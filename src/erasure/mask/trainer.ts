@@ -1,5 +1,5 @@
 /**
- * `MaskTrainer`: trains the mask logits (and the units' own parameters, the DAS rotation) of every
+ * `MaskTrainer`: trains the mask logits (and the units' own parameters, the DAS directions) of every
  * masked hook, one optimiser step per `step()`. It owns the logit variables and their Adam
  * optimiser, the task head and the adversaries (with theirs), and re-fits the heads at their
  * schedule. Its `config` (the resolved options) is what checkpoints save as `options`.
@@ -32,7 +32,7 @@ import { mulberry32, randomNormal, shuffleInPlace, type Rng } from '../../data/p
 import { AdamW } from '../../probe/adamw.js';
 import { initialLogit, softGate, temperatureAt } from './gate.js';
 import { TrainableHead, type AffineHead } from './affine-heads.js';
-import { adversaryLoss, targetsOf, taskLoss } from './losses.js';
+import { adversaryLoss, balancingWeights, targetsOf, taskLoss } from './losses.js';
 import { conceptFolds, FoldBatches } from './folds.js';
 import { refitHeads, rowsOf, type HeadFit } from './refit.js';
 import type { Represented } from './representation.js';
@@ -69,8 +69,11 @@ export interface MaskTrainerSetup {
   spaces: readonly UnitSpace[];
   /** Rows of the task split and their task labels. */
   task: { source: RowSource; labels: Int32Array };
-  /** Rows of the concept-labelled set and their concept labels: given exactly for the `concept` objective. */
-  concept: { source: RowSource; labels: Int32Array } | undefined;
+  /**
+   * Rows of the concept-labelled set, their concept labels and (needed for `balanceConcept`) their
+   * task labels: given exactly for the `concept` objective.
+   */
+  concept: { source: RowSource; labels: Int32Array; taskLabels?: Int32Array } | undefined;
   /** The biased probe's affine map: the task head's start. */
   probeHead: AffineHead;
   config: MaskConfig;
@@ -101,6 +104,8 @@ export class MaskTrainer {
   private readonly order: Int32Array;
   private readonly taskTargets: tf.Tensor2D;
   private readonly conceptTargets: tf.Tensor2D | undefined;
+  /** Concept row weights `[n, 1]` that balance the concept against the task (`balanceConcept`), or undefined. */
+  private readonly conceptWeights: tf.Tensor2D | undefined;
   /** Head weights folded into fixed unit directions, by head version (heads change only at re-fits). */
   private readonly foldCache = new Map<TrainableHead, { version: number; folded: tf.Tensor2D }>();
   private steps = 0;
@@ -137,6 +142,13 @@ export class MaskTrainer {
       this.adversaries = folds.map(() => own(new TrainableHead(zeroHead, true, o.headLr, 'adversary')));
       this.taskTargets = own(targetsOf(setup.task.labels, this.taskHead.nOut));
       this.conceptTargets = setup.concept === undefined ? undefined : own(targetsOf(setup.concept.labels, 1));
+      this.conceptWeights = undefined;
+      if (setup.concept !== undefined && o.balanceConcept) {
+        const { taskLabels, labels } = setup.concept;
+        if (taskLabels === undefined) throw new Error(`${setup.label}: balanceConcept needs the task labels of the concept set`);
+        const w = balancingWeights(taskLabels, labels);
+        this.conceptWeights = own(tf.tensor2d(w, [w.length, 1]));
+      }
       this.order = Int32Array.from({ length: nTask }, (_, i) => i);
     } catch (err) {
       for (const x of made.reverse()) x.dispose();
@@ -204,7 +216,8 @@ export class MaskTrainer {
       if (adversary !== undefined && conceptPos !== undefined && o.conceptWeight > 0) {
         const zb = tf.gather(this.conceptTargets!, tf.tensor1d(conceptPos, 'int32')) as tf.Tensor2D;
         const cRep = concept!.source.represent(conceptPos, v);
-        const lAdv = adversaryLoss(this.logitsOf(cRep, adversary, v, concept!.source), zb);
+        const wb = this.conceptWeights === undefined ? undefined : (tf.gather(this.conceptWeights, tf.tensor1d(conceptPos, 'int32')) as tf.Tensor2D);
+        const lAdv = adversaryLoss(this.logitsOf(cRep, adversary, v, concept!.source), zb, wb);
         partTensors.push(tf.keep(tf.clone(lAdv)));
         loss = tf.add(loss, tf.mul(lAdv, o.conceptWeight));
       }
@@ -271,6 +284,7 @@ export class MaskTrainer {
       source: concept!.source,
       positions: fold,
       targets: rowsOf(this.conceptTargets!, fold),
+      weights: this.conceptWeights === undefined ? undefined : rowsOf(this.conceptWeights, fold),
     }));
     if (this.adaptTaskHead) {
       const sample = shuffleInPlace(Int32Array.from(this.order), this.rng).slice(0, Math.min(task.source.n, TASK_HEAD_ROWS));
@@ -279,7 +293,7 @@ export class MaskTrainer {
     try {
       refitHeads(fits, steps, () => this.view(temperature), this.setup.refitChunk);
     } finally {
-      tf.dispose(fits.map((f) => f.targets));
+      tf.dispose(fits.flatMap((f) => (f.weights === undefined ? [f.targets] : [f.targets, f.weights])));
     }
   }
 
@@ -287,7 +301,8 @@ export class MaskTrainer {
     this.optimizer.dispose();
     this.taskHead.dispose();
     for (const a of this.adversaries) a.dispose();
-    tf.dispose([...this.logits, this.taskTargets, ...(this.conceptTargets === undefined ? [] : [this.conceptTargets])]);
+    tf.dispose([this.taskTargets, ...this.logits]);
+    for (const t of [this.conceptTargets, this.conceptWeights]) t?.dispose();
     for (const { folded } of this.foldCache.values()) folded.dispose();
     this.foldCache.clear();
   }

@@ -6,7 +6,7 @@
  *
  *   SAE      a = encode(x), v_j = decoder row j, rest = b_dec + error(x)  (x' = decode(s ⊙ f) + err)
  *   neurons  a = x,         v_j = e_j,            rest = 0                (x' = s ⊙ x)
- *   DAS      a = R^T x,     v_j = column j of R,  rest = 0                (x' = R diag(s) R^T x)
+ *   DAS      a = U^T x,     v_j = column j of U,  rest = x - U U^T x      (x' = x - U diag(1 - s) U^T x)
  *
  * with s the gate (gate.ts). The edit is linear per token, so mean pooling commutes with it:
  * x̄' = sum_j s_j ā_j v_j + rest̄, which is what training and `erasePooled` compute from the
@@ -26,25 +26,31 @@ export type UnitKind = 'sae_features' | 'neurons' | 'directions';
 
 /** The per-step view of a unit space; tensors it creates belong to the caller's tidy scope. */
 export interface UnitFrame {
-  /** Unit activations of inputs `raw [B, rawWidth]` (pooled or per token): SAE f, neurons x, DAS x R. */
+  /** Unit activations of inputs `raw [B, rawWidth]` (pooled or per token): SAE f, neurons x, DAS x U. */
   units(raw: tf.Tensor2D): tf.Tensor2D;
   /** Unit directions `[units, d]` (rows v_j), or null for the standard basis (neurons). */
   readonly directions: tf.Tensor2D | null;
   /** Whether `directions` stays fixed during training (so head weights folded into it can be cached). */
   readonly constantDirections: boolean;
+  /**
+   * The part of rest(x) that depends on the units' own parameters, for inputs `raw` (DAS:
+   * x - U U^T x, the complement of the learned subspace), added to the cached rest; absent when
+   * rest(x) is all in `pooledInputs`.
+   */
+  rest?(raw: tf.Tensor2D): tf.Tensor2D;
   /** The token-level edit `x [n, seq, d] -> x'` with gate `[units]`. */
   edit(x: tf.Tensor3D, gate: tf.Tensor1D): tf.Tensor3D;
   /** Erased mean-pooled values `[rows, d]` of cache rows at the hook, with gate `[units]`. */
   erasePooled(cache: ActivationCache, rows: ArrayLike<number>, gate: tf.Tensor1D): tf.Tensor2D;
 }
 
-/** The units of one hook, with any trainable parameters besides the mask (the DAS rotation). */
+/** The units of one hook, with any trainable parameters besides the mask (the DAS directions). */
 export interface UnitSpace {
   readonly hook: HookName;
   readonly nUnits: number;
   readonly dIn: number;
   readonly unitKind: UnitKind;
-  /** Trainable tensors other than the mask logits, by name. */
+  /** Trainable tensors other than the mask logits (the DAS directions' parameter), by name. */
   readonly variables: Readonly<Record<string, tf.Variable>>;
   /** Pooled inputs of cache rows: `raw [rows, rawWidth]` and the gate-independent `rest [rows, d]` (null for 0). */
   pooledInputs(cache: ActivationCache, rows: ArrayLike<number>): { raw: tf.Tensor2D; rest: tf.Tensor2D | null };

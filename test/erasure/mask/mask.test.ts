@@ -2,7 +2,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { initEngine, tf } from '../../../src/engine/engine.js';
 import { initialLogit, temperatureAt } from '../../../src/erasure/mask/gate.js';
 import { affineOfProbe } from '../../../src/erasure/mask/affine-heads.js';
-import { adversaryLoss } from '../../../src/erasure/mask/losses.js';
+import { adversaryLoss, balancingWeights } from '../../../src/erasure/mask/losses.js';
 import { conceptFolds } from '../../../src/erasure/mask/folds.js';
 import { resolveMaskConfig, type MaskOptions } from '../../../src/erasure/mask/options.js';
 import { parseStrict } from '../../../src/util/schema.js';
@@ -191,7 +191,27 @@ describe('heads and losses', () => {
       const z = tf.tensor2d([[1], [1], [0], [0], [1]]);
       expect(adversaryLoss(l, z).dataSync()[0]).toBeCloseTo((1 + 3 + 5) / 3 - (-2 + 0) / 2, 6);
       expect(adversaryLoss(l, tf.ones([5, 1]) as tf.Tensor2D).dataSync()[0]).toBe(0);
+      // Weighted class means: sum w l / sum w per class.
+      const w = tf.tensor2d([[2], [1], [1], [3], [1]]);
+      expect(adversaryLoss(l, z, w).dataSync()[0]).toBeCloseTo((2 * 1 + 3 + 5) / 4 - (-2 + 0) / 4, 6);
     });
+  });
+
+  it('balancing weights give every (task, concept) cell the same total weight, averaging 1', () => {
+    // Concept agrees with the task in 6 of 8 rows; one cell is empty.
+    const y = Int32Array.from([0, 0, 0, 0, 1, 1, 1, 1]);
+    const z = Int32Array.from([0, 0, 0, 1, 1, 1, 1, 1]);
+    const w = balancingWeights(y, z);
+    const cell = (a: number, b: number): number => Array.from(w).reduce((s, wi, i) => s + (y[i] === a && z[i] === b ? wi : 0), 0);
+    for (const [a, b] of [
+      [0, 0],
+      [0, 1],
+      [1, 1],
+    ] as const)
+      expect(cell(a, b)).toBeCloseTo(8 / 3, 6);
+    expect(cell(1, 0)).toBe(0);
+    expect(Array.from(w).reduce((a, b) => a + b, 0)).toBeCloseTo(8, 5);
+    expect(() => balancingWeights(y, z.subarray(1))).toThrow(/8 task labels for 7 concept labels/);
   });
 
   it('splits the concept set into disjoint folds stratified by label', () => {

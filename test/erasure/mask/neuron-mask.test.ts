@@ -83,3 +83,34 @@ describe('neuron_mask on a planted neuron', () => {
     );
   });
 });
+
+describe('balanceConcept on a concept set where the concept predicts the task', () => {
+  it('keeps the task neuron balanced, and removes it too without balancing', async () => {
+    const p = plantedPooled({ kind: 'neuron', nConcept: 400 });
+    // Keep the concept rows where z = y and one in six of the others: z agrees with y in ~85% of rows.
+    const keep = Array.from(p.concept.rows.keys()).filter((i) => p.concept.y[i] === p.concept.z[i] || i % 6 === 0);
+    const pick = <T>(a: ArrayLike<T>): T[] => keep.map((i) => a[i]!);
+    const concept = {
+      rows: Int32Array.from(pick(p.concept.rows)),
+      y: Int32Array.from(pick(p.concept.y)),
+      z: Int32Array.from(pick(p.concept.z)),
+      texts: pick(p.concept.texts),
+    };
+    expect(keep.filter((i) => p.concept.y[i] === p.concept.z[i]).length / keep.length).toBeGreaterThan(0.8);
+    const probe = biasedProbe(p.cache, p.train);
+    try {
+      const removed = async (balanceConcept: boolean): Promise<number[]> => {
+        const eraser = await createNeuronMaskFitter({ lr: 0.01, balanceConcept, retrainHead: false }).fit({ ...pooledContext(p, probe), concept });
+        try {
+          return asMaskEraser(eraser).removedUnits()[HOOK]!;
+        } finally {
+          eraser.dispose();
+        }
+      };
+      expect(await removed(true)).toEqual([0]);
+      expect(await removed(false)).toContain(1);
+    } finally {
+      probe.dispose();
+    }
+  });
+});
