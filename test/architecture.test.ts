@@ -8,8 +8,14 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
 import { projectRoot } from '../src/io/shared.js';
 
-/** Lowest first. `src/index.ts` (the public API) may import any layer. */
-const LAYERS = ['util', 'engine', 'io', 'data', 'models', 'sae', 'cache', 'probe', 'erasure', 'eval', 'experiment', 'report', 'cli'] as const;
+/**
+ * Lowest first. `src/index.ts` (the public API) may import any layer. Folders in one entry are
+ * siblings: same rank, and neither imports the other.
+ */
+const LAYERS = ['util', 'engine', 'io', 'data', 'models', 'sae', 'cache', 'probe', 'erasure', 'eval', ['experiment', 'mnist'], 'report', 'cli'] as const;
+
+/** Folders that only the listed folders (and their own files) may import. */
+const IMPORTED_ONLY_BY: Readonly<Record<string, readonly string[]>> = { mnist: ['cli'] };
 
 const src = join(projectRoot(), 'src');
 
@@ -26,10 +32,16 @@ function importsOf(file: string): string[] {
   return specs.map((s) => relative(src, resolve(dirname(file), s)).replace(/\.js$/, '.ts'));
 }
 
-function layerOf(path: string): number {
-  const top = path.split('/')[0] ?? '';
-  return (LAYERS as readonly string[]).indexOf(top);
+function folderOf(path: string): string {
+  return path.includes('/') ? (path.split('/')[0] ?? '') : '';
 }
+
+function layerOf(path: string): number {
+  const top = folderOf(path);
+  return LAYERS.findIndex((layer) => (typeof layer === 'string' ? layer === top : (layer as readonly string[]).includes(top)));
+}
+
+const FOLDERS: readonly string[] = LAYERS.flat();
 
 const files = sourceFiles(src).map((f) => relative(src, f));
 const graph = new Map(files.map((f) => [f, importsOf(join(src, f))]));
@@ -37,7 +49,7 @@ const graph = new Map(files.map((f) => [f, importsOf(join(src, f))]));
 describe('architecture', () => {
   it('has every src/ folder in the layer list', () => {
     const folders = new Set(files.filter((f) => f.includes('/')).map((f) => f.split('/')[0]));
-    for (const folder of folders) expect(LAYERS, `src/${folder}/ is not in the layer list of test/architecture.test.ts`).toContain(folder);
+    for (const folder of folders) expect(FOLDERS, `src/${folder}/ is not in the layer list of test/architecture.test.ts`).toContain(folder);
   });
 
   it('imports only existing files', () => {
@@ -51,6 +63,27 @@ describe('architecture', () => {
       for (const target of imports) if (layerOf(target) > layerOf(file)) upward.push(`${file} -> ${target}`);
     }
     expect(upward).toEqual([]);
+  });
+
+  it('never imports a sibling folder', () => {
+    const sideways: string[] = [];
+    for (const [file, imports] of graph) {
+      if (file === 'index.ts') continue;
+      for (const target of imports) if (layerOf(target) === layerOf(file) && folderOf(target) !== folderOf(file)) sideways.push(`${file} -> ${target}`);
+    }
+    expect(sideways).toEqual([]);
+  });
+
+  it('imports a restricted folder only from the folders allowed to', () => {
+    const refused: string[] = [];
+    for (const [file, imports] of graph) {
+      if (file === 'index.ts') continue;
+      for (const target of imports) {
+        const allowed = IMPORTED_ONLY_BY[folderOf(target)];
+        if (allowed !== undefined && folderOf(target) !== folderOf(file) && !allowed.includes(folderOf(file))) refused.push(`${file} -> ${target}`);
+      }
+    }
+    expect(refused).toEqual([]);
   });
 
   it('has no import cycle', () => {

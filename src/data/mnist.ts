@@ -144,10 +144,13 @@ export interface MnistSet {
   indices: Int32Array;
 }
 
-/** Reads the 10k MNIST test set (`t10k-images-idx3-ubyte.gz`, `t10k-labels-idx1-ubyte.gz`) from `dir`. */
+/** The files of the 10k MNIST test set, images then labels, as `loadMnistTestSet` reads them. */
+export const MNIST_TEST_FILES = ['t10k-images-idx3-ubyte.gz', 't10k-labels-idx1-ubyte.gz'] as const;
+
+/** Reads the 10k MNIST test set (`MNIST_TEST_FILES`) from `dir`. */
 export function loadMnistTestSet(dir: string): MnistSet {
-  const imagesPath = join(dir, 't10k-images-idx3-ubyte.gz');
-  const labelsPath = join(dir, 't10k-labels-idx1-ubyte.gz');
+  const imagesPath = join(dir, MNIST_TEST_FILES[0]);
+  const labelsPath = join(dir, MNIST_TEST_FILES[1]);
   const { images, n } = readMnistImages(imagesPath);
   const labels = readMnistLabels(labelsPath);
   if (labels.length !== n) throw new Error(`${labelsPath}: ${labels.length} labels for ${n} images in ${imagesPath}`);
