@@ -18,6 +18,7 @@
 import { join } from 'node:path';
 import { engineInfo, tf } from '../engine/engine.js';
 import { ensureWheelFolder } from '../io/wheel.js';
+import { resolveHubPath } from '../io/hub.js';
 import { fileSha256 } from '../cache/identity.js';
 import { buildActivationCache, weightsId, type ActivationCache, type CacheSpec } from '../cache/cache.js';
 import { buildSplits, loadBiasInBios, type BiosDataset, type SplitExample } from '../data/bias-in-bios.js';
@@ -46,6 +47,8 @@ import { withStagePrefix, type HistoryLog } from '../util/history.js';
 
 /** The examples an experiment uses, as split arrays over one list of unique texts. */
 export interface ExperimentData {
+  /** The local train and test files read (an `hf://` data path resolved to the hub cache). */
+  files: { train: string; test: string };
   professions: [string, string];
   texts: string[];
   ambiguous: SplitExample[];
@@ -62,12 +65,13 @@ function cap<T>(items: T[], limit: number | undefined, seed: number): T[] {
   return keep.map((i) => items[i]!);
 }
 
-/** Loads the train and test files and builds the paper's splits plus the concept-labelled set. */
+/** Loads the train and test files (an `hf://` path through the hub cache) and builds the paper's splits plus the concept-labelled set. */
 export async function loadExperimentData(config: ExperimentConfig): Promise<ExperimentData> {
   const { dataset } = config;
   const load = (path: string): Promise<BiosDataset> => loadBiasInBios(path, { fields: dataset.fields });
-  const train = await load(dataset.train);
-  const test = await load(dataset.test);
+  const files = { train: await resolveHubPath(dataset.train), test: await resolveHubPath(dataset.test) };
+  const train = await load(files.train);
+  const test = await load(files.test);
   const trainSplits = buildSplits(train, { professions: dataset.professions });
   const testSplits = buildSplits(test, { professions: dataset.professions });
   const limits = dataset.limits ?? {};
@@ -86,7 +90,7 @@ export async function loadExperimentData(config: ExperimentConfig): Promise<Expe
   const texts = [
     ...new Set([...parts.ambiguous, ...parts.balanced, ...parts.concept, ...parts.testBalanced, ...Object.values(testSubgroups).flat()].map((e) => e.text)),
   ];
-  return { professions: trainSplits.professions, texts, ...parts, testSubgroups };
+  return { files, professions: trainSplits.professions, texts, ...parts, testSubgroups };
 }
 
 /** A split as cache rows and labels. */
@@ -152,6 +156,12 @@ export interface RunOptions {
   outDir: string;
   /** Start the folder afresh instead of resuming an unfinished run of the same config (or refusing a finished or different one). */
   force?: boolean;
+  /**
+   * A given biased probe instead of one trained per seed (`sae-eraser mask -pp`): `load(dIn)` makes a
+   * fresh copy for a probe hook of width dIn (the runner disposes it); `id` identifies its weights,
+   * recorded with the run's inputs so that a resumed run uses the same probe.
+   */
+  biasedProbe?: { id: string; load(dIn: number): Probe };
 }
 
 /**
@@ -161,6 +171,11 @@ export interface RunOptions {
 function offerToExplorer(explorer: ExplorerCollector, method: string, result: MethodSeedResult, head: string, probeHook: HookName): void {
   const removed = result.removed ?? {};
   const hooks = Object.keys(removed);
+  if (hooks.length === 0 && result.units_removed > 0) {
+    // Word deletion: it edits the input texts, which no feature set at the hook stands for.
+    explorer.exclude(method, `it removes ${result.units_removed} units that are not SAE features at ${probeHook} (${result.summary})`);
+    return;
+  }
   if (hooks.length === 0) {
     explorer.addMethod(method, head, [], result);
     return;
@@ -188,13 +203,13 @@ export async function runExperiment(config: ExperimentConfig, options: RunOption
   const t0 = Date.now();
   const folder = RunFolder.open(options.outDir, resolvedConfig(config), { force: options.force, source: config.source, engine: await engineInfo() });
   try {
-    return await runInFolder(config, folder, t0);
+    return await runInFolder(config, folder, t0, options.biasedProbe);
   } finally {
     folder.close();
   }
 }
 
-async function runInFolder(config: ExperimentConfig, folder: RunFolder, t0: number): Promise<ExperimentResult> {
+async function runInFolder(config: ExperimentConfig, folder: RunFolder, t0: number, givenProbe?: RunOptions['biasedProbe']): Promise<ExperimentResult> {
   if (config.modelSource !== undefined) ensureWheelFolder(config.modelSource, config.model);
   const data = await loadExperimentData(config);
   const opened = await openModel(config.model, { maxLength: config.maxLength });
@@ -232,9 +247,10 @@ async function runInFolder(config: ExperimentConfig, folder: RunFolder, t0: numb
   // Results of an interrupted run count only if they were computed from the same weights and data.
   folder.checkInputs({
     model: weightsId(opened.dir),
-    train: fileSha256(config.dataset.train),
-    test: fileSha256(config.dataset.test),
+    train: fileSha256(data.files.train),
+    test: fileSha256(data.files.test),
     ...Object.fromEntries(Object.entries(saeIds).map(([hook, id]) => [`sae ${hook}`, id])),
+    ...(givenProbe === undefined ? {} : { probe: givenProbe.id }),
   });
 
   const tCache = Date.now();
@@ -350,7 +366,8 @@ async function runInFolder(config: ExperimentConfig, folder: RunFolder, t0: numb
         : undefined;
     if (todo.length > 0 || explorer !== undefined) {
       const original = tf.tidy(() => cache.pooled(config.probeHook, splits.ambiguous.rows));
-      biasedProbe = trainProbe(original, splits.ambiguous.y, popts, withStagePrefix(folder.history, `original/seed-${seed}`));
+      biasedProbe =
+        givenProbe?.load(original.shape[1]) ?? trainProbe(original, splits.ambiguous.y, popts, withStagePrefix(folder.history, `original/seed-${seed}`));
       original.dispose();
       explorer?.addHead('original', biasedProbe);
     }

@@ -115,7 +115,7 @@ function signed(v: number | undefined): string {
 }
 
 /** Longest excerpt of a bio shown on a card (characters). */
-const EXCERPT = 360;
+const EXCERPT = 160;
 
 /** The cards section's HTML: one card per removed feature, with statistics where the explorer lists it. */
 export function featureCards(results: readonly ResultLine[], explorers: readonly ExplorerData[]): string {

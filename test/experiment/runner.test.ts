@@ -10,13 +10,16 @@
  * day one starts holding, its test fails, and the entry below should lose its `knownFailure`.
  */
 import { beforeAll, describe, expect, it } from 'vitest';
-import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { readExperimentConfig } from '../../src/experiment/config.js';
 import { runExperiment } from '../../src/experiment/runner.js';
 import type { ExperimentResult } from '../../src/experiment/results.js';
 import { renderTable } from '../../src/report/table.js';
+import { writeReport } from '../../src/report/html.js';
+import { explorerMetrics, type ExplorerData } from '../../src/experiment/explorer-data.js';
+import { CHROMIUM, chromiumMissing, openPage } from '../report/chromium.js';
 import { METHOD_NAMES, type MethodName } from '../../src/erasure/eraser.js';
 import { projectRoot, sharedDir } from '../../src/io/shared.js';
 import { skipWithout } from '../require.js';
@@ -51,13 +54,6 @@ const KNOWN_FAILURES: Partial<Record<MethodName, Partial<Record<Effect, string>>
     'raises the worst group': 'it removes neurons, but the predictions stay within noise of the original',
     'lowers gender agreement': 'within noise of the original',
     'lowers the gender probe': 'within noise of the original',
-  },
-  das_mask: {
-    // 3 epochs are 114 Adam steps at lr 1e-3: a gate logit moves by about 0.1, short of its start 0.1 logit(0.99) = 0.46.
-    'removes units': 'its 114 mask steps at learning rate 1e-3 cannot move a gate logit from 0.46 to 0',
-    'raises the worst group': 'it removes nothing',
-    'lowers gender agreement': 'it removes nothing',
-    'lowers the gender probe': 'it removes nothing',
   },
   leace: {
     'raises the worst group': 'the rise, 44 to 65 points, just fails to clear the interval of 50 male nurses',
@@ -146,4 +142,40 @@ describe.skipIf(skipWithout(shared === undefined, 'the offline experiment needs 
     if (claim.knownFailure === undefined) it(name, check);
     else it.fails(`${name}: known failure at CI size (${claim.knownFailure})`, check);
   }
+
+  it("builds report.html from the run folder, whose explorer reproduces every listed method's metrics", () => {
+    const report = writeReport(out);
+    expect(report.partial).toBe(false);
+    const data = JSON.parse(readFileSync(join(out, 'explorer', 'seed-42.json'), 'utf8')) as ExplorerData;
+    expect(Object.keys(data.methods)).toEqual(expect.arrayContaining(['original', 'oracle', 'shift', 'shift_retrain', 'random']));
+    const lines: string[] = [];
+    for (const [method, { head, features }] of Object.entries(data.methods)) {
+      const page = explorerMetrics(data, head, features).values;
+      const r = written.methods[method]!.per_seed[0]!;
+      expect(page.profession_acc, method).toBe(r.profession_acc.value);
+      expect(page.gender_agreement, method).toBe(r.gender_agreement.value);
+      expect(page.worst_group_acc, method).toBe(r.worst_group_acc.value);
+      lines.push(
+        `${method.padEnd(14)} explorer ${[page.profession_acc, page.gender_agreement, page.worst_group_acc].map((v) => (100 * v!).toFixed(1)).join(' / ')}  metrics.json ${[r.profession_acc, r.gender_agreement, r.worst_group_acc].map((v) => (100 * v.value).toFixed(1)).join(' / ')}  (${features.length} features)`,
+      );
+    }
+    console.log(`report: ${report.path}\nexplorer vs metrics.json (profession / gender agreement / worst group):\n${lines.join('\n')}`);
+  });
+
+  it.skipIf(skipWithout(chromiumMissing(), `${CHROMIUM} is missing (.ci/run installs Debian's chromium)`))(
+    'renders the report in headless Chromium with no console error or outside request, and saves a screenshot in the run folder',
+    async () => {
+      const opened = await openPage(join(out, 'report.html'));
+      try {
+        expect(opened.problems).toEqual([]);
+        expect(opened.requests.filter((u) => !u.startsWith('file://') && !u.startsWith('data:'))).toEqual([]);
+        const path = join(out, 'report.png');
+        await opened.page.screenshot({ path, fullPage: true });
+        expect(statSync(path).size).toBeGreaterThan(10_000);
+        console.log(`screenshot: ${path}`);
+      } finally {
+        await opened.close();
+      }
+    },
+  );
 });

@@ -6,30 +6,18 @@
  * does in Node, reproducing each method's reported metrics for its own feature set. A full-page
  * screenshot is saved as report.png in the run folder.
  */
-import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { mkdtempSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { pathToFileURL } from 'node:url';
-import { chromium, type BrowserContext, type Page } from 'playwright-core';
+import type { Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { initEngine } from '../../src/engine/engine.js';
 import { setQuiet } from '../../src/util/progress.js';
 import { pageMetrics, type ExplorerMetrics } from '../../src/report/explorer.js';
 import { writeReport } from '../../src/report/html.js';
 import { skipWithout } from '../require.js';
+import { CHROMIUM, chromiumMissing, openPage, type OpenedPage } from './chromium.js';
 import { explorerData, makeRunFolder, METHODS, seedResult, XSS_BIO } from './run-fixture.js';
-
-const CHROMIUM = '/usr/bin/chromium';
-const ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
 
 /** The explorer table's rows as the page shows them: metric key and the three columns' exact values. */
 interface ShownRow {
@@ -60,13 +48,12 @@ async function shown(page: Page): Promise<ShownRow[]> {
 
 const column = (rows: ShownRow[], key: 'current' | 'reported' | 'baseline'): [string, number][] => rows.map((r) => [r.metric, r[key]]);
 
-describe.skipIf(skipWithout(!existsSync(CHROMIUM), `${CHROMIUM} is missing (.ci/run installs Debian's chromium)`))('report.html in headless Chromium', () => {
+describe.skipIf(skipWithout(chromiumMissing(), `${CHROMIUM} is missing (.ci/run installs Debian's chromium)`))('report.html in headless Chromium', () => {
   let dir: string;
-  let profile = '';
-  let context: BrowserContext;
+  let opened: OpenedPage | undefined;
   let page: Page;
-  const problems: string[] = [];
-  const requests: string[] = [];
+  let problems: string[] = [];
+  let requests: string[] = [];
 
   beforeAll(async () => {
     await initEngine();
@@ -74,26 +61,13 @@ describe.skipIf(skipWithout(!existsSync(CHROMIUM), `${CHROMIUM} is missing (.ci/
     dir = mkdtempSync(join(tmpdir(), 'report-browser-'));
     await makeRunFolder(dir, { xss: true, erasers: true });
     const { path } = writeReport(dir);
-    profile = mkdtempSync(join(tmpdir(), 'report-chromium-profile-'));
-    context = await chromium.launchPersistentContext(profile, {
-      executablePath: CHROMIUM,
-      headless: true,
-      args: ARGS,
-      viewport: { width: 1280, height: 900 },
-    });
-    page = await context.newPage();
-    page.on('console', (m) => {
-      if (m.type() === 'error' || m.type() === 'warning') problems.push(`console ${m.type()}: ${m.text()}`);
-    });
-    page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
-    page.on('request', (r) => requests.push(r.url()));
-    await page.goto(pathToFileURL(path).href, { waitUntil: 'load' });
+    opened = await openPage(path);
+    ({ page, problems, requests } = opened);
   });
 
   // The run folder stays: its report.html and report.png are what a person looks at after CI.
   afterAll(async () => {
-    await context?.close();
-    if (profile !== '') rmSync(profile, { recursive: true, force: true });
+    await opened?.close();
   });
 
   it('loads with no console error and requests nothing but the file itself', () => {
