@@ -17,7 +17,7 @@ import { loadSae } from '../sae/load.js';
 import { checkSaeFitsModel } from '../sae/hook-names.js';
 import type { Sae } from '../sae/sae.js';
 import { progress } from '../util/progress.js';
-import type { Subcommand } from './subcommand.js';
+import type { CommandResult, Subcommand } from './subcommand.js';
 import { UsageError, outputPath, oneOf, optionalInt, optionalString, parse, requireString, stringList } from './args.js';
 import { maxOf } from '../util/arrays.js';
 
@@ -44,7 +44,7 @@ export function parseSaeFlags(values: string[]): Record<string, string> {
   return out;
 }
 
-async function main(argv: string[]): Promise<void> {
+async function main(argv: string[]): Promise<CommandResult> {
   const p = parse(argv, {
     model: { type: 'string' },
     input: { type: 'string' },
@@ -93,7 +93,10 @@ async function main(argv: string[]): Promise<void> {
       writer.abort();
       throw err;
     }
-    process.stderr.write(`wrote ${Object.keys(plan.tensors).length} tensors for ${plan.n} texts to ${out}\n`);
+    return {
+      json: { out, rows: plan.n, tensors: Object.fromEntries(Object.entries(plan.tensors).map(([name, t]) => [name, t.shape])) },
+      text: `wrote ${Object.keys(plan.tensors).length} tensors for ${plan.n} texts to ${out}\n`,
+    };
   } finally {
     for (const sae of Object.values(saes)) sae.dispose();
     model.dispose();
@@ -300,4 +303,10 @@ async function computeActivations(
   bar.done();
 }
 
-export const activationsCommand: Subcommand = { summary: 'Write hook activations (and SAE features) of a model over a JSONL file.', usage, main };
+export const activationsCommand: Subcommand = {
+  summary: 'Write hook activations (and SAE features) of a model over a JSONL, CSV or parquet file, streamed into one safetensors file.',
+  example:
+    'sae-eraser activations --model .cache/models/all-MiniLM-L6-v2 --input ../shared/data/bias_in_bios/validate.jsonl --hooks layers.3.resid_out --pool mean --out runs/acts.safetensors',
+  usage,
+  main,
+};

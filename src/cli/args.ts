@@ -9,6 +9,14 @@ export type OptionSpec = NonNullable<ParseArgsConfig['options']>;
 
 export class UsageError extends Error {}
 
+/** Flags every subcommand takes: --quiet (no progress), --force (replace outputs), --json (result as JSON), --help. */
+export const GLOBAL_OPTIONS = {
+  quiet: { type: 'boolean' },
+  force: { type: 'boolean' },
+  json: { type: 'boolean' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
 export interface Parsed {
   values: Record<string, string | boolean | string[] | undefined>;
   positionals: string[];
@@ -18,7 +26,7 @@ export function parse(argv: string[], options: OptionSpec): Parsed {
   try {
     const { values, positionals } = parseArgs({
       args: argv,
-      options: { ...options, quiet: { type: 'boolean' }, force: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
+      options: { ...options, ...GLOBAL_OPTIONS },
       allowPositionals: false,
       strict: true,
     });

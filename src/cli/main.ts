@@ -15,40 +15,59 @@ const subcommands: Record<string, () => Promise<Subcommand>> = {
   'train-sae': async () => (await import('./train-sae.js')).trainSaeCommand,
 };
 
-function help(): string {
-  return ['usage: sae-eraser <command> [options]   (--help on any command for its options)', '', 'commands:']
-    .concat(Object.keys(subcommands).map((name) => `  ${name}`))
-    .join('\n');
+/** Every command with its one-line summary and a copy-paste example (loads each command's module). */
+async function help(): Promise<string> {
+  const lines = [
+    'usage: sae-eraser <command> [options]',
+    '',
+    'Concept erasure with sparse autoencoder features. Every command takes --help (its options),',
+    '--quiet (no progress on stderr), --force (replace outputs) and --json (the result as one JSON',
+    'object on stdout).',
+    '',
+    'commands:',
+  ];
+  for (const [name, load] of Object.entries(subcommands)) {
+    const cmd = await load();
+    lines.push(`  ${name.padEnd(12)} ${cmd.summary}`, `  ${''.padEnd(12)} e.g. ${cmd.example}`);
+  }
+  return lines.join('\n');
 }
 
+/**
+ * Runs `sae-eraser ARGV` and returns the exit code: 0 done, 1 failed, 2 usage error. With --json the
+ * result (or the error) is one JSON object on stdout; progress and messages stay on stderr.
+ */
 export async function cli(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;
   if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
-    process.stdout.write(help() + '\n');
+    process.stdout.write(`${await help()}\n`);
     return name === undefined ? 2 : 0;
   }
   const load = subcommands[name];
   if (load === undefined) {
-    process.stderr.write(`sae-eraser: unknown command "${name}"\n${help()}\n`);
+    process.stderr.write(`sae-eraser: unknown command "${name}" (known: ${Object.keys(subcommands).join(', ')}; sae-eraser --help lists them)\n`);
     return 2;
   }
   const cmd = await load();
   if (rest.includes('--help') || rest.includes('-h')) {
-    process.stdout.write(`${cmd.summary}\n\n${cmd.usage}\n`);
+    process.stdout.write(`${cmd.summary}\n\n${cmd.usage}\n\nexample: ${cmd.example}\n`);
     return 0;
   }
+  const json = rest.includes('--json');
   if (rest.includes('--quiet')) setQuiet(true);
+  const fail = (code: number, kind: string, message: string, human: string): number => {
+    process.stderr.write(human);
+    if (json) process.stdout.write(`${JSON.stringify({ error: { command: name, kind, message } })}\n`);
+    return code;
+  };
   try {
-    await cmd.main(rest);
+    const result = await cmd.main(rest);
+    process.stdout.write(json ? `${JSON.stringify(result.json)}\n` : result.text);
     return 0;
   } catch (err) {
-    if (err instanceof UsageError) {
-      process.stderr.write(`sae-eraser ${name}: ${err.message}\n\n${cmd.usage}\n`);
-      return 2;
-    }
+    if (err instanceof UsageError) return fail(2, 'usage', err.message, `sae-eraser ${name}: ${err.message}\n\n${cmd.usage}\n`);
     const e = err as Error;
-    process.stderr.write(`sae-eraser ${name}: error: ${e.message}\n`);
     if (process.env.SAE_ERASER_DEBUG === '1' && e.stack !== undefined) process.stderr.write(`${e.stack}\n`);
-    return 1;
+    return fail(1, 'error', e.message, `sae-eraser ${name}: error: ${e.message}\n`);
   }
 }

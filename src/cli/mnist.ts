@@ -9,7 +9,7 @@ import { MNIST_TEST_FILES } from '../data/mnist.js';
 import { mnistTable, runMnistExperiment } from '../mnist/experiment.js';
 import { MNIST_MASK_METHODS, type MnistMaskMethod, type MnistOptionsInput } from '../mnist/options.js';
 import { sharedPath } from '../io/shared.js';
-import type { Subcommand } from './subcommand.js';
+import type { CommandResult, Subcommand } from './subcommand.js';
 import { UsageError, optionalInt, optionalString, outputPath, parse, stringList } from './args.js';
 
 const usage = `usage: sae-eraser mnist --out DIR [--data DIR] [--erase 3,4,5,6,7,8,9] [--methods sae_mask,neuron_mask,das_mask]
@@ -51,7 +51,7 @@ function parseMethods(items: readonly string[]): MnistMaskMethod[] | undefined {
   return methods;
 }
 
-async function main(argv: string[]): Promise<void> {
+async function main(argv: string[]): Promise<CommandResult> {
   const p = parse(argv, {
     data: { type: 'string' },
     out: { type: 'string' },
@@ -85,11 +85,12 @@ async function main(argv: string[]): Promise<void> {
   };
   const out = outputPath(p, 'folder', [data]);
   const metrics = await runMnistExperiment(options, out);
-  process.stdout.write(`${mnistTable(metrics)}\nwrote ${out}/metrics.json (${metrics.seconds.total} s)\n`);
+  return { json: { out, ...metrics }, text: `${mnistTable(metrics)}\nwrote ${out}/metrics.json (${metrics.seconds.total} s)\n` };
 }
 
 export const mnistCommand: Subcommand = {
   summary: 'MNIST digit erasure: a CNN, an SAE on its hidden layer, and SAE / neuron / DAS masks that erase chosen digits.',
+  example: 'sae-eraser mnist --out runs/mnist --erase 3,4,5,6,7,8,9',
   usage,
   main,
 };

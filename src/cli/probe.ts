@@ -9,7 +9,7 @@ import { buildSplits, loadBiasInBios, type SplitExample } from '../data/bias-in-
 import { openModel } from '../models/open.js';
 import { LinearProbe } from '../probe/linear.js';
 import { accuracy, genderAgreement, worstGroup } from '../eval/metrics.js';
-import type { Subcommand } from './subcommand.js';
+import type { CommandResult, Subcommand } from './subcommand.js';
 import { UsageError, outputPath, oneOf, optionalInt, optionalString, parse, requireString, stringList } from './args.js';
 
 const usage = `usage: sae-eraser probe --model M --hook H --train FILE --test FILE --label profession|gender
@@ -23,7 +23,7 @@ optimizer steps taken). --epochs defaults to "converge": train until the epoch l
 improving (at most 1000 epochs); the paper trained --epochs 1, a handful of steps on small splits.
 Professions default to professor,nurse (LabHC/bias_in_bios codes 21 and 13 also work).`;
 
-async function main(argv: string[]): Promise<void> {
+async function main(argv: string[]): Promise<CommandResult> {
   const p = parse(argv, {
     model: { type: 'string' },
     hook: { type: 'string' },
@@ -114,10 +114,18 @@ async function main(argv: string[]): Promise<void> {
   probe.dispose();
   opened.model.dispose();
   tf.disposeVariables();
-  process.stdout.write(
-    `${JSON.stringify({ accuracy: metrics.accuracy, gender_agreement: metrics.gender_agreement, worst_group_acc: metrics.worst_group_acc }, null, 2)}\n` +
+  return {
+    json: { out, ...metrics },
+    text:
+      `${JSON.stringify({ accuracy: metrics.accuracy, gender_agreement: metrics.gender_agreement, worst_group_acc: metrics.worst_group_acc }, null, 2)}\n` +
       `trained ${fit.epochs} epoch(s), ${fit.steps} optimizer steps on ${trainSplit.length} rows\nwrote ${out}/probe.safetensors and ${out}/metrics.json\n`,
-  );
+  };
 }
 
-export const probeCommand: Subcommand = { summary: 'Train and score a linear probe on pooled activations.', usage, main };
+export const probeCommand: Subcommand = {
+  summary: 'Train and score a linear probe on pooled activations at one hook.',
+  example:
+    'sae-eraser probe --model .cache/models/all-MiniLM-L6-v2 --hook layers.3.resid_out --train ../shared/data/bias_in_bios/train.jsonl --test ../shared/data/bias_in_bios/validate.jsonl --professions surgeon,nurse --label profession --split balanced --out runs/probe',
+  usage,
+  main,
+};

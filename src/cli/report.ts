@@ -8,10 +8,10 @@ import { checkOutput } from '../io/output.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import { buildReport } from '../report/html.js';
 import { readRunDir } from '../report/run-dir.js';
-import type { Subcommand } from './subcommand.js';
-import { UsageError } from './args.js';
+import type { CommandResult, Subcommand } from './subcommand.js';
+import { GLOBAL_OPTIONS, UsageError } from './args.js';
 
-const usage = `usage: sae-eraser report RUN_DIR [--out FILE] [--force] [--quiet]
+const usage = `usage: sae-eraser report RUN_DIR [--out FILE] [--force] [--quiet] [--json]
 
 Builds report.html for the run folder RUN_DIR (the --out of \`sae-eraser run\`): the results table with
 95% intervals, a bar chart per metric, subgroup accuracies, a live feature explorer, cards of the
@@ -19,15 +19,13 @@ removed SAE features, training curves and learned-mask histograms, in one file t
 network. Writes RUN_DIR/report.html unless --out names another file. A run without metrics.json yet
 (still going, or stopped) gets a page from results.jsonl, marked partial.`;
 
-async function main(argv: string[]): Promise<void> {
-  let parsed: ReturnType<
-    typeof parseArgs<{ options: { out: { type: 'string' }; quiet: { type: 'boolean' }; force: { type: 'boolean' } }; allowPositionals: true }>
-  >;
+async function main(argv: string[]): Promise<CommandResult> {
+  let parsed: ReturnType<typeof parseArgs<{ options: { out: { type: 'string' } } & typeof GLOBAL_OPTIONS; allowPositionals: true }>>;
   try {
     // args.ts's `parse` takes no positionals; this command's one argument is the run folder.
     parsed = parseArgs({
       args: argv,
-      options: { out: { type: 'string' }, quiet: { type: 'boolean' }, force: { type: 'boolean' } },
+      options: { out: { type: 'string' }, ...GLOBAL_OPTIONS },
       allowPositionals: true,
       strict: true,
     });
@@ -48,7 +46,16 @@ async function main(argv: string[]): Promise<void> {
   });
   const html = buildReport(run);
   writeFileAtomic(out, html);
-  process.stdout.write(`wrote ${out} (${(Buffer.byteLength(html) / 1024).toFixed(0)} KiB${run.metrics === undefined ? ', partial run' : ''})\n`);
+  const partial = run.metrics === undefined;
+  return {
+    json: { report: out, bytes: Buffer.byteLength(html), partial },
+    text: `wrote ${out} (${(Buffer.byteLength(html) / 1024).toFixed(0)} KiB${partial ? ', partial run' : ''})\n`,
+  };
 }
 
-export const reportCommand: Subcommand = { summary: 'Build the self-contained report.html of a run folder.', usage, main };
+export const reportCommand: Subcommand = {
+  summary: 'Build the self-contained report.html of a run folder.',
+  example: 'sae-eraser report runs/ci',
+  usage,
+  main,
+};

@@ -7,20 +7,32 @@ import { renderTable } from '../report/table.js';
 import { writeReport } from '../report/html.js';
 import { applyOverrides, readExperimentConfig } from '../experiment/config.js';
 import { runExperiment } from '../experiment/runner.js';
-import type { Subcommand } from './subcommand.js';
+import { isHubPath } from '../io/hub.js';
+import type { CommandResult, Subcommand } from './subcommand.js';
 import { UsageError, outputPath, optionalString, parse, requireString, stringList } from './args.js';
 
-const usage = `usage: sae-eraser run --config FILE.json --out DIR [--model M] [--train FILE] [--test FILE] [--seeds 42,43,44] [--force] [--quiet]
+const usage = `usage: sae-eraser run --config FILE.json --out DIR [--model M] [--train FILE] [--test FILE] [--seeds 42,43,44]
+                      [--set KEY=VALUE ...] [--force] [--quiet]
 
 Runs every method the config names over its seeds into the run folder DIR: config.json (the resolved
 config and provenance), results.jsonl (one line per method and seed, as soon as it is scored),
 history.jsonl (training curves), the fitted erasers (erasers/<method>/seed-<s>/), and at the end
 metrics.json, table.md and report.html (see sae-eraser report). Running again into the same DIR resumes an interrupted run of the same
 config (seeds and methods may be added); a finished run or a different config is refused unless
---force, which starts DIR afresh. The flags override the config's model, data files and seeds. See
-configs/minilm-surgeon-nurse.json for the offline experiment.`;
+--force, which starts DIR afresh. The flags override the config's model, data files and seeds.
 
-async function main(argv: string[]): Promise<void> {
+--set KEY=VALUE (repeatable) sets any config field before the config is validated, for example a
+quick run: --set dataset.limits.ambiguous=200 --set methods.das_mask.epochs=1 --set maxLength=64.
+KEY is a dotted path of fields (a field holding dots goes in brackets: saes[layers.4.resid_out].path);
+VALUE is JSON when it parses as JSON ([42], true, {"epochs": 1}), else text. The resolved config is
+recorded in DIR/config.json.
+
+Data files may be hub references, hf://datasets/<owner>/<name>[@revision]/<path in repo>: they are
+fetched into the Hugging Face cache like models (HF_HOME, HF_ENDPOINT, HF_TOKEN, HF_HUB_OFFLINE=1
+to use the cache only). See configs/minilm-surgeon-nurse.json for the offline experiment and
+configs/pythia70m-professor-nurse.json for the original setup (Pythia-70m-deduped from the hub).`;
+
+async function main(argv: string[]): Promise<CommandResult> {
   const p = parse(argv, {
     config: { type: 'string' },
     out: { type: 'string' },
@@ -28,6 +40,7 @@ async function main(argv: string[]): Promise<void> {
     train: { type: 'string' },
     test: { type: 'string' },
     seeds: { type: 'string' },
+    set: { type: 'string', multiple: true },
   });
   const seedList = stringList(p, 'seeds');
   const seeds = seedList.map((s) => {
@@ -35,16 +48,17 @@ async function main(argv: string[]): Promise<void> {
     if (!Number.isInteger(n)) throw new UsageError(`--seeds takes integers, got "${s}"`);
     return n;
   });
-  const config = applyOverrides(readExperimentConfig(requireString(p, 'config')), {
+  const settings = (p.values.set as string[] | undefined) ?? [];
+  const config = applyOverrides(readExperimentConfig(requireString(p, 'config'), settings), {
     model: optionalString(p, 'model'),
     train: optionalString(p, 'train'),
     test: optionalString(p, 'test'),
     seeds: seeds.length > 0 ? seeds : undefined,
   });
+  // Hub references are not local files: the hub cache they resolve to cannot be the run folder.
   const outDir = outputPath(p, 'folder', [
     requireString(p, 'config'),
-    config.dataset.train,
-    config.dataset.test,
+    ...[config.dataset.train, config.dataset.test].filter((path) => !isHubPath(path)),
     config.model,
     config.cacheDir,
     ...Object.values(config.saes).map((s) => s.path),
@@ -52,7 +66,15 @@ async function main(argv: string[]): Promise<void> {
   const result = await runExperiment(config, { outDir, force: p.values.force === true });
   writeFileAtomic(join(outDir, 'table.md'), renderTable(result));
   const report = writeReport(outDir);
-  process.stdout.write(`${renderTable(result)}\nwrote ${outDir}/metrics.json, table.md and ${report.path} (${result.seconds.total.toFixed(0)} s)\n`);
+  return {
+    json: { out: outDir, report: report.path, ...result },
+    text: `${renderTable(result)}\nwrote ${outDir}/metrics.json, table.md and ${report.path} (${result.seconds.total.toFixed(0)} s)\n`,
+  };
 }
 
-export const runCommand: Subcommand = { summary: 'Run an erasure experiment from a config file.', usage, main };
+export const runCommand: Subcommand = {
+  summary: 'Run an erasure experiment from a config file into a run folder (results, history, report.html).',
+  example: 'sae-eraser run --config configs/ci-minilm-surgeon-nurse.json --out runs/ci',
+  usage,
+  main,
+};

@@ -3,7 +3,7 @@
  * in SAELens format (cfg.json + sae_weights.safetensors + metrics.json).
  */
 import { trainSae } from '../sae/train.js';
-import type { Subcommand } from './subcommand.js';
+import type { CommandResult, Subcommand } from './subcommand.js';
 import { UsageError, outputPath, oneOf, optionalInt, optionalNumber, optionalString, parse, requireString } from './args.js';
 
 const usage = `usage: sae-eraser train-sae --model DIR_OR_REPO --hook HOOK --input FILE.jsonl --d-sae N --out DIR
@@ -19,7 +19,7 @@ with metrics.json (fraction of variance explained, L0 and dead-feature fraction 
 --cache-tokens N collects up to N training tokens once (4 x d bytes each) and trains from memory,
 which is much faster when --tokens is several passes over the data.`;
 
-async function main(argv: string[]): Promise<void> {
+async function main(argv: string[]): Promise<CommandResult> {
   const p = parse(argv, {
     model: { type: 'string' },
     hook: { type: 'string' },
@@ -50,7 +50,7 @@ async function main(argv: string[]): Promise<void> {
   const controller = new AbortController();
   const onSigint = (): void => controller.abort('interrupted');
   process.once('SIGINT', onSigint);
-  const { heldOut } = await trainSae({
+  const { heldOut, result } = await trainSae({
     model: requireString(p, 'model'),
     hook: requireString(p, 'hook'),
     input: requireString(p, 'input'),
@@ -69,15 +69,18 @@ async function main(argv: string[]): Promise<void> {
     cacheTokens: optionalInt(p, 'cache-tokens'),
     signal: controller.signal,
   }).finally(() => process.off('SIGINT', onSigint));
-  if (heldOut !== undefined) {
-    process.stdout.write(
-      `held-out: FVE ${heldOut.fve.toFixed(4)}, L0 ${heldOut.l0.toFixed(1)}, dead features ${(100 * heldOut.deadFraction).toFixed(1)}% (${heldOut.tokens} tokens)\n`,
-    );
-  }
+  const text =
+    `wrote ${out} (${result.steps} steps)\n` +
+    (heldOut === undefined
+      ? ''
+      : `held-out: FVE ${heldOut.fve.toFixed(4)}, L0 ${heldOut.l0.toFixed(1)}, dead features ${(100 * heldOut.deadFraction).toFixed(1)}% (${heldOut.tokens} tokens)\n`);
+  return { json: { out, steps: result.steps, resumedFrom: result.resumedFrom, train: result.train, heldOut }, text };
 }
 
 export const trainSaeCommand: Subcommand = {
   summary: 'Train an SAE on hook activations of a model (saved in SAELens format).',
+  example:
+    'sae-eraser train-sae --model .cache/models/all-MiniLM-L6-v2 --hook layers.3.resid_out --input ../shared/data/bias_in_bios/train.jsonl --d-sae 2048 --out runs/sae',
   usage,
   main,
 };

@@ -34,7 +34,15 @@ for (const args of commands) {
   const reset = resetPeak();
   const rssAtStart = process.memoryUsage.rss();
   const start = performance.now();
-  const code = await cli(args);
+  // The command's own stdout (its result) goes to stderr: this process's stdout carries only the reports.
+  const write = process.stdout.write.bind(process.stdout);
+  process.stdout.write = process.stderr.write.bind(process.stderr) as typeof process.stdout.write;
+  let code: number;
+  try {
+    code = await cli(args);
+  } finally {
+    process.stdout.write = write;
+  }
   const seconds = (performance.now() - start) / 1000;
   const peakRssBytes = reset ? peakSinceReset() : null;
   // resourceUsage reports maxRSS in kilobytes.

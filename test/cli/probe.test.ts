@@ -6,35 +6,19 @@ import { initEngine } from '../../src/engine/engine.js';
 import { cli } from '../../src/cli/main.js';
 import { quietly } from './stderr.js';
 import { LinearProbe } from '../../src/probe/linear.js';
-import { projectRoot, sharedPath } from '../../src/io/shared.js';
+import { projectRoot } from '../../src/io/shared.js';
+import { biosSubset, SHARED_BIOS } from './bios-subset.js';
 import { skipWithout } from '../require.js';
 
-const bios = sharedPath('data', 'bias_in_bios', 'validate.jsonl');
+const bios = SHARED_BIOS;
 const model = join(projectRoot(), '.cache/models/all-MiniLM-L6-v2');
-
-/** The first `perGroup` bios of each (profession, gender) group, as JSONL. */
-function subset(perGroup: number, offset: number): string {
-  const rows = readFileSync(bios!, 'utf8')
-    .trim()
-    .split('\n')
-    .map((l) => JSON.parse(l) as { profession: string; gender: string });
-  const counts = new Map<string, number>();
-  const out: string[] = [];
-  for (const r of rows) {
-    const key = `${r.profession}/${r.gender}`;
-    const c = counts.get(key) ?? 0;
-    counts.set(key, c + 1);
-    if (c >= offset && c < offset + perGroup) out.push(JSON.stringify(r));
-  }
-  return out.join('\n') + '\n';
-}
 
 describe.skipIf(skipWithout(bios === undefined, 'the probe CLI test needs ../shared (set SAE_ERASER_SHARED)'))('sae-eraser probe', () => {
   const dir = mkdtempSync(join(tmpdir(), 'probe-cli-'));
   beforeAll(async () => {
     await initEngine();
-    writeFileSync(join(dir, 'train.jsonl'), subset(12, 0));
-    writeFileSync(join(dir, 'test.jsonl'), subset(6, 20));
+    writeFileSync(join(dir, 'train.jsonl'), biosSubset(12, 0));
+    writeFileSync(join(dir, 'test.jsonl'), biosSubset(6, 20));
   });
 
   it('writes probe.safetensors and metrics.json with accuracy, gender agreement and subgroups', async () => {
