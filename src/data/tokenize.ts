@@ -171,7 +171,103 @@ function validateTokenizerJson(json: unknown, path: string): JsonObject {
   }
   if (!isObject(model.vocab) && !Array.isArray(model.vocab)) throw notTokenizer('missing field "model.vocab"');
   if (json.added_tokens !== undefined && !Array.isArray(json.added_tokens)) throw notTokenizer('"added_tokens" is not an array');
+  // The npm package trusts every field it reads; a wrong type there surfaces as "x.split is not a
+  // function" from deep inside it. Check what it reads, so the error says which field is wrong.
+  const bad = (field: string, want: string, got: unknown): Error =>
+    new Error(`${path}: field "${field}" must be ${want}, got ${JSON.stringify(got)?.slice(0, 60) ?? 'undefined'}`);
+  const tokenId = (v: unknown): boolean => Number.isSafeInteger(v) && (v as number) >= 0;
+  if (model.type === 'Unigram') {
+    const vocab = model.vocab;
+    if (!Array.isArray(vocab)) throw bad('model.vocab', 'a list of [piece, score] pairs for a Unigram model', vocab);
+    vocab.forEach((entry, i) => {
+      if (!Array.isArray(entry) || typeof entry[0] !== 'string' || typeof entry[1] !== 'number') throw bad(`model.vocab[${i}]`, 'a [piece, score] pair', entry);
+    });
+  } else {
+    if (!isObject(model.vocab)) throw bad('model.vocab', `an object of token -> id for a ${model.type} model`, model.vocab);
+    for (const [token, id] of Object.entries(model.vocab)) if (!tokenId(id)) throw bad(`model.vocab.${token}`, 'a non-negative integer id', id);
+  }
+  if (model.type === 'BPE') {
+    const merges = model.merges;
+    if (!Array.isArray(merges)) throw bad('model.merges', 'a list of merges', merges);
+    // The package reads every merge in the form of the first one.
+    const pairs = Array.isArray(merges[0]);
+    merges.forEach((m, i) => {
+      const ok = pairs ? Array.isArray(m) && m.length === 2 && m.every((x) => typeof x === 'string') : typeof m === 'string' && m.includes(' ');
+      if (!ok) throw bad(`model.merges[${i}]`, pairs ? 'a pair of strings, as the first merge is' : 'a string "left right", as the first merge is', m);
+    });
+  }
+  for (const field of ['unk_token', 'continuing_subword_prefix', 'end_of_word_suffix']) {
+    const v = model[field];
+    if (v !== undefined && v !== null && typeof v !== 'string') throw bad(`model.${field}`, 'a string or null', v);
+  }
+  ((json.added_tokens ?? []) as unknown[]).forEach((t, i) => {
+    if (!isObject(t) || !tokenId(t.id) || typeof t.content !== 'string' || t.content === '') {
+      throw bad(`added_tokens[${i}]`, 'an object with an integer "id" and a non-empty string "content"', t);
+    }
+    for (const flag of ['special', 'normalized', 'lstrip', 'rstrip', 'single_word']) {
+      if (t[flag] !== undefined && typeof t[flag] !== 'boolean') throw bad(`added_tokens[${i}].${flag}`, 'true or false', t[flag]);
+    }
+  });
+  for (const [section, list] of COMPONENT_SECTIONS) checkComponent(json[section], section, list, bad);
+  // The package keeps the vocabulary in an array indexed by id and walks it id by id: one id far past
+  // the number of tokens (a corrupt file) would make it walk billions of empty slots.
+  const ids = [
+    ...(Array.isArray(model.vocab) ? model.vocab.map((_, i) => i) : Object.values(model.vocab)),
+    ...((json.added_tokens ?? []) as { id: number }[]).map((t) => t.id),
+  ];
+  const limit = 2 * ids.length + 1024;
+  const far = ids.find((id) => (id as number) >= limit);
+  if (far !== undefined)
+    throw new Error(`${path}: token id ${far} is far beyond the ${ids.length} entries of "model.vocab" and "added_tokens" (ids must be dense)`);
   return { ...json, added_tokens: json.added_tokens ?? [] };
+}
+
+/** tokenizer.json sections holding one pipeline component, and the field a `Sequence` of them lists its parts in. */
+const COMPONENT_SECTIONS: readonly [string, string][] = [
+  ['normalizer', 'normalizers'],
+  ['pre_tokenizer', 'pretokenizers'],
+  ['post_processor', 'processors'],
+  ['decoder', 'decoders'],
+];
+
+/**
+ * Checks one pipeline component (or null, or absent, which the package reports itself) for the
+ * fields the npm package reads without checking: the `type`, a Sequence's parts, the special tokens
+ * of the BERT/RoBERTa post-processors, template pieces and replace patterns.
+ */
+function checkComponent(value: unknown, where: string, listField: string, bad: (field: string, want: string, got: unknown) => Error): void {
+  if (value === undefined || value === null) return;
+  if (!isObject(value) || typeof value.type !== 'string') throw bad(where, 'null or an object with a string "type"', value);
+  if (value.type === 'Sequence') {
+    const parts = value[listField];
+    if (parts !== undefined && !Array.isArray(parts)) throw bad(`${where}.${listField}`, 'a list', parts);
+    ((parts ?? []) as unknown[]).forEach((part, i) => {
+      if (part === null) throw bad(`${where}.${listField}[${i}]`, 'an object with a string "type"', part);
+      checkComponent(part, `${where}.${listField}[${i}]`, listField, bad);
+    });
+  }
+  for (const special of ['sep', 'cls']) {
+    if ((value.type === 'BertProcessing' || value.type === 'RobertaProcessing') && !(Array.isArray(value[special]) && typeof value[special][0] === 'string')) {
+      throw bad(`${where}.${special}`, 'a [token, id] pair', value[special]);
+    }
+  }
+  if (value.type === 'TemplateProcessing') {
+    for (const key of ['single', 'pair']) {
+      const pieces = value[key];
+      if (!Array.isArray(pieces) || !pieces.every((p) => isObject(p) && (isObject(p.SpecialToken) || isObject(p.Sequence)))) {
+        throw bad(`${where}.${key}`, 'a list of {SpecialToken} / {Sequence} pieces', pieces);
+      }
+    }
+  }
+  if ('pattern' in value && value.pattern !== undefined) {
+    const pattern = value.pattern;
+    if (!isObject(pattern) || !(typeof pattern.String === 'string' || typeof pattern.Regex === 'string')) {
+      throw bad(`${where}.pattern`, 'an object {"String": ...} or {"Regex": ...}', pattern);
+    }
+  }
+  for (const text of ['content', 'prefix', 'suffix', 'replacement', 'prepend']) {
+    if (value[text] !== undefined && value[text] !== null && typeof value[text] !== 'string') throw bad(`${where}.${text}`, 'a string', value[text]);
+  }
 }
 
 /** A special token as tokenizer_config.json writes it: a string or an AddedToken `{content}`. */
@@ -396,13 +492,35 @@ export async function loadTokenizer(pathToTokenizerJsonOrModelDir: string): Prom
   const config = readOptional(files.tokenizerConfig, 'tokenizer config');
   const specialTokensMap = readOptional(files.specialTokensMap, 'special tokens map');
   const { modelMaxLength, paddingSide, cleanUpSpaces } = parseConfig(config, files.tokenizerConfig);
+  const extra = config.additional_special_tokens;
+  if (extra !== undefined && !(Array.isArray(extra) && extra.every((t) => typeof t === 'string'))) {
+    throw new Error(`${files.tokenizerConfig}: field "additional_special_tokens" must be a list of strings`);
+  }
   let hf: HfTokenizer;
   try {
     hf = new hfTokenizers.Tokenizer(json, { ...config, clean_up_tokenization_spaces: cleanUpSpaces });
   } catch (err) {
-    throw new Error(`cannot build a tokenizer from ${files.tokenizerJson}: ${(err as Error).message}`, { cause: err });
+    throw packageError(err, files.tokenizerJson, 'cannot build a tokenizer from');
   }
   useUnicodeWhiteSpace(hf.pre_tokenizer);
   const padToken = choosePadToken(json, config, specialTokensMap, (t) => hf.token_to_id(t) !== undefined);
-  return new HfBackedTokenizer(hf, files.tokenizerJson, modelMaxLength, paddingSide, cleanUpSpaces, padToken);
+  try {
+    return new HfBackedTokenizer(hf, files.tokenizerJson, modelMaxLength, paddingSide, cleanUpSpaces, padToken);
+  } catch (err) {
+    throw packageError(err, files.tokenizerJson, 'cannot tokenize with');
+  }
+}
+
+/**
+ * An error of the npm package, for the user. Its own errors ("Unknown Decoder type: X") say what is
+ * wrong and are kept; an engine error from inside it (a TypeError on a field whose type the checks
+ * above do not cover) says nothing about the file, so it becomes "malformed" with the engine error
+ * as the cause.
+ */
+function packageError(err: unknown, path: string, doing: string): Error {
+  if (err instanceof Error && err.message.startsWith(path)) return err;
+  if (err instanceof TypeError || err instanceof RangeError) {
+    return new Error(`${doing} ${path}: the file is malformed (a field has a type @huggingface/tokenizers cannot use; see the cause)`, { cause: err });
+  }
+  return new Error(`${doing} ${path}: ${(err as Error).message}`, { cause: err });
 }

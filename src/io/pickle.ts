@@ -37,6 +37,9 @@ export interface ZipEntry {
   localHeaderOffset: number;
 }
 
+/** Deflate's largest expansion: a 258-byte match costs at least 2 bits, about 1032:1. */
+const MAX_DEFLATE_RATIO = 1032;
+
 /** Reads `length` bytes at `position` of an open file, failing loudly on a short read. */
 function readExactly(fd: number, path: string, length: number, position: number): Uint8Array {
   const out = new Uint8Array(length);
@@ -57,6 +60,8 @@ export class ZipArchive {
     readonly path: string,
     private readonly fd: number,
     readonly entries: ReadonlyMap<string, ZipEntry>,
+    /** The file's size in bytes, which bounds every size the archive declares. */
+    private readonly size: number,
   ) {}
 
   /** Opens a zip file and reads its central directory; throws a clear error for a non-zip file. */
@@ -64,7 +69,7 @@ export class ZipArchive {
     const fd = openSync(path, 'r');
     try {
       const entries = readCentralDirectory(fd, path);
-      return new ZipArchive(path, fd, entries);
+      return new ZipArchive(path, fd, entries, fstatSync(fd).size);
     } catch (err) {
       closeSync(fd);
       throw err;
@@ -75,22 +80,44 @@ export class ZipArchive {
     return [...this.entries.keys()];
   }
 
-  /** The uncompressed bytes of one entry. */
+  /**
+   * The uncompressed bytes of one entry. Every size the archive declares is checked against the
+   * file before anything is allocated: a stored entry must lie inside the file, and a deflated one
+   * cannot expand more than deflate's maximum ratio, so a corrupt or hostile directory cannot make
+   * this allocate gigabytes.
+   */
   read(name: string): Uint8Array {
     const e = this.entries.get(name);
     if (e === undefined) throw new Error(`${this.path}: the zip has no entry "${name}"`);
+    if (e.method !== 0 && e.method !== 8) {
+      throw new Error(`${this.path}: entry "${name}" uses zip compression method ${e.method}; only stored (0) and deflate (8) are supported`);
+    }
+    if (e.localHeaderOffset + 30 > this.size) throw new Error(`${this.path}: entry "${name}" starts past the end of the file (corrupt or truncated zip)`);
     const local = readExactly(this.fd, this.path, 30, e.localHeaderOffset);
     const lv = new DataView(local.buffer);
     if (lv.getUint32(0, true) !== 0x04034b50) throw new Error(`${this.path}: entry "${name}" has a bad local header (corrupt zip)`);
     const dataStart = e.localHeaderOffset + 30 + lv.getUint16(26, true) + lv.getUint16(28, true);
+    if (dataStart + e.compressedSize > this.size) {
+      throw new Error(
+        `${this.path}: entry "${name}" declares ${e.compressedSize} bytes at byte ${dataStart}, past the end of the file (${this.size} bytes; truncated zip?)`,
+      );
+    }
+    if (e.method === 0 && e.size !== e.compressedSize) {
+      throw new Error(`${this.path}: stored entry "${name}" declares ${e.size} bytes but holds ${e.compressedSize} (corrupt zip)`);
+    }
+    if (e.method === 8 && e.size > MAX_DEFLATE_RATIO * e.compressedSize + 64) {
+      throw new Error(`${this.path}: entry "${name}" claims to inflate ${e.compressedSize} bytes to ${e.size}, more than deflate can (corrupt zip)`);
+    }
     const raw = readExactly(this.fd, this.path, e.compressedSize, dataStart);
     if (e.method === 0) return raw;
-    if (e.method === 8) {
-      const out = inflateSync(raw, { out: new Uint8Array(e.size) });
-      if (out.length !== e.size) throw new Error(`${this.path}: entry "${name}" inflated to ${out.length} bytes, expected ${e.size}`);
-      return out;
+    let out: Uint8Array;
+    try {
+      out = inflateSync(raw, { out: new Uint8Array(e.size) });
+    } catch (err) {
+      throw new Error(`${this.path}: entry "${name}" does not inflate (${(err as Error).message}; corrupt zip)`, { cause: err });
     }
-    throw new Error(`${this.path}: entry "${name}" uses zip compression method ${e.method}; only stored (0) and deflate (8) are supported`);
+    if (out.length !== e.size) throw new Error(`${this.path}: entry "${name}" inflated to ${out.length} bytes, expected ${e.size}`);
+    return out;
   }
 
   close(): void {
@@ -118,6 +145,7 @@ function readCentralDirectory(fd: number, path: string): Map<string, ZipEntry> {
   // zip64: the locator sits just before the classic record.
   if (eocd >= 20 && tv.getUint32(eocd - 20, true) === 0x07064b50) {
     const z64Offset = Number(tv.getBigUint64(eocd - 20 + 8, true));
+    if (z64Offset + 56 > size) throw new Error(`${path}: the zip64 end-of-central-directory record lies outside the file (truncated?)`);
     const z = new DataView(readExactly(fd, path, 56, z64Offset).buffer);
     if (z.getUint32(0, true) !== 0x06064b50) throw new Error(`${path}: bad zip64 end-of-central-directory record`);
     count = Number(z.getBigUint64(32, true));
@@ -139,6 +167,7 @@ function readCentralDirectory(fd: number, path: string): Map<string, ZipEntry> {
     const extraLen = v.getUint16(p + 30, true);
     const commentLen = v.getUint16(p + 32, true);
     let localHeaderOffset = v.getUint32(p + 42, true);
+    if (p + 46 + nameLen + extraLen + commentLen > cd.length) throw new Error(`${path}: corrupt zip central directory at entry ${n} (runs past its end)`);
     const name = decoder.decode(cd.subarray(p + 46, p + 46 + nameLen));
     // zip64 extended information: present fields are those saturated at 0xFFFFFFFF, in this order.
     let e = p + 46 + nameLen;
@@ -146,21 +175,21 @@ function readCentralDirectory(fd: number, path: string): Map<string, ZipEntry> {
     while (e + 4 <= extraEnd) {
       const id = v.getUint16(e, true);
       const len = v.getUint16(e + 2, true);
+      const fieldEnd = e + 4 + len;
+      if (fieldEnd > extraEnd) throw new Error(`${path}: corrupt zip extra field in entry "${name}"`);
       if (id === 0x0001) {
         let q = e + 4;
-        if (uncompressed === 0xffffffff) {
-          uncompressed = Number(v.getBigUint64(q, true));
+        const next = (): number => {
+          if (q + 8 > fieldEnd) throw new Error(`${path}: zip64 extra field of entry "${name}" is too short`);
+          const value = Number(v.getBigUint64(q, true));
           q += 8;
-        }
-        if (compressedSize === 0xffffffff) {
-          compressedSize = Number(v.getBigUint64(q, true));
-          q += 8;
-        }
-        if (localHeaderOffset === 0xffffffff) {
-          localHeaderOffset = Number(v.getBigUint64(q, true));
-        }
+          return value;
+        };
+        if (uncompressed === 0xffffffff) uncompressed = next();
+        if (compressedSize === 0xffffffff) compressedSize = next();
+        if (localHeaderOffset === 0xffffffff) localHeaderOffset = next();
       }
-      e += 4 + len;
+      e = fieldEnd;
     }
     entries.set(name, { name, method, compressedSize, size: uncompressed, localHeaderOffset });
     p = extraEnd + commentLen;
@@ -294,6 +323,8 @@ export class PickledTensor {
     }
     const bytes = this.storage.bytes();
     const n = this.size;
+    // An empty view may carry any offset; there is nothing to read at it.
+    if (n === 0) return new Float32Array(0);
     const idx = this.elementIndices();
     const at = (i: number): number => (idx === undefined ? this.storageOffset + i : idx[i]!);
     const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
@@ -408,6 +439,8 @@ class Reader {
     this.view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
   }
   need(n: number): void {
+    // A negative length (BINSTRING and LONG4 read signed ones) would move the reader backwards, forever.
+    if (n < 0) throw new Error(`${this.source}: malformed pickle (negative length ${n} at offset ${this.pos})`);
     if (this.pos + n > this.buf.length) throw new Error(`${this.source}: truncated pickle (needed ${n} bytes at offset ${this.pos})`);
   }
   u8(): number {
@@ -451,6 +484,16 @@ class Reader {
     this.pos += n;
     return b;
   }
+  /** `n` bytes of UTF-8 text. */
+  utf8(n: number): string {
+    const start = this.pos;
+    const b = this.bytes(n);
+    try {
+      return utf8.decode(b);
+    } catch (err) {
+      throw new Error(`${this.source}: malformed pickle (invalid UTF-8 in the string at offset ${start})`, { cause: err });
+    }
+  }
   line(): string {
     const end = this.buf.indexOf(0x0a, this.pos);
     if (end < 0) throw new Error(`${this.source}: truncated pickle (unterminated text line at offset ${this.pos})`);
@@ -465,10 +508,21 @@ const utf8 = new TextDecoder('utf-8', { fatal: true });
 /** Little-endian two's-complement bytes to a number (or bigint when not a safe integer). */
 function decodeLong(b: Uint8Array): number | bigint {
   if (b.length === 0) return 0;
-  let v = 0n;
-  for (let i = b.length - 1; i >= 0; i--) v = (v << 8n) | BigInt(b[i]!);
+  // Through one hex string: shifting a bigint byte by byte is quadratic in the length.
+  let hex = '';
+  for (let i = b.length - 1; i >= 0; i--) hex += b[i]!.toString(16).padStart(2, '0');
+  let v = BigInt(`0x${hex}`);
   if (b[b.length - 1]! & 0x80) v -= 1n << BigInt(8 * b.length);
   return v >= BigInt(Number.MIN_SAFE_INTEGER) && v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v;
+}
+
+/** A protocol-0 float literal (Python's repr: digits, exponent, inf, nan); anything else is an error, not NaN. */
+function parseTextFloat(s: string, source: string): number {
+  const t = s.trim();
+  if (/^[-+]?(inf|infinity)$/i.test(t)) return t.startsWith('-') ? -Infinity : Infinity;
+  if (/^[-+]?nan$/i.test(t)) return NaN;
+  if (!/^[-+]?(\d+\.?\d*|\.\d+)(e[-+]?\d+)?$/i.test(t)) throw new Error(`${source}: bad float literal "${s}" in pickle`);
+  return Number(t);
 }
 
 function parseTextInt(s: string, source: string): number | bigint | boolean {
@@ -501,6 +555,13 @@ function rebuildTensor(args: readonly PyValue[], source: string): PickledTensor 
   if (shape.length !== strides.length) throw new Error(`${source}: tensor size ${JSON.stringify(shape)} and stride ${JSON.stringify(strides)} differ in rank`);
   if (shape.some((d) => d < 0) || strides.some((s) => s < 0) || off < 0) throw new Error(`${source}: negative tensor size, stride or offset`);
   const numel = shape.reduce((a, b) => a * b, 1);
+  if (numel > storage.numel) {
+    // Only overlapping strides (an expanded view) give a tensor more elements than its storage;
+    // materialising one would allocate what the file never held.
+    throw new Error(
+      `${source}: a tensor view of size ${JSON.stringify(shape)} (stride ${JSON.stringify(strides)}) has ${numel} elements, more than its storage "${storage.key}" holds (${storage.numel}); expanded views are not supported`,
+    );
+  }
   if (numel > 0) {
     const last = off + shape.reduce((acc, d, i) => acc + (d - 1) * strides[i]!, 0);
     if (last >= storage.numel) {
@@ -698,7 +759,7 @@ export function unpickle(data: Uint8Array, options: UnpickleOptions): PyValue {
         break;
       }
       case 0x46:
-        stack.push(Number.parseFloat(r.line()));
+        stack.push(parseTextFloat(r.line(), source));
         break; // FLOAT
       case 0x47:
         stack.push(r.f64be());
@@ -720,13 +781,13 @@ export function unpickle(data: Uint8Array, options: UnpickleOptions): PyValue {
         stack.push(r.line());
         break; // UNICODE (raw-unicode-escape; ASCII in practice)
       case 0x58:
-        stack.push(utf8.decode(r.bytes(r.u32())));
+        stack.push(r.utf8(r.u32()));
         break; // BINUNICODE
       case 0x8c:
-        stack.push(utf8.decode(r.bytes(r.u8())));
+        stack.push(r.utf8(r.u8()));
         break; // SHORT_BINUNICODE
       case 0x8d:
-        stack.push(utf8.decode(r.bytes(r.u64())));
+        stack.push(r.utf8(r.u64()));
         break; // BINUNICODE8
       case 0x42:
         stack.push(r.bytes(r.u32()));
@@ -946,14 +1007,24 @@ export function loadTorchFile(path: string): PyValue {
       let s = storages.get(key);
       if (s === undefined) {
         if (!zip.entries.has(entry)) throw new Error(`${path}: storage "${key}" (${entry}) is missing from the archive`);
-        s = new TorchStorage(key, dtype, asInt(numel ?? null, 'storage size', path), () => zip.read(entry));
+        const size = asInt(numel ?? null, 'storage size', path);
+        if (size < 0) throw new Error(`${path}: storage "${key}" has a negative size ${size}`);
+        s = new TorchStorage(key, dtype, size, () => zip.read(entry));
         storages.set(key, s);
       }
       return s;
     };
     const value = unpickle(zip.read(pkl[0]!), { source: path, persistentLoad });
     // Read every referenced storage now, while the archive is open.
-    for (const s of storages.values()) s.bytes();
+    for (const s of storages.values()) {
+      try {
+        s.bytes();
+      } catch (err) {
+        // Zip errors name the file already; a storage's own size check does not.
+        if ((err as Error).message.includes(path)) throw err;
+        throw new Error(`${path}: ${(err as Error).message}`, { cause: err });
+      }
+    }
     return value;
   } finally {
     zip.close();

@@ -8,10 +8,11 @@
  * tensor, and reads each tensor straight from the file into its typed array, so a large checkpoint
  * is never held twice. Sharded checkpoints are read through `model.safetensors.index.json`.
  */
-import { closeSync, existsSync, fstatSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
-import { join } from 'node:path';
+import { closeSync, existsSync, fstatSync, openSync, readSync, statSync } from 'node:fs';
+import { isAbsolute, join } from 'node:path';
 import { tf } from '../engine/engine.js';
 import { writeFileAtomic } from './atomic.js';
+import { readUtf8 } from './text.js';
 
 export type SafetensorsDtype = 'F64' | 'F32' | 'F16' | 'BF16' | 'I64' | 'I32' | 'I16' | 'I8' | 'U8' | 'BOOL';
 
@@ -81,6 +82,10 @@ function f32ToF16(v: number): number {
   return sign | half;
 }
 
+function isPlainObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
 function isDtype(s: unknown): s is SafetensorsDtype {
   return typeof s === 'string' && s in DTYPE_BYTES;
 }
@@ -104,6 +109,7 @@ export class SafetensorsFile {
   /** Opens and validates a safetensors file; throws an error naming the file and the bad tensor. */
   static open(path: string): SafetensorsFile {
     if (!existsSync(path)) throw new Error(`${path}: safetensors file not found`);
+    if (!statSync(path).isFile()) throw new Error(`${path}: not a safetensors file (a folder or special file)`);
     const fd = openSync(path, 'r');
     try {
       const fileSize = fstatSync(fd).size;
@@ -132,6 +138,10 @@ export class SafetensorsFile {
       let metadata: Record<string, string> = {};
       for (const [name, raw] of Object.entries(header as Record<string, unknown>)) {
         if (name === '__metadata__') {
+          // The format says a map of strings to strings; anything else would reach callers as a lie of the type.
+          if (!isPlainObject(raw) || !Object.values(raw).every((v) => typeof v === 'string')) {
+            throw new Error(`${path}: safetensors "__metadata__" must be an object of strings, got ${JSON.stringify(raw).slice(0, 80)}`);
+          }
           metadata = raw as Record<string, string>;
           continue;
         }
@@ -249,11 +259,11 @@ function validateEntry(path: string, name: string, raw: unknown, dataSize: numbe
   if (typeof raw !== 'object' || raw === null) throw new Error(`${path}: tensor "${name}": header entry is not an object`);
   if (!isDtype(entry.dtype)) throw new Error(`${path}: tensor "${name}": unsupported dtype ${JSON.stringify(entry.dtype)}`);
   const shape = entry.shape;
-  if (!Array.isArray(shape) || !shape.every((d) => Number.isInteger(d) && d >= 0)) {
+  if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
     throw new Error(`${path}: tensor "${name}": invalid shape ${JSON.stringify(shape)}`);
   }
   const offs = entry.data_offsets;
-  if (!Array.isArray(offs) || offs.length !== 2 || !offs.every((o) => Number.isInteger(o) && o >= 0) || offs[0] > offs[1]) {
+  if (!Array.isArray(offs) || offs.length !== 2 || !offs.every((o) => Number.isSafeInteger(o) && o >= 0) || offs[0] > offs[1]) {
     throw new Error(`${path}: tensor "${name}": invalid data_offsets ${JSON.stringify(offs)}`);
   }
   const [begin, end] = offs as [number, number];
@@ -273,7 +283,8 @@ function validateEntry(path: string, name: string, raw: unknown, dataSize: numbe
 }
 
 function checkNoOverlap(path: string, infos: Map<string, TensorInfo>): void {
-  const sorted = [...infos.entries()].sort((a, b) => a[1].dataOffsets[0] - b[1].dataOffsets[0]);
+  // Empty tensors occupy no bytes, so they overlap nothing, wherever their offsets point.
+  const sorted = [...infos.entries()].filter(([, info]) => info.dataOffsets[1] > info.dataOffsets[0]).sort((a, b) => a[1].dataOffsets[0] - b[1].dataOffsets[0]);
   for (let i = 1; i < sorted.length; i++) {
     const [prevName, prev] = sorted[i - 1]!;
     const [name, cur] = sorted[i]!;
@@ -303,15 +314,22 @@ export function openCheckpoint(pathOrDir: string): Map<string, SafetensorsFile> 
   const single = join(pathOrDir, 'model.safetensors');
   const index = join(pathOrDir, 'model.safetensors.index.json');
   if (existsSync(index)) {
-    let weightMap: Record<string, string>;
+    let parsed: unknown;
     try {
-      weightMap = (JSON.parse(readFileSync(index, 'utf8')) as { weight_map: Record<string, string> }).weight_map;
+      parsed = JSON.parse(readUtf8(index));
     } catch (err) {
       throw new Error(`${index}: not a valid safetensors index (${(err as Error).message})`);
     }
-    if (typeof weightMap !== 'object' || weightMap === null) throw new Error(`${index}: missing "weight_map"`);
+    const weightMap = isPlainObject(parsed) ? parsed.weight_map : undefined;
+    if (!isPlainObject(weightMap)) throw new Error(`${index}: missing "weight_map" (an object of tensor name -> shard file)`);
     const files = new Map<string, SafetensorsFile>();
     for (const [name, shard] of Object.entries(weightMap)) {
+      if (typeof shard !== 'string' || shard === '')
+        throw new Error(`${index}: "weight_map" maps tensor "${name}" to ${JSON.stringify(shard)}, not a file name`);
+      // Shards sit beside the index; a name reaching out of the folder is a broken or hostile index.
+      if (isAbsolute(shard) || shard.split(/[\\/]/).includes('..')) {
+        throw new Error(`${index}: "weight_map" maps tensor "${name}" to ${JSON.stringify(shard)}, outside the checkpoint folder`);
+      }
       let f = files.get(shard);
       if (f === undefined) {
         f = SafetensorsFile.open(join(pathOrDir, shard));
@@ -378,7 +396,8 @@ function encodeRaw(name: string, raw: RawTensor): Uint8Array {
  * padded with spaces to a multiple of 8 bytes, as the reference implementation does.
  */
 export function writeSafetensors(path: string, tensors: Readonly<Record<string, tf.Tensor | RawTensor>>, metadata?: Record<string, string>): void {
-  const header: Record<string, unknown> = {};
+  // No prototype: a tensor named "__proto__" must become a key, not replace the prototype and vanish.
+  const header: Record<string, unknown> = Object.create(null) as Record<string, unknown>;
   if (metadata !== undefined) header.__metadata__ = metadata;
   const chunks: Uint8Array[] = [];
   let offset = 0;

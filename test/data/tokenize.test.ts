@@ -203,6 +203,39 @@ describe('tokenizer bad input', () => {
     writeFileSync(path, '{"model": ');
     await expect(loadTokenizer(path)).rejects.toThrow(`${path} is not valid JSON`);
   });
+
+  // Inputs found by fuzzing (test/fuzz/tokenize.test.ts), shrunk.
+  const tinyJson = (model: string): Record<string, unknown> => {
+    writeTinyWordPiece(join(dir, model), {});
+    return JSON.parse(readFileSync(join(dir, model, 'tokenizer.json'), 'utf8')) as Record<string, unknown>;
+  };
+
+  it('refuses a token id far past the vocabulary at once (the npm package walked every id up to it: minutes)', async () => {
+    const json = tinyJson('far-id');
+    (json.model as { vocab: Record<string, number> }).vocab[''] = 2 ** 31;
+    const path = join(dir, 'far-id', 'tokenizer.json');
+    writeFileSync(path, JSON.stringify(json));
+    await expect(loadTokenizer(path)).rejects.toThrow(
+      `${path}: token id 2147483648 is far beyond the 14 entries of "model.vocab" and "added_tokens" (ids must be dense)`,
+    );
+  });
+
+  it('names a mistyped field instead of forwarding a TypeError from the npm package', async () => {
+    const path = join(dir, 'bpe.json');
+    const bpe = {
+      model: { type: 'BPE', vocab: { a: 0, b: 1, ab: 2 }, merges: ['a b', ['a b']] },
+      normalizer: null,
+      pre_tokenizer: null,
+      post_processor: null,
+      decoder: null,
+    };
+    writeFileSync(path, JSON.stringify(bpe));
+    await expect(loadTokenizer(path)).rejects.toThrow(`${path}: field "model.merges[1]" must be a string "left right", as the first merge is, got ["a b"]`);
+    writeFileSync(path, JSON.stringify({ ...bpe, model: { ...bpe.model, merges: ['a b'], vocab: { a: 'zero' } } }));
+    await expect(loadTokenizer(path)).rejects.toThrow(`${path}: field "model.vocab.a" must be a non-negative integer id, got "zero"`);
+    writeFileSync(path, JSON.stringify({ ...bpe, model: { ...bpe.model, merges: ['a b'] }, decoder: { type: 'Sequence', decoders: 3 } }));
+    await expect(loadTokenizer(path)).rejects.toThrow(`${path}: field "decoder.decoders" must be a list, got 3`);
+  });
 });
 
 describe.skipIf(skipWithout(!haveShared, sharedWhy))('GPT-NeoX tokenizer (shared data)', () => {

@@ -35,6 +35,19 @@ export function isCrash(err: unknown): boolean {
   return err.message.trim().length === 0;
 }
 
+let lastBreath = performance.now();
+
+/**
+ * Lets the event loop run about every 100 ms; await it at the start of each property run. A
+ * property over thousands of synchronous parses would otherwise block the test worker for minutes
+ * under `npm run fuzz`, and vitest fails a worker that cannot answer its RPC calls for a minute.
+ */
+export async function breathe(): Promise<void> {
+  if (performance.now() - lastBreath < 100) return;
+  await new Promise((resolve) => setImmediate(resolve));
+  lastBreath = performance.now();
+}
+
 /** Counts what one parser did with the fuzzed inputs, appended to `SAE_ERASER_FUZZ_REPORT` (a JSONL file) when set. */
 export class FuzzTally {
   tried = 0;
@@ -43,8 +56,29 @@ export class FuzzTally {
 
   /**
    * @param parser Name printed in the fuzz report, e.g. "safetensors header".
+   * @param maxAllocBytes Most array-buffer bytes one input may leave allocated when its parse returns
+   *   (default 256 MiB). Fuzz inputs are kilobytes, so more means a size declared in the input was
+   *   believed before it was checked against the file: an unbounded allocation, failed as a crash.
+   * @param hangMillis Longest one input may take (default 30 s, thousands of times what a
+   *   kilobyte input needs): a hang guard, not a speed test. A parse that blocks the event loop cannot
+   *   be interrupted, so an endless loop still needs the outer timeout of `npm run fuzz`; this catches
+   *   the near-endless ones (a loop over a declared count) and names the input.
    */
-  constructor(readonly parser: string) {}
+  constructor(
+    readonly parser: string,
+    readonly maxAllocBytes = 256 * 2 ** 20,
+    readonly hangMillis = 30_000,
+  ) {}
+
+  /** Throws a RangeError when array buffers grew past `maxAllocBytes`, or the input took longer than `hangMillis`, since `before` (see the constructor). */
+  private checkBudget(before: { bytes: number; at: number }): void {
+    const took = performance.now() - before.at;
+    if (took > this.hangMillis) throw new RangeError(`${this.parser}: one input took ${Math.round(took)} ms (limit ${this.hangMillis}): a near-hang`);
+    const grew = process.memoryUsage().arrayBuffers - before.bytes;
+    if (grew > this.maxAllocBytes) {
+      throw new RangeError(`${this.parser}: one input allocated ${grew} bytes of array buffers (limit ${this.maxAllocBytes}): a declared size was trusted`);
+    }
+  }
 
   /**
    * Runs `parse` on one input: a clean result or a clear error is counted; a crash (see `isCrash`) is
@@ -52,12 +86,15 @@ export class FuzzTally {
    */
   run<T>(parse: () => T): { ok: true; value: T } | { ok: false; error: Error } {
     this.tried++;
+    const before = { bytes: process.memoryUsage().arrayBuffers, at: performance.now() };
     try {
       const value = parse();
+      this.checkBudget(before);
       this.parsed++;
       return { ok: true, value };
     } catch (err) {
       if (isCrash(err)) throw err;
+      this.checkBudget(before);
       this.refused++;
       return { ok: false, error: err as Error };
     }
@@ -66,12 +103,15 @@ export class FuzzTally {
   /** Async form of `run`. */
   async runAsync<T>(parse: () => Promise<T>): Promise<{ ok: true; value: T } | { ok: false; error: Error }> {
     this.tried++;
+    const before = { bytes: process.memoryUsage().arrayBuffers, at: performance.now() };
     try {
       const value = await parse();
+      this.checkBudget(before);
       this.parsed++;
       return { ok: true, value };
     } catch (err) {
       if (isCrash(err)) throw err;
+      this.checkBudget(before);
       this.refused++;
       return { ok: false, error: err as Error };
     }

@@ -1,7 +1,9 @@
 import { beforeAll, describe, expect, it } from 'vitest';
-import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { loadTorchFile, PickledTensor, PySet, PyTuple, unpickle, UnsafePickleError, type PyValue } from '../../src/io/pickle.js';
+import { loadTorchFile, loadTorchStateDict, PickledTensor, PySet, PyTuple, unpickle, UnsafePickleError, type PyValue } from '../../src/io/pickle.js';
+import { torchZip, type TensorSpec } from '../fuzz/torch-writer.js';
 import { runPythonReference } from '../reference/python.js';
 
 let ref: string;
@@ -120,5 +122,111 @@ describe('data-sized pickles', () => {
     const list = unpickle(bytes.subarray(0, 4 + 2 * n + 2), { source: 'big.pkl' }) as number[];
     expect(list).toHaveLength(n);
     expect(list[n - 1]).toBe((n - 1) % 256);
+  });
+});
+
+/** Runs `f` and returns its error (fails the test when it does not throw). */
+function errorOf(f: () => unknown): Error {
+  try {
+    f();
+  } catch (err) {
+    return err as Error;
+  }
+  throw new Error('expected an error');
+}
+
+/** Offset of the first central-directory record of a zip. */
+function centralDirectory(zip: Uint8Array): number {
+  const v = new DataView(zip.buffer, zip.byteOffset, zip.byteLength);
+  for (let i = 0; i + 4 <= zip.length; i++) if (v.getUint32(i, true) === 0x02014b50) return i;
+  throw new Error('no central directory');
+}
+
+describe('inputs found by fuzzing (test/fuzz/pickle.test.ts), shrunk', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'pickle-regress-'));
+  const oneTensor = (spec: Partial<TensorSpec>): Uint8Array =>
+    torchZip({
+      ordered: new Map([
+        ['w', { tensor: true, key: '0', dtype: 'float32', numel: 1, storageBytes: new Uint8Array(4), offset: 0, shape: [], stride: [], ...spec } as TensorSpec],
+      ]),
+    });
+
+  it('refuses a string that is not UTF-8 with a clear error, not a TypeError', () => {
+    // PROTO 2, SHORT_BINUNICODE length 1 "\xff", STOP
+    const err = errorOf(() => unpickle(Uint8Array.from([0x80, 0x02, 0x8c, 0x01, 0xff, 0x2e]), { source: 'bad.pkl' }));
+    expect(err).not.toBeInstanceOf(TypeError);
+    expect(err.message).toBe('bad.pkl: malformed pickle (invalid UTF-8 in the string at offset 4)');
+  });
+
+  it('refuses a negative BINSTRING length instead of reading backwards', () => {
+    // PROTO 4, NONE, BINSTRING length 0x80000000 (-2^31 as signed), STOP
+    const err = errorOf(() => unpickle(Uint8Array.from([0x80, 0x04, 0x4e, 0x54, 0x00, 0x00, 0x00, 0x80, 0x2e]), { source: 'neg.pkl' }));
+    expect(err).not.toBeInstanceOf(TypeError);
+    expect(err.message).toMatch(/^neg\.pkl: malformed pickle \(negative length -2147483648/);
+  });
+
+  it('refuses a protocol-0 float that is not a number instead of reading NaN', () => {
+    expect(() => unpickle(new TextEncoder().encode('Fabc\n.'), { source: 'f.pkl' })).toThrow('f.pkl: bad float literal "abc" in pickle');
+    expect(unpickle(new TextEncoder().encode('F-1.5e3\n.'), { source: 'f.pkl' })).toBe(-1500);
+  });
+
+  it('refuses a central-directory entry that runs past the directory, naming the file', () => {
+    const zip = oneTensor({});
+    new DataView(zip.buffer).setUint16(centralDirectory(zip) + 30, 0xffff, true); // extra field length
+    const path = join(dir, 'cd.pt');
+    writeFileSync(path, zip);
+    const err = errorOf(() => loadTorchFile(path));
+    expect(err).not.toBeInstanceOf(RangeError);
+    expect(err.message).toContain(`${path}: corrupt zip`);
+  });
+
+  it('refuses an entry declaring more bytes than the file holds before allocating them', () => {
+    const zip = oneTensor({});
+    const cd = centralDirectory(zip);
+    const v = new DataView(zip.buffer);
+    v.setUint32(cd + 20, 0xfffffff0, true); // compressed size
+    v.setUint32(cd + 24, 0xfffffff0, true); // uncompressed size
+    const path = join(dir, 'big.pt');
+    writeFileSync(path, zip);
+    const before = process.memoryUsage().arrayBuffers;
+    expect(() => loadTorchFile(path)).toThrow(/declares 4294967280 bytes at byte \d+, past the end of the file/);
+    expect(process.memoryUsage().arrayBuffers - before).toBeLessThan(2 ** 30);
+  });
+
+  it('names the file when a deflated entry does not inflate', () => {
+    const zip = torchZip(
+      {
+        ordered: new Map([
+          ['w', { tensor: true, key: '0', dtype: 'float32', numel: 64, storageBytes: new Uint8Array(256).fill(7), offset: 0, shape: [64], stride: [1] }],
+        ]),
+      },
+      6,
+    );
+    // Corrupt the first deflated entry's data: the byte after its local header and name.
+    const v = new DataView(zip.buffer);
+    const nameLen = v.getUint16(26, true);
+    zip[30 + nameLen] = 0xff;
+    const path = join(dir, 'inflate.pt');
+    writeFileSync(path, zip);
+    expect(() => loadTorchFile(path)).toThrow(new RegExp(`^${path.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: entry ".*" does not inflate`));
+  });
+
+  it('names the file when a storage holds fewer bytes than it declares', () => {
+    const path = join(dir, 'short.pt');
+    writeFileSync(path, oneTensor({ numel: 2 ** 31 }));
+    expect(() => loadTorchFile(path)).toThrow(`${path}: storage "0" has 4 bytes but 2147483648 float32 values need 8589934592`);
+  });
+
+  it('reads an empty view whose offset is past its empty storage', () => {
+    const path = join(dir, 'empty.pt');
+    writeFileSync(path, oneTensor({ numel: 0, storageBytes: new Uint8Array(0), offset: 1, shape: [0], stride: [1] }));
+    const t = loadTorchStateDict(path).get('w')!;
+    expect(t.float32()).toEqual(new Float32Array(0));
+  });
+
+  it('refuses an expanded view with more elements than its storage instead of materialising it', () => {
+    const path = join(dir, 'expanded.pt');
+    writeFileSync(path, oneTensor({ shape: [2 ** 40], stride: [0] }));
+    expect(() => loadTorchFile(path)).toThrow(/has 1099511627776 elements, more than its storage "0" holds \(1\); expanded views are not supported/);
   });
 });

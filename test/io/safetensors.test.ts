@@ -141,3 +141,61 @@ describe('safetensors bad input', () => {
     expect(() => loadSafetensorsTensors(d)).toThrow(/tensor "y" is mapped to s1\.safetensors, which does not contain it/);
   });
 });
+
+describe('inputs found by fuzzing (test/fuzz/safetensors.test.ts), shrunk', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'st-regress-'));
+  /** A file from a header object and data bytes. */
+  const fileFrom = (header: unknown, data: Uint8Array): Buffer => {
+    const json = Buffer.from(JSON.stringify(header));
+    const len = Buffer.alloc(8);
+    len.writeBigUInt64LE(BigInt(json.length));
+    return Buffer.concat([len, json, data]);
+  };
+
+  it('reads an empty tensor whose offsets point inside another tensor (it overlaps nothing)', () => {
+    const path = join(dir, 'empty.safetensors');
+    writeFileSync(
+      path,
+      fileFrom({ a: { dtype: 'F64', shape: [], data_offsets: [0, 8] }, b: { dtype: 'F64', shape: [0], data_offsets: [0, 0] } }, new Uint8Array(8)),
+    );
+    const f = readSafetensors(path);
+    expect(f.bytes('b')).toEqual(new Uint8Array(0));
+    expect(f.float64('a')).toEqual(new Float64Array([0]));
+  });
+
+  it('writes and reads back a tensor named "__proto__"', () => {
+    const path = join(dir, 'proto.safetensors');
+    writeSafetensors(
+      path,
+      JSON.parse('{"__proto__": {"dtype": "U8", "shape": [1], "data": null}}', (k, v) => (k === 'data' ? Uint8Array.from([9]) : v)),
+    );
+    expect(readSafetensors(path).names()).toEqual(['__proto__']);
+    expect(readSafetensors(path).bytes('__proto__')).toEqual(Uint8Array.from([9]));
+  });
+
+  it('refuses a shard index that maps a tensor to a non-string or to a file outside the folder', () => {
+    const sharded = join(dir, 'sharded');
+    writeSafetensors(join(sharded, 'model-1.safetensors'), { w: { dtype: 'U8', shape: [1], data: Uint8Array.from([1]) } });
+    const index = join(sharded, 'model.safetensors.index.json');
+    writeFileSync(index, JSON.stringify({ weight_map: { w: 1 } }));
+    expect(() => loadSafetensorsTensors(sharded)).toThrow(`${index}: "weight_map" maps tensor "w" to 1, not a file name`);
+    writeFileSync(index, JSON.stringify({ weight_map: { w: '../model-1.safetensors' } }));
+    expect(() => loadSafetensorsTensors(sharded)).toThrow(/outside the checkpoint folder/);
+    writeFileSync(index, JSON.stringify({ weight_map: { w: '.' } }));
+    expect(() => loadSafetensorsTensors(sharded)).toThrow(`${sharded}: not a safetensors file (a folder or special file)`);
+    writeFileSync(index, JSON.stringify({ weight_map: [] }));
+    expect(() => loadSafetensorsTensors(sharded)).toThrow(`${index}: missing "weight_map"`);
+  });
+
+  it('refuses __metadata__ that is not an object of strings', () => {
+    const path = join(dir, 'meta.safetensors');
+    writeFileSync(path, fileFrom({ __metadata__: { format: 1 } }, new Uint8Array(0)));
+    expect(() => readSafetensors(path)).toThrow(`${path}: safetensors "__metadata__" must be an object of strings`);
+  });
+
+  it('refuses shape dimensions beyond 2^53 even with a zero dimension', () => {
+    const path = join(dir, 'huge-dim.safetensors');
+    writeFileSync(path, fileFrom({ w: { dtype: 'F32', shape: [0, 1e300], data_offsets: [0, 0] } }, new Uint8Array(0)));
+    expect(() => readSafetensors(path)).toThrow(`${path}: tensor "w": invalid shape [0,1e+300]`);
+  });
+});
