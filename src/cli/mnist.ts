@@ -6,7 +6,9 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { MNIST_TEST_FILES } from '../data/mnist.js';
-import { mnistTable, runMnistExperiment } from '../mnist/experiment.js';
+import { mnistTable, resolveMnistOptions, runMnistExperiment } from '../mnist/experiment.js';
+import { engineInfo } from '../engine/engine.js';
+import { HistoryWriter, writeRunConfig } from '../io/run-log.js';
 import { MNIST_MASK_METHODS, type MnistMaskMethod, type MnistOptionsInput } from '../mnist/options.js';
 import { sharedPath } from '../io/shared.js';
 import type { CommandResult, Subcommand } from './subcommand.js';
@@ -83,8 +85,16 @@ async function main(argv: string[]): Promise<CommandResult> {
     mask: { epochs: optionalInt(p, 'mask-epochs') },
     probe: { epochs: optionalInt(p, 'probe-epochs') },
   };
+  const resolved = resolveMnistOptions(options);
   const out = outputPath(p, 'folder', [data]);
-  const metrics = await runMnistExperiment(options, out);
+  writeRunConfig(out, resolved, await engineInfo());
+  const history = new HistoryWriter(out, true);
+  let metrics;
+  try {
+    metrics = await runMnistExperiment(resolved, out, history.log);
+  } finally {
+    history.close();
+  }
   return { json: { out, ...metrics }, text: `${mnistTable(metrics)}\nwrote ${out}/metrics.json (${metrics.seconds.total} s)\n` };
 }
 

@@ -3,6 +3,8 @@
  * in SAELens format (cfg.json + sae_weights.safetensors + metrics.json).
  */
 import { trainSae } from '../sae/train.js';
+import { engineInfo } from '../engine/engine.js';
+import { HistoryWriter, writeRunConfig } from '../io/run-log.js';
 import type { CommandResult, Subcommand } from './subcommand.js';
 import { UsageError, outputPath, oneOf, optionalInt, optionalNumber, optionalString, parse, requireString } from './args.js';
 
@@ -50,7 +52,7 @@ async function main(argv: string[]): Promise<CommandResult> {
   const controller = new AbortController();
   const onSigint = (): void => controller.abort('interrupted');
   process.once('SIGINT', onSigint);
-  const { heldOut, result } = await trainSae({
+  const options = {
     model: requireString(p, 'model'),
     hook: requireString(p, 'hook'),
     input: requireString(p, 'input'),
@@ -68,7 +70,18 @@ async function main(argv: string[]): Promise<CommandResult> {
     seed: optionalInt(p, 'seed', 0),
     cacheTokens: optionalInt(p, 'cache-tokens'),
     signal: controller.signal,
-  }).finally(() => process.off('SIGINT', onSigint));
+  };
+  // A resumed run (same --out, same settings) continues its history; provenance is of this run.
+  const { signal: _signal, ...recorded } = options;
+  writeRunConfig(out, recorded, await engineInfo());
+  const history = new HistoryWriter(out);
+  const { heldOut, result } = await trainSae({
+    ...options,
+    onStep: ({ step, loss, fve, l0 }) => history.log({ stage: 'sae', step, values: { loss, fve, l0 } }),
+  }).finally(() => {
+    process.off('SIGINT', onSigint);
+    history.close();
+  });
   const text =
     `wrote ${out} (${result.steps} steps)\n` +
     (heldOut === undefined

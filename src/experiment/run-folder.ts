@@ -18,27 +18,13 @@
  * starts the folder afresh. (A folder whose earlier attempt scored nothing, e.g. stopped by a config
  * error, takes the new config.)
  */
-import { execFileSync } from 'node:child_process';
 import { closeSync, existsSync, fsyncSync, ftruncateSync, openSync, rmSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { writeJsonAtomic } from '../io/atomic.js';
-import { projectRoot } from '../io/shared.js';
+import { HistoryWriter, provenance, type Provenance } from '../io/run-log.js';
 import { readUtf8 } from '../io/text.js';
-import { EventFileWriter } from '../io/tfevents.js';
 import type { HistoryLog } from '../util/history.js';
 import type { ExperimentResult, MethodSeedResult } from './results.js';
-
-/** Where and with what a run was made. */
-export interface Provenance {
-  package: { name: string; version: string };
-  /** The checkout's commit (and whether it had uncommitted changes), null when not run from a git checkout. */
-  git: { commit: string; dirty: boolean } | { error: string } | null;
-  node: string;
-  platform: string;
-  backend: string;
-  threads: number;
-  started: string;
-}
 
 /** The contents of `config.json`. */
 export interface RunConfigFile {
@@ -85,32 +71,6 @@ export function configDifferences(before: ResolvedConfig, now: ResolvedConfig): 
     if (method in before.methods && canonical(before.methods[method]) !== canonical(now.methods[method])) out.push(`the options of method "${method}"`);
   }
   return out;
-}
-
-function gitInfo(root: string): Provenance['git'] {
-  if (!existsSync(join(root, '.git'))) return null;
-  try {
-    const git = (...args: string[]): string => execFileSync('git', ['-C', root, ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }).trim();
-    return { commit: git('rev-parse', 'HEAD'), dirty: git('status', '--porcelain', '--untracked-files=no') !== '' };
-  } catch (err) {
-    // A checkout without a usable git (not installed, unsafe ownership): recorded, not fatal.
-    return { error: (err as Error).message.split('\n')[0]! };
-  }
-}
-
-/** Provenance of a run started now. */
-export function provenance(engine: { backend: string; threads: number }): Provenance {
-  const root = projectRoot();
-  const pkg = JSON.parse(readUtf8(join(root, 'package.json'))) as { name: string; version: string };
-  return {
-    package: { name: pkg.name, version: pkg.version },
-    git: gitInfo(root),
-    node: process.version,
-    platform: `${process.platform}-${process.arch}`,
-    backend: engine.backend,
-    threads: engine.threads,
-    started: new Date().toISOString(),
-  };
 }
 
 interface ResultLine {
@@ -168,28 +128,20 @@ function readResults(path: string): ResultLine[] {
   return lines;
 }
 
-/** A stage name as a relative folder: its "/" parts kept (TensorBoard nests them), other characters made safe. */
-function boardFolder(stage: string): string {
-  return stage
-    .split('/')
-    .map((part) => part.replace(/[^A-Za-z0-9_.-]/g, '_').replace(/^\.+$/, '_'))
-    .filter((part) => part !== '')
-    .join('/');
-}
-
 const pairKey = (method: string, seed: number): string => `${method}\u0000${seed}`;
 
 export class RunFolder {
   private readonly results = new Map<string, MethodSeedResult>();
   private readonly started = Date.now();
-  private historyFd: number | undefined;
-  private readonly boards = new Map<string, EventFileWriter>();
+  private readonly historyWriter: HistoryWriter;
 
   private constructor(
     /** The folder. */
     readonly dir: string,
     private file: RunConfigFile,
-  ) {}
+  ) {
+    this.historyWriter = new HistoryWriter(dir);
+  }
 
   /**
    * Opens `dir` for a run of `config`: a new or foreign folder starts a run; a folder of an unfinished
@@ -200,7 +152,7 @@ export class RunFolder {
     const path = (name: keyof typeof FILES): string => join(dir, FILES[name]);
     if (options.force === true) {
       for (const name of Object.keys(FILES) as (keyof typeof FILES)[]) rmSync(path(name), { force: true });
-      rmSync(join(dir, 'tensorboard'), { recursive: true, force: true });
+      HistoryWriter.remove(dir);
     }
     const file: RunConfigFile = { source: options.source, config, provenance: provenance(options.engine) };
     const folder = new RunFolder(dir, file);
@@ -221,8 +173,7 @@ export class RunFolder {
       }
       if (differences.length > 0) {
         // An earlier attempt that scored nothing (a config error, say): nothing to keep or to mix up.
-        rmSync(path('history'), { force: true });
-        rmSync(join(dir, 'tensorboard'), { recursive: true, force: true });
+        HistoryWriter.remove(dir);
       } else {
         file.inputs = before.inputs;
         for (const line of earlier) folder.results.set(pairKey(line.method, line.seed), line.result);
@@ -269,18 +220,10 @@ export class RunFolder {
     writeJsonAtomic(join(this.dir, FILES.config), this.file);
   }
 
-  /** Appends training records to history.jsonl, with the seconds since the run (re)started. */
-  readonly history: HistoryLog = (record) => {
-    this.historyFd ??= openSync(join(this.dir, FILES.history), 'a');
-    const line = { stage: record.stage, step: record.step, elapsed: Math.round((Date.now() - this.started) / 100) / 10, ...record.values };
-    writeSync(this.historyFd, `${JSON.stringify(line)}\n`);
-    let board = this.boards.get(record.stage);
-    if (board === undefined) {
-      board = new EventFileWriter(join(this.dir, 'tensorboard', boardFolder(record.stage)));
-      this.boards.set(record.stage, board);
-    }
-    board.scalars(record.step, record.values);
-  };
+  /** Appends training records to history.jsonl and tensorboard/, with the seconds since the run (re)started. */
+  get history(): HistoryLog {
+    return this.historyWriter.log;
+  }
 
   /** Writes metrics.json, marking the run finished. */
   finish(result: ExperimentResult): void {
@@ -288,11 +231,8 @@ export class RunFolder {
     writeJsonAtomic(join(this.dir, FILES.metrics), result);
   }
 
-  /** Closes the history file (also on failure; a later run appends to it). */
+  /** Closes the history files (also on failure; a later run appends to them). */
   close(): void {
-    if (this.historyFd !== undefined) closeSync(this.historyFd);
-    this.historyFd = undefined;
-    for (const board of this.boards.values()) board.close();
-    this.boards.clear();
+    this.historyWriter.close();
   }
 }

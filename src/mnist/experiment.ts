@@ -42,6 +42,7 @@ import type { AffineSae } from '../sae/sae.js';
 import { LinearProbe } from '../probe/linear.js';
 import { accuracy, wilson, type Interval } from '../eval/metrics.js';
 import { maxOf } from '../util/arrays.js';
+import type { HistoryLog } from '../util/history.js';
 import { progress } from '../util/progress.js';
 import { parseStrict } from '../util/schema.js';
 import { hiddenActivations, predictFromHidden, trainMnistCnn } from './classifier.js';
@@ -230,7 +231,12 @@ function seconds(since: number): number {
 }
 
 /** Runs the experiment of the module docstring into the folder `out`; returns what metrics.json holds. */
-export async function runMnistExperiment(input: MnistOptionsInput, out: string): Promise<MnistMetrics> {
+/**
+ * Runs the MNIST experiment into `out` (metrics.json, table.md, cnn.safetensors, sae/, masks).
+ * `log` receives the training curves: the CNN's loss per epoch, the SAE's loss, FVE and L0 per step,
+ * and each mask's losses and temperature per step.
+ */
+export async function runMnistExperiment(input: MnistOptionsInput, out: string, log?: HistoryLog): Promise<MnistMetrics> {
   const o = resolveMnistOptions(input);
   const t0 = performance.now();
   // Data first: a wrong folder fails before anything trains.
@@ -259,6 +265,7 @@ export async function runMnistExperiment(input: MnistOptionsInput, out: string):
       { ...o.cnn, seed: o.seed + 1, label: 'mnist cnn' },
     );
     model.save(join(out, 'cnn.safetensors'));
+    report.epochLosses.forEach((loss, e) => log?.({ stage: 'cnn', step: e + 1, values: { loss } }));
     const d = model.config.hidden;
     const train = { hidden: hiddenActivations(model, normaliseMnist(trainSet.images), trainSet.n), labels: trainSet.labels };
     const test = { hidden: hiddenActivations(model, normaliseMnist(testSet.images), testSet.n), labels: testSet.labels };
@@ -278,6 +285,7 @@ export async function runMnistExperiment(input: MnistOptionsInput, out: string):
       hook: 'mnist.hidden',
       model: 'mnist-cnn',
       label: 'mnist sae',
+      onStep: log === undefined ? undefined : ({ step, loss, fve, l0 }) => log({ stage: 'sae', step, values: { loss, fve, l0 } }),
     });
     sae = saeResult.sae;
     const saeMetrics = evaluateSae(sae, test.hidden);
@@ -329,6 +337,11 @@ export async function runMnistExperiment(input: MnistOptionsInput, out: string):
           const bar = progress(`mnist ${method}`, trainer.totalSteps, 'steps');
           while (!trainer.done) {
             const info = trainer.step();
+            log?.({
+              stage: method,
+              step: info.step,
+              values: { loss: info.loss, kept_loss: info.keptLoss, erased_loss: info.erasedLoss, temperature: info.temperature },
+            });
             bar.tick(1, `kept ${info.keptLoss.toFixed(3)} erased ${info.erasedLoss.toFixed(3)}`);
           }
           bar.done();
