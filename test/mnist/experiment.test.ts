@@ -2,6 +2,7 @@
  * The MNIST digit erasure experiment end to end on the shared MNIST files, at a small budget
  * (2000 training and 1000 test images, a few epochs), and the CLI's refusal of bad --erase lists.
  */
+import type { HistoryRecord } from '../../src/util/history.js';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -65,6 +66,7 @@ describe.skipIf(skipWithout(mnistDir === undefined, 'the MNIST erasure run needs
   () => {
     const out = join(root, 'run');
     let m: MnistMetrics;
+    const logged: HistoryRecord[] = [];
     beforeAll(async () => {
       await initEngine();
       m = await runMnistExperiment(
@@ -78,7 +80,21 @@ describe.skipIf(skipWithout(mnistDir === undefined, 'the MNIST erasure run needs
           probe: { epochs: 10 },
         },
         out,
+        (r) => logged.push(r),
       );
+    });
+
+    it('logs the training curves: CNN loss per epoch, SAE loss/FVE/L0 per step, each mask per step', () => {
+      const stages = new Map<string, HistoryRecord[]>();
+      for (const r of logged) stages.set(r.stage, [...(stages.get(r.stage) ?? []), r]);
+      expect(stages.get('cnn')!.map((r) => r.step)).toEqual([1, 2, 3]);
+      expect(Object.keys(stages.get('sae')![0]!.values).sort()).toEqual(['fve', 'l0', 'loss']);
+      for (const method of ['sae_mask', 'neuron_mask', 'das_mask']) {
+        const steps = stages.get(method)!;
+        expect(steps.length, method).toBeGreaterThan(1);
+        // The temperature anneals down over training.
+        expect(steps[steps.length - 1]!.values.temperature!, method).toBeLessThan(steps[0]!.values.temperature!);
+      }
     });
 
     it("writes metrics.json with the base accuracy and every method's scores, intervals and units removed", () => {

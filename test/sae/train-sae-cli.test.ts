@@ -65,6 +65,12 @@ describe.skipIf(skipWithout(!haveModel, `train-sae on all-MiniLM-L6-v2 needs ${m
       ]);
       const metrics = JSON.parse(readFileSync(join(out, 'metrics.json'), 'utf8')) as { heldOut: { fve: number; l0: number; tokens: number }; steps: number };
       expect(metrics.steps).toBe(16);
+      // The run's record: resolved options with provenance, and one history line per step.
+      const config = JSON.parse(readFileSync(join(out, 'config.json'), 'utf8')) as { config: { dSae: number }; provenance: { node: string } };
+      expect(config.config.dSae).toBeGreaterThan(0);
+      expect(config.provenance.node).toBe(process.version);
+      const history = readFileSync(join(out, 'history.jsonl'), 'utf8').trim().split('\n');
+      expect(history.map((l) => (JSON.parse(l) as { step: number }).step)).toEqual(Array.from({ length: 16 }, (_, i) => i + 1));
       expect(metrics.heldOut.tokens).toBeGreaterThan(10);
       expect(metrics.heldOut.l0).toBeLessThanOrEqual(8);
       expect(Number.isFinite(metrics.heldOut.fve)).toBe(true);
