@@ -17,7 +17,7 @@ import { sharedDir } from '../io/shared.js';
 import { METHOD_NAMES, type MethodName } from '../erasure/eraser.js';
 import { METHODS, parseMethodOptions, type MethodOptions } from '../erasure/methods.js';
 import { linearProbeOptionsSchema, type LinearProbeOptions } from '../probe/linear.js';
-import { saeSpecSchema, type SaeSpec } from './saes.js';
+import { checkSaeSpec, saeSpecSchema, type SaeSpec } from './saes.js';
 import { readUtf8 } from '../io/text.js';
 import { PINNED_PACKAGE, type WheelSource } from '../io/wheel.js';
 
@@ -32,10 +32,10 @@ const profession = z.union([z.string(), z.number().int()]);
 const datasetSchema = z
   .strictObject({
     train: nonEmptyString('a path').describe(
-      'Bias in Bios file (JSONL, CSV or parquet) the training splits (ambiguous, balanced, concept set) are drawn from.',
+      'Bias in Bios file (JSONL, CSV or parquet) the training splits (ambiguous, balanced, concept set) are drawn from: a path, or a hub file hf://datasets/<owner>/<name>[@revision]/<path in repo> (fetched into the hub cache).',
     ),
     test: nonEmptyString('a path').describe(
-      'Bias in Bios file (JSONL, CSV or parquet) the reported metrics are computed on (balanced split and the four subgroups).',
+      'Bias in Bios file (JSONL, CSV or parquet) the reported metrics are computed on (balanced split and the four subgroups): a path or an hf:// hub file, as for train.',
     ),
     professions: z
       .tuple([profession, profession], { error: 'must be a pair of profession names or codes' })
@@ -182,7 +182,10 @@ export function parseExperimentConfig(raw: unknown, source: string): ExperimentC
   for (const name of Object.keys(rawMethods) as MethodName[]) methods[name] = parseMethodOptions(name, rawMethods[name], `${source}: methods.${name}`);
   if (Object.keys(methods).length === 0) throw new Error(`${source}: "methods" names no method`);
   const saes: Record<string, SaeSpec> = {};
-  for (const [hook, spec] of Object.entries(c.saes)) saes[hook] = { ...spec, path: expandShared(spec.path, source) };
+  for (const [hook, spec] of Object.entries(c.saes)) {
+    saes[hook] = { ...spec, path: expandShared(spec.path, source) };
+    checkSaeSpec(hook, saes[hook], `${source}: saes["${hook}"]`);
+  }
   return {
     source,
     name: c.name,
@@ -200,8 +203,11 @@ export function parseExperimentConfig(raw: unknown, source: string): ExperimentC
   };
 }
 
-/** Reads and validates a config file (synchronously: nothing is loaded or trained). */
-export function readExperimentConfig(path: string): ExperimentConfig {
+/**
+ * Reads and validates a config file (synchronously: nothing is loaded or trained). `settings` are
+ * `--set key=value` overrides (see applyConfigSettings), applied before validation.
+ */
+export function readExperimentConfig(path: string, settings: readonly string[] = []): ExperimentConfig {
   if (!existsSync(path)) throw new Error(`${path}: config file not found`);
   let raw: unknown;
   try {
@@ -209,7 +215,8 @@ export function readExperimentConfig(path: string): ExperimentConfig {
   } catch (err) {
     throw new Error(`${path}: not valid JSON (${(err as Error).message})`);
   }
-  return parseExperimentConfig(raw, path);
+  if (settings.length === 0) return parseExperimentConfig(raw, path);
+  return parseExperimentConfig(applyConfigSettings(raw, settings), `${path} (with --set ${settings.join(', ')})`);
 }
 
 /** Command-line overrides (`--model`, `--train`, `--test`, `--seeds`). */
@@ -232,3 +239,46 @@ export function applyOverrides(config: ExperimentConfig, o: ConfigOverrides): Ex
     },
   };
 }
+
+/**
+ * Applies `key=value` settings (`sae-eraser run --set`) to a parsed config, before validation, so
+ * the result is checked like any config: a misspelt key is an unknown field. `key` is a dotted path
+ * of object fields, with a field that contains dots in brackets (`saes[layers.4.resid_out].path`);
+ * missing objects on the way are created. `value` is JSON when it parses as JSON (numbers, true,
+ * false, null, arrays, objects, "quoted strings"), else the text itself. Returns a new object.
+ */
+export function applyConfigSettings(raw: unknown, settings: readonly string[]): unknown {
+  const out = structuredClone(raw);
+  if (!isObject(out)) throw new Error('--set: the config is not a JSON object');
+  for (const setting of settings) {
+    const eq = setting.indexOf('=');
+    const key = eq < 0 ? '' : setting.slice(0, eq);
+    if (!SETTING_KEY.test(key)) {
+      throw new Error(
+        `--set "${setting}": expected key=value with key a dotted path of fields, e.g. dataset.limits.ambiguous=40 or saes[layers.4.resid_out].path=DIR`,
+      );
+    }
+    const text = setting.slice(eq + 1);
+    let value: unknown;
+    try {
+      value = JSON.parse(text);
+    } catch {
+      value = text; // not JSON: the text itself (a path, a hook name), as documented
+    }
+    const parts = Array.from(key.matchAll(SETTING_PART), (m) => m[1] ?? m[2]!);
+    // Assigning to __proto__ would change an object's prototype instead of setting a field.
+    if (parts.includes('__proto__')) throw new Error(`--set "${setting}": "__proto__" is not a config field`);
+    let node: Record<string, unknown> = out;
+    parts.slice(0, -1).forEach((part, i) => {
+      const next = Object.hasOwn(node, part) ? node[part] : (node[part] = {});
+      if (!isObject(next)) throw new Error(`--set "${setting}": ${parts.slice(0, i + 1).join('.')} is not an object in the config`);
+      node = next;
+    });
+    node[parts[parts.length - 1]!] = value;
+  }
+  return out;
+}
+
+/** One part of a --set key: a bracketed field (any characters but "]") or a plain one (no dots or brackets). */
+const SETTING_PART = /\[([^\]]+)\]|([^.[\]]+)/g;
+const SETTING_KEY = /^(?:\[[^\]]+\]|[^.[\]=]+)(?:\.[^.[\]=]+|\[[^\]]+\])*$/;

@@ -1,14 +1,20 @@
 /**
  * Makes sure each SAE an experiment names exists: an existing path is used as is; a missing one
  * with a `train` spec is trained on the experiment's training texts and saved in SAELens format
- * (with metrics.json holding its held-out FVE, L0 and dead fraction).
+ * (with metrics.json holding its held-out FVE, L0 and dead fraction); a missing one with
+ * `download: "feature-circuits"` is one of the Sparse Feature Circuits dictionaries of
+ * Pythia-70m-deduped, fetched from the hub (src/sae/feature-circuits.ts) into the folder its path
+ * names.
  *
  * The hook activations of the training texts are collected once and the SAE trains on them for as
  * many passes as its token budget needs, rather than rerunning the model every pass. A tenth of
  * the texts is held out for the metrics.
  */
 import { existsSync } from 'node:fs';
+import { basename, dirname, normalize } from 'node:path';
 import { z } from 'zod';
+import { ensureFeatureCircuitsSaes } from '../sae/feature-circuits.js';
+import { featureCircuitsFolder } from '../sae/hook-names.js';
 import { arrayActivationSource, collectActivations, modelActivationSource } from '../sae/buffer.js';
 import type { HistoryLog } from '../util/history.js';
 import { evaluateSae, saveTrainedSae, trainSaeOnSource, type TrainOptions } from '../sae/train.js';
@@ -44,14 +50,59 @@ export const saeTrainSpecSchema = z
 
 export type SaeTrainSpec = z.output<typeof saeTrainSpecSchema>;
 
+/** The folder the Feature Circuits zip extracts to (src/sae/feature-circuits.ts); a downloaded SAE's path lies inside it. */
+const FEATURE_CIRCUITS_ROOT = 'pythia-70m-deduped';
+
 export const saeSpecSchema = z
   .strictObject({
     path: z.string().min(1).describe('Folder or file of the SAE (any supported format); ${shared} expands to the shared data folder.'),
     train: saeTrainSpecSchema.optional().describe('How to train the SAE when `path` is missing; omit to require the file.'),
+    download: z
+      .enum(['feature-circuits'])
+      .optional()
+      .describe(
+        `Where to fetch the SAE when \`path\` is missing. "feature-circuits": the Sparse Feature Circuits dictionaries of Pythia-70m-deduped (the zip in saprmarks/pythia-70m-deduped-saes, about 2.4 GB, through the hub cache), extracted once for every hook; \`path\` must then be <folder>/${FEATURE_CIRCUITS_ROOT}/<site>/<id>_<size> with the site of this hook (embed, attn_out_layer{i}, mlp_out_layer{i}, resid_out_layer{i}), e.g. .cache/saes/${FEATURE_CIRCUITS_ROOT}/resid_out_layer4/10_32768. Not with \`train\`.`,
+      ),
+  })
+  .superRefine((spec, ctx) => {
+    if (spec.train !== undefined && spec.download !== undefined) {
+      ctx.addIssue({ code: 'custom', path: ['download'], message: 'give either "train" or "download" for a missing SAE, not both' });
+    }
   })
   .describe('An SAE at one hook.');
 
 export type SaeSpec = z.output<typeof saeSpecSchema>;
+
+/**
+ * Where a `download: "feature-circuits"` SAE goes: `path` is `<dir>/pythia-70m-deduped/<site>/<dict>`
+ * with `<site>` the Feature Circuits folder of `hook`. Returns `dir` (what ensureFeatureCircuitsSaes
+ * extracts into) and `dict`; throws, naming `where`, when the path does not have that shape.
+ */
+export function featureCircuitsTarget(hook: string, path: string, where: string): { dir: string; dict: string } {
+  const dictDir = normalize(path).replace(/[\\/]+$/, '');
+  const siteDir = dirname(dictDir);
+  const root = dirname(siteDir);
+  const dict = basename(dictDir);
+  const site = basename(siteDir);
+  let expected: string;
+  try {
+    expected = featureCircuitsFolder(hook);
+  } catch (err) {
+    throw new Error(`${where}: download "feature-circuits" needs a hook name as the SAE's key: ${(err as Error).message}`, { cause: err });
+  }
+  if (basename(root) !== FEATURE_CIRCUITS_ROOT || site !== expected || !/^\d+_\d+$/.test(dict)) {
+    throw new Error(
+      `${where}: with download "feature-circuits" the path must be <folder>/${FEATURE_CIRCUITS_ROOT}/${expected}/<id>_<size> ` +
+        `(the Sparse Feature Circuits layout, e.g. .cache/saes/${FEATURE_CIRCUITS_ROOT}/${expected}/10_32768), got "${path}"`,
+    );
+  }
+  return { dir: dirname(root), dict };
+}
+
+/** Checks what can be checked of an SAE spec before anything loads (the Feature Circuits layout of a download). */
+export function checkSaeSpec(hook: string, spec: SaeSpec, where: string): void {
+  if (spec.download === 'feature-circuits') featureCircuitsTarget(hook, spec.path, where);
+}
 
 /** What ensureSae needs of the experiment: where the config came from (for messages) and the model. */
 export interface SaeContext {
@@ -65,8 +116,9 @@ function trainOptions(spec: SaeTrainSpec): Omit<TrainOptions, 'tokens'> & { epoc
 }
 
 /**
- * The SAE file for `hook`: `spec.path` when it exists, else an SAE trained on `texts` by the spec's
- * `train` recipe and saved there. `log` receives the training curve (loss, FVE, L0 per step).
+ * The SAE file for `hook`: `spec.path` when it exists, else the Feature Circuits dictionaries fetched
+ * and extracted so that it does (`download`), else an SAE trained on `texts` by the spec's `train`
+ * recipe and saved there. `log` receives the training curve (loss, FVE, L0 per step).
  */
 export async function ensureSae(
   hook: HookName,
@@ -77,6 +129,16 @@ export async function ensureSae(
   log?: HistoryLog,
 ): Promise<string> {
   if (existsSync(spec.path)) return spec.path;
+  if (spec.download === 'feature-circuits') {
+    const { dir, dict } = featureCircuitsTarget(hook, spec.path, `${config.source}: saes["${hook}"]`);
+    const root = await ensureFeatureCircuitsSaes(dir, { dict });
+    if (!existsSync(spec.path)) {
+      throw new Error(
+        `${config.source}: the SAE for "${hook}" is missing at ${spec.path}, and the Sparse Feature Circuits dictionaries at ${root} do not include it (delete ${root} to fetch them again)`,
+      );
+    }
+    return spec.path;
+  }
   if (spec.train === undefined) {
     throw new Error(
       `${config.source}: the SAE for "${hook}" is missing at ${spec.path}, and the config gives no "train" spec to make it (see sae-eraser train-sae --help)`,

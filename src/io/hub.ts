@@ -952,3 +952,83 @@ export async function resolveModelDir(dirOrRepo: string, options: ResolveModelOp
 export function resolveDatasetFile(repo: string, file: string, revision = 'main', options: HubOptions = {}): Promise<string> {
   return hubDownload({ ...options, repo, file, revision, repoType: 'dataset' });
 }
+
+/** A file in a hub repo named by an `hf://` URI (see `parseHubPath`). */
+export interface HubPath {
+  repo: string;
+  repoType: RepoType;
+  /** Branch, tag or commit; `main` when the URI names none. */
+  revision: string;
+  /** Path of the file inside the repo. */
+  file: string;
+}
+
+const HUB_PATH_PREFIX = 'hf://';
+/** Revisions that hold a "/" and may be written unencoded after "@" (as huggingface_hub's HfFileSystem accepts them). */
+const SPECIAL_REVISION_RE = /^(refs\/convert\/\w+|refs\/pr\/\d+)\//;
+
+/** True when `path` is an `hf://` URI rather than a local path. */
+export function isHubPath(path: string): boolean {
+  return path.startsWith(HUB_PATH_PREFIX);
+}
+
+/**
+ * Parses `hf://[datasets/|models/]<owner>/<name>[@<revision>]/<path in repo>`, the syntax of
+ * huggingface_hub's HF URIs: no type prefix (or `models/`) means a model repo. The revision may be
+ * percent-encoded (`@refs%2Fconvert%2Fparquet`), or written as is when it is `refs/convert/<name>`
+ * or `refs/pr/<n>`. Returns undefined for a path that does not start with `hf://`; throws, quoting
+ * the URI, for one that does but is malformed, names another repo type (spaces, buckets), or names
+ * no file.
+ */
+export function parseHubPath(path: string): HubPath | undefined {
+  if (!isHubPath(path)) return undefined;
+  const fail: (why: string) => never = (why) => {
+    throw new Error(
+      `"${path}" is not a usable hub file URI: ${why} (expected hf://datasets/<owner>/<name>[@<revision>]/<path in repo>, or hf://<owner>/<name>/... for a model repo)`,
+    );
+  };
+  let rest = path.slice(HUB_PATH_PREFIX.length);
+  let repoType: RepoType = 'model';
+  const type = /^(datasets|models|spaces|kernels|buckets)\//.exec(rest);
+  if (type !== null) {
+    if (type[1] !== 'datasets' && type[1] !== 'models') fail(`${type[1]} are not supported, only dataset and model repos`);
+    repoType = type[1] === 'datasets' ? 'dataset' : 'model';
+    rest = rest.slice(type[0].length);
+  }
+  const id = /^([^/@]+)\/([^/@]+)/.exec(rest);
+  if (id === null) fail('no <owner>/<name> repo id');
+  const repo = `${id[1]}/${id[2]}`;
+  rest = rest.slice(id[0].length);
+  let revision = 'main';
+  if (rest.startsWith('@')) {
+    const special = SPECIAL_REVISION_RE.exec(rest.slice(1));
+    const raw = special !== null ? special[1]! : rest.slice(1).split('/')[0]!;
+    try {
+      revision = special !== null ? raw : decodeURIComponent(raw);
+    } catch {
+      fail(`the revision "${raw}" is not valid percent-encoding`);
+    }
+    if (revision === '') fail('an empty revision after "@"');
+    rest = rest.slice(1 + raw.length);
+  }
+  if (!rest.startsWith('/') || rest.length === 1) fail('no file path inside the repo');
+  const file = rest.slice(1);
+  try {
+    checkRepo(repo);
+    checkRelativePath('revision', revision);
+    checkRelativePath('file name', file);
+  } catch (err) {
+    fail(errorMessage(err));
+  }
+  return { repo, repoType, revision, file };
+}
+
+/**
+ * The local path of a data file: `path` itself when it is not an `hf://` URI, else the file
+ * downloaded into (or found in) the hub cache by `hubDownload`, so it is cached, verified and served
+ * offline (HF_HUB_OFFLINE) exactly as model files are.
+ */
+export async function resolveHubPath(path: string, options: HubOptions = {}): Promise<string> {
+  const hub = parseHubPath(path);
+  return hub === undefined ? path : hubDownload({ ...options, ...hub });
+}
