@@ -11,6 +11,7 @@ import { closeSync, openSync, readSync } from 'node:fs';
 import { extname } from 'node:path';
 import { asyncBufferFromFile, parquetMetadataAsync, parquetReadObjects, parquetSchema } from 'hyparquet';
 import { readUtf8 } from './text.js';
+import { checkParquetPages } from './parquet-pages.js';
 
 export type TableFormat = 'jsonl' | 'csv' | 'parquet';
 
@@ -290,6 +291,7 @@ export async function readParquet(path: string, options: ParquetOptions = {}): P
       }
     }
     columns = options.columns !== undefined ? [...options.columns] : available;
+    await checkParquetPages(file, metadata, columns);
     const raw = (await parquetReadObjects({ file, metadata, columns })) as Row[];
     rows = raw.map((r) => {
       const out: Row = {};
@@ -496,6 +498,7 @@ async function* parquetRows(path: string, options: ParquetOptions): AsyncGenerat
     const available = parquetSchema(metadata).children.map((c) => c.element.name);
     for (const c of options.columns ?? []) if (!available.includes(c)) throw new Error(`no column "${c}" (columns: ${available.join(', ')})`);
     columns = options.columns !== undefined ? [...options.columns] : available;
+    await checkParquetPages(file, metadata, columns);
   } catch (err) {
     throw parquetError(path, err);
   }

@@ -287,3 +287,21 @@ describe('column names that are Object.prototype members', () => {
     expect(row.text).toBe('a bio');
   });
 });
+
+describe('parquet pages that declare more than the file holds', () => {
+  it('refuses, naming the file and the page, a mangled page header that made hyparquet abort the process (invalid size 184071938)', async () => {
+    // Found by the fuzzer (test/fuzz/tabular.test.ts, scale 30, seed 1795930247): a byte-mutated 3-row file.
+    const dir = mkdtempSync(join(tmpdir(), 'parquet-pages-'));
+    const path = join(dir, 'mutated.parquet');
+    writeFileSync(
+      path,
+      Buffer.from(
+        'UEFSMRUAFUgVSCwVBhUAFQYVBgAAEAAAAPGgs43xp5i78qeKrPCTroQEAAAA8L2tlwQAAADwtIC2FQAVjgEVjgEsFQYVABUGFQYAAB8AAADmnYjwsrSW86elhPOhiLj0g42E8pWftPSHuL/zq62RAAAAABwAAAD0i72087SaNfn80rvkA7EF+SuvsvKTjpvylpmA8o2fjvKiu4/xi762FQAVrgEVrgEsFQYVABUGFQYAABgAAADxjKyh8KqDqvCviZzzvKy586uRp/KZn6YgAAAA8Zuij/C6srvyp5C6862khfOilbvzsp6Q8qWor/GCgZETAIe5i/Ooorzwv4ugFQAVxgEVxgEsFQYVABUGFQYAABwAAADzqoSX8oOyjvC5hYjxj6yb8qGEofGwoIjxvYiwHAAAAPCZi4/wlrKG8aOlo/K5g6fxuKSH87ySpfOvlogfAAAA8rykkPC7v6nyt4mZ8JKTm/GlqprzkYip7q2r8K2usxUCGVxIBnNjaGVtYRUIABUMJQAYCPKFvLbziL2sJQAAFQwlCBgM8JyKk/GmkKnwrLugJQAAFQwlABgY8qO6vPK2lqDzraCL8Lqah/KTn7nxlbqxJQAAFQwlABgI8J2PnfK6koYlAAAWBhkcGUwmCBwVDBklAAYZGAjyhby284i9rBUAFgYWahZqJggAACZyHBUMGSUABhkYDPCcipPxppCp8Ky7oBUAFgYWtAEWtAEmcgAAJqYCHBUMGSUABhkYGPKjurzytsCg862gi/C6mofyk5+58ZW6sRUAFgYW1AEW1AEmpgIAACb6AxwVDBklAAYZGAjwnY+d8rqShhUAFgYW7AEW7AEm+gMAABbeBRYGAAASAQAAUEFSMQ==',
+        'base64',
+      ),
+    );
+    await expect(readParquet(path)).rejects.toThrow(
+      /mutated\.parquet: cannot read parquet: row group 0, column ".*", page \d+: (declares \d+|the page header does not decode)/,
+    );
+  });
+});
