@@ -8,7 +8,9 @@
  * first against what the file's own metadata allows:
  *   - a row group holds at most MAX_ROWS rows;
  *   - a page lies inside its column chunk, and its uncompressed size is at most the chunk's;
- *   - a page of a flat (non-repeated, top-level) column holds at most the row group's rows.
+ *   - a page holds at most the row group's rows;
+ *   - every column read is flat (top-level, not repeated): the tables here are flat, and the
+ *     repetition levels of a repeated column decode into arrays as long as a damaged run says.
  */
 import type { AsyncBuffer, FileMetaData } from 'hyparquet';
 import { parquetHeader } from 'hyparquet/src/column.js';
@@ -21,7 +23,14 @@ export const MAX_ROWS = 2 ** 26;
  * columns when omitted) declares more than the metadata allows (the caller names the file).
  */
 export async function checkParquetPages(file: AsyncBuffer, metadata: FileMetaData, columns?: readonly string[]): Promise<void> {
-  const flat = new Set(metadata.schema.filter((e, i) => i > 0 && e.num_children === undefined && e.repetition_type !== 'REPEATED').map((e) => e.name));
+  for (let i = 1; i < metadata.schema.length; i = skip(metadata, i)) {
+    const e = metadata.schema[i]!;
+    if (columns !== undefined && !columns.includes(e.name)) continue;
+    if ((e.num_children ?? 0) > 0 || (e.repetition_type !== 'REQUIRED' && e.repetition_type !== 'OPTIONAL')) {
+      const kind = (e.num_children ?? 0) > 0 ? 'nested' : e.repetition_type === 'REPEATED' ? 'repeated' : 'missing its repetition type';
+      throw new Error(`column "${e.name}" is ${kind}: only flat columns (required or optional) are read`);
+    }
+  }
   for (const [g, group] of metadata.row_groups.entries()) {
     const rows = Number(group.num_rows);
     if (!(rows >= 0 && rows <= MAX_ROWS)) throw new Error(`row group ${g} declares ${group.num_rows} rows (at most ${MAX_ROWS} are read)`);
@@ -51,10 +60,18 @@ export async function checkParquetPages(file: AsyncBuffer, metadata: FileMetaDat
           throw new Error(`${where}, page ${page}: declares ${uncompressed} uncompressed bytes, more than its column chunk's ${limit}`);
         }
         const values = header.data_page_header?.num_values ?? header.data_page_header_v2?.num_values ?? header.dictionary_page_header?.num_values ?? 0;
-        const bound = flat.has(meta.path_in_schema[0]!) && header.dictionary_page_header === undefined ? rows : MAX_ROWS;
+        const bound = header.dictionary_page_header === undefined ? rows : MAX_ROWS;
         if (!(values >= 0 && values <= bound)) throw new Error(`${where}, page ${page}: declares ${values} values (at most ${bound})`);
         reader.offset += compressed;
       }
     }
   }
+}
+
+/** The index after element `i` and all its descendants. */
+function skip(metadata: FileMetaData, i: number): number {
+  const children = metadata.schema[i]!.num_children ?? 0;
+  let next = i + 1;
+  for (let c = 0; c < children && next < metadata.schema.length; c++) next = skip(metadata, next);
+  return next;
 }

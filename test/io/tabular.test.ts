@@ -301,7 +301,21 @@ describe('parquet pages that declare more than the file holds', () => {
       ),
     );
     await expect(readParquet(path)).rejects.toThrow(
-      /mutated\.parquet: cannot read parquet: row group 0, column ".*", page \d+: (declares \d+|the page header does not decode)/,
+      /mutated\.parquet: cannot read parquet: (row group 0, column ".*", page \d+: (declares \d+|the page header does not decode)|column ".*" is (repeated|nested|missing its repetition type))/,
     );
+  });
+
+  it('refuses a column whose repetition type was lost (hyparquet read it as repeated and aborted the process)', async () => {
+    // Found by the fuzzer (scale 100, seed 13): a byte-mutated 3-row file whose last column has no repetition type.
+    const dir = mkdtempSync(join(tmpdir(), 'parquet-pages-'));
+    const path = join(dir, 'untyped.parquet');
+    writeFileSync(
+      path,
+      Buffer.from(
+        'UEFSMRUAFWwVbCwVBhUAFQYVBgAAFAAAAPOVj6rztYOW9IW1g/Cvn73ziKOTBwAAAOWSvfOErpYPAAAA8aC2lvO3kqnwu6C86Ki/FQAVVBVULBUGFQAVBhUGAAAAAAAABAAAAPK0vZIaAAAA4YiU5piz8oColfOMtr7zgqqC8LyVpfC1o4AVABWgARWgASwVBhUAFQYVBgAADAAAAPGc/////4ux8rSWmigAAADyoI+Y8YWzlvKQjJ7xkLma8piArPO0uqDzooaG85OfovOyrpfymoC5EAAAAPO/rY/wmL+w8LWHqvCXgbsVABXYARXYASwVBhUAFQYVBgAAJAAAAPCrlZzzvpWU8b+MhfGCg7zwmKag8YSam/O5lJjyPLS+8qeHmSQAAADwnrSk8JWCv/K2mrfxirWl8qadg/KMporxi7iA8ouosPGMhLQYAAAA8qqdifOWoIzzkryu85KzpvO1rJHzhKO8FQIZXEgGc2NoZW1hFQgAFQwlABgE8JG3iCUAABUMJQAYE+S7ifCprJnwn6qK8522mPKwn5ElAAAVDCUAGBDwnrKV9ICcuPGyio7zspeIJQAAFQwlARgT8Zips+C1gvCVl6/zkpWe8oGHoiUAABYGGRwZTCYIHBUMGSUABhkYBPCRt4gVABYGFo4BFo4BJggAACaWARwVDBklAAYZGBPku4nwqayZ8J+qivOdtpjysJ+RFQAWBhZ2FnYmlgEAACaMAhwVDBklAAYZGBDwnrKV9ICcuPGyio7zspeIFQAWBhbGARbGASaMAgAAJtIDHBUMGSUABhkYE/GYqbPgtYLwlZev85KVnvKBh6IVABYGFv4BFv4BJtIDAAAWyAUWBgAAIAEAAFBBUjE=',
+        'base64',
+      ),
+    );
+    await expect(readParquet(path)).rejects.toThrow(/untyped\.parquet: cannot read parquet: column ".*" is missing its repetition type: only flat columns/);
   });
 });
