@@ -92,6 +92,8 @@ export interface DecodeOptions {
 export interface Tokenizer {
   /** The tokenizer.json this was loaded from. */
   readonly path: string;
+  /** The tokenizer.json model type: how its vocabulary entries mark word boundaries. */
+  readonly modelType: 'BPE' | 'WordPiece' | 'Unigram';
   /** One more than the largest token id (model vocabulary and added tokens). */
   readonly vocabSize: number;
   readonly padToken: string;
@@ -400,6 +402,7 @@ class HfBackedTokenizer implements Tokenizer {
     readonly paddingSide: PaddingSide,
     private readonly cleanUpSpaces: boolean,
     padToken: string | undefined,
+    readonly modelType: Tokenizer['modelType'],
   ) {
     let maxId = -1;
     for (const id of hf.get_vocab(true).values()) maxId = Math.max(maxId, id);
@@ -505,7 +508,8 @@ export async function loadTokenizer(pathToTokenizerJsonOrModelDir: string): Prom
   useUnicodeWhiteSpace(hf.pre_tokenizer);
   const padToken = choosePadToken(json, config, specialTokensMap, (t) => hf.token_to_id(t) !== undefined);
   try {
-    return new HfBackedTokenizer(hf, files.tokenizerJson, modelMaxLength, paddingSide, cleanUpSpaces, padToken);
+    const modelType = (json.model as { type: Tokenizer['modelType'] }).type;
+    return new HfBackedTokenizer(hf, files.tokenizerJson, modelMaxLength, paddingSide, cleanUpSpaces, padToken, modelType);
   } catch (err) {
     throw packageError(err, files.tokenizerJson, 'cannot tokenize with');
   }

@@ -17,7 +17,7 @@ import { tf } from '../engine/engine.js';
 import type { ActivationCache } from '../cache/cache.js';
 import { csrColumns } from '../erasure/ablate.js';
 import type { EraserSae, LabelledSplit } from '../erasure/eraser.js';
-import type { HookName } from '../models/model.js';
+import type { Batch, HookName, Model } from '../models/model.js';
 import type { Probe } from '../probe/probe.js';
 import type { MethodSeedResult } from './results.js';
 
@@ -43,6 +43,81 @@ export interface ExplorerData {
   methods: Record<string, { head: string; features: number[] }>;
   /** Methods that remove SAE features at the hook but whose logits this affine form does not reproduce, and why. */
   excluded: Record<string, string>;
+  /**
+   * Per-token activations on the top texts of each listed feature (see `addTokenActivations`), by
+   * row: the row's tokens as display pieces (leading space included where the text has one) and,
+   * per feature index, the SAE code of each token.
+   */
+  tokens?: Record<string, { pieces: string[]; acts: Record<string, number[]> }>;
+  /** Language models: per listed feature index, the tokens its decoder direction promotes most through the unembedding. */
+  promotes?: Record<string, string[]>;
+}
+
+/** What `addTokenActivations` runs: the model up to the hook, its tokenizer, and the hook's SAE. */
+export interface TokenSource {
+  model: Model;
+  /** Right-padded batch for a list of texts. */
+  tokenize: (texts: string[]) => Batch;
+  /** A token id as it reads in the text, leading space included (see `displayPiece`). */
+  piece: (id: number) => string;
+  sae: EraserSae;
+  /** Texts per forward pass. */
+  batchSize: number;
+}
+
+/**
+ * A vocabulary entry as it reads in running text: WordPiece continuations ("##s") attach to the
+ * previous piece, byte-level BPE and sentencepiece mark a leading space with "Ġ" or "▁", and other
+ * WordPiece tokens start a new word.
+ */
+export function displayPiece(token: string | undefined, modelType: 'BPE' | 'WordPiece' | 'Unigram'): string {
+  if (token === undefined) return ' ?';
+  if (modelType === 'WordPiece') return token.startsWith('##') ? token.slice(2) : ` ${token}`;
+  return token.replace(/^[Ġ▁]/, ' ').replace(/Ċ/g, '\n');
+}
+
+/**
+ * Adds `data.tokens`: for each listed feature, its `topK` test texts by pooled code (code > 0) get the
+ * per-token codes of every listed feature that has them among its top texts, from one forward pass
+ * to the hook per batch of those texts (the SAE error plays no part: codes are the SAE's encoding).
+ */
+export function addTokenActivations(data: ExplorerData, source: TokenSource, topK = 5): void {
+  const wanted = new Map<number, Set<number>>();
+  data.features.forEach((f, j) => {
+    const top = f.codes
+      .map((code, row) => ({ code, row }))
+      .filter((x) => x.code > 0)
+      .sort((a, b) => b.code - a.code || a.row - b.row)
+      .slice(0, topK);
+    for (const { row } of top) wanted.set(row, (wanted.get(row) ?? new Set()).add(j));
+  });
+  const rows = [...wanted.keys()].sort((a, b) => a - b);
+  const columns = Int32Array.from(data.features, (f) => f.index);
+  const tokens: NonNullable<ExplorerData['tokens']> = {};
+  for (let start = 0; start < rows.length; start += source.batchSize) {
+    const chunk = rows.slice(start, start + source.batchSize);
+    const batch = source.tokenize(chunk.map((r) => data.texts[r]!));
+    try {
+      const [ids, mask, codes, seq] = tf.tidy(() => {
+        const { captures } = source.model.run(batch, { capture: [data.hook], stopAfter: data.hook });
+        const acts = captures[data.hook];
+        if (acts === undefined) throw new Error(`explorer: the model returned no activation at "${data.hook}"`);
+        const [b, t, d] = acts.shape;
+        const f = source.sae.encode(tf.reshape(acts, [b * t, d]));
+        const picked = tf.gather(f, tf.tensor1d(columns, 'int32'), 1);
+        return [batch.inputIds.arraySync() as number[][], batch.attentionMask.arraySync() as number[][], picked.dataSync() as Float32Array, t] as const;
+      });
+      chunk.forEach((row, b) => {
+        const positions = mask[b]!.flatMap((m, t) => (m > 0 ? [t] : []));
+        const acts: Record<string, number[]> = {};
+        for (const j of wanted.get(row)!) acts[String(data.features[j]!.index)] = positions.map((t) => Math.fround(codes[(b * seq + t) * columns.length + j]!));
+        tokens[String(row)] = { pieces: positions.map((t) => source.piece(ids[b]![t]!)), acts };
+      });
+    } finally {
+      tf.dispose([batch.inputIds, batch.attentionMask]);
+    }
+  }
+  data.tokens = tokens;
 }
 
 /** Rounds to float32 precision so the JSON stays small without changing a prediction. */
@@ -230,4 +305,25 @@ export function explorerMetrics(data: ExplorerData, headName: string, removed: r
   }
   if (worstGroup !== '') values.worst_group_acc = values[worstGroup]!;
   return { values, worstGroup };
+}
+
+/**
+ * Adds `data.promotes` when the model has an unembedding (`Model.directionLogits`): for each listed
+ * feature, the `topK` tokens whose logits its decoder direction raises most (a logit-lens reading,
+ * without the final layer norm). Encoders have none and get nothing.
+ */
+export function addPromotedTokens(
+  data: ExplorerData,
+  source: { model: Pick<Model, 'directionLogits'>; piece: TokenSource['piece']; sae: EraserSae },
+  topK = 10,
+): void {
+  const { model } = source;
+  if (model.directionLogits === undefined || data.features.length === 0) return;
+  const columns = Int32Array.from(data.features, (f) => f.index);
+  const top = tf.tidy(() => {
+    const directions = tf.gather(source.sae.decoderDirections(), tf.tensor1d(columns, 'int32')) as tf.Tensor2D;
+    const logits = model.directionLogits!(directions);
+    return tf.topk(logits, Math.min(topK, logits.shape[1])).indices.arraySync() as number[][];
+  });
+  data.promotes = Object.fromEntries(data.features.map((f, j) => [String(f.index), top[j]!.map((id) => source.piece(id))]));
 }

@@ -40,7 +40,7 @@ import { createFitter, namedHooks } from '../erasure/methods.js';
 import type { ExperimentConfig } from './config.js';
 import { ensureSae } from './saes.js';
 import { RunFolder, type ResolvedConfig } from './run-folder.js';
-import { ExplorerCollector } from './explorer-data.js';
+import { addPromotedTokens, addTokenActivations, displayPiece, ExplorerCollector } from './explorer-data.js';
 import { writeJsonAtomic } from '../io/atomic.js';
 import { existsSync } from 'node:fs';
 import { withStagePrefix, type HistoryLog } from '../util/history.js';
@@ -385,7 +385,20 @@ async function runInFolder(config: ExperimentConfig, folder: RunFolder, t0: numb
         perMethod[method]!.push(run);
         bar.tick(1, method);
       }
-      if (explorer !== undefined) writeJsonAtomic(explorerFile, explorer.build(splits.concept, data.texts));
+      if (explorer !== undefined) {
+        const built = explorer.build(splits.concept, data.texts);
+        const { tokenizer } = opened;
+        const source = {
+          model,
+          tokenize: opened.tokenize,
+          piece: (id: number) => displayPiece(tokenizer.idToToken(id), tokenizer.modelType),
+          sae: probeSae!,
+          batchSize: config.batchSize,
+        };
+        addTokenActivations(built, source);
+        addPromotedTokens(built, source);
+        writeJsonAtomic(explorerFile, built);
+      }
     } finally {
       biasedProbe?.dispose();
     }

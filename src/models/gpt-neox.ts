@@ -241,6 +241,15 @@ export class GptNeoxModel implements Model {
     });
   }
 
+  directionLogits(directions: tf.Tensor2D): tf.Tensor2D {
+    this.unembedding ??= this.loadUnembedding();
+    const unembedding = this.unembedding;
+    return tf.tidy(() => {
+      const [n, d] = directions.shape;
+      return tf.reshape(linear(tf.reshape(directions, [1, n, d]) as tf.Tensor3D, unembedding), [n, -1]) as tf.Tensor2D;
+    });
+  }
+
   /** Layer i on hidden state x; undefined when the pass stops inside this layer. */
   private layer(i: number, x: tf.Tensor3D, bias: tf.Tensor4D, cos: tf.Tensor2D, sin: tf.Tensor2D, runner: HookRunner): tf.Tensor3D | undefined {
     const w = this.weights.layers[i]!;

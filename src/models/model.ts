@@ -57,6 +57,12 @@ export interface Model {
    * activations and any variables an edit uses.
    */
   run(batch: Batch, options?: ForwardOptions): ForwardResult;
+  /**
+   * Language models only: the logits that directions `[n, d]` of the residual stream write through
+   * the unembedding, `[n, vocab]` (no final layer norm: a logit-lens reading of a direction, such
+   * as an SAE feature's decoder row). Absent for encoders.
+   */
+  directionLogits?(directions: tf.Tensor2D): tf.Tensor2D;
   /** Frees the weights. */
   dispose(): void;
 }

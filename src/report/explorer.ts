@@ -57,6 +57,20 @@ export const explorerSchema = z.strictObject({
     .describe('Probe heads.'),
   methods: z.record(z.string(), z.strictObject({ head: z.string(), features: z.array(z.number().int()) })).describe('Feature-ablation methods at the hook.'),
   excluded: z.record(z.string(), z.string()).default({}).describe('Methods not listed, and why.'),
+  tokens: z
+    .record(
+      z.string(),
+      z.strictObject({
+        pieces: z.array(z.string()).describe("The row's tokens as they read in the text."),
+        acts: z.record(z.string(), z.array(z.number())).describe('Per feature index, the SAE code of each token.'),
+      }),
+    )
+    .optional()
+    .describe('Per-token activations on the top texts of each listed feature, by row.'),
+  promotes: z
+    .record(z.string(), z.array(z.string()))
+    .optional()
+    .describe('Language models: per feature index, the tokens its decoder direction promotes most through the unembedding.'),
 });
 
 /** Parses and cross-checks an explorer file: every array aligned with the row space and the feature list. */
@@ -90,6 +104,12 @@ export function parseExplorer(value: unknown, where: string): ExplorerData {
     if (data.heads[m.head] === undefined) fail(`methods.${name}.head "${m.head}" is not one of the heads (${Object.keys(data.heads).join(', ')})`);
     const missing = m.features.find((i) => !listed.has(i));
     if (missing !== undefined) fail(`methods.${name} removes feature ${missing}, which is not among the listed features`);
+  }
+  for (const [row, t] of Object.entries(data.tokens ?? {})) {
+    if (!(Number(row) < nRows)) fail(`tokens: row ${row} is outside the ${nRows} texts`);
+    for (const [feature, acts] of Object.entries(t.acts)) {
+      if (acts.length !== t.pieces.length) fail(`tokens.${row}.acts.${feature}: ${acts.length} values for ${t.pieces.length} tokens`);
+    }
   }
   return data;
 }

@@ -117,6 +117,37 @@ function signed(v: number | undefined): string {
 /** Longest excerpt of a bio shown on a card (characters). */
 const EXCERPT = 160;
 
+function excerptOf(text: string): string {
+  return escapeHtml(text.length > EXCERPT ? `${text.slice(0, EXCERPT)}…` : text);
+}
+
+/**
+ * A text as its tokens, each shaded by the feature's code on it (darkest = the text's largest),
+ * cut to a window of EXCERPT characters around the most active token.
+ */
+function highlighted(pieces: readonly string[], acts: readonly number[]): string {
+  let peak = 0;
+  acts.forEach((a, i) => {
+    if (a > acts[peak]!) peak = i;
+  });
+  const max = acts[peak]!;
+  let start = peak;
+  let end = peak + 1;
+  let length = pieces[peak]!.length;
+  while (length < EXCERPT && (start > 0 || end < pieces.length)) {
+    if (start > 0) length += pieces[--start]!.length;
+    if (end < pieces.length) length += pieces[end++]!.length;
+  }
+  const shown = pieces.slice(start, end).map((piece, k) => {
+    const a = acts[start + k]!;
+    if (!(a > 0 && max > 0)) return escapeHtml(piece);
+    const lead = piece.startsWith(' ') ? ' ' : '';
+    const title = `code ${a.toPrecision(3)}`;
+    return `${lead}<mark style="background:rgba(225,87,89,${(0.15 + (0.75 * a) / max).toFixed(2)})" title="${title}">${escapeHtml(piece.trimStart())}</mark>`;
+  });
+  return `${start > 0 ? '…' : ''}${shown.join('').trimStart()}${end < pieces.length ? '…' : ''}`;
+}
+
 /** The cards section's HTML: one card per removed feature, with statistics where the explorer lists it. */
 export function featureCards(results: readonly ResultLine[], explorers: readonly ExplorerData[]): string {
   const removed = removedFeatures(results, explorers);
@@ -135,18 +166,21 @@ export function featureCards(results: readonly ResultLine[], explorers: readonly
       const [p0, p1] = source.professions;
       const texts = stats.top
         .map((t) => {
-          const text = source.texts[t.row]!;
-          const excerpt = text.length > EXCERPT ? `${text.slice(0, EXCERPT)}…` : text;
-          return `<li><span class="code">${t.code.toPrecision(3)}</span> ${escapeHtml(excerpt)}</li>`;
+          const tokens = source.tokens?.[String(t.row)];
+          const acts = tokens?.acts[String(f.index)];
+          return `<li><span class="code">${t.code.toPrecision(3)}</span> ${tokens !== undefined && acts !== undefined ? highlighted(tokens.pieces, acts) : excerptOf(source.texts[t.row]!)}</li>`;
         })
         .join('');
       body =
         `<dl><dt>active in</dt><dd>${(100 * stats.density).toFixed(1)}% of ${source.texts.length} test rows</dd>` +
         `<dt>corr. with gender</dt><dd title="Pearson r of the pooled code with z (1 = female) over the balanced test rows">${signed(stats.corrGender)} <small>(+ = female)</small></dd>` +
         `<dt>corr. with profession</dt><dd title="Pearson r of the pooled code with y (1 = ${escapeHtml(p1)}) over the balanced test rows">${signed(stats.corrProfession)} <small>(+ = ${escapeHtml(p1)}, − = ${escapeHtml(p0)})</small></dd></dl>` +
+        (source.promotes?.[String(f.index)] === undefined
+          ? ''
+          : `<p class="sub" title="The tokens whose logits the feature's decoder direction raises most through the unembedding (no final layer norm)">Promotes: ${source.promotes[String(f.index)]!.map((t) => `<code>${escapeHtml(t)}</code>`).join(' ')}</p>`) +
         (texts === ''
           ? '<p class="note">Never active on the test rows.</p>'
-          : `<p class="sub">Top test texts by pooled code (seed ${source.seed}):</p><ol class="texts">${texts}</ol>`);
+          : `<p class="sub">Top test texts by pooled code (seed ${source.seed})${source.tokens === undefined ? '' : ', tokens shaded by the feature’s code on them'}:</p><ol class="texts">${texts}</ol>`);
     }
     return `<article class="card" data-feature="${f.index}"><h4>feature ${f.index} <small>at ${escapeHtml(f.hook)}</small></h4><p class="who">removed by ${escapeHtml(who)}</p>${body}</article>`;
   });

@@ -10,8 +10,8 @@
  * feature explorer, feature cards of the removed SAE features, training curves from history.jsonl,
  * and histograms of the learned mask logits.
  *
- * TODO: feature cards show the top-activating test texts whole; highlighting the activating tokens
- * inside them needs per-token SAE codes, which the explorer data does not carry yet (a later step).
+ * Feature cards shade the tokens of each top text by the feature's code on them, and for language
+ * models list the tokens the feature's decoder direction promotes (both from the explorer data).
  */
 import { createHash } from 'node:crypto';
 import { basename, join } from 'node:path';

@@ -13,12 +13,20 @@ import { erasedPooled } from '../../src/erasure/erased.js';
 import type { Eraser, FitContext, LabelledSplit } from '../../src/erasure/eraser.js';
 import { createShiftFitter, shiftOptionsSchema, shiftRetrainOptionsSchema } from '../../src/erasure/shift.js';
 import { accuracy, genderAgreement, worstGroup, type Interval } from '../../src/eval/metrics.js';
-import { ExplorerCollector, explorerMetrics, explorerPredictions } from '../../src/experiment/explorer-data.js';
+import {
+  addPromotedTokens,
+  addTokenActivations,
+  displayPiece,
+  ExplorerCollector,
+  explorerMetrics,
+  explorerPredictions,
+} from '../../src/experiment/explorer-data.js';
 import type { MethodSeedResult } from '../../src/experiment/results.js';
+import type { Model } from '../../src/models/model.js';
 import { LinearProbe } from '../../src/probe/linear.js';
 import type { Probe } from '../../src/probe/probe.js';
 import { parseStrict } from '../../src/util/schema.js';
-import { D, ToyModel, axisSae, plantedSplits, toyTokenize, type PlantedSplits, type ToySae } from '../erasure/sae-toy.js';
+import { D, ToyModel, VOCAB, axisSae, plantedSplits, toyTokenize, type PlantedSplits, type ToySae } from '../erasure/sae-toy.js';
 
 const HOOK = 'layers.0.resid_out';
 let model: ToyModel;
@@ -157,5 +165,57 @@ describe('explorer data', () => {
     const data = collector.build(splits.concept, splits.texts, 2);
     expect(tf.memory().numTensors, 'tensors leaked by addHead/build').toBe(tensors);
     expect(() => explorerMetrics(data, 'original', [999])).toThrow(/feature 999 is not listed/);
+  });
+
+  it('adds per-token codes for the top texts of each listed feature, whose mean over the tokens is the pooled code', () => {
+    const collector = new ExplorerCollector(42, HOOK, sae, cache, testSplits, ['surgeon', 'nurse']);
+    collector.addHead('original', probe);
+    const data = collector.build(splits.concept, splits.texts, 4);
+    const tensors = tf.memory().numTensors;
+    addTokenActivations(data, { model, tokenize: toyTokenize, piece: (id) => ` ${VOCAB[id]}`, sae, batchSize: 16 }, 3);
+    expect(tf.memory().numTensors, 'tensors leaked').toBe(tensors);
+    const tokens = data.tokens!;
+    let checked = 0;
+    data.features.forEach((f) => {
+      const top = f.codes
+        .map((code, row) => ({ code, row }))
+        .filter((x) => x.code > 0)
+        .sort((a, b) => b.code - a.code)
+        .slice(0, 3);
+      for (const { code, row } of top) {
+        const t = tokens[String(row)]!;
+        expect(t.pieces.join('').trim()).toBe(data.texts[row]);
+        const acts = t.acts[String(f.index)]!;
+        expect(acts).toHaveLength(t.pieces.length);
+        expect(acts.reduce((a, b) => a + b, 0) / acts.length).toBeCloseTo(code, 4);
+        checked++;
+      }
+    });
+    expect(checked).toBeGreaterThan(0);
+  });
+
+  it('shows vocabulary entries as they read in text', () => {
+    expect(['un', '##believ', '##able'].map((t) => displayPiece(t, 'WordPiece')).join('')).toBe(' unbelievable');
+    expect(['ĠThe', 'Ġnurse', "'s"].map((t) => displayPiece(t, 'BPE')).join('')).toBe(" The nurse's");
+    expect(displayPiece(undefined, 'BPE')).toBe(' ?');
+  });
+
+  it('lists the tokens each feature direction promotes through an unembedding, and nothing for an encoder', () => {
+    const collector = new ExplorerCollector(42, HOOK, sae, cache, testSplits, ['surgeon', 'nurse']);
+    collector.addHead('original', probe);
+    const data = collector.build(splits.concept, splits.texts, 4);
+    const encoder: Model = model;
+    addPromotedTokens(data, { model: encoder, piece: (id) => `t${id}`, sae });
+    expect(data.promotes).toBeUndefined();
+    // An unembedding that is the identity on the first D of 2D tokens: a direction promotes the tokens of its largest components.
+    const unembed = { directionLogits: (d: tf.Tensor2D) => tf.concat([d, tf.zerosLike(d)], 1) as tf.Tensor2D };
+    addPromotedTokens(data, { model: unembed, piece: (id) => `t${id}`, sae }, 3);
+    const rows = sae.decoderDirections().arraySync();
+    for (const f of data.features) {
+      const row = rows[f.index]!;
+      const best = row.indexOf(Math.max(...row.slice(0, D)));
+      expect(data.promotes![String(f.index)]).toHaveLength(3);
+      expect(data.promotes![String(f.index)]![0], `feature ${f.index}`).toBe(`t${best}`);
+    }
   });
 });

@@ -5,6 +5,8 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { readSafetensors } from '../../src/io/safetensors.js';
 import { initEngine, tf } from '../../src/engine/engine.js';
 import { loadModel } from '../../src/models/load.js';
 import type { Batch, Model } from '../../src/models/model.js';
@@ -178,6 +180,23 @@ describe('stopAfter', () => {
     const r = models.bert_bare!.run(batches.bert_bare!, {});
     expect(r.captures).toEqual({});
     expect(tf.memory().numTensors).toBe(before);
+  });
+});
+
+describe('directionLogits', () => {
+  it('reads directions through the unembedding (embed_out, no final layer norm) for GPT-NeoX; encoders have none', () => {
+    const name = 'neox_rot25_parallel';
+    const model = models[name]!;
+    const weight = readSafetensors(join(cases[name]!.dir, 'model.safetensors')).float32('embed_out.weight');
+    const d = model.config.dModel;
+    const vocab = weight.length / d;
+    const directions = tf.randomNormal([3, d], 0, 1, 'float32', 7) as tf.Tensor2D;
+    const got = model.directionLogits!(directions);
+    const want = tf.matMul(directions, tf.tensor2d(weight, [vocab, d]), false, true);
+    expect(got.shape).toEqual([3, vocab]);
+    expect(maxAbsDiff(got, want)).toBeLessThan(1e-4);
+    tf.dispose([directions, got, want]);
+    expect(models.bert_bare!.directionLogits).toBeUndefined();
   });
 });
 

@@ -224,6 +224,14 @@ describe('run folders', () => {
     for (const f of [101, 7, 9]) expect(html).toContain(`<article class="card" data-feature="${f}">`);
     expect(html).toContain('removed by sae_mask (seeds 1, 2); shift (seeds 1, 2)');
     expect(html).toContain('not at the probe hook');
+    // Feature 7's top texts show their tokens, "He" shaded by its code, the rest plain.
+    const card7 = /<article class="card" data-feature="7">(.*?)<\/article>/s.exec(html)![1]!;
+    expect(card7).toContain('tokens shaded by the feature’s code on them');
+    expect(card7).toContain('Promotes: <code> he</code> <code> his</code>');
+    expect(html).toContain('<code> &lt;b&gt;</code>');
+    expect(card7).toMatch(
+      /<li><span class="code">1\.50<\/span> <mark style="background:rgba\(225,87,89,0\.90\)" title="code [\d.]+">He<\/mark> is a (surgeon|nurse) with/,
+    );
     // Curves of every stage.
     for (const stage of ['original/seed-1/probe', 'sae_mask/seed-2/mask', 'sae layers.0.resid_out']) expect(html).toContain(`<h4>${stage} <small>`);
     expect(html.replace(EXPLORER_SCRIPT, '')).not.toMatch(/NaN|Infinity/);

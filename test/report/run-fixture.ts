@@ -102,6 +102,15 @@ export function explorerData(seed: number, xss: boolean): ExplorerData {
     },
     methods: { sae_mask: { head: 'biased', features: [...METHODS.sae_mask].sort((a, b) => a - b) }, shift: { head: 'biased', features: [...METHODS.shift] } },
     excluded: { leace: 'it removes directions at layers.0.resid_out, not only SAE features at layers.0.resid_out' },
+    promotes: { '101': [' she', ' her', ' <b>'], '7': [' he', ' his'] },
+    // Feature 7 fires on "He" alone: its mean over a bio's tokens is its pooled code, 1.5.
+    tokens: Object.fromEntries(
+      texts.flatMap((text, i) => {
+        if (codeB[i]! <= 0 || i === 3) return [];
+        const pieces = text.split(' ').map((w) => ` ${w}`);
+        return [[String(i), { pieces, acts: { '7': pieces.map((p) => (p === ' He' ? 1.5 * pieces.length : 0)) } }]];
+      }),
+    ),
   };
 }
 
