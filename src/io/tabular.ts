@@ -10,7 +10,7 @@
 import { closeSync, openSync, readSync } from 'node:fs';
 import { extname } from 'node:path';
 import { asyncBufferFromFile, parquetMetadataAsync, parquetReadObjects, parquetSchema } from 'hyparquet';
-import { readUtf8 } from './text.js';
+import { invalidUtf8, readUtf8 } from './text.js';
 import { checkParquetPages } from './parquet-pages.js';
 
 export type TableFormat = 'jsonl' | 'csv' | 'parquet';
@@ -343,23 +343,6 @@ export interface RowStream extends AsyncIterable<StreamedRow> {
 /** Bytes read per call while streaming a text file. */
 const STREAM_CHUNK_BYTES = 1 << 20;
 
-/** Throws `path line N: invalid UTF-8` for the first line of `bytes` (which starts on line `firstLine`) that does not decode. */
-function throwInvalidUtf8(bytes: Uint8Array, path: string, firstLine: number, strict: TextDecoder, cause: unknown): never {
-  let line = firstLine;
-  let start = 0;
-  for (let i = 0; i <= bytes.length; i++) {
-    if (i < bytes.length && bytes[i] !== 0x0a) continue;
-    try {
-      strict.decode(bytes.subarray(start, i));
-    } catch {
-      break;
-    }
-    line++;
-    start = i + 1;
-  }
-  throw new Error(`${path} line ${line}: invalid UTF-8; convert the file to UTF-8`, { cause });
-}
-
 /**
  * The lines of a file (without their LF; a CR before it is kept), decoded as strict UTF-8 a chunk
  * at a time, with a leading byte-order mark dropped. Holds one chunk plus the longest line.
@@ -391,7 +374,7 @@ function* utf8Lines(path: string): Generator<string> {
         try {
           text = strict.decode(bytes.subarray(0, end));
         } catch (err) {
-          throwInvalidUtf8(bytes.subarray(0, end), path, line, strict, err);
+          throw invalidUtf8(path, bytes.subarray(0, end), err, line);
         }
         if (line === 1) text = stripBom(text);
         const lines = text.split('\n');

@@ -11,8 +11,17 @@ export function decodeUtf8(bytes: Uint8Array, source: string): string {
   try {
     return strict.decode(bytes);
   } catch (err) {
-    throw new Error(`${source} line ${firstInvalidLine(bytes, strict)}: invalid UTF-8; convert the file to UTF-8`, { cause: err });
+    throw invalidUtf8(source, bytes, err);
   }
+}
+
+/**
+ * The error for `bytes` that failed to decode: `source line N: invalid UTF-8 ...`, N the first line
+ * that does not decode, counting the first line of `bytes` as `firstLine`.
+ */
+export function invalidUtf8(source: string, bytes: Uint8Array, cause: unknown, firstLine = 1): Error {
+  const strict = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+  return new Error(`${source} line ${firstInvalidLine(bytes, strict, firstLine)}: invalid UTF-8; convert the file to UTF-8`, { cause });
 }
 
 /** Reads a file as strict UTF-8 text (see `decodeUtf8`). */
@@ -20,9 +29,12 @@ export function readUtf8(path: string): string {
   return decodeUtf8(readFileSync(path), path);
 }
 
-/** The 1-based number of the first line that does not decode (line breaks are single bytes in UTF-8). */
-function firstInvalidLine(bytes: Uint8Array, strict: TextDecoder): number {
-  let line = 1;
+/**
+ * The number of the first line of `bytes` that does not decode, counting the first as `firstLine`
+ * (line breaks are single bytes in UTF-8, so lines can be decoded one by one).
+ */
+function firstInvalidLine(bytes: Uint8Array, strict: TextDecoder, firstLine: number): number {
+  let line = firstLine;
   let start = 0;
   for (let i = 0; i <= bytes.length; i++) {
     if (i < bytes.length && bytes[i] !== 0x0a) continue;

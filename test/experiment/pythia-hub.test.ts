@@ -20,7 +20,7 @@ import { cli } from '../../src/cli/main.js';
 import { readExperimentConfig } from '../../src/experiment/config.js';
 import type { ExperimentResult } from '../../src/experiment/results.js';
 import { projectRoot, sharedPath } from '../../src/io/shared.js';
-import { FakeHub, fakeCommit, type FakeFile } from '../io/hub-server.js';
+import { FakeHub, fakeCommit, useHubEnv, type FakeFile } from '../io/hub-server.js';
 import { runPythonReference } from '../reference/python.js';
 import { skipWithout } from '../require.js';
 import { quietly } from '../cli/stderr.js';
@@ -59,18 +59,6 @@ const QUICK = [
   'methods.random={"attribution": "atp", "attributionExamples": 8}',
 ];
 
-const ENV_KEYS = [
-  'HF_HOME',
-  'HF_HUB_CACHE',
-  'HUGGINGFACE_HUB_CACHE',
-  'HF_ENDPOINT',
-  'HF_TOKEN',
-  'HUGGING_FACE_HUB_TOKEN',
-  'HF_TOKEN_PATH',
-  'HF_HUB_OFFLINE',
-  'TRANSFORMERS_OFFLINE',
-];
-
 const missing = tokenizerPath === undefined || !existsSync(python);
 
 describe.skipIf(
@@ -79,7 +67,7 @@ describe.skipIf(
     'the Pythia hub test needs ../shared/data/tokenizers/gpt-neox-20b (set SAE_ERASER_SHARED) and the Python reference environment (scripts/setup-python-ref.sh)',
   ),
 )('the original setup (configs/pythia70m-professor-nurse.json) from a local hub', () => {
-  const savedEnv = new Map(ENV_KEYS.map((k) => [k, process.env[k]]));
+  let restoreEnv: () => void = () => undefined;
   const savedCwd = process.cwd();
   const work = mkdtempSync(join(tmpdir(), 'pythia-hub-'));
   const hub = new FakeHub();
@@ -133,19 +121,14 @@ describe.skipIf(
       },
     });
     await hub.start();
-    for (const k of ENV_KEYS) delete process.env[k];
-    process.env.HF_HOME = join(work, 'hf');
-    process.env.HF_ENDPOINT = hub.url;
+    restoreEnv = useHubEnv(hub.url, join(work, 'hf'));
     // The config's relative paths (.cache/saes, .cache/activations) land in the temp folder, not the checkout.
     process.chdir(work);
   });
 
   afterAll(async () => {
     process.chdir(savedCwd);
-    for (const [k, v] of savedEnv) {
-      if (v === undefined) delete process.env[k];
-      else process.env[k] = v;
-    }
+    restoreEnv();
     await hub.stop();
     rmSync(work, { recursive: true, force: true });
   });

@@ -48,6 +48,9 @@ export async function breathe(): Promise<void> {
   lastBreath = performance.now();
 }
 
+/** What one input gave: its parsed value, or the clear error that refused it. */
+export type Outcome<T> = { ok: true; value: T } | { ok: false; error: Error };
+
 /** Counts what one parser did with the fuzzed inputs, appended to `SAE_ERASER_FUZZ_REPORT` (a JSONL file) when set. */
 export class FuzzTally {
   tried = 0;
@@ -84,37 +87,45 @@ export class FuzzTally {
    * Runs `parse` on one input: a clean result or a clear error is counted; a crash (see `isCrash`) is
    * rethrown so the property fails and fast-check shrinks the input.
    */
-  run<T>(parse: () => T): { ok: true; value: T } | { ok: false; error: Error } {
-    this.tried++;
-    const before = { bytes: process.memoryUsage().arrayBuffers, at: performance.now() };
+  run<T>(parse: () => T): Outcome<T> {
+    const before = this.start();
+    let value: T;
     try {
-      const value = parse();
-      this.checkBudget(before);
-      this.parsed++;
-      return { ok: true, value };
+      value = parse();
     } catch (err) {
-      if (isCrash(err)) throw err;
-      this.checkBudget(before);
-      this.refused++;
-      return { ok: false, error: err as Error };
+      return this.refuse(err, before);
     }
+    return this.accept(value, before);
   }
 
   /** Async form of `run`. */
-  async runAsync<T>(parse: () => Promise<T>): Promise<{ ok: true; value: T } | { ok: false; error: Error }> {
-    this.tried++;
-    const before = { bytes: process.memoryUsage().arrayBuffers, at: performance.now() };
+  async runAsync<T>(parse: () => Promise<T>): Promise<Outcome<T>> {
+    const before = this.start();
+    let value: T;
     try {
-      const value = await parse();
-      this.checkBudget(before);
-      this.parsed++;
-      return { ok: true, value };
+      value = await parse();
     } catch (err) {
-      if (isCrash(err)) throw err;
-      this.checkBudget(before);
-      this.refused++;
-      return { ok: false, error: err as Error };
+      return this.refuse(err, before);
     }
+    return this.accept(value, before);
+  }
+
+  private start(): { bytes: number; at: number } {
+    this.tried++;
+    return { bytes: process.memoryUsage().arrayBuffers, at: performance.now() };
+  }
+
+  private accept<T>(value: T, before: { bytes: number; at: number }): Outcome<T> {
+    this.checkBudget(before);
+    this.parsed++;
+    return { ok: true, value };
+  }
+
+  private refuse<T>(err: unknown, before: { bytes: number; at: number }): Outcome<T> {
+    if (isCrash(err)) throw err;
+    this.checkBudget(before);
+    this.refused++;
+    return { ok: false, error: err as Error };
   }
 
   /** Appends this tally to the report file, if the fuzz run asked for one. Call from `afterAll`. */

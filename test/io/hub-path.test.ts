@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isHubPath, parseHubPath, resolveHubPath } from '../../src/io/hub.js';
 import { setQuiet } from '../../src/util/progress.js';
-import { FakeHub, fakeCommit, pseudoRandomBytes } from './hub-server.js';
+import { FakeHub, fakeCommit, pseudoRandomBytes, useHubEnv } from './hub-server.js';
 
 describe('parseHubPath', () => {
   it('reads dataset and model URIs, with and without a revision', () => {
@@ -62,18 +62,7 @@ describe('parseHubPath', () => {
 });
 
 describe('resolveHubPath', () => {
-  const ENV_KEYS = [
-    'HF_HOME',
-    'HF_HUB_CACHE',
-    'HUGGINGFACE_HUB_CACHE',
-    'HF_ENDPOINT',
-    'HF_TOKEN',
-    'HUGGING_FACE_HUB_TOKEN',
-    'HF_TOKEN_PATH',
-    'HF_HUB_OFFLINE',
-    'TRANSFORMERS_OFFLINE',
-  ];
-  const savedEnv = new Map(ENV_KEYS.map((k) => [k, process.env[k]]));
+  let restoreEnv: () => void = () => undefined;
   const home = mkdtempSync(join(tmpdir(), 'hub-path-'));
   const hub = new FakeHub();
   const parquet = pseudoRandomBytes(20_000, 5);
@@ -90,16 +79,11 @@ describe('resolveHubPath', () => {
       },
     });
     await hub.start();
-    for (const k of ENV_KEYS) delete process.env[k];
-    process.env.HF_HOME = home;
-    process.env.HF_ENDPOINT = hub.url;
+    restoreEnv = useHubEnv(hub.url, home);
   });
 
   afterAll(async () => {
-    for (const [k, v] of savedEnv) {
-      if (v === undefined) delete process.env[k];
-      else process.env[k] = v;
-    }
+    restoreEnv();
     await hub.stop();
     setQuiet(false);
     rmSync(home, { recursive: true, force: true });

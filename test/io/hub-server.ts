@@ -530,3 +530,36 @@ function pour(socket: Socket, head: Buffer, chunk: Buffer): void {
   };
   fill();
 }
+
+/** Environment variables the hub client reads: tests clear them, so that a user's settings cannot leak in. */
+export const HUB_ENV_KEYS = [
+  'HF_HOME',
+  'HF_HUB_CACHE',
+  'HUGGINGFACE_HUB_CACHE',
+  'HF_ENDPOINT',
+  'HF_TOKEN',
+  'HUGGING_FACE_HUB_TOKEN',
+  'HF_TOKEN_PATH',
+  'HF_HUB_OFFLINE',
+  'TRANSFORMERS_OFFLINE',
+  'XDG_CACHE_HOME',
+  'HF_HUB_ETAG_TIMEOUT',
+  'HF_HUB_DOWNLOAD_TIMEOUT',
+] as const;
+
+/**
+ * Points the hub client at `endpoint` with its cache in `home`, every other hub variable cleared.
+ * Returns a function that puts the environment back as it was.
+ */
+export function useHubEnv(endpoint: string, home: string): () => void {
+  const saved = new Map(HUB_ENV_KEYS.map((k) => [k, process.env[k]]));
+  for (const k of HUB_ENV_KEYS) delete process.env[k];
+  process.env.HF_HOME = home;
+  process.env.HF_ENDPOINT = endpoint;
+  return () => {
+    for (const [k, v] of saved) {
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+    }
+  };
+}

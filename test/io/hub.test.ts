@@ -25,23 +25,9 @@ import {
 } from '../../src/io/hub.js';
 import { projectRoot } from '../../src/io/shared.js';
 import { setQuiet } from '../../src/util/progress.js';
-import { FakeHub, fakeCommit, gitBlobSha1, pseudoRandomBytes, sha256Hex, type FakeFile } from './hub-server.js';
+import { FakeHub, fakeCommit, gitBlobSha1, pseudoRandomBytes, sha256Hex, useHubEnv, type FakeFile } from './hub-server.js';
 
-const ENV_KEYS = [
-  'HF_HOME',
-  'HF_HUB_CACHE',
-  'HUGGINGFACE_HUB_CACHE',
-  'HF_ENDPOINT',
-  'HF_TOKEN',
-  'HUGGING_FACE_HUB_TOKEN',
-  'HF_TOKEN_PATH',
-  'HF_HUB_OFFLINE',
-  'TRANSFORMERS_OFFLINE',
-  'XDG_CACHE_HOME',
-  'HF_HUB_ETAG_TIMEOUT',
-  'HF_HUB_DOWNLOAD_TIMEOUT',
-];
-const savedEnv = new Map(ENV_KEYS.map((k) => [k, process.env[k]]));
+let restoreEnv: () => void = () => undefined;
 /** Quick retries so fault tests stay fast. */
 const FAST = { retries: 3, retryDelayMs: 1 };
 /** A port nothing listens on: connection refused at once. */
@@ -178,16 +164,11 @@ afterAll(async () => {
 beforeEach(() => {
   hub.reset();
   home = mkdtempSync(join(tmpdir(), 'sae-eraser-hub-'));
-  for (const k of ENV_KEYS) delete process.env[k];
-  process.env.HF_HOME = home;
-  process.env.HF_ENDPOINT = hub.url;
+  restoreEnv = useHubEnv(hub.url, home);
 });
 
 afterEach(() => {
-  for (const [k, v] of savedEnv) {
-    if (v === undefined) delete process.env[k];
-    else process.env[k] = v;
-  }
+  restoreEnv();
   rmSync(home, { recursive: true, force: true });
 });
 

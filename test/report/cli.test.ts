@@ -23,18 +23,8 @@ afterAll(() => {
   for (const dir of made) rmSync(dir, { recursive: true, force: true });
 });
 
-/** Runs the CLI with stdout captured too. */
-async function run(argv: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const chunks: string[] = [];
-  const write = process.stdout.write.bind(process.stdout);
-  process.stdout.write = ((c: string) => (chunks.push(String(c)), true)) as typeof process.stdout.write;
-  try {
-    const { code, stderr } = await quietly(() => cli(argv));
-    return { code, stderr, stdout: chunks.join('') };
-  } finally {
-    process.stdout.write = write;
-  }
-}
+/** Runs the CLI with stdout and stderr captured. */
+const run = (argv: string[]): Promise<{ code: number; stdout: string; stderr: string }> => quietly(() => cli(argv));
 
 describe('sae-eraser report', () => {
   it('writes RUN_DIR/report.html, or --out, and marks a partial run', async () => {
