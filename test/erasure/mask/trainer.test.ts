@@ -32,7 +32,7 @@ describe('MaskTrainer', () => {
     const trainer = new MaskTrainer({
       spaces: [space],
       task: { source: new PooledSource(p.cache, space, p.train.rows), labels: p.train.y },
-      concept: { source: new PooledSource(p.cache, space, p.concept.rows), labels: p.concept.z },
+      concept: { source: new PooledSource(p.cache, space, p.concept.rows), labels: p.concept.z, taskLabels: p.concept.y },
       probeHead: affineOfProbe(probe, probe.dIn, config.seed),
       config,
       label: 'neuron_mask test',
@@ -93,7 +93,7 @@ describe('MaskTrainer', () => {
         new MaskTrainer({
           spaces: [space],
           task: { source: new PooledSource(p.cache, space, p.train.rows), labels: p.train.y },
-          concept: { source: new PooledSource(p.cache, space, p.concept.rows), labels: p.concept.z },
+          concept: { source: new PooledSource(p.cache, space, p.concept.rows), labels: p.concept.z, taskLabels: p.concept.y },
           probeHead,
           config,
           label: 'neuron_mask test',
