@@ -76,7 +76,7 @@ function torchForward(modelDir: string, idsPath: string, reps: number): TorchRes
 
 export async function benchForward(reps = 3): Promise<ForwardBenchResult> {
   const backend = await initEngine();
-  const out = runPythonReference('models_reference.py', ['--suite', 'pythia']);
+  const out = await runPythonReference('models_reference.py', ['--suite', 'pythia']);
   const modelDir = join(out, 'pythia70m_shape');
   const tmp = mkdtempSync(join(tmpdir(), 'sae-eraser-bench-'));
   try {

@@ -158,7 +158,7 @@ export interface MaskBenchResult {
 export async function benchMasks(n = 600, epochs = 25, torchSteps = 4): Promise<MaskBenchResult> {
   const backend = await initEngine();
   setQuiet(true);
-  const modelDir = join(runPythonReference('models_reference.py', ['--suite', 'pythia']), 'pythia70m_shape');
+  const modelDir = join(await runPythonReference('models_reference.py', ['--suite', 'pythia']), 'pythia70m_shape');
   const model = await loadModel(modelDir);
   const d = model.config.dModel;
   const tmp = mkdtempSync(join(tmpdir(), 'sae-eraser-bench-masks-'));

@@ -19,6 +19,7 @@
  * there on, and reading a damaged cache fails with an error that names the folder. Memory is
  * bounded by one shard of examples.
  */
+import { Breather } from '../util/yield.js';
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
@@ -500,7 +501,7 @@ export async function buildActivationCache(spec: CacheSpec, opts: BuildOptions):
   bar.tick(done);
   for (let start = done; start < spec.texts.length; start += shardSize) {
     const count = Math.min(shardSize, spec.texts.length - start);
-    const buffers = computeShard(spec, opts, start, count, batchSize, (n) => bar.tick(n));
+    const buffers = await computeShard(spec, opts, start, count, batchSize, (n) => bar.tick(n));
     const file = `shard-${String(index.shards.length).padStart(5, '0')}.safetensors`;
     writeSafetensors(join(dir, file), shardTensors(spec, buffers, count));
     index.shards.push({ file, start, count, sha256: fileSha256(join(dir, file)) });
@@ -548,7 +549,15 @@ function resumableIndex(dir: string, fresh: CacheIndex): CacheIndex {
   return index;
 }
 
-function computeShard(spec: CacheSpec, opts: BuildOptions, start: number, count: number, batchSize: number, onBatch: (n: number) => void): ShardBuffers {
+async function computeShard(
+  spec: CacheSpec,
+  opts: BuildOptions,
+  start: number,
+  count: number,
+  batchSize: number,
+  onBatch: (n: number) => void,
+): Promise<ShardBuffers> {
+  const breather = new Breather();
   const d = opts.model.config.dModel;
   const saes = spec.saes ?? {};
   const buf: ShardBuffers = {
@@ -575,6 +584,7 @@ function computeShard(spec: CacheSpec, opts: BuildOptions, start: number, count:
       tf.dispose([batch.inputIds, batch.attentionMask]);
     }
     onBatch(rows.length);
+    await breather.maybe();
   }
   return buf;
 }

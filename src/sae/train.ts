@@ -47,6 +47,7 @@
  *    and has no resampling (AuxK, off by default); here the lr is constant after the warm-up and
  *    dead features are resampled as for relu.
  */
+import { Breather } from '../util/yield.js';
 import { existsSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { tf, initEngine, variableFrom } from '../engine/engine.js';
@@ -302,8 +303,10 @@ export async function trainSaeOnSource(source: ActivationSource, options: TrainO
     checkpointed = step;
   };
 
+  const breather = new Breather();
   try {
     while (step < totalSteps) {
+      await breather.maybe();
       if (options.signal?.aborted === true) {
         if (options.checkpointDir !== undefined && checkpointed !== step) checkpoint(options.checkpointDir);
         const saved = options.checkpointDir !== undefined ? `; the checkpoint in ${options.checkpointDir} resumes it` : '';

@@ -277,7 +277,7 @@ describe.skipIf(!haveShared)('tokenizer parity with transformers (shared data)',
 
   beforeAll(async () => {
     ensureMiniLm();
-    const out = runPythonReference('tokenize_reference.py', [
+    const out = await runPythonReference('tokenize_reference.py', [
       '--neox',
       neoxPath!,
       '--minilm',

@@ -293,8 +293,8 @@ describe('svdTol', () => {
 describe('parity with a PyTorch float64 reference (test/reference/leace_reference.py)', () => {
   let ref: string;
   let cases: Record<string, { n: number; d: number; classes: number; method: 'leace' | 'orth'; shrinkage: boolean; svd_tol: number }>;
-  beforeAll(() => {
-    ref = runPythonReference('leace_reference.py');
+  beforeAll(async () => {
+    ref = await runPythonReference('leace_reference.py');
     cases = JSON.parse(readFileSync(join(ref, 'cases.json'), 'utf8')) as typeof cases;
   });
 

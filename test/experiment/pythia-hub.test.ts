@@ -75,8 +75,8 @@ describe.skipIf(
   let online: ExperimentResult;
 
   beforeAll(async () => {
-    const fixtures = runPythonReference('pythia_hub_reference.py', ['--dict-size', '64']);
-    const model = join(runPythonReference('models_reference.py', ['--suite', 'pythia']), 'pythia70m_shape');
+    const fixtures = await runPythonReference('pythia_hub_reference.py', ['--dict-size', '64']);
+    const model = join(await runPythonReference('models_reference.py', ['--suite', 'pythia']), 'pythia70m_shape');
     const file = (path: string, lfs = false): FakeFile => ({ content: readFileSync(path), lfs });
     const text = (s: string): FakeFile => ({ content: Buffer.from(s) });
     hub.addRepo({

@@ -7,8 +7,8 @@ import { torchZip, type TensorSpec } from '../fuzz/torch-writer.js';
 import { runPythonReference } from '../reference/python.js';
 
 let ref: string;
-beforeAll(() => {
-  ref = runPythonReference('sae_reference.py', ['--part', 'pickle']);
+beforeAll(async () => {
+  ref = await runPythonReference('sae_reference.py', ['--part', 'pickle']);
 });
 
 type Json = null | boolean | number | string | Json[] | { [k: string]: Json };

@@ -10,7 +10,7 @@ import { pythonBin, runPythonReference } from '../reference/python.js';
 let ref: string;
 beforeAll(async () => {
   await initEngine();
-  ref = runPythonReference('safetensors_reference.py');
+  ref = await runPythonReference('safetensors_reference.py');
 });
 
 const maxAbsDiff = (a: ArrayLike<number>, b: ArrayLike<number>): number => {

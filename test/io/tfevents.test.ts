@@ -103,7 +103,7 @@ describe('TensorBoard event files', () => {
     expect(records(readFileSync(a.path))).toHaveLength(2);
   });
 
-  it('are read back by TensorBoard itself (its EventMultiplexer, in the Python reference environment): every run, tag, step and value', () => {
+  it('are read back by TensorBoard itself (its EventMultiplexer, in the Python reference environment): every run, tag, step and value', async () => {
     const logdir = mkdtempSync(join(tmpdir(), 'tfevents-tb-'));
     const a = new EventFileWriter(join(logdir, 'sae_mask', 'seed-1', 'mask'));
     const b = new EventFileWriter(join(logdir, 'original', 'seed-1', 'probe'));
@@ -117,7 +117,7 @@ describe('TensorBoard event files', () => {
     written['original/seed-1/probe']!.loss = [[1, 0.75]];
     a.close();
     b.close();
-    const scalars = JSON.parse(readFileSync(join(runPythonReference('tensorboard_reference.py', [logdir]), 'scalars.json'), 'utf8')) as typeof written;
+    const scalars = JSON.parse(readFileSync(join(await runPythonReference('tensorboard_reference.py', [logdir]), 'scalars.json'), 'utf8')) as typeof written;
     expect(scalars).toEqual(written);
   });
 });

@@ -19,7 +19,7 @@ const tempDirs: string[] = [];
 
 beforeAll(async () => {
   await initEngine();
-  cases = Object.fromEntries(referenceSuite('tiny').map((c) => [c.name, c]));
+  cases = Object.fromEntries((await referenceSuite('tiny')).map((c) => [c.name, c]));
   for (const name of ['neox_rot25_parallel', 'neox_rot100_sequential', 'bert_bare']) {
     models[name] = await loadModel(cases[name]!.dir);
     batches[name] = referenceBatch(cases[name]!.expected);

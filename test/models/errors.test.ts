@@ -22,7 +22,7 @@ const track = (d: string): string => {
 
 beforeAll(async () => {
   await initEngine();
-  cases = Object.fromEntries(referenceSuite('tiny').map((c) => [c.name, c]));
+  cases = Object.fromEntries((await referenceSuite('tiny')).map((c) => [c.name, c]));
 });
 afterAll(() => {
   for (const d of tempDirs) rmSync(d, { recursive: true, force: true });

@@ -21,15 +21,15 @@ export interface ReferenceCase {
 }
 
 /** Generates (or reuses) a reference suite and returns its cases. */
-export function referenceSuite(suite: 'tiny' | 'pythia' | 'minilm', extraArgs: string[] = []): ReferenceCase[] {
+export async function referenceSuite(suite: 'tiny' | 'pythia' | 'minilm', extraArgs: string[] = []): Promise<ReferenceCase[]> {
   const args = ['--suite', suite, ...extraArgs];
   let out: string;
   try {
-    out = runPythonReference('models_reference.py', args);
+    out = await runPythonReference('models_reference.py', args);
   } catch (err) {
     // Test files run in parallel workers: when two generate the same suite at once, the second
     // one's final rename fails because the first already put the folder in place. Reuse it.
-    out = runPythonReference('models_reference.py', args);
+    out = await runPythonReference('models_reference.py', args);
     console.warn(`models_reference.py ${args.join(' ')}: reused the output of a concurrent run (${(err as Error).message.split('\n')[0]})`);
   }
   const index = JSON.parse(readFileSync(join(out, 'index.json'), 'utf8')) as Omit<ReferenceCase, 'dir' | 'expected'>[];

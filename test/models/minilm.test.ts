@@ -43,7 +43,7 @@ describe.skipIf(skipWithout(skipReason !== undefined, `the all-MiniLM-L6-v2 pari
     });
 
     it(`hidden states at every hook match PyTorch within ${TOLERANCE} (+ PyTorch's own fp32 error)`, async () => {
-      const [c] = referenceSuite('minilm', ['--model', modelDir, '--bios', bios!, '--n', '16']);
+      const [c] = await referenceSuite('minilm', ['--model', modelDir, '--bios', bios!, '--n', '16']);
       const expected = c!.expected;
       const model = await loadModel(modelDir);
       const batch = referenceBatch(expected);

@@ -56,8 +56,8 @@ afterAll(() => printDiffTable('forward parity vs PyTorch + transformers (max abs
 
 describe('parity: tiny random GPT-NeoX and BERT checkpoints', () => {
   let cases: ReferenceCase[] = [];
-  beforeAll(() => {
-    cases = referenceSuite('tiny');
+  beforeAll(async () => {
+    cases = await referenceSuite('tiny');
   });
 
   it('covers both architectures and every config switch', () => {
@@ -82,8 +82,8 @@ describe('parity: tiny random GPT-NeoX and BERT checkpoints', () => {
 
 describe('parity: random GPT-NeoX at the Pythia-70m-deduped shape', () => {
   let cases: ReferenceCase[] = [];
-  beforeAll(() => {
-    cases = referenceSuite('pythia');
+  beforeAll(async () => {
+    cases = await referenceSuite('pythia');
   });
 
   it(`every hook and the logits match within ${TOLERANCE}`, async () => {

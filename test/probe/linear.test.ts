@@ -216,8 +216,8 @@ describe('linear probe', () => {
 
 describe('linear probe against PyTorch (SHIFT training loop)', () => {
   let ref: string;
-  beforeAll(() => {
-    ref = runPythonReference('probe_reference.py');
+  beforeAll(async () => {
+    ref = await runPythonReference('probe_reference.py');
   });
 
   it.each(['binary_paper', 'binary_decay', 'multiclass'])('%s: same losses and final parameters as torch AdamW', (name) => {

@@ -4,7 +4,7 @@
  * script, its arguments, the contents of every file or folder an argument names, and the
  * requirements, so a changed script or input always regenerates.
  */
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, rmSync, renameSync, mkdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
@@ -16,12 +16,24 @@ export function pythonBin(): string {
   return join(root, '.venv-ref/bin/python');
 }
 
+/** Runs a command with its output shown, without blocking the event loop (a test worker blocked for a minute loses its link to vitest). */
+function run(command: string, args: readonly string[], options: { cwd: string; env: NodeJS.ProcessEnv }): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, args, { ...options, stdio: ['ignore', 'inherit', 'inherit'] });
+    child.on('error', reject);
+    child.on('exit', (code, signal) => {
+      if (code === 0) resolve();
+      else reject(new Error(`${command} ${args.join(' ')} exited with ${signal ?? `code ${code}`}`));
+    });
+  });
+}
+
 /**
  * Runs `test/reference/<script>` with `--out <dir> ...args` and returns `<dir>`, reusing a previous
  * complete run with the same script content and arguments. The script writes into a temp folder
  * that is renamed into place only when it exits successfully.
  */
-export function runPythonReference(script: string, args: readonly string[] = []): string {
+export async function runPythonReference(script: string, args: readonly string[] = []): Promise<string> {
   const root = projectRoot();
   const path = join(root, 'test/reference', script);
   const hash = createHash('sha256')
@@ -38,11 +50,7 @@ export function runPythonReference(script: string, args: readonly string[] = [])
   rmSync(tmp, { recursive: true, force: true });
   mkdirSync(tmp, { recursive: true });
   try {
-    execFileSync(python, [path, '--out', tmp, ...args], {
-      cwd: root,
-      stdio: ['ignore', 'inherit', 'inherit'],
-      env: { ...process.env, HF_HUB_OFFLINE: '1', TOKENIZERS_PARALLELISM: 'false' },
-    });
+    await run(python, [path, '--out', tmp, ...args], { cwd: root, env: { ...process.env, HF_HUB_OFFLINE: '1', TOKENIZERS_PARALLELISM: 'false' } });
   } catch (err) {
     rmSync(tmp, { recursive: true, force: true });
     throw err;

@@ -21,7 +21,7 @@ let ref: string;
 beforeAll(async () => {
   await initEngine();
   setQuiet(true);
-  ref = runPythonReference('sae_reference.py', ['--part', 'sae']);
+  ref = await runPythonReference('sae_reference.py', ['--part', 'sae']);
 });
 
 interface Expected {
@@ -265,7 +265,7 @@ describe('files sae-eraser writes load in the libraries', () => {
     const written = cases.map((c) =>
       writeCase(root, c.name, c.sae, (dir) => (c.name.startsWith('trained') ? saveTrainedSae(c.sae, dir, { steps: 30 }) : saveSaeLensSae(c.sae, dir))),
     );
-    const lib = runPythonReference(
+    const lib = await runPythonReference(
       'sae_written_reference.py',
       written.map((w) => w.dir),
     );

@@ -205,8 +205,8 @@ describe("training steps match the libraries' trainers (PyTorch reference)", () 
   // float32 through 4 Adam steps; Adam divides by sqrt(v), so gradients near 0 amplify rounding.
   const TOL = 1e-5;
   let ref: string;
-  beforeAll(() => {
-    ref = runPythonReference('sae_train_reference.py');
+  beforeAll(async () => {
+    ref = await runPythonReference('sae_train_reference.py');
   });
 
   it.each([
