@@ -60,20 +60,21 @@ class Proto {
     return this;
   }
 
-  double(field: number, value: number): this {
-    this.tag(field, 1);
-    const b = new Uint8Array(8);
-    new DataView(b.buffer).setFloat64(0, value, true);
+  /** A little-endian fixed-width field: wire type 1 (8 bytes) or 5 (4 bytes). */
+  private fixed(field: number, wire: 1 | 5, write: (view: DataView) => void): this {
+    this.tag(field, wire);
+    const b = new Uint8Array(wire === 1 ? 8 : 4);
+    write(new DataView(b.buffer));
     for (const x of b) this.parts.push(x);
     return this;
   }
 
+  double(field: number, value: number): this {
+    return this.fixed(field, 1, (v) => v.setFloat64(0, value, true));
+  }
+
   float(field: number, value: number): this {
-    this.tag(field, 5);
-    const b = new Uint8Array(4);
-    new DataView(b.buffer).setFloat32(0, value, true);
-    for (const x of b) this.parts.push(x);
-    return this;
+    return this.fixed(field, 5, (v) => v.setFloat32(0, value, true));
   }
 
   bytes(field: number, value: Uint8Array): this {

@@ -6,6 +6,7 @@
  * counts each test recorded (inputs tried per parser, how many parsed, how many were refused with a
  * clear error).
  */
+import { Breather } from '../../src/util/yield.js';
 import fc from 'fast-check';
 import { appendFileSync, mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
@@ -35,17 +36,15 @@ export function isCrash(err: unknown): boolean {
   return err.message.trim().length === 0;
 }
 
-let lastBreath = performance.now();
+const breather = new Breather(100);
 
 /**
  * Lets the event loop run about every 100 ms; await it at the start of each property run. A
  * property over thousands of synchronous parses would otherwise block the test worker for minutes
  * under `npm run fuzz`, and vitest fails a worker that cannot answer its RPC calls for a minute.
  */
-export async function breathe(): Promise<void> {
-  if (performance.now() - lastBreath < 100) return;
-  await new Promise((resolve) => setImmediate(resolve));
-  lastBreath = performance.now();
+export function breathe(): Promise<void> {
+  return breather.maybe();
 }
 
 /** What one input gave: its parsed value, or the clear error that refused it. */

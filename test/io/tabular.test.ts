@@ -289,16 +289,18 @@ describe('column names that are Object.prototype members', () => {
 });
 
 describe('parquet pages that declare more than the file holds', () => {
+  /** A fuzzer-found parquet file, from its base64, at a fresh path named `name`. */
+  const fuzzFile = (name: string, base64: string): string => {
+    const path = join(mkdtempSync(join(tmpdir(), 'parquet-pages-')), name);
+    writeFileSync(path, Buffer.from(base64, 'base64'));
+    return path;
+  };
+
   it('refuses, naming the file and the page, a mangled page header that made hyparquet abort the process (invalid size 184071938)', async () => {
     // Found by the fuzzer (test/fuzz/tabular.test.ts, scale 30, seed 1795930247): a byte-mutated 3-row file.
-    const dir = mkdtempSync(join(tmpdir(), 'parquet-pages-'));
-    const path = join(dir, 'mutated.parquet');
-    writeFileSync(
-      path,
-      Buffer.from(
-        'UEFSMRUAFUgVSCwVBhUAFQYVBgAAEAAAAPGgs43xp5i78qeKrPCTroQEAAAA8L2tlwQAAADwtIC2FQAVjgEVjgEsFQYVABUGFQYAAB8AAADmnYjwsrSW86elhPOhiLj0g42E8pWftPSHuL/zq62RAAAAABwAAAD0i72087SaNfn80rvkA7EF+SuvsvKTjpvylpmA8o2fjvKiu4/xi762FQAVrgEVrgEsFQYVABUGFQYAABgAAADxjKyh8KqDqvCviZzzvKy586uRp/KZn6YgAAAA8Zuij/C6srvyp5C6862khfOilbvzsp6Q8qWor/GCgZETAIe5i/Ooorzwv4ugFQAVxgEVxgEsFQYVABUGFQYAABwAAADzqoSX8oOyjvC5hYjxj6yb8qGEofGwoIjxvYiwHAAAAPCZi4/wlrKG8aOlo/K5g6fxuKSH87ySpfOvlogfAAAA8rykkPC7v6nyt4mZ8JKTm/GlqprzkYip7q2r8K2usxUCGVxIBnNjaGVtYRUIABUMJQAYCPKFvLbziL2sJQAAFQwlCBgM8JyKk/GmkKnwrLugJQAAFQwlABgY8qO6vPK2lqDzraCL8Lqah/KTn7nxlbqxJQAAFQwlABgI8J2PnfK6koYlAAAWBhkcGUwmCBwVDBklAAYZGAjyhby284i9rBUAFgYWahZqJggAACZyHBUMGSUABhkYDPCcipPxppCp8Ky7oBUAFgYWtAEWtAEmcgAAJqYCHBUMGSUABhkYGPKjurzytsCg862gi/C6mofyk5+58ZW6sRUAFgYW1AEW1AEmpgIAACb6AxwVDBklAAYZGAjwnY+d8rqShhUAFgYW7AEW7AEm+gMAABbeBRYGAAASAQAAUEFSMQ==',
-        'base64',
-      ),
+    const path = fuzzFile(
+      'mutated.parquet',
+      'UEFSMRUAFUgVSCwVBhUAFQYVBgAAEAAAAPGgs43xp5i78qeKrPCTroQEAAAA8L2tlwQAAADwtIC2FQAVjgEVjgEsFQYVABUGFQYAAB8AAADmnYjwsrSW86elhPOhiLj0g42E8pWftPSHuL/zq62RAAAAABwAAAD0i72087SaNfn80rvkA7EF+SuvsvKTjpvylpmA8o2fjvKiu4/xi762FQAVrgEVrgEsFQYVABUGFQYAABgAAADxjKyh8KqDqvCviZzzvKy586uRp/KZn6YgAAAA8Zuij/C6srvyp5C6862khfOilbvzsp6Q8qWor/GCgZETAIe5i/Ooorzwv4ugFQAVxgEVxgEsFQYVABUGFQYAABwAAADzqoSX8oOyjvC5hYjxj6yb8qGEofGwoIjxvYiwHAAAAPCZi4/wlrKG8aOlo/K5g6fxuKSH87ySpfOvlogfAAAA8rykkPC7v6nyt4mZ8JKTm/GlqprzkYip7q2r8K2usxUCGVxIBnNjaGVtYRUIABUMJQAYCPKFvLbziL2sJQAAFQwlCBgM8JyKk/GmkKnwrLugJQAAFQwlABgY8qO6vPK2lqDzraCL8Lqah/KTn7nxlbqxJQAAFQwlABgI8J2PnfK6koYlAAAWBhkcGUwmCBwVDBklAAYZGAjyhby284i9rBUAFgYWahZqJggAACZyHBUMGSUABhkYDPCcipPxppCp8Ky7oBUAFgYWtAEWtAEmcgAAJqYCHBUMGSUABhkYGPKjurzytsCg862gi/C6mofyk5+58ZW6sRUAFgYW1AEW1AEmpgIAACb6AxwVDBklAAYZGAjwnY+d8rqShhUAFgYW7AEW7AEm+gMAABbeBRYGAAASAQAAUEFSMQ==',
     );
     await expect(readParquet(path)).rejects.toThrow(
       /mutated\.parquet: cannot read parquet: (row group 0, column ".*", page \d+: (declares \d+|the page header does not decode)|column ".*" is (repeated|nested|missing its repetition type))/,
@@ -307,14 +309,9 @@ describe('parquet pages that declare more than the file holds', () => {
 
   it('refuses a column whose repetition type was lost (hyparquet read it as repeated and aborted the process)', async () => {
     // Found by the fuzzer (scale 100, seed 13): a byte-mutated 3-row file whose last column has no repetition type.
-    const dir = mkdtempSync(join(tmpdir(), 'parquet-pages-'));
-    const path = join(dir, 'untyped.parquet');
-    writeFileSync(
-      path,
-      Buffer.from(
-        'UEFSMRUAFWwVbCwVBhUAFQYVBgAAFAAAAPOVj6rztYOW9IW1g/Cvn73ziKOTBwAAAOWSvfOErpYPAAAA8aC2lvO3kqnwu6C86Ki/FQAVVBVULBUGFQAVBhUGAAAAAAAABAAAAPK0vZIaAAAA4YiU5piz8oColfOMtr7zgqqC8LyVpfC1o4AVABWgARWgASwVBhUAFQYVBgAADAAAAPGc/////4ux8rSWmigAAADyoI+Y8YWzlvKQjJ7xkLma8piArPO0uqDzooaG85OfovOyrpfymoC5EAAAAPO/rY/wmL+w8LWHqvCXgbsVABXYARXYASwVBhUAFQYVBgAAJAAAAPCrlZzzvpWU8b+MhfGCg7zwmKag8YSam/O5lJjyPLS+8qeHmSQAAADwnrSk8JWCv/K2mrfxirWl8qadg/KMporxi7iA8ouosPGMhLQYAAAA8qqdifOWoIzzkryu85KzpvO1rJHzhKO8FQIZXEgGc2NoZW1hFQgAFQwlABgE8JG3iCUAABUMJQAYE+S7ifCprJnwn6qK8522mPKwn5ElAAAVDCUAGBDwnrKV9ICcuPGyio7zspeIJQAAFQwlARgT8Zips+C1gvCVl6/zkpWe8oGHoiUAABYGGRwZTCYIHBUMGSUABhkYBPCRt4gVABYGFo4BFo4BJggAACaWARwVDBklAAYZGBPku4nwqayZ8J+qivOdtpjysJ+RFQAWBhZ2FnYmlgEAACaMAhwVDBklAAYZGBDwnrKV9ICcuPGyio7zspeIFQAWBhbGARbGASaMAgAAJtIDHBUMGSUABhkYE/GYqbPgtYLwlZev85KVnvKBh6IVABYGFv4BFv4BJtIDAAAWyAUWBgAAIAEAAFBBUjE=',
-        'base64',
-      ),
+    const path = fuzzFile(
+      'untyped.parquet',
+      'UEFSMRUAFWwVbCwVBhUAFQYVBgAAFAAAAPOVj6rztYOW9IW1g/Cvn73ziKOTBwAAAOWSvfOErpYPAAAA8aC2lvO3kqnwu6C86Ki/FQAVVBVULBUGFQAVBhUGAAAAAAAABAAAAPK0vZIaAAAA4YiU5piz8oColfOMtr7zgqqC8LyVpfC1o4AVABWgARWgASwVBhUAFQYVBgAADAAAAPGc/////4ux8rSWmigAAADyoI+Y8YWzlvKQjJ7xkLma8piArPO0uqDzooaG85OfovOyrpfymoC5EAAAAPO/rY/wmL+w8LWHqvCXgbsVABXYARXYASwVBhUAFQYVBgAAJAAAAPCrlZzzvpWU8b+MhfGCg7zwmKag8YSam/O5lJjyPLS+8qeHmSQAAADwnrSk8JWCv/K2mrfxirWl8qadg/KMporxi7iA8ouosPGMhLQYAAAA8qqdifOWoIzzkryu85KzpvO1rJHzhKO8FQIZXEgGc2NoZW1hFQgAFQwlABgE8JG3iCUAABUMJQAYE+S7ifCprJnwn6qK8522mPKwn5ElAAAVDCUAGBDwnrKV9ICcuPGyio7zspeIJQAAFQwlARgT8Zips+C1gvCVl6/zkpWe8oGHoiUAABYGGRwZTCYIHBUMGSUABhkYBPCRt4gVABYGFo4BFo4BJggAACaWARwVDBklAAYZGBPku4nwqayZ8J+qivOdtpjysJ+RFQAWBhZ2FnYmlgEAACaMAhwVDBklAAYZGBDwnrKV9ICcuPGyio7zspeIFQAWBhbGARbGASaMAgAAJtIDHBUMGSUABhkYE/GYqbPgtYLwlZev85KVnvKBh6IVABYGFv4BFv4BJtIDAAAWyAUWBgAAIAEAAFBBUjE=',
     );
     await expect(readParquet(path)).rejects.toThrow(/untyped\.parquet: cannot read parquet: column ".*" is missing its repetition type: only flat columns/);
   });
