@@ -22,6 +22,7 @@ import { closeSync, existsSync, fsyncSync, ftruncateSync, openSync, rmSync, writ
 import { join } from 'node:path';
 import { writeJsonAtomic } from '../io/atomic.js';
 import { HistoryWriter, provenance, type Provenance } from '../io/run-log.js';
+import { readJsonLines } from '../io/jsonl.js';
 import { readUtf8 } from '../io/text.js';
 import type { HistoryLog } from '../util/history.js';
 import type { ExperimentResult, MethodSeedResult } from './results.js';
@@ -95,37 +96,24 @@ function appendDurable(path: string, line: string): void {
  * dropped (that pair runs again) and cut from the file so the next append starts on a fresh line.
  */
 function readResults(path: string): ResultLine[] {
-  if (!existsSync(path)) return [];
-  const text = readUtf8(path);
-  const end = text.lastIndexOf('\n') + 1;
-  if (end < text.length) {
+  const hint = '; fix or delete the line, or rerun with --force';
+  const { lines, completeBytes, incomplete } = readJsonLines(path, hint);
+  if (incomplete) {
     process.stderr.write(`${path}: dropping an incomplete last line (a result being written when the run stopped); that pair runs again\n`);
     const fd = openSync(path, 'r+');
     try {
-      ftruncateSync(fd, Buffer.byteLength(text.slice(0, end)));
+      ftruncateSync(fd, completeBytes);
     } finally {
       closeSync(fd);
     }
   }
-  const lines: ResultLine[] = [];
-  text
-    .slice(0, end)
-    .split('\n')
-    .forEach((line, i) => {
-      if (line.trim() === '') return;
-      let parsed: unknown;
-      try {
-        parsed = JSON.parse(line);
-      } catch (err) {
-        throw new Error(`${path}:${i + 1}: not valid JSON (${(err as Error).message}); fix or delete the line, or rerun with --force`);
-      }
-      const p = parsed as Partial<ResultLine>;
-      if (typeof p.method !== 'string' || !Number.isInteger(p.seed) || typeof p.result !== 'object' || p.result === null) {
-        throw new Error(`${path}:${i + 1}: expected {"method", "seed", "result"}; fix or delete the line, or rerun with --force`);
-      }
-      lines.push(p as ResultLine);
-    });
-  return lines;
+  return lines.map(({ line, value }) => {
+    const p = value as Partial<ResultLine>;
+    if (typeof p.method !== 'string' || !Number.isInteger(p.seed) || typeof p.result !== 'object' || p.result === null) {
+      throw new Error(`${path}:${line}: expected {"method", "seed", "result"}${hint}`);
+    }
+    return p as ResultLine;
+  });
 }
 
 const pairKey = (method: string, seed: number): string => `${method}\u0000${seed}`;

@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import { z } from 'zod';
 import { readCheckpoint, ERASER_JSON } from '../erasure/checkpoint.js';
 import { MASK_FORMAT } from '../erasure/mask/checkpoint.js';
+import { readJsonLines, type JsonLines } from '../io/jsonl.js';
 import { readUtf8 } from '../io/text.js';
 import { parseStrict } from '../util/schema.js';
 import { parseExplorer, type ExplorerData } from './explorer.js';
@@ -124,24 +125,10 @@ export interface RunDir {
 }
 
 /** Non-empty lines of a JSON-lines file, each parsed; a last line without newline is dropped with a warning. */
-function readJsonLines(path: string, warnings: string[]): { line: number; value: unknown }[] {
-  if (!existsSync(path)) return [];
-  const text = readUtf8(path);
-  const end = text.lastIndexOf('\n') + 1;
-  if (end < text.length) warnings.push(`${path}: the last line is incomplete (being written, or cut short when the run stopped) and is left out.`);
-  const out: { line: number; value: unknown }[] = [];
-  text
-    .slice(0, end)
-    .split('\n')
-    .forEach((line, i) => {
-      if (line.trim() === '') return;
-      try {
-        out.push({ line: i + 1, value: JSON.parse(line) });
-      } catch (err) {
-        throw new Error(`${path}:${i + 1}: not valid JSON (${(err as Error).message})`, { cause: err });
-      }
-    });
-  return out;
+function completeLines(path: string, warnings: string[]): JsonLines['lines'] {
+  const { lines, incomplete } = readJsonLines(path);
+  if (incomplete) warnings.push(`${path}: the last line is incomplete (being written, or cut short when the run stopped) and is left out.`);
+  return lines;
 }
 
 function readJson(path: string): unknown {
@@ -213,12 +200,12 @@ export function readRunDir(dir: string): RunDir {
   const results: ResultLine[] =
     metrics !== undefined
       ? Object.entries(metrics.methods).flatMap(([method, m]) => m.per_seed.map((result) => ({ method, seed: result.seed, result })))
-      : readJsonLines(resultsPath, warnings).map(({ line, value }) => parseStrict(resultLine, value, `${resultsPath}:${line}`));
+      : completeLines(resultsPath, warnings).map(({ line, value }) => parseStrict(resultLine, value, `${resultsPath}:${line}`));
   if (results.length === 0) {
     throw new Error(`${dir}: the run has not scored any method yet (results.jsonl is missing or empty, and there is no metrics.json); nothing to report`);
   }
   const historyPath = join(dir, 'history.jsonl');
-  const history = readJsonLines(historyPath, warnings).map(({ line, value }) => {
+  const history = completeLines(historyPath, warnings).map(({ line, value }) => {
     const { stage, step, elapsed: _elapsed, ...rest } = parseStrict(historyLine, value, `${historyPath}:${line}`);
     const values: Record<string, number> = {};
     for (const [k, v] of Object.entries(rest)) if (typeof v === 'number') values[k] = v;
