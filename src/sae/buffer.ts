@@ -14,6 +14,7 @@
  * `restore()`): the rows it holds, a chunk part read but not yet stored, the number of draws taken
  * from its seeded generator, and the source's position (its pass and how far into it).
  */
+import { Breather } from '../util/yield.js';
 import { tf } from '../engine/engine.js';
 import { mulberry32, permutation, randomInt, type Rng } from '../data/prng.js';
 import type { Batch, HookName, Model } from '../models/model.js';
@@ -80,6 +81,8 @@ export function modelActivationSource(options: ModelSourceOptions): ActivationSo
   const seed = options.seed ?? 42;
   let order = permutation(texts.length, seed);
   let pos = 0;
+  // Each chunk is a synchronous forward pass: collecting many in a row must still let the event loop run.
+  const breather = new Breather();
   return {
     dIn: model.config.dModel,
     restart(epoch: number) {
@@ -92,8 +95,9 @@ export function modelActivationSource(options: ModelSourceOptions): ActivationSo
       order = permutation(texts.length, seed + epoch);
       pos = position;
     },
-    nextChunk() {
-      if (pos >= texts.length) return Promise.resolve(undefined);
+    async nextChunk() {
+      await breather.maybe();
+      if (pos >= texts.length) return undefined;
       const docs = Array.from(order.subarray(pos, Math.min(pos + docsPerBatch, texts.length)), (i) => texts[i]!);
       pos += docs.length;
       const batch = tokenize(docs);
@@ -111,7 +115,7 @@ export function modelActivationSource(options: ModelSourceOptions): ActivationSo
         for (let i = 0; i < n * seq; i++) {
           if (mask[i] !== 0) out.set(values.subarray(i * d, (i + 1) * d), r++ * d);
         }
-        return Promise.resolve(out);
+        return out;
       } finally {
         tf.dispose([batch.inputIds, batch.attentionMask]);
       }
