@@ -27,20 +27,14 @@ import { z } from 'zod';
 import { tf } from '../engine/engine.js';
 import { writeJsonAtomic } from '../io/atomic.js';
 import { readSafetensors, writeSafetensors, type RawTensor } from '../io/safetensors.js';
+import type { ExecutorName } from '../models/executor.js';
 import type { Batch, HookName, Model } from '../models/model.js';
-import { meanPool } from '../models/pool.js';
 import { isQuiet, progress } from '../util/progress.js';
+import { createCollector, type BatchValues, type CacheSae, type Collector } from './collect.js';
 import { fileSha256 } from './identity.js';
 
 export { weightsId } from './identity.js';
-
-/** What the cache needs of an SAE: its widths and encoder/decoder. */
-export interface CacheSae {
-  readonly dIn: number;
-  readonly dSae: number;
-  encode(x: tf.Tensor): tf.Tensor;
-  decode(f: tf.Tensor): tf.Tensor;
-}
+export type { CacheSae } from './collect.js';
 
 export interface CacheSpec {
   /**
@@ -70,6 +64,12 @@ export interface BuildOptions {
   shardSize?: number;
   /** Progress label. */
   label?: string;
+  /**
+   * The executor of the forward passes (src/models/executor.ts); by default ONNX Runtime where the
+   * model and SAEs have an ONNX form. Not part of the key: both compute the same values (to float
+   * rounding, held to 1e-4 by the parity tests).
+   */
+  executor?: ExecutorName;
 }
 
 const INDEX_VERSION = 2;
@@ -499,13 +499,22 @@ export async function buildActivationCache(spec: CacheSpec, opts: BuildOptions):
   const done = index.shards.reduce((a, s) => a + s.count, 0);
   const bar = progress(opts.label ?? 'caching activations', spec.texts.length, 'ex');
   bar.tick(done);
-  for (let start = done; start < spec.texts.length; start += shardSize) {
-    const count = Math.min(shardSize, spec.texts.length - start);
-    const buffers = await computeShard(spec, opts, start, count, batchSize, (n) => bar.tick(n));
-    const file = `shard-${String(index.shards.length).padStart(5, '0')}.safetensors`;
-    writeSafetensors(join(dir, file), shardTensors(spec, buffers, count));
-    index.shards.push({ file, start, count, sha256: fileSha256(join(dir, file)) });
-    writeJsonAtomic(indexPath, index);
+  const collector = await createCollector(
+    model,
+    { hooks: spec.hooks, saes: Object.fromEntries(Object.entries(saes).map(([h, s]) => [h, s.sae])), perToken: spec.perToken === true },
+    opts.executor,
+  );
+  try {
+    for (let start = done; start < spec.texts.length; start += shardSize) {
+      const count = Math.min(shardSize, spec.texts.length - start);
+      const buffers = await computeShard(spec, opts, collector, start, count, batchSize, (n) => bar.tick(n));
+      const file = `shard-${String(index.shards.length).padStart(5, '0')}.safetensors`;
+      writeSafetensors(join(dir, file), shardTensors(spec, buffers, count));
+      index.shards.push({ file, start, count, sha256: fileSha256(join(dir, file)) });
+      writeJsonAtomic(indexPath, index);
+    }
+  } finally {
+    await collector.dispose();
   }
   index.complete = true;
   writeJsonAtomic(indexPath, index);
@@ -552,6 +561,7 @@ function resumableIndex(dir: string, fresh: CacheIndex): CacheIndex {
 async function computeShard(
   spec: CacheSpec,
   opts: BuildOptions,
+  collector: Collector,
   start: number,
   count: number,
   batchSize: number,
@@ -574,12 +584,7 @@ async function computeShard(
     const rows = order.slice(b, b + batchSize);
     const batch = opts.tokenize(rows.map((r) => spec.texts[start + r]!));
     try {
-      const { captures } = opts.model.run(batch, { capture: spec.hooks });
-      try {
-        storeBatch(spec, buf, rows, batch, captures, d);
-      } finally {
-        tf.dispose(Object.values(captures));
-      }
+      storeBatch(spec, buf, rows, await collector.values(batch), d);
     } finally {
       tf.dispose([batch.inputIds, batch.attentionMask]);
     }
@@ -589,53 +594,32 @@ async function computeShard(
   return buf;
 }
 
-function storeBatch(spec: CacheSpec, buf: ShardBuffers, rows: number[], batch: Batch, captures: Record<HookName, tf.Tensor3D>, d: number): void {
-  const mask = batch.attentionMask.arraySync();
-  const lengths = mask.map((m) => m.reduce((a, v) => a + v, 0));
+function storeBatch(spec: CacheSpec, buf: ShardBuffers, rows: number[], values: BatchValues, d: number): void {
+  const { lengths, seq } = values;
   rows.forEach((r, i) => (buf.nTokens[r] = lengths[i]!));
   for (const hook of spec.hooks) {
-    const acts = captures[hook];
-    if (acts === undefined) throw new Error(`activation cache: the model returned no activation for hook "${hook}"`);
-    const pooled = tf.tidy(() => meanPool(acts, batch.attentionMask).dataSync() as Float32Array);
+    const pooled = values.pooled.get(hook)!;
     checkFinite(pooled, hook);
     const target = buf.pooled.get(hook)!;
     rows.forEach((r, i) => target.set(pooled.subarray(i * d, (i + 1) * d), r * d));
     const saeEntry = spec.saes?.[hook];
     if (saeEntry === undefined) continue;
-    const { sae } = saeEntry;
-    const [n, seq] = acts.shape;
-    const [fPooled, errPooled, fTokens, errTokens] = tf.tidy(() => {
-      const flat = tf.reshape(acts, [n * seq, d]);
-      const f = sae.encode(flat);
-      const err = tf.sub(flat, sae.decode(f));
-      const f3 = tf.reshape(f, [n, seq, sae.dSae]) as tf.Tensor3D;
-      const e3 = tf.reshape(err, [n, seq, d]) as tf.Tensor3D;
-      return [
-        meanPool(f3, batch.attentionMask),
-        meanPool(e3, batch.attentionMask),
-        spec.perToken === true ? f : tf.zeros([0]),
-        spec.perToken === true ? err : tf.zeros([0]),
-      ];
+    const { dSae } = saeEntry.sae;
+    const fp = values.codesPooled.get(hook)!;
+    const ep = values.errorPooled.get(hook)!;
+    rows.forEach((r, i) => {
+      buf.saeCodes.get(hook)![r] = fp.slice(i * dSae, (i + 1) * dSae);
+      buf.saeError.get(hook)!.set(ep.subarray(i * d, (i + 1) * d), r * d);
     });
-    try {
-      const fp = fPooled.dataSync() as Float32Array;
-      const ep = errPooled.dataSync() as Float32Array;
+    if (spec.perToken === true) {
+      const ft = values.tokenCodes.get(hook)!;
+      const et = values.tokenErrors.get(hook)!;
       rows.forEach((r, i) => {
-        buf.saeCodes.get(hook)![r] = fp.slice(i * sae.dSae, (i + 1) * sae.dSae);
-        buf.saeError.get(hook)!.set(ep.subarray(i * d, (i + 1) * d), r * d);
+        const len = lengths[i]!;
+        // Right padding: the first `len` positions are the real tokens.
+        buf.tokenCodes.get(hook)![r] = denseToCsr(ft.subarray(i * seq * dSae, (i * seq + len) * dSae), len, dSae);
+        buf.tokenErrors.get(hook)![r] = et.slice(i * seq * d, (i * seq + len) * d);
       });
-      if (spec.perToken === true) {
-        const ft = fTokens.dataSync() as Float32Array;
-        const et = errTokens.dataSync() as Float32Array;
-        rows.forEach((r, i) => {
-          const len = lengths[i]!;
-          // Right padding: the first `len` positions are the real tokens.
-          buf.tokenCodes.get(hook)![r] = denseToCsr(ft.subarray(i * seq * sae.dSae, (i * seq + len) * sae.dSae), len, sae.dSae);
-          buf.tokenErrors.get(hook)![r] = et.slice(i * seq * d, (i * seq + len) * d);
-        });
-      }
-    } finally {
-      tf.dispose([fPooled, errPooled, fTokens, errTokens]);
     }
   }
 }

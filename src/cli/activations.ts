@@ -12,7 +12,7 @@ import { tf, initEngine } from '../engine/engine.js';
 import { SafetensorsStreamWriter, safetensorsLayout, type TensorPlan } from '../io/safetensors-stream.js';
 import { streamTable, type RowStream, type StreamedRow } from '../io/tabular.js';
 import { openModel, type OpenedModel } from '../models/open.js';
-import { meanPool } from '../models/pool.js';
+import { createCollector, type BatchValues } from '../cache/collect.js';
 import { loadSae } from '../sae/load.js';
 import { checkSaeFitsModel } from '../sae/hook-names.js';
 import type { Sae } from '../sae/sae.js';
@@ -233,7 +233,8 @@ async function computeActivations(
   const changed = (what: string): Error =>
     new Error(`${rows.source}: the input changed while it was being read (${what}); run again on a file that is not being written`);
   const bar = progress('activations', n, 'ex');
-  const runBatch = (texts: string[], start: number): void => {
+  const collector = await createCollector(model, { hooks, saes, perToken: pool === 'none' });
+  const runBatch = async (texts: string[], start: number): Promise<void> => {
     const encoded = tokenizer.encodeBatch(texts, { maxLength, truncation: true, padding: 'right' });
     if (lengths !== undefined) {
       encoded.lengths.forEach((len, r) => {
@@ -242,40 +243,29 @@ async function computeActivations(
     }
     const batch = tokenizer.toBatch(encoded);
     const [count, len] = batch.inputIds.shape;
+    let values: BatchValues;
     try {
-      const result = model.run(batch, { capture: hooks });
-      try {
-        tf.tidy(() => {
-          const write = (name: string, x: tf.Tensor3D): void => {
-            const width = x.shape[2];
-            if (pool === 'mean') {
-              writer.writeRows(name, start, meanPool(x, batch.attentionMask).dataSync() as Float32Array);
-              return;
-            }
-            // Pad positions are zeroed so the output does not depend on how texts were batched.
-            const v = tf.mul(x, tf.expandDims(tf.cast(batch.attentionMask, 'float32'), 2)).dataSync();
-            // Each row is right-padded to this batch's length; place it in the output's width.
-            const padded = new Float32Array(count * seq * width);
-            for (let r = 0; r < count; r++) padded.set(v.subarray(r * len * width, (r + 1) * len * width), r * seq * width);
-            writer.writeRows(name, start, padded);
-          };
-          for (const hook of hooks) {
-            const x = result.captures[hook]!;
-            write(hook, x);
-            const sae = saes[hook];
-            if (sae !== undefined) {
-              const flat = tf.reshape(x, [count * len, d]);
-              const f = sae.encode(flat);
-              write(`${hook}.sae_features`, tf.reshape(f, [count, len, sae.dSae]) as tf.Tensor3D);
-              write(`${hook}.sae_error`, tf.reshape(tf.sub(flat, sae.decode(f)), [count, len, d]) as tf.Tensor3D);
-            }
-          }
-        });
-      } finally {
-        tf.dispose(Object.values(result.captures));
-      }
+      values = await collector.values(batch);
     } finally {
       tf.dispose([batch.inputIds, batch.attentionMask]);
+    }
+    const write = (name: string, pooled: Float32Array | undefined, tokens: Float32Array | undefined, width: number): void => {
+      if (pool === 'mean') {
+        writer.writeRows(name, start, pooled!);
+        return;
+      }
+      // Each row is right-padded to this batch's length: place its real tokens in the output's
+      // width and leave pad positions zero, so the output does not depend on how texts were batched.
+      const padded = new Float32Array(count * seq * width);
+      for (let r = 0; r < count; r++) padded.set(tokens!.subarray(r * len * width, (r * len + encoded.lengths[r]!) * width), r * seq * width);
+      writer.writeRows(name, start, padded);
+    };
+    for (const hook of hooks) {
+      write(hook, values.pooled.get(hook), values.tokenActs.get(hook), d);
+      const sae = saes[hook];
+      if (sae === undefined) continue;
+      write(`${hook}.sae_features`, values.codesPooled.get(hook), values.tokenCodes.get(hook), sae.dSae);
+      write(`${hook}.sae_error`, values.errorPooled.get(hook), values.tokenErrors.get(hook), d);
     }
     if (pool === 'none') {
       const mask = new BigInt64Array(count * seq);
@@ -284,22 +274,30 @@ async function computeActivations(
     }
     bar.tick(count);
   };
-  let start = 0;
-  let texts: string[] = [];
-  for await (const r of rows) {
-    if (start + texts.length >= n) throw changed(`it has more than the ${n} rows first read`);
-    texts.push(textOf(r, rows, textField));
-    if (texts.length === batchSize) {
-      runBatch(texts, start);
-      start += texts.length;
-      texts = [];
+  /** Reads the rows again, in batches of `batchSize`. */
+  async function collectRows(): Promise<void> {
+    let start = 0;
+    let texts: string[] = [];
+    for await (const r of rows) {
+      if (start + texts.length >= n) throw changed(`it has more than the ${n} rows first read`);
+      texts.push(textOf(r, rows, textField));
+      if (texts.length === batchSize) {
+        await runBatch(texts, start);
+        start += texts.length;
+        texts = [];
+      }
     }
+    if (texts.length > 0) {
+      await runBatch(texts, start);
+      start += texts.length;
+    }
+    if (start !== n) throw changed(`it has ${start} rows, not the ${n} first read`);
   }
-  if (texts.length > 0) {
-    runBatch(texts, start);
-    start += texts.length;
+  try {
+    await collectRows();
+  } finally {
+    await collector.dispose();
   }
-  if (start !== n) throw changed(`it has ${start} rows, not the ${n} first read`);
   bar.done();
 }
 

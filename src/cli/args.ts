@@ -9,13 +9,32 @@ export type OptionSpec = NonNullable<ParseArgsConfig['options']>;
 
 export class UsageError extends Error {}
 
-/** Flags every subcommand takes: --quiet (no progress), --force (replace outputs), --json (result as JSON), --help. */
+/**
+ * Flags every subcommand takes: --quiet (no progress), --force (replace outputs), --json (result as
+ * JSON), --help, --threads N (compute threads) and --executor onnx|tfjs (what runs inference-only
+ * forward passes). `cli()` applies the last two before the subcommand starts.
+ */
 export const GLOBAL_OPTIONS = {
   quiet: { type: 'boolean' },
   force: { type: 'boolean' },
   json: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
+  threads: { type: 'string' },
+  executor: { type: 'string' },
 } as const;
+
+/** The value of a global flag `--name V` or `--name=V` in raw arguments (the last one given). */
+export function globalValue(argv: readonly string[], name: string): string | undefined {
+  let value: string | undefined;
+  argv.forEach((a, i) => {
+    if (a === `--${name}`) {
+      const next = argv[i + 1];
+      if (next === undefined || next.startsWith('--')) throw new UsageError(`--${name} takes a value`);
+      value = next;
+    } else if (a.startsWith(`--${name}=`)) value = a.slice(name.length + 3);
+  });
+  return value;
+}
 
 export interface Parsed {
   values: Record<string, string | boolean | string[] | undefined>;

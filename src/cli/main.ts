@@ -2,8 +2,10 @@
  * The sae-eraser command line. One file per subcommand in src/cli/, each exporting
  * `{ summary, usage, main(argv) }`; this file only dispatches.
  */
+import { EXECUTORS, setExecutor, type ExecutorName } from '../models/executor.js';
 import { setQuiet } from '../util/progress.js';
-import { UsageError } from './args.js';
+import { setThreads } from '../util/threads.js';
+import { globalValue, UsageError } from './args.js';
 import type { Subcommand } from './subcommand.js';
 
 const subcommands: Record<string, () => Promise<Subcommand>> = {
@@ -22,8 +24,9 @@ async function help(): Promise<string> {
     'usage: sae-eraser <command> [options]',
     '',
     'Concept erasure with sparse autoencoder features. Every command takes --help (its options),',
-    '--quiet (no progress on stderr), --force (replace outputs) and --json (the result as one JSON',
-    'object on stdout).',
+    '--quiet (no progress on stderr), --force (replace outputs), --json (the result as one JSON object',
+    'on stdout), --threads N (compute threads; default all cores) and --executor onnx|tfjs (what runs',
+    'inference-only forward passes: ONNX Runtime, the default, or the tfjs engine).',
     '',
     'commands:',
   ];
@@ -32,6 +35,23 @@ async function help(): Promise<string> {
     lines.push(`  ${name.padEnd(12)} ${cmd.summary}`, `  ${''.padEnd(12)} e.g. ${cmd.example}`);
   }
   return lines.join('\n');
+}
+
+/**
+ * Applies `--threads` and `--executor` (see GLOBAL_OPTIONS) for the whole process; a command
+ * without them gets the defaults, whatever an earlier `cli()` call in this process set.
+ */
+function applyGlobalFlags(argv: readonly string[]): void {
+  const threads = globalValue(argv, 'threads');
+  try {
+    setThreads(threads);
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  const executor = globalValue(argv, 'executor');
+  if (executor !== undefined && !EXECUTORS.includes(executor as ExecutorName))
+    throw new UsageError(`--executor must be one of ${EXECUTORS.join(', ')}, got "${executor}"`);
+  setExecutor(executor as ExecutorName | undefined);
 }
 
 /**
@@ -62,6 +82,7 @@ export async function cli(argv: string[]): Promise<number> {
     return code;
   };
   try {
+    applyGlobalFlags(rest);
     const result = await cmd.main(rest);
     process.stdout.write(json ? `${JSON.stringify(result.json)}\n` : result.text);
     return 0;

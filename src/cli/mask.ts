@@ -383,7 +383,8 @@ async function main(argv: string[]): Promise<CommandResult> {
   }
 
   const engine = await engineInfo();
-  const runs = `tfjs ${engine.backend} backend, ${engine.threads} thread${engine.threads === 1 ? '' : 's'}`;
+  const plural = (n: number): string => `${n} thread${n === 1 ? '' : 's'}`;
+  const runs = `tfjs ${engine.backend} backend, ${plural(engine.threads)} (training and edited passes), and ONNX Runtime on the CPU, ${plural(engine.onnxThreads)} (inference-only passes)`;
   process.stderr.write(`${device === undefined ? 'device:' : `${named(spelled, 'device')} ${device}: accepted;`} this run uses the ${runs}\n`);
   for (const note of notes) process.stderr.write(`note: ${note}\n`);
 

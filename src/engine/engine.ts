@@ -28,6 +28,7 @@ import '@tensorflow/tfjs';
 import { getThreadsCount } from '@tensorflow/tfjs-backend-wasm';
 import { createRequire } from 'node:module';
 import { availableParallelism } from 'node:os';
+import { threads as onnxThreads } from '../util/threads.js';
 import { registerFastWasmKernels } from './kernels.js';
 
 export type BackendName = 'wasm' | 'cpu' | 'tensorflow';
@@ -169,12 +170,15 @@ export function initEngine(): Promise<BackendName> {
   return initialised;
 }
 
-/** The initialised backend and the threads it computes with (for provenance records). */
-export async function engineInfo(): Promise<{ backend: BackendName; threads: number }> {
+/**
+ * The initialised backend and the threads it computes with, and the threads of ONNX Runtime
+ * sessions (for provenance records).
+ */
+export async function engineInfo(): Promise<{ backend: BackendName; threads: number; onnxThreads: number }> {
   const backend = await initEngine();
   // tfjs-node runs TensorFlow's intra-op pool over every core; the plain JS backend is single-threaded.
   const threads = backend === 'wasm' ? getThreadsCount() : backend === 'tensorflow' ? availableParallelism() : 1;
-  return { backend, threads };
+  return { backend, threads, onnxThreads: onnxThreads() };
 }
 
 export { tf };

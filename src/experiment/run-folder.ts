@@ -51,7 +51,7 @@ export interface RunFolderOptions {
   /** The config file's path, recorded in config.json. */
   source: string;
   /** The tensor backend and its thread count, recorded as provenance. */
-  engine: { backend: string; threads: number };
+  engine: { backend: string; threads: number; onnxThreads?: number };
 }
 
 const FILES = { config: 'config.json', results: 'results.jsonl', history: 'history.jsonl', metrics: 'metrics.json' } as const;

@@ -25,6 +25,8 @@ export interface Provenance {
   platform: string;
   backend: string;
   threads: number;
+  /** Intra-op threads of ONNX Runtime, which runs inference-only passes (absent in runs before it did). */
+  onnxThreads?: number;
   started: string;
 }
 
@@ -40,7 +42,7 @@ function gitInfo(root: string): Provenance['git'] {
 }
 
 /** Provenance of a run started now. */
-export function provenance(engine: { backend: string; threads: number }): Provenance {
+export function provenance(engine: { backend: string; threads: number; onnxThreads?: number }): Provenance {
   const root = projectRoot();
   const pkg = JSON.parse(readUtf8(join(root, 'package.json'))) as { name: string; version: string };
   return {
@@ -50,6 +52,7 @@ export function provenance(engine: { backend: string; threads: number }): Proven
     platform: `${process.platform}-${process.arch}`,
     backend: engine.backend,
     threads: engine.threads,
+    ...(engine.onnxThreads === undefined ? {} : { onnxThreads: engine.onnxThreads }),
     started: new Date().toISOString(),
   };
 }
@@ -61,7 +64,7 @@ export function provenance(engine: { backend: string; threads: number }): Proven
  * @param config The options as the command resolved them (defaults filled in).
  * @param engine The tensor backend and its threads (`engineInfo()` in src/engine/engine.ts).
  */
-export function writeRunConfig(dir: string, config: unknown, engine: { backend: string; threads: number }): void {
+export function writeRunConfig(dir: string, config: unknown, engine: { backend: string; threads: number; onnxThreads?: number }): void {
   writeJsonAtomic(join(dir, 'config.json'), { config, provenance: provenance(engine) });
 }
 

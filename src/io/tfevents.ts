@@ -9,11 +9,12 @@
  * with masked_crc(c) = ((c >>> 15) | (c << 17)) + 0xa282ead8 (mod 2^32) and CRC-32C (Castagnoli).
  * The first event carries `file_version = "brain.Event:2"`; each later one `wall_time` (field 1,
  * double), `step` (field 2, int64) and a `Summary` (field 5) of `Value`s with `tag` (field 1) and
- * `simple_value` (field 2, float). Only the protobuf wire types these need are encoded here.
+ * `simple_value` (field 2, float), written with the project's protobuf writer (`protobuf.ts`).
  */
 import { closeSync, mkdirSync, openSync, writeSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
+import { ProtoWriter } from './protobuf.js';
 
 const CRC32C_TABLE = (() => {
   const table = new Uint32Array(256);
@@ -37,62 +38,6 @@ function maskedCrc(bytes: Uint8Array): number {
   return (((c >>> 15) | (c << 17)) + 0xa282ead8) >>> 0;
 }
 
-/** Minimal protobuf writer: varints, 64-bit doubles, 32-bit floats, length-delimited fields. */
-class Proto {
-  private readonly parts: number[] = [];
-
-  private varint(value: number | bigint): void {
-    let v = BigInt.asUintN(64, BigInt(value));
-    while (v >= 0x80n) {
-      this.parts.push(Number(v & 0x7fn) | 0x80);
-      v >>= 7n;
-    }
-    this.parts.push(Number(v));
-  }
-
-  private tag(field: number, wire: number): void {
-    this.varint((field << 3) | wire);
-  }
-
-  int64(field: number, value: number): this {
-    this.tag(field, 0);
-    this.varint(value);
-    return this;
-  }
-
-  /** A little-endian fixed-width field: wire type 1 (8 bytes) or 5 (4 bytes). */
-  private fixed(field: number, wire: 1 | 5, write: (view: DataView) => void): this {
-    this.tag(field, wire);
-    const b = new Uint8Array(wire === 1 ? 8 : 4);
-    write(new DataView(b.buffer));
-    for (const x of b) this.parts.push(x);
-    return this;
-  }
-
-  double(field: number, value: number): this {
-    return this.fixed(field, 1, (v) => v.setFloat64(0, value, true));
-  }
-
-  float(field: number, value: number): this {
-    return this.fixed(field, 5, (v) => v.setFloat32(0, value, true));
-  }
-
-  bytes(field: number, value: Uint8Array): this {
-    this.tag(field, 2);
-    this.varint(value.length);
-    for (const x of value) this.parts.push(x);
-    return this;
-  }
-
-  string(field: number, value: string): this {
-    return this.bytes(field, new TextEncoder().encode(value));
-  }
-
-  finish(): Uint8Array {
-    return Uint8Array.from(this.parts);
-  }
-}
-
 /** One TFRecord around `data`. */
 export function tfRecord(data: Uint8Array): Uint8Array {
   const out = new Uint8Array(8 + 4 + data.length + 4);
@@ -106,9 +51,9 @@ export function tfRecord(data: Uint8Array): Uint8Array {
 
 /** A serialized Event with scalar summaries. */
 export function scalarEvent(wallTime: number, step: number, scalars: Readonly<Record<string, number>>): Uint8Array {
-  const summary = new Proto();
-  for (const [tag, value] of Object.entries(scalars)) summary.bytes(1, new Proto().string(1, tag).float(2, value).finish());
-  return new Proto().double(1, wallTime).int64(2, step).bytes(5, summary.finish()).finish();
+  const summary = new ProtoWriter();
+  for (const [tag, value] of Object.entries(scalars)) summary.bytes(1, new ProtoWriter().string(1, tag).float(2, value).finish());
+  return new ProtoWriter().double(1, wallTime).int64(2, step).bytes(5, summary.finish()).finish();
 }
 
 /** Writers made by this process, so that two in one folder within a second get distinct files. */
@@ -128,7 +73,7 @@ export class EventFileWriter {
     const now = Date.now() / 1000;
     this.path = join(dir, `events.out.tfevents.${Math.floor(now)}.${hostname()}.${process.pid}.${writers++}`);
     this.fd = openSync(this.path, 'wx');
-    writeSync(this.fd, tfRecord(new Proto().double(1, now).string(3, 'brain.Event:2').finish()));
+    writeSync(this.fd, tfRecord(new ProtoWriter().double(1, now).string(3, 'brain.Event:2').finish()));
   }
 
   /** Writes the scalars of one step (non-finite values are written as they are; TensorBoard shows them). */

@@ -9,6 +9,7 @@
  *  - `layers.{i}.resid_out`: the hidden state after layer i (for BERT, after its final LayerNorm).
  */
 import type { tf } from '../engine/engine.js';
+import type { OnnxGraph } from '../onnx/graph.js';
 
 export type HookName = string;
 
@@ -40,6 +41,12 @@ export interface ForwardResult {
   logits?: tf.Tensor3D;
 }
 
+/** The value names of a forward graph's inputs (see `Model.forwardGraph`). */
+export interface GraphInputs {
+  inputIds: string;
+  attentionMask: string;
+}
+
 export interface ModelConfigBase {
   modelType: string;
   nLayers: number;
@@ -63,6 +70,14 @@ export interface Model {
    * as an SAE feature's decoder row). Absent for encoders.
    */
   directionLogits?(directions: tf.Tensor2D): tf.Tensor2D;
+  /**
+   * The same forward pass as ONNX nodes, for ONNX Runtime (inference only: no edits, no logits).
+   * Adds to `g` the nodes that compute `hooks` (each `[n, seq, d]` float32) from the graph values
+   * `inputs.inputIds` and `inputs.attentionMask` (both int64 `[n, seq]`, right padding, mask 1 on
+   * real tokens) and returns their value names; stops after the last hook named. Weights are the
+   * model's own (read once from its tensors), so the two executors cannot disagree on them.
+   */
+  forwardGraph?(g: OnnxGraph, inputs: GraphInputs, hooks: readonly HookName[]): Record<HookName, string>;
   /** Frees the weights. */
   dispose(): void;
 }

@@ -181,7 +181,9 @@ function runHeader(run: RunDir): string {
   rows.push(['config', config.source]);
   if (p !== undefined) {
     rows.push(['code', `${p.package.name} ${p.package.version}, git ${git}`]);
-    rows.push(['machine', `Node ${p.node}, ${p.platform}, ${p.backend} backend with ${p.threads} thread${p.threads === 1 ? '' : 's'}`]);
+    const plural = (n: number): string => `${n} thread${n === 1 ? '' : 's'}`;
+    const onnx = p.onnxThreads === undefined ? '' : `; ONNX Runtime with ${plural(p.onnxThreads)}`;
+    rows.push(['machine', `Node ${p.node}, ${p.platform}, tfjs ${p.backend} backend with ${plural(p.threads)}${onnx}`]);
     rows.push(['started', p.started]);
   }
   return (

@@ -83,6 +83,7 @@ const configFile = z.object({
       platform: z.string(),
       backend: z.string(),
       threads: z.number(),
+      onnxThreads: z.number().optional(),
       started: z.string(),
     })
     .optional(),

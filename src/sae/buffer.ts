@@ -17,6 +17,7 @@
 import { Breather } from '../util/yield.js';
 import { tf } from '../engine/engine.js';
 import { mulberry32, permutation, randomInt, type Rng } from '../data/prng.js';
+import { chooseExecutor, OnnxForward, type ExecutorName } from '../models/executor.js';
 import type { Batch, HookName, Model } from '../models/model.js';
 
 export interface ActivationSource {
@@ -29,6 +30,8 @@ export interface ActivationSource {
   position(): number;
   /** Continues pass `epoch` from `position` (a value `position()` returned), without reading what comes before. */
   seek(epoch: number, position: number): void;
+  /** Frees what the source holds (an ONNX Runtime session); it may still be used afterwards. */
+  dispose?(): Promise<void>;
 }
 
 /** A seeded generator that counts its draws, so that its state is (seed, draws) and can be restored. */
@@ -70,6 +73,8 @@ export interface ModelSourceOptions {
   /** Documents per forward pass (default 16). */
   docsPerBatch?: number;
   seed?: number;
+  /** The executor of the forward passes (default: `chooseExecutor`'s choice, src/models/executor.ts). */
+  executor?: ExecutorName;
 }
 
 /** Activations of `hook` over `texts`, documents shuffled per epoch with seed `seed + epoch`. */
@@ -81,8 +86,11 @@ export function modelActivationSource(options: ModelSourceOptions): ActivationSo
   const seed = options.seed ?? 42;
   let order = permutation(texts.length, seed);
   let pos = 0;
-  // Each chunk is a synchronous forward pass: collecting many in a row must still let the event loop run.
+  // A tfjs chunk is a synchronous forward pass: collecting many in a row must still let the event loop run.
   const breather = new Breather();
+  const executor = chooseExecutor(model, options.executor);
+  const d = model.config.dModel;
+  let onnx: Promise<OnnxForward> | undefined;
   return {
     dIn: model.config.dModel,
     restart(epoch: number) {
@@ -102,25 +110,36 @@ export function modelActivationSource(options: ModelSourceOptions): ActivationSo
       pos += docs.length;
       const batch = tokenize(docs);
       try {
-        const { captures } = model.run(batch, { capture: [hook], stopAfter: hook });
-        const acts = captures[hook]!;
-        const [n, seq, d] = acts.shape;
-        const values = acts.dataSync() as Float32Array;
-        const mask = batch.attentionMask.dataSync();
-        acts.dispose();
-        let real = 0;
-        for (let i = 0; i < n * seq; i++) if (mask[i] !== 0) real++;
-        const out = new Float32Array(real * d);
-        let r = 0;
-        for (let i = 0; i < n * seq; i++) {
-          if (mask[i] !== 0) out.set(values.subarray(i * d, (i + 1) * d), r++ * d);
+        let values: Float32Array;
+        if (executor === 'onnx') {
+          onnx ??= OnnxForward.create(model, [hook], (g, hooks) => g.output('acts', hooks[hook]!, 'float32', ['batch', 'seq', d]), `activations at ${hook}`);
+          values = (await (await onnx).run(batch)).acts!.data as Float32Array;
+        } else {
+          const acts = model.run(batch, { capture: [hook], stopAfter: hook }).captures[hook]!;
+          values = acts.dataSync() as Float32Array;
+          acts.dispose();
         }
-        return out;
+        return realTokens(values, batch.attentionMask.dataSync(), d);
       } finally {
         tf.dispose([batch.inputIds, batch.attentionMask]);
       }
     },
+    async dispose() {
+      const session = onnx;
+      onnx = undefined;
+      if (session !== undefined) await (await session).dispose();
+    },
   };
+}
+
+/** The rows of `values` `[positions, d]` whose mask entry is nonzero. */
+function realTokens(values: Float32Array, mask: ArrayLike<number>, d: number): Float32Array {
+  let real = 0;
+  for (let i = 0; i < mask.length; i++) if (mask[i] !== 0) real++;
+  const out = new Float32Array(real * d);
+  let r = 0;
+  for (let i = 0; i < mask.length; i++) if (mask[i] !== 0) out.set(values.subarray(i * d, (i + 1) * d), r++ * d);
+  return out;
 }
 
 /** A source over rows already in memory (tests, cached activations); shuffled per epoch. */
@@ -154,18 +173,22 @@ export function arrayActivationSource(rows: Float32Array, dIn: number, options: 
   };
 }
 
-/** Reads up to `maxTokens` rows of one pass of `source` (e.g. a held-out set). */
+/** Reads up to `maxTokens` rows of one pass of `source` (e.g. a held-out set), then frees what the source holds. */
 export async function collectActivations(source: ActivationSource, maxTokens: number): Promise<Float32Array> {
   const d = source.dIn;
   source.restart(0);
   const parts: Float32Array[] = [];
   let total = 0;
-  while (total < maxTokens) {
-    const c = await source.nextChunk();
-    if (c === undefined) break;
-    const take = Math.min(c.length / d, maxTokens - total);
-    parts.push(take * d === c.length ? c : c.subarray(0, take * d));
-    total += take;
+  try {
+    while (total < maxTokens) {
+      const c = await source.nextChunk();
+      if (c === undefined) break;
+      const take = Math.min(c.length / d, maxTokens - total);
+      parts.push(take * d === c.length ? c : c.subarray(0, take * d));
+      total += take;
+    }
+  } finally {
+    await source.dispose?.();
   }
   const out = new Float32Array(total * d);
   let off = 0;

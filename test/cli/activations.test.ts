@@ -203,7 +203,8 @@ async function inMemoryActivations(
           pushAll(out.data, Array.from(meanPool(x, batch.attentionMask).dataSync()));
           return;
         }
-        const v = tf.mul(x, tf.expandDims(tf.cast(batch.attentionMask, 'float32'), 2)).dataSync();
+        // Pad positions are +0 (x * 0 would be -0 where x < 0, which differs in bytes).
+        const v = tf.where(tf.expandDims(tf.cast(batch.attentionMask, 'bool'), 2), x, tf.zerosLike(x)).dataSync();
         for (let r = 0; r < rows; r++) {
           pushAll(out.data, Array.from(v.subarray(r * len * width, (r + 1) * len * width)));
           pushAll(out.data, new Array<number>((seq - len) * width).fill(0));
@@ -274,9 +275,12 @@ describe('activations are streamed to disk', () => {
     for (const pool of ['none', 'mean'] as const) {
       for (const input of [jsonl, csv]) {
         const out = join(dir, `streamed-${pool}.safetensors`);
+        const onnxOut = join(dir, `streamed-onnx-${pool}.safetensors`);
         const args = ['activations', '--model', tinyDir, '--input', input, '--hooks', hooks.join(','), '--sae', `layers.1.resid_out=${saeDir}`];
+        const common = ['--text-field', 'bio', '--pool', pool, '--batch-size', '3', '--quiet'];
         const tensorsBefore = tf.memory().numTensors;
-        expect(await cli([...args, '--out', out, '--text-field', 'bio', '--pool', pool, '--batch-size', '3', '--quiet'])).toBe(0);
+        expect(await cli([...args, '--out', out, ...common, '--executor', 'tfjs'])).toBe(0);
+        expect(await cli([...args, '--out', onnxOut, ...common])).toBe(0);
         expect(tf.memory().numTensors, 'tensors left by the command').toBe(tensorsBefore);
         const opened = await openModel(tinyDir);
         opened.model.dispose();
@@ -286,8 +290,24 @@ describe('activations are streamed to disk', () => {
           pool,
           input,
         });
+        // The tfjs executor computes exactly what the in-memory pass does; ONNX Runtime (the
+        // default) the same function, to float rounding.
         expect(readFileSync(out).equals(readFileSync(reference)), `${pool} pooling from ${input}`).toBe(true);
         const f = readSafetensors(out);
+        const onnx = readSafetensors(onnxOut);
+        expect(onnx.names().sort()).toEqual(f.names().sort());
+        for (const name of f.names()) {
+          if (name === 'attention_mask') {
+            expect(Buffer.from(onnx.bytes(name)).equals(Buffer.from(f.bytes(name)))).toBe(true);
+            continue;
+          }
+          const want = f.float32(name);
+          const got = onnx.float32(name);
+          expect(got.length).toBe(want.length);
+          let diff = 0;
+          for (let i = 0; i < want.length; i++) diff = Math.max(diff, Math.abs(got[i]! - want[i]!));
+          expect(diff, `${name}, ${pool} pooling: ONNX Runtime vs tfjs`).toBeLessThan(1e-4);
+        }
         expect(f.names().sort()).toEqual(
           [
             'embed',

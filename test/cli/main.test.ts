@@ -24,6 +24,20 @@ describe('sae-eraser', () => {
     expect(run.stdout).toMatch(/\nexample: sae-eraser run --config configs\/ci-minilm-surgeon-nurse\.json --out \S+\n$/);
   });
 
+  it('--threads and --executor are checked before the command runs, on every command', async () => {
+    for (const [args, message] of [
+      [['--threads', '0'], /--threads must be a whole number of threads from 1 to 1024, got "0"/],
+      [['--threads=two'], /--threads must be a whole number/],
+      [['--executor', 'gpu'], /--executor must be one of onnx, tfjs, got "gpu"/],
+      [['--executor'], /--executor takes a value/],
+    ] as const) {
+      const dir = mkdtempSync(join(tmpdir(), 'cli-global-'));
+      const r = await quietly(() => cli(['report', dir, ...args]));
+      expect(r.code, args.join(' ')).toBe(2);
+      expect(r.stderr).toMatch(message);
+    }
+  });
+
   it('names the known commands when given an unknown one', async () => {
     const r = await quietly(() => cli(['rnu']));
     expect(r.code).toBe(2);
