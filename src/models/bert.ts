@@ -13,6 +13,11 @@
  * (padded query rows still see every real key, so they stay finite). GELU is the exact erf form.
  * The pooler and any task head are not part of this model; `logits: true` returns the final hidden
  * state x_L.
+ *
+ * `forwardGraph` writes the same pass as ONNX nodes (blocks in graphs.ts), method for method
+ * beside `run`: E_word[t] by Gather, E_type[0] a constant row, E_pos sliced to rows 0..seq-1; q, k,
+ * v from one MatMul against [W_q^T | W_k^T | W_v^T]; the key-padding bias from the mask; n and
+ * seq symbolic; no nodes after the last hook asked for.
  */
 import { tf } from '../engine/engine.js';
 import { Checkpoint, layerIndex } from './checkpoint.js';
@@ -39,7 +44,23 @@ import {
   type Mlp,
   type TensorSpec,
 } from './layers.js';
-import { standardHookNames, type Batch, type HookName, type Model, type ForwardOptions, type ForwardResult } from './model.js';
+import {
+  attendGraph,
+  attentionBiasGraph,
+  embeddingGraph,
+  GraphHooks,
+  layerNormGraph,
+  linearGraph,
+  linearsGraph,
+  mergeHeadsGraph,
+  mlpGraph,
+  positionRows,
+  sequenceLength,
+  splitHeadsGraph,
+  valuesOf,
+} from './graphs.js';
+import { standardHookNames, type Batch, type GraphInputs, type HookName, type Model, type ForwardOptions, type ForwardResult } from './model.js';
+import type { OnnxGraph } from '../onnx/graph.js';
 import { pushAll } from '../util/arrays.js';
 
 interface BertLayer {
@@ -175,6 +196,53 @@ export class BertModel implements Model {
     const [q, k, v] = [w.query, w.key, w.value].map((l) => splitHeads(linear(x, l, xBlocks), nHeads)) as [tf.Tensor4D, tf.Tensor4D, tf.Tensor4D];
     const context = attend(q, k, v, bias, 1 / Math.sqrt(headDim));
     return linear(mergeHeads(context), w.attentionDense);
+  }
+
+  /** `run` as ONNX nodes (see `Model.forwardGraph` and the header). */
+  forwardGraph(g: OnnxGraph, inputs: GraphInputs, hooks: readonly HookName[]): Record<HookName, string> {
+    const c = this.config;
+    const w = this.weights;
+    const runner = new GraphHooks(this.hookNames, c.nLayers, hooks);
+    let x: string | undefined;
+    if (runner.needs('embed')) {
+      // (word + type 0) + position, in transformers' order.
+      const words = embeddingGraph(g, w.wordEmbeddings, c.dModel, inputs.inputIds, 'embeddings.word_embeddings.weight');
+      const typeZero = g.constant('embeddings.token_type_embeddings.0', valuesOf(w.typeZeroEmbedding), [c.dModel]);
+      const positions = positionRows(g, valuesOf(w.positionEmbeddings), c.dModel, sequenceLength(g, inputs.inputIds), 'embeddings.position_embeddings.weight');
+      const summed = g.op('Add', [g.op('Add', [words, typeZero]), positions]);
+      x = runner.at('embed', layerNormGraph(g, summed, w.embeddingLayerNorm, 'embeddings.LayerNorm'));
+    }
+    if (x !== undefined && runner.needs('layers.0.attn_out')) {
+      const bias = attentionBiasGraph(g, inputs.attentionMask, false);
+      for (let i = 0; i < c.nLayers && x !== undefined; i++) x = this.layerGraph(g, i, x, bias, runner);
+    }
+    return runner.values;
+  }
+
+  /** `layer` as ONNX nodes: layer i on hidden state x; undefined when the graph stops inside this layer. */
+  private layerGraph(g: OnnxGraph, i: number, x: string, bias: string, runner: GraphHooks): string | undefined {
+    const w = this.weights.layers[i]!;
+    const p = `encoder.layer.${i}`;
+    const [attnHook, mlpHook, residHook] = [`layers.${i}.attn_out`, `layers.${i}.mlp_out`, `layers.${i}.resid_out`];
+    if (!runner.needs(attnHook)) return undefined;
+    const attnOut = runner.at(attnHook, this.attentionGraph(g, p, x, w, bias));
+    if (!runner.needs(mlpHook)) return undefined;
+    const y = layerNormGraph(g, g.op('Add', [attnOut, x]), w.attentionLayerNorm, `${p}.attention.output.LayerNorm`);
+    const mlpOut = runner.at(mlpHook, mlpGraph(g, y, w.mlp, `${p}.mlp`));
+    if (!runner.needs(residHook)) return undefined;
+    return runner.at(residHook, layerNormGraph(g, g.op('Add', [mlpOut, y]), w.outputLayerNorm, `${p}.output.LayerNorm`));
+  }
+
+  /** `attention` as ONNX nodes, with q, k and v from one MatMul. */
+  private attentionGraph(g: OnnxGraph, p: string, x: string, w: BertLayer, bias: string): string {
+    const { nHeads, headDim } = this.config;
+    const [q, k, v] = linearsGraph(g, x, [w.query, w.key, w.value], `${p}.attention.self.qkv`).map((t) => splitHeadsGraph(g, t, nHeads, headDim)) as [
+      string,
+      string,
+      string,
+    ];
+    const context = attendGraph(g, q, k, v, bias, 1 / Math.sqrt(headDim));
+    return linearGraph(g, mergeHeadsGraph(g, context), w.attentionDense, `${p}.attention.output.dense`);
   }
 
   dispose(): void {

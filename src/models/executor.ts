@@ -11,6 +11,7 @@
 import { tf } from '../engine/engine.js';
 import { OnnxGraph } from '../onnx/graph.js';
 import { OnnxSession, type HostTensor } from '../onnx/session.js';
+import { checkBatch } from './hook-runner.js';
 import type { Batch, GraphInputs, HookName, Model } from './model.js';
 
 export type ExecutorName = 'onnx' | 'tfjs';
@@ -56,7 +57,10 @@ export function batchFeeds(batch: Batch): Record<string, HostTensor> {
 export type GraphOutputs = (g: OnnxGraph, hooks: Readonly<Record<HookName, string>>, inputs: GraphInputs) => void;
 
 export class OnnxForward {
-  private constructor(private readonly session: OnnxSession) {}
+  private constructor(
+    private readonly session: OnnxSession,
+    private readonly config: Model['config'],
+  ) {}
 
   /**
    * Builds and loads the graph of `model`'s forward pass to `hooks` with the outputs `build` adds.
@@ -72,12 +76,14 @@ export class OnnxForward {
     };
     const values = model.forwardGraph(g, inputs, hooks);
     build(g, values, inputs);
-    return new OnnxForward(await OnnxSession.create(g.toModel(), name, threads === undefined ? {} : { threads }));
+    return new OnnxForward(await OnnxSession.create(g.toModel(), name, threads === undefined ? {} : { threads }), model.config);
   }
 
-  /** Runs one batch; returns the outputs `build` declared. */
-  run(batch: Batch): Promise<Record<string, HostTensor>> {
-    return this.session.run(batchFeeds(batch));
+  /** Runs one batch; returns the outputs `build` declared. The batch is checked as `Model.run` checks it. */
+  async run(batch: Batch): Promise<Record<string, HostTensor>> {
+    // ONNX Gather would read a negative id from the end of the vocabulary: refuse it here.
+    checkBatch(batch, this.config.vocabSize, this.config.maxPositions);
+    return await this.session.run(batchFeeds(batch));
   }
 
   dispose(): Promise<void> {

@@ -22,6 +22,13 @@
  * S is sin on the rotary dims and 0 elsewhere, and R is the signed permutation matrix of
  * rotate_half (exact in float32: each output is one input times +-1).
  * Scores q k^T / sqrt(headDim), plus a causal and key-padding mask, softmax over keys.
+ *
+ * `forwardGraph` writes the same pass as ONNX nodes (blocks in graphs.ts), method for method
+ * beside `run`: x_0 = Gather(E_in, t); q, k, v from one MatMul against [W_q^T | W_k^T | W_v^T];
+ * rope on heads `[n, seq, heads, headDim]` as [x1 cos - x2 sin | x2 cos + x1 sin | rest] with the
+ * tables' first rotaryDims / 2 columns sliced to rows 0..seq-1; the causal and key-padding bias
+ * from the mask (Trilu of ones `[seq, seq]` times m_j); n and seq symbolic; no nodes after the
+ * last hook asked for.
  */
 import { matMulT, tf } from '../engine/engine.js';
 import { Checkpoint, layerIndex } from './checkpoint.js';
@@ -50,7 +57,23 @@ import {
   type Mlp,
   type TensorSpec,
 } from './layers.js';
-import { standardHookNames, type Batch, type HookName, type Model, type ForwardOptions, type ForwardResult } from './model.js';
+import {
+  attendGraph,
+  attentionBiasGraph,
+  embeddingGraph,
+  GraphHooks,
+  layerNormGraph,
+  linearGraph,
+  linearsGraph,
+  mergeHeadsGraph,
+  mlpGraph,
+  positionRows,
+  sequenceLength,
+  splitHeadsGraph,
+  valuesOf,
+} from './graphs.js';
+import { standardHookNames, type Batch, type GraphInputs, type HookName, type Model, type ForwardOptions, type ForwardResult } from './model.js';
+import { int, type OnnxGraph } from '../onnx/graph.js';
 import { pushAll } from '../util/arrays.js';
 
 interface NeoxLayer {
@@ -139,6 +162,31 @@ function applyRotary(x: tf.Tensor3D, nHeads: number, cos: tf.Tensor2D, sin: tf.T
     const s = tf.reshape(sin, [1, seq, 1, headDim]);
     return tf.reshape(tf.add(tf.mul(heads, c), tf.mul(rotated, s)), [n, seq, d]);
   });
+}
+
+/**
+ * rope(x) on `x` `[n, seq, heads, headDim]` as ONNX nodes, from the tables' first rotaryDims / 2
+ * columns `[seq, 1, rotaryDims / 2]` (cos(p theta_j), sin(p theta_j)): with x = [x1 | x2 | rest]
+ * (rotaryDims / 2, rotaryDims / 2 and headDim - rotaryDims dims),
+ *   rope(x) = [x1 cos - x2 sin | x2 cos + x1 sin | rest],
+ * the same products and sums, in the same order, as x C + (x R) S in `applyRotary`.
+ */
+function rotaryGraph(g: OnnxGraph, x: string, cos: string, sin: string, headDim: number, rotaryDims: number): string {
+  const half = rotaryDims / 2;
+  const sizes = rotaryDims === headDim ? [half, half] : [half, half, headDim - rotaryDims];
+  const [x1, x2, ...rest] = g.nodeN('Split', [x, g.ints(sizes)], sizes.length, { axis: int(-1) }) as [string, string, ...string[]];
+  const mul = (a: string, b: string): string => g.op('Mul', [a, b]);
+  const first = g.op('Sub', [mul(x1, cos), mul(x2, sin)]);
+  const second = g.op('Add', [mul(x2, cos), mul(x1, sin)]);
+  return g.op('Concat', [first, second, ...rest], { axis: int(-1) });
+}
+
+/** Columns 0..width-1 of a row-major `[rows, cols]` table. */
+function leadingColumns(table: Float32Array, cols: number, width: number): Float32Array {
+  const rows = table.length / cols;
+  const out = new Float32Array(rows * width);
+  for (let r = 0; r < rows; r++) out.set(table.subarray(r * cols, r * cols + width), r * width);
+  return out;
 }
 
 /**
@@ -278,6 +326,59 @@ export class GptNeoxModel implements Model {
     const k = splitHeads(applyRotary(linear(h, w.key, hBlocks), nHeads, cos, sin, this.rotateHalf), nHeads);
     const v = splitHeads(linear(h, w.value, hBlocks), nHeads);
     return linear(mergeHeads(attend(q, k, v, bias, headDim ** -0.5)), w.attentionDense);
+  }
+
+  /** `run` as ONNX nodes (see `Model.forwardGraph` and the header). */
+  forwardGraph(g: OnnxGraph, inputs: GraphInputs, hooks: readonly HookName[]): Record<HookName, string> {
+    const c = this.config;
+    const runner = new GraphHooks(this.hookNames, c.nLayers, hooks);
+    let x: string | undefined;
+    if (runner.needs('embed')) x = runner.at('embed', embeddingGraph(g, this.weights.embedIn, c.dModel, inputs.inputIds, 'embed_in.weight'));
+    if (x !== undefined && runner.needs('layers.0.attn_out')) {
+      const seq = sequenceLength(g, inputs.inputIds);
+      const half = c.rotaryDims / 2;
+      // [seq, 1, half]: broadcast over the head axis of [n, seq, heads, half].
+      const table = (t: tf.Tensor2D, name: string): string =>
+        g.op('Unsqueeze', [positionRows(g, leadingColumns(valuesOf(t), c.headDim, half), half, seq, name), g.ints([1])]);
+      const cos = table(this.rotaryCos, 'rotary.cos');
+      const sin = table(this.rotarySin, 'rotary.sin');
+      const bias = attentionBiasGraph(g, inputs.attentionMask, true);
+      for (let i = 0; i < c.nLayers && x !== undefined; i++) x = this.layerGraph(g, i, x, bias, cos, sin, runner);
+    }
+    return runner.values;
+  }
+
+  /** `layer` as ONNX nodes: layer i on hidden state x; undefined when the graph stops inside this layer. */
+  private layerGraph(g: OnnxGraph, i: number, x: string, bias: string, cos: string, sin: string, runner: GraphHooks): string | undefined {
+    const w = this.weights.layers[i]!;
+    const p = `layers.${i}`;
+    const [attnHook, mlpHook, residHook] = [`${p}.attn_out`, `${p}.mlp_out`, `${p}.resid_out`];
+    const add = (a: string, b: string): string => g.op('Add', [a, b]);
+    if (!runner.needs(attnHook)) return undefined;
+    const attnOut = runner.at(attnHook, this.attentionGraph(g, p, layerNormGraph(g, x, w.inputLayerNorm, `${p}.input_layernorm`), w, bias, cos, sin));
+    if (!runner.needs(mlpHook)) return undefined;
+    if (this.config.parallelResidual) {
+      const mlpOut = runner.at(mlpHook, mlpGraph(g, layerNormGraph(g, x, w.postAttentionLayerNorm, `${p}.post_attention_layernorm`), w.mlp, `${p}.mlp`));
+      if (!runner.needs(residHook)) return undefined;
+      return runner.at(residHook, add(add(mlpOut, attnOut), x));
+    }
+    const mid = add(attnOut, x);
+    const mlpOut = runner.at(mlpHook, mlpGraph(g, layerNormGraph(g, mid, w.postAttentionLayerNorm, `${p}.post_attention_layernorm`), w.mlp, `${p}.mlp`));
+    if (!runner.needs(residHook)) return undefined;
+    return runner.at(residHook, add(mlpOut, mid));
+  }
+
+  /** `attention` as ONNX nodes: q, k and v from one MatMul, rotary on q and k. */
+  private attentionGraph(g: OnnxGraph, p: string, h: string, w: NeoxLayer, bias: string, cos: string, sin: string): string {
+    const { nHeads, headDim, rotaryDims } = this.config;
+    const [q, k, v] = linearsGraph(g, h, [w.query, w.key, w.value], `${p}.attention.qkv`).map((t) => splitHeadsGraph(g, t, nHeads, headDim)) as [
+      string,
+      string,
+      string,
+    ];
+    const rope = (t: string): string => rotaryGraph(g, t, cos, sin, headDim, rotaryDims);
+    const context = attendGraph(g, rope(q), rope(k), v, bias, headDim ** -0.5);
+    return linearGraph(g, mergeHeadsGraph(g, context), w.attentionDense, `${p}.attention.dense`);
   }
 
   dispose(): void {

@@ -6,17 +6,13 @@
  * ties at the k-th value are broken by position here and kept in `topkMask`, which differ only
  * on exactly equal float pre-activations.
  */
-import { tf } from '../engine/engine.js';
+import { valuesOf } from '../models/graphs.js';
 import { int, type OnnxGraph } from '../onnx/graph.js';
 import { AffineSae, type Sae } from './sae.js';
 
 /** Whether `saeNodes` can express this SAE (every SAE the loaders return is an `AffineSae`). */
 export function hasGraph(sae: Sae): sae is AffineSae {
   return sae instanceof AffineSae;
-}
-
-function values(t: tf.Tensor): Float32Array {
-  return t.dataSync() as Float32Array;
 }
 
 /**
@@ -26,9 +22,9 @@ function values(t: tf.Tensor): Float32Array {
 export function saeNodes(g: OnnxGraph, sae: Sae, x: string, decode = true): { codes: string; reconstruction?: string; error?: string } {
   if (!hasGraph(sae)) throw new Error(`${sae.metadata.source}: this SAE type has no ONNX form; run it with the tfjs executor`);
   const { dIn, dSae } = sae;
-  const bDec = g.constant('sae_b_dec', values(sae.bDec), [dIn]);
+  const bDec = g.constant('sae_b_dec', valuesOf(sae.bDec), [dIn]);
   const centred = sae.subtractDecoderBiasFromInput ? g.op('Sub', [x, bDec]) : x;
-  const h = g.op('Add', [g.op('MatMul', [centred, g.constant('sae_w_enc', values(sae.wEnc), [dIn, dSae])]), g.constant('sae_b_enc', values(sae.bEnc), [dSae])]);
+  const h = g.op('Add', [g.op('MatMul', [centred, g.constant('sae_w_enc', valuesOf(sae.wEnc), [dIn, dSae])]), g.constant('sae_b_enc', valuesOf(sae.bEnc), [dSae])]);
   const act = sae.activation;
   let codes: string;
   switch (act.kind) {
@@ -36,7 +32,7 @@ export function saeNodes(g: OnnxGraph, sae: Sae, x: string, decode = true): { co
       codes = g.op('Relu', [h]);
       break;
     case 'jumprelu': {
-      const over = g.op('Greater', [h, g.constant('sae_threshold', values(act.threshold), [dSae])]);
+      const over = g.op('Greater', [h, g.constant('sae_threshold', valuesOf(act.threshold), [dSae])]);
       codes = g.op('Relu', [g.op('Where', [over, h, g.scalar(0)])]);
       break;
     }
@@ -48,6 +44,6 @@ export function saeNodes(g: OnnxGraph, sae: Sae, x: string, decode = true): { co
     }
   }
   if (!decode) return { codes };
-  const reconstruction = g.op('Add', [g.op('MatMul', [codes, g.constant('sae_w_dec', values(sae.wDec), [dSae, dIn])]), bDec]);
+  const reconstruction = g.op('Add', [g.op('MatMul', [codes, g.constant('sae_w_dec', valuesOf(sae.wDec), [dSae, dIn])]), bDec]);
   return { codes, reconstruction, error: g.op('Sub', [x, reconstruction]) };
 }

@@ -2,11 +2,12 @@
  * Shared helpers for the model tests: reference cases written by test/reference/models_reference.py,
  * masked comparisons, and the table of max abs diffs the tests print.
  */
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { tf } from '../../src/engine/engine.js';
 import { openCheckpoint, readSafetensors, writeSafetensors, type RawTensor, type SafetensorsFile } from '../../src/io/safetensors.js';
+import { projectRoot, sharedPath } from '../../src/io/shared.js';
 import type { Batch } from '../../src/models/model.js';
 import { runPythonReference } from '../reference/python.js';
 
@@ -34,6 +35,61 @@ export async function referenceSuite(suite: 'tiny' | 'pythia' | 'minilm', extraA
   }
   const index = JSON.parse(readFileSync(join(out, 'index.json'), 'utf8')) as Omit<ReferenceCase, 'dir' | 'expected'>[];
   return index.map((c) => ({ ...c, dir: join(out, c.name), expected: readSafetensors(join(out, c.name, 'expected.safetensors')) }));
+}
+
+/** all-MiniLM-L6-v2's folder (scripts/fetch-minilm.sh puts it there). */
+export const MINILM_DIR = join(projectRoot(), '.cache/models/all-MiniLM-L6-v2');
+const MINILM_BIOS = sharedPath('data', 'bias_in_bios', 'validate.jsonl');
+
+/** Why the all-MiniLM-L6-v2 reference cannot be generated here, or undefined when it can. */
+export const MINILM_SKIP_REASON: string | undefined =
+  MINILM_BIOS === undefined
+    ? 'shared data folder (../shared or SAE_ERASER_SHARED) with data/bias_in_bios/validate.jsonl is absent'
+    : !existsSync(join(MINILM_DIR, 'model.safetensors'))
+      ? `${MINILM_DIR} is absent (run: bash scripts/fetch-minilm.sh)`
+      : undefined;
+
+/**
+ * The all-MiniLM-L6-v2 reference (needs MINILM_SKIP_REASON undefined): transformers' tokenization
+ * of the first 16 Bias in Bios validation bios, and PyTorch's hidden states at every hook in fp32
+ * (`<hook>`) and float64 (`f64.<hook>`).
+ */
+export async function minilmReference(): Promise<ReferenceCase> {
+  if (MINILM_BIOS === undefined || MINILM_SKIP_REASON !== undefined) throw new Error(`the all-MiniLM-L6-v2 reference is unavailable: ${MINILM_SKIP_REASON}`);
+  const [c] = await referenceSuite('minilm', ['--model', MINILM_DIR, '--bios', MINILM_BIOS, '--n', '16']);
+  return c!;
+}
+
+/** One hook of an fp32 implementation against PyTorch fp32 and float64 (max abs diffs at real tokens). */
+export interface Float64Check {
+  hook: string;
+  /** |ours - PyTorch fp32|. */
+  ours: number;
+  /** |ours - PyTorch float64|. */
+  oursExact: number;
+  /** |PyTorch fp32 - PyTorch float64|: PyTorch's own fp32 error. */
+  torchExact: number;
+}
+
+/**
+ * Compares `actual` at `hook` with a reference holding fp32 and `f64.` expectations (see
+ * `minilmReference`). Tests require ours < tolerance + torchExact and oursExact <
+ * max(tolerance, torchExact): no fp32 implementation can be closer to PyTorch's fp32 result than
+ * that result's own error allows.
+ */
+export function float64Check(hook: string, actual: tf.Tensor, expected: SafetensorsFile, mask: Int32Array): Float64Check {
+  const exact = expected.float32(`f64.${hook}`);
+  const torch32 = expected.tensor(hook);
+  try {
+    return {
+      hook,
+      ours: maskedMaxAbsDiff(actual, expected.float32(hook), mask),
+      oursExact: maskedMaxAbsDiff(actual, exact, mask),
+      torchExact: maskedMaxAbsDiff(torch32, exact, mask),
+    };
+  } finally {
+    torch32.dispose();
+  }
 }
 
 /** The reference batch of a case (ids and mask as int32). */

@@ -10,23 +10,23 @@
  * close to the float64 result as PyTorch is.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { existsSync } from 'node:fs';
-import { join } from 'node:path';
 import { initEngine, tf } from '../../src/engine/engine.js';
-import { projectRoot, sharedPath } from '../../src/io/shared.js';
 import { loadModel } from '../../src/models/load.js';
-import { disposeBatch, hasNaN, maskedMaxAbsDiff, printDiffTable, referenceBatch, referenceSuite, type DiffRow } from './helpers.js';
+import {
+  disposeBatch,
+  float64Check,
+  hasNaN,
+  MINILM_DIR,
+  MINILM_SKIP_REASON,
+  minilmReference,
+  printDiffTable,
+  referenceBatch,
+  type DiffRow,
+  type Float64Check,
+} from './helpers.js';
 import { skipWithout } from '../require.js';
 
 const TOLERANCE = 1e-4;
-const bios = sharedPath('data', 'bias_in_bios', 'validate.jsonl');
-const modelDir = join(projectRoot(), '.cache/models/all-MiniLM-L6-v2');
-const skipReason =
-  bios === undefined
-    ? 'shared data folder (../shared or SAE_ERASER_SHARED) with data/bias_in_bios/validate.jsonl is absent'
-    : !existsSync(join(modelDir, 'model.safetensors'))
-      ? `${modelDir} is absent (run: bash scripts/fetch-minilm.sh)`
-      : undefined;
 
 const vsTorch: DiffRow[] = [];
 const vsExact: DiffRow[] = [];
@@ -35,7 +35,7 @@ afterAll(() => {
   printDiffTable('the same pass, each fp32 implementation vs PyTorch float64', vsExact);
 });
 
-describe.skipIf(skipWithout(skipReason !== undefined, `the all-MiniLM-L6-v2 parity test: ${skipReason}`))(
+describe.skipIf(skipWithout(MINILM_SKIP_REASON !== undefined, `the all-MiniLM-L6-v2 parity test: ${MINILM_SKIP_REASON}`))(
   'parity: all-MiniLM-L6-v2 real weights on Bias in Bios',
   () => {
     beforeAll(async () => {
@@ -43,9 +43,8 @@ describe.skipIf(skipWithout(skipReason !== undefined, `the all-MiniLM-L6-v2 pari
     });
 
     it(`hidden states at every hook match PyTorch within ${TOLERANCE} (+ PyTorch's own fp32 error)`, async () => {
-      const [c] = await referenceSuite('minilm', ['--model', modelDir, '--bios', bios!, '--n', '16']);
-      const expected = c!.expected;
-      const model = await loadModel(modelDir);
+      const { expected } = await minilmReference();
+      const model = await loadModel(MINILM_DIR);
       const batch = referenceBatch(expected);
       try {
         expect(batch.inputIds.shape[0]).toBe(16);
@@ -53,19 +52,11 @@ describe.skipIf(skipWithout(skipReason !== undefined, `the all-MiniLM-L6-v2 pari
         const mask = batch.attentionMask.dataSync() as Int32Array;
         expect(mask.includes(0), 'the batch should have padding').toBe(true);
         const { captures } = model.run(batch, { capture: model.hookNames });
-        const checks: { hook: string; ours: number; oursExact: number; torchExact: number }[] = [];
+        const checks: Float64Check[] = [];
         for (const hook of model.hookNames) {
           const ours = captures[hook]!;
           expect(hasNaN(ours), `${hook} has NaN`).toBe(false);
-          const exact = expected.float32(`f64.${hook}`);
-          const torch32 = expected.tensor(hook);
-          const check = {
-            hook,
-            ours: maskedMaxAbsDiff(ours, expected.float32(hook), mask),
-            oursExact: maskedMaxAbsDiff(ours, exact, mask),
-            torchExact: maskedMaxAbsDiff(torch32, exact, mask),
-          };
-          torch32.dispose();
+          const check = float64Check(hook, ours, expected, mask);
           checks.push(check);
           vsTorch.push({ config: 'all-MiniLM-L6-v2', hook, maxAbsDiff: check.ours });
           vsExact.push({ config: 'sae-eraser fp32', hook, maxAbsDiff: check.oursExact }, { config: 'PyTorch fp32', hook, maxAbsDiff: check.torchExact });
