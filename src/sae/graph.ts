@@ -24,7 +24,10 @@ export function saeNodes(g: OnnxGraph, sae: Sae, x: string, decode = true): { co
   const { dIn, dSae } = sae;
   const bDec = g.constant('sae_b_dec', valuesOf(sae.bDec), [dIn]);
   const centred = sae.subtractDecoderBiasFromInput ? g.op('Sub', [x, bDec]) : x;
-  const h = g.op('Add', [g.op('MatMul', [centred, g.constant('sae_w_enc', valuesOf(sae.wEnc), [dIn, dSae])]), g.constant('sae_b_enc', valuesOf(sae.bEnc), [dSae])]);
+  const h = g.op('Add', [
+    g.op('MatMul', [centred, g.constant('sae_w_enc', valuesOf(sae.wEnc), [dIn, dSae])]),
+    g.constant('sae_b_enc', valuesOf(sae.bEnc), [dSae]),
+  ]);
   const act = sae.activation;
   let codes: string;
   switch (act.kind) {
