@@ -14,6 +14,7 @@ import { existsSync, mkdtempSync, readFileSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { readExperimentConfig } from '../../src/experiment/config.js';
+import { setExecutor } from '../../src/models/executor.js';
 import { runExperiment } from '../../src/experiment/runner.js';
 import type { ExperimentResult } from '../../src/experiment/results.js';
 import { renderTable } from '../../src/report/table.js';
@@ -161,6 +162,42 @@ describe.skipIf(skipWithout(shared === undefined, 'the offline experiment needs 
     }
     console.log(`report: ${report.path}\nexplorer vs metrics.json (profession / gender agreement / worst group):\n${lines.join('\n')}`);
   });
+
+  it(
+    'gives the same results when every forward pass runs on tfjs instead of ONNX Runtime (a fresh cache, same SAE)',
+    async () => {
+      const config = readExperimentConfig(join(projectRoot(), 'configs/ci-minilm-surgeon-nurse.json'));
+      // The methods whose representations come from the cache (the executor's work) or from re-caching edited texts.
+      const methods = ['original', 'oracle', 'sae_mask', 'leace', 'word_deletion'] as const;
+      const tfjsConfig = {
+        ...config,
+        cacheDir: mkdtempSync(join(tmpdir(), 'tfjs-cache-')),
+        methods: Object.fromEntries(methods.map((m) => [m, config.methods[m] ?? {}])),
+      };
+      setExecutor('tfjs');
+      let tfjs: ExperimentResult;
+      try {
+        tfjs = await runExperiment(tfjsConfig, { outDir: mkdtempSync(join(tmpdir(), 'run-tfjs-')) });
+      } finally {
+        setExecutor(undefined);
+      }
+      // Activations agree to ~1e-5; a prediction on the boundary may flip, so allow one test bio per metric.
+      const lines: string[] = [];
+      for (const method of methods) {
+        const [a, b] = [written.methods[method]!.per_seed[0]!, tfjs.methods[method]!.per_seed[0]!];
+        for (const key of ['profession_acc', 'gender_agreement', 'worst_group_acc', 'gender_probe_acc'] as const) {
+          expect(Math.abs(a[key].value - b[key].value), `${method}.${key}: ONNX ${a[key].value} vs tfjs ${b[key].value}`).toBeLessThanOrEqual(
+            1 / a[key].n + 1e-9,
+          );
+        }
+        lines.push(
+          `${method.padEnd(14)} ${[a.profession_acc, a.gender_agreement, a.worst_group_acc].map((v) => (100 * v.value).toFixed(1)).join(' / ')}  tfjs ${[b.profession_acc, b.gender_agreement, b.worst_group_acc].map((v) => (100 * v.value).toFixed(1)).join(' / ')}`,
+        );
+      }
+      console.log(`ONNX Runtime vs tfjs executor (profession / gender agreement / worst group):\n${lines.join('\n')}`);
+    },
+    30 * 60_000,
+  );
 
   it.skipIf(skipWithout(chromiumMissing(), `${CHROMIUM} is missing (.ci/run installs Debian's chromium)`))(
     'renders the report in headless Chromium with no console error or outside request, and saves a screenshot in the run folder',
