@@ -26,17 +26,24 @@ export function setExecutor(name: ExecutorName | undefined): void {
 }
 
 /**
+ * The executor asked for process-wide: `setExecutor`'s, else `SAE_ERASER_EXECUTOR`'s, else none
+ * (each user then takes its own default).
+ */
+export function requestedExecutor(): ExecutorName | undefined {
+  if (processDefault !== undefined) return processDefault;
+  const env = process.env.SAE_ERASER_EXECUTOR;
+  if (env === undefined || env === '') return undefined;
+  if (!EXECUTORS.includes(env as ExecutorName)) throw new Error(`SAE_ERASER_EXECUTOR must be one of ${EXECUTORS.join(', ')}, got "${env}"`);
+  return env as ExecutorName;
+}
+
+/**
  * The executor to use for `model`: `requested`, else `setExecutor`'s, else `SAE_ERASER_EXECUTOR`'s,
  * else ONNX Runtime when the model has an ONNX form, else tfjs. Asking for `onnx` for a model
  * without one is an error, not a silent fallback.
  */
 export function chooseExecutor(model: Model, requested?: ExecutorName): ExecutorName {
-  const env = process.env.SAE_ERASER_EXECUTOR;
-  let want = requested ?? processDefault;
-  if (want === undefined && env !== undefined && env !== '') {
-    if (!EXECUTORS.includes(env as ExecutorName)) throw new Error(`SAE_ERASER_EXECUTOR must be one of ${EXECUTORS.join(', ')}, got "${env}"`);
-    want = env as ExecutorName;
-  }
+  const want = requested ?? requestedExecutor();
   if (want === 'onnx' && model.forwardGraph === undefined) {
     throw new Error(`the ONNX executor was asked for, but ${model.config.modelType} models have no ONNX form here; use the tfjs executor`);
   }

@@ -17,6 +17,12 @@
  * with c = min(1, 2 dIn / dSae),
  * b_enc = 0, b_dec = the mean of the first batch.
  *
+ * Two executors run the optimiser steps (`executor`): ONNX Runtime (the default; src/sae/train-graph.ts,
+ * one graph per architecture with the gradients and the Adam update written out, one run per step)
+ * and tfjs autograd (`tfjs`, the reference the graph is tested against). They differ only by float32
+ * rounding (test/sae/train-graph.test.ts). Everything else (the buffer, resampling, checkpoints, the
+ * saved SAE) works on the host copy of the state (`SaeStepper.read`/`write`) and is shared.
+ *
  * Inputs are scaled by c = sqrt(dIn) / E||x|| (estimated on the first batch) so that the L1
  * coefficient means the same for every model; c is folded into the saved weights
  * (W_enc <- c W_enc, W_dec <- W_dec / c, b_dec <- b_dec / c), so the saved SAE reads raw activations.
@@ -28,8 +34,10 @@
  * resampling generator's draws, the last resampling step and the recent batch metrics), each
  * written atomically. A run with the same settings over the same data resumes from it exactly: the
  * resumed run draws the same batches and ends with the same weights, bit for bit, as a run that was
- * never stopped (the tfjs kernels are deterministic for equal inputs and shapes; test/sae/train.test.ts
- * checks it). Version 1 checkpoints (which did not save the stream) are refused.
+ * never stopped on the same executor (with the same thread count: both executors' kernels are
+ * deterministic for equal inputs and shapes; test/sae/train.test.ts checks it). A checkpoint written on
+ * one executor resumes on the other (the state layout is the same), equal then to float32 rounding.
+ * Version 1 checkpoints (which did not save the stream) are refused.
  *
  * Where the conventions follow the libraries and where they differ (test/sae/train.test.ts compares
  * optimiser steps with dictionary_learning 0.1.0 and eai-sparsify 1.3.3):
@@ -61,8 +69,25 @@ import { ActivationBuffer, CountingRng, type ActivationSource, type BufferState 
 import { AffineSae, topkMask } from './sae.js';
 import { saveSaeLensSae } from './saelens.js';
 import { readJsonObject } from './weights.js';
+import { EXECUTORS, requestedExecutor, type ExecutorName } from '../models/executor.js';
+import {
+  ADAM,
+  biasCorrections,
+  checkTrainingState,
+  L2_EPS,
+  NORM_EPS,
+  OnnxStepper,
+  PARAM_NAMES,
+  type HostTrainingState,
+  type ParamName,
+  type SaeArch,
+  type SaeStepper,
+  type SaeTrainingWeights,
+  type StepGraphSpec,
+  type StepResult,
+} from './train-graph.js';
 
-export type SaeArch = 'relu' | 'topk';
+export type { SaeArch, SaeTrainingWeights } from './train-graph.js';
 
 export interface TrainOptions {
   arch: SaeArch;
@@ -96,6 +121,13 @@ export interface TrainOptions {
   model?: string;
   /** Progress label (default "train-sae"). */
   label?: string;
+  /**
+   * What runs the optimiser steps (default: `--executor` / `SAE_ERASER_EXECUTOR`, else `onnx`): ONNX Runtime (`onnx`: each step one run of the
+   * written-out forward, backward and Adam graph of src/sae/train-graph.ts) or tfjs autograd
+   * (`tfjs`). Both compute the same steps up to float32 rounding and save the same checkpoints, so
+   * a run checkpointed on one resumes on the other.
+   */
+  executor?: ExecutorName;
   /** Called after every step (monitoring, tests); `loss` is the training objective of the step's batch. */
   onStep?: (info: { step: number; loss: number; fve: number; l0: number; numTensors: number }) => void;
   /**
@@ -163,14 +195,13 @@ export function evaluateSae(sae: AffineSae, rows: Float32Array, chunkTokens = 10
   return { fve: 1 - residual / total, l0: nonzero / n, deadFraction: dead / sae.dSae, tokens: n };
 }
 
+/** The tfjs executor's parameters (variables, for `tf.variableGrads`). */
 interface Params {
   wEnc: tf.Variable<tf.Rank.R2>;
   bEnc: tf.Variable<tf.Rank.R1>;
   wDec: tf.Variable<tf.Rank.R2>;
   bDec: tf.Variable<tf.Rank.R1>;
 }
-const PARAM_NAMES = ['wEnc', 'bEnc', 'wDec', 'bDec'] as const;
-type ParamName = (typeof PARAM_NAMES)[number];
 
 interface Adam {
   m: Record<ParamName, tf.Tensor>;
@@ -188,7 +219,7 @@ function unitRows(values: Float32Array, rows: number, cols: number): Float32Arra
   return values;
 }
 
-/** The settings a checkpoint must share with the run that resumes it. */
+/** The settings a checkpoint must share with the run that resumes it (the executor is not one of them). */
 function checkpointKey(o: Required<Pick<TrainOptions, 'arch' | 'dSae' | 'k' | 'l1' | 'lr' | 'batchSize' | 'seed'>>, dIn: number, bufferTokens: number): string {
   return JSON.stringify({
     arch: o.arch,
@@ -201,6 +232,40 @@ function checkpointKey(o: Required<Pick<TrainOptions, 'arch' | 'dSae' | 'k' | 'l
     seed: o.seed,
     bufferTokens,
   });
+}
+
+/** Zero Adam moments shaped like `w`. */
+function zerosLike(w: SaeTrainingWeights): SaeTrainingWeights {
+  return {
+    wEnc: new Float32Array(w.wEnc.length),
+    bEnc: new Float32Array(w.bEnc.length),
+    wDec: new Float32Array(w.wDec.length),
+    bDec: new Float32Array(w.bDec.length),
+  };
+}
+
+/** A fresh run's state: unit decoder rows, the tied encoder, b_dec at the (scaled) first batch's mean, zero moments. */
+function initialState(spec: StepGraphSpec, seed: number, scaledMean: Float32Array): HostTrainingState {
+  const { dIn: d, dSae } = spec;
+  const dec = unitRows(randomNormalArray(dSae * d, seed), dSae, d);
+  // Tied init scaled so that the initial reconstruction has about the input's scale: for random
+  // unit directions, sum_i ReLU(c v_i.x) v_i ~ c (dSae / 2d) x. Computed with tfjs (float32 products).
+  const enc = tf.tidy(() => tf.mul(tf.transpose(tf.tensor2d(dec, [dSae, d])), Math.min(1, (2 * d) / dSae)));
+  const wEnc = Float32Array.from(enc.dataSync() as Float32Array);
+  enc.dispose();
+  const params = { wEnc, bEnc: new Float32Array(dSae), wDec: dec, bDec: scaledMean };
+  return { params, m: zerosLike(params), v: zerosLike(params), t: 0 };
+}
+
+/** The steps' executor for `executor`, starting from `state`. */
+async function createStepper(executor: ExecutorName, spec: StepGraphSpec, state: HostTrainingState): Promise<SaeStepper> {
+  if (!EXECUTORS.includes(executor)) throw new Error(`trainSae: executor must be one of ${EXECUTORS.join(', ')}, got ${JSON.stringify(executor)}`);
+  if (executor === 'tfjs') return TfjsStepper.create(spec, state);
+  try {
+    return await OnnxStepper.create(spec, state);
+  } catch (err) {
+    throw new Error(`trainSae: the ONNX Runtime executor could not start (${(err as Error).message}); executor 'tfjs' trains without it`, { cause: err });
+  }
 }
 
 /** Trains an SAE on a stream of activations. */
@@ -218,6 +283,7 @@ export async function trainSaeOnSource(source: ActivationSource, options: TrainO
   };
   if (!Number.isInteger(o.dSae) || o.dSae < 1) throw new Error(`trainSae: dSae must be a positive integer, got ${o.dSae}`);
   if (o.arch === 'topk' && (o.k < 1 || o.k > o.dSae)) throw new Error(`trainSae: k must be in [1, ${o.dSae}], got ${o.k}`);
+  const spec: StepGraphSpec = { arch: o.arch, dIn: d, dSae: o.dSae, batchSize: o.batchSize, k: o.k, l1: o.l1 };
   const warmup = options.warmupSteps ?? 200;
   const resampleEvery = options.resampleSteps ?? 1000;
   const totalSteps = Math.max(1, Math.ceil(options.tokens / o.batchSize));
@@ -229,8 +295,7 @@ export async function trainSaeOnSource(source: ActivationSource, options: TrainO
   let step = 0;
   let scale: number;
   let stepsSinceActive: Float32Array = new Float32Array(o.dSae);
-  let params: Params;
-  let adam: Adam;
+  let start: HostTrainingState;
   const resume = options.checkpointDir !== undefined ? readCheckpoint(options.checkpointDir, key, d) : undefined;
   const buffer = new ActivationBuffer(source, { capacityTokens: bufferTokens, seed: o.seed });
   let resampleRng = new CountingRng(o.seed + 1);
@@ -240,12 +305,10 @@ export async function trainSaeOnSource(source: ActivationSource, options: TrainO
     step = resume.step;
     scale = resume.scale;
     stepsSinceActive = resume.stepsSinceActive;
-    params = resume.params;
-    adam = resume.adam;
+    start = resume.state;
     try {
       buffer.restore(resume.buffer);
     } catch (err) {
-      disposeState(params, adam);
       throw new Error(`${options.checkpointDir}: cannot resume this checkpoint: ${(err as Error).message}`, { cause: err });
     }
     resampleRng = new CountingRng(o.seed + 1, resume.resampleDraws);
@@ -265,24 +328,13 @@ export async function trainSaeOnSource(source: ActivationSource, options: TrainO
     }
     if (!(norm > 0) || !Number.isFinite(norm)) throw new Error(`trainSae: the activations have mean norm ${norm}; cannot train on them`);
     scale = Math.sqrt(d) / norm;
-    const dec = unitRows(randomNormalArray(o.dSae * d, o.seed), o.dSae, d);
-    params = {
-      wDec: variableFrom(tf.tensor2d(dec, [o.dSae, d]), 'sae_wDec'),
-      // Tied init scaled so that the initial reconstruction has about the input's scale: for random
-      // unit directions, sum_i ReLU(c v_i.x) v_i ~ c (dSae / 2d) x.
-      wEnc: variableFrom(
-        tf.tidy(() => tf.mul(tf.transpose(tf.tensor2d(dec, [o.dSae, d])), Math.min(1, (2 * d) / o.dSae)) as tf.Tensor2D),
-        'sae_wEnc',
-      ),
-      bEnc: variableFrom(tf.zeros([o.dSae]) as tf.Tensor1D, 'sae_bEnc'),
-      bDec: variableFrom(tf.tensor1d(mean.map((v) => v * scale)), 'sae_bDec'),
-    };
-    adam = {
-      m: Object.fromEntries(PARAM_NAMES.map((n) => [n, tf.zerosLike(params[n] as tf.Tensor)])) as Record<ParamName, tf.Tensor>,
-      v: Object.fromEntries(PARAM_NAMES.map((n) => [n, tf.zerosLike(params[n] as tf.Tensor)])) as Record<ParamName, tf.Tensor>,
-      t: 0,
-    };
+    start = initialState(
+      spec,
+      o.seed,
+      mean.map((v) => v * scale),
+    );
   }
+  const stepper = await createStepper(options.executor ?? requestedExecutor() ?? 'onnx', spec, start);
 
   const bar = progress(options.label ?? 'train-sae', totalSteps, 'steps');
   if (step > 0) bar.tick(step, `resumed at step ${step}`);
@@ -293,8 +345,7 @@ export async function trainSaeOnSource(source: ActivationSource, options: TrainO
       step,
       scale,
       stepsSinceActive,
-      params,
-      adam,
+      state: stepper.read(),
       buffer: buffer.state(),
       resampleDraws: resampleRng.draws,
       lastResample,
@@ -315,13 +366,13 @@ export async function trainSaeOnSource(source: ActivationSource, options: TrainO
       const raw = await buffer.next(o.batchSize);
       const sinceResample = resampleEvery > 0 ? step - lastResample : step;
       const lr = o.lr * Math.min(1, (sinceResample + 1) / Math.max(1, warmup));
-      const { loss, fve, l0, fired } = trainStep(params, adam, raw, scale, o, lr);
+      const { loss, fve, l0, fired } = await stepper.step(raw, scale, lr);
       for (let j = 0; j < o.dSae; j++) stepsSinceActive[j] = fired[j] ? 0 : stepsSinceActive[j]! + 1;
       step++;
       recent.push({ fve, l0 });
       if (recent.length > 50) recent.shift();
       if (resampleEvery > 0 && step % resampleEvery === 0 && step < totalSteps) {
-        const resampled = resampleDeadFeatures(params, adam, raw, scale, stepsSinceActive, resampleEvery / 2, o, resampleRng.next);
+        const resampled = await resampleDeadFeatures(stepper, raw, scale, stepsSinceActive, resampleEvery / 2, spec, resampleRng.next);
         if (resampled > 0) lastResample = step;
       }
       if (options.checkpointDir !== undefined && (step % checkpointEvery === 0 || step === totalSteps)) checkpoint(options.checkpointDir);
@@ -329,14 +380,12 @@ export async function trainSaeOnSource(source: ActivationSource, options: TrainO
       const avg = averageOf(recent);
       bar.tick(1, `fve=${avg.fve.toFixed(3)} l0=${avg.l0.toFixed(1)}`);
     }
-  } catch (err) {
-    disposeState(params, adam);
-    throw err;
+    bar.done();
+    const sae = foldToSae(stepper.read().params, scale, spec, options);
+    return { sae, steps: step, inputScale: scale, train: averageOf(recent), resumedFrom: resume?.step ?? 0 };
+  } finally {
+    await stepper.dispose();
   }
-  bar.done();
-  const sae = foldToSae(params, scale, o, options);
-  disposeState(params, adam);
-  return { sae, steps: step, inputScale: scale, train: averageOf(recent), resumedFrom: resume?.step ?? 0 };
 }
 
 function averageOf(rows: { fve: number; l0: number }[]): { fve: number; l0: number } {
@@ -344,11 +393,9 @@ function averageOf(rows: { fve: number; l0: number }[]): { fve: number; l0: numb
   return { fve: rows.reduce((a, r) => a + r.fve, 0) / rows.length, l0: rows.reduce((a, r) => a + r.l0, 0) / rows.length };
 }
 
-function disposeState(params: Params, adam: Adam): void {
-  for (const n of PARAM_NAMES) tf.dispose([params[n], adam.m[n], adam.v[n]]);
-}
-
-type StepOptions = { arch: SaeArch; k: number; l1: number; batchSize: number; dSae: number };
+// ------------------------------------------------------------------------------------------------
+// The tfjs executor: autograd (the reference the ONNX step graph is checked against)
+// ------------------------------------------------------------------------------------------------
 
 function preActivations(params: Params, x: tf.Tensor2D): tf.Tensor2D {
   return tf.add(tf.matMul(tf.sub(x, params.bDec), params.wEnc), params.bEnc) as tf.Tensor2D;
@@ -359,42 +406,53 @@ function preActivations(params: Params, x: tf.Tensor2D): tf.Tensor2D {
  * mask comes in precomputed (`topkSelection`), outside the gradient tape: tfjs has no TopK gradient
  * and the mask is piecewise constant, so d f / d h = mask.
  */
-function codes(params: Params, x: tf.Tensor2D, o: StepOptions, selection?: tf.Tensor2D): tf.Tensor2D {
+function codes(params: Params, x: tf.Tensor2D, o: StepGraphSpec, selection?: tf.Tensor2D): tf.Tensor2D {
   const h = preActivations(params, x);
   if (o.arch === 'relu') return tf.relu(h);
   return tf.mul(h, selection ?? topkMask(h, o.k)) as tf.Tensor2D;
 }
 
-/** One optimiser step; returns the batch's loss, FVE, L0 and which features fired. */
-function trainStep(
+/**
+ * The training objective of scaled inputs `x` (inside a tidy and, for the step, a gradient tape);
+ * with `keepStats`, also [fve, l0] and which features fired, kept out of the tidy.
+ */
+function objective(
   params: Params,
-  adam: Adam,
-  raw: Float32Array,
-  scale: number,
-  o: StepOptions,
-  lr: number,
-): { loss: number; fve: number; l0: number; fired: Uint8Array } {
-  const d = raw.length / o.batchSize;
+  x: tf.Tensor2D,
+  o: StepGraphSpec,
+  selection: tf.Tensor2D | undefined,
+  keepStats: boolean,
+): { loss: tf.Scalar; stats?: tf.Tensor; fired?: tf.Tensor } {
+  const f = codes(params, x, o, selection);
+  const xHat = tf.add(tf.matMul(f, params.wDec), params.bDec);
+  const diff = tf.sub(x, xHat);
+  const sq = tf.sum(tf.square(diff), 1);
+  const total = tf.sum(tf.square(tf.sub(x, tf.mean(x, 0))));
+  const stats = keepStats
+    ? tf.keep(tf.stack([tf.sub(1, tf.div(tf.sum(sq), total)), tf.div(tf.sum(tf.cast(tf.greater(f, 0), 'float32')), o.batchSize)]))
+    : undefined;
+  const fired = keepStats ? tf.keep(tf.greater(tf.max(f, 0), 0)) : undefined;
+  if (o.arch === 'relu') {
+    const l2 = tf.mean(tf.sqrt(tf.add(sq, L2_EPS)));
+    const l1 = tf.mean(tf.sum(f, 1));
+    return { loss: tf.add(l2, tf.mul(o.l1, l1)) as tf.Scalar, stats, fired };
+  }
+  return { loss: tf.div(tf.sum(sq), total) as tf.Scalar, stats, fired };
+}
+
+/** One optimiser step; returns the batch's loss, FVE, L0 and which features fired. */
+function trainStep(params: Params, adam: Adam, raw: Float32Array, scale: number, o: StepGraphSpec, lr: number): StepResult {
   let stats: tf.Tensor | undefined;
   let firedT: tf.Tensor | undefined;
   tf.tidy(() => {
-    const x = tf.mul(tf.tensor2d(raw, [o.batchSize, d]), scale) as tf.Tensor2D;
+    const x = tf.mul(tf.tensor2d(raw, [o.batchSize, o.dIn]), scale) as tf.Tensor2D;
     const vars = PARAM_NAMES.map((n) => params[n]);
     const selection = o.arch === 'topk' ? topkMask(preActivations(params, x), o.k) : undefined;
     const { value, grads } = tf.variableGrads(() => {
-      const f = codes(params, x, o, selection);
-      const xHat = tf.add(tf.matMul(f, params.wDec), params.bDec);
-      const diff = tf.sub(x, xHat);
-      const sq = tf.sum(tf.square(diff), 1);
-      const total = tf.sum(tf.square(tf.sub(x, tf.mean(x, 0))));
-      stats = tf.keep(tf.stack([tf.sub(1, tf.div(tf.sum(sq), total)), tf.div(tf.sum(tf.cast(tf.greater(f, 0), 'float32')), o.batchSize)]));
-      firedT = tf.keep(tf.greater(tf.max(f, 0), 0));
-      if (o.arch === 'relu') {
-        const l2 = tf.mean(tf.sqrt(tf.add(sq, 1e-12)));
-        const l1 = tf.mean(tf.sum(f, 1));
-        return tf.add(l2, tf.mul(o.l1, l1)) as tf.Scalar;
-      }
-      return tf.div(tf.sum(sq), total) as tf.Scalar;
+      const r = objective(params, x, o, selection, true);
+      stats = r.stats;
+      firedT = r.fired;
+      return r.loss;
     }, vars);
     const withLoss = tf.keep(tf.concat([stats!, tf.reshape(value, [1])]));
     stats!.dispose();
@@ -404,21 +462,18 @@ function trainStep(
     const gDec = grads[w.name]!;
     grads[w.name] = tf.sub(gDec, tf.mul(tf.sum(tf.mul(gDec, w), 1, true), w));
     adam.t++;
-    const b1 = 0.9;
-    const b2 = 0.999;
-    const c1 = 1 - b1 ** adam.t;
-    const c2 = 1 - b2 ** adam.t;
+    const [c1, c2] = biasCorrections(adam.t);
     for (const n of PARAM_NAMES) {
       const p = params[n];
       const g = grads[p.name]!;
-      const m = tf.add(tf.mul(adam.m[n], b1), tf.mul(g, 1 - b1));
-      const v = tf.add(tf.mul(adam.v[n], b2), tf.mul(tf.square(g), 1 - b2));
-      (p as unknown as tf.Variable).assign(tf.sub(p, tf.mul(tf.div(tf.div(m, c1), tf.add(tf.sqrt(tf.div(v, c2)), 1e-8)), lr)));
+      const m = tf.add(tf.mul(adam.m[n], ADAM.beta1), tf.mul(g, 1 - ADAM.beta1));
+      const v = tf.add(tf.mul(adam.v[n], ADAM.beta2), tf.mul(tf.square(g), 1 - ADAM.beta2));
+      (p as unknown as tf.Variable).assign(tf.sub(p, tf.mul(tf.div(tf.div(m, c1), tf.add(tf.sqrt(tf.div(v, c2)), ADAM.eps)), lr)));
       tf.dispose([adam.m[n], adam.v[n]]);
       adam.m[n] = tf.keep(m);
       adam.v[n] = tf.keep(v);
     }
-    w.assign(tf.div(w, tf.add(tf.norm(w, 2, 1, true), 1e-12)) as tf.Tensor2D);
+    w.assign(tf.div(w, tf.add(tf.norm(w, 2, 1, true), NORM_EPS)) as tf.Tensor2D);
   });
   const [fve, l0, loss] = stats!.dataSync() as Float32Array;
   const fired = Uint8Array.from(firedT!.dataSync() as Uint8Array);
@@ -426,12 +481,109 @@ function trainStep(
   return { loss: loss!, fve: fve!, l0: l0!, fired };
 }
 
-/** Weights of an SAE in training, for scaled inputs: W_enc [dIn, dSae], b_enc [dSae], W_dec [dSae, dIn], b_dec [dIn]. */
-export interface SaeTrainingWeights {
-  wEnc: Float32Array;
-  bEnc: Float32Array;
-  wDec: Float32Array;
-  bDec: Float32Array;
+function paramsFrom(w: SaeTrainingWeights, spec: StepGraphSpec): Params {
+  const t = tensorsOf(w, spec);
+  return {
+    wEnc: variableFrom(t.wEnc as tf.Tensor2D, 'sae_wEnc'),
+    bEnc: variableFrom(t.bEnc as tf.Tensor1D, 'sae_bEnc'),
+    wDec: variableFrom(t.wDec as tf.Tensor2D, 'sae_wDec'),
+    bDec: variableFrom(t.bDec as tf.Tensor1D, 'sae_bDec'),
+  };
+}
+
+function tensorsOf(w: SaeTrainingWeights, spec: StepGraphSpec): Record<ParamName, tf.Tensor> {
+  const { dIn: d, dSae } = spec;
+  return { wEnc: tf.tensor2d(w.wEnc, [d, dSae]), bEnc: tf.tensor1d(w.bEnc), wDec: tf.tensor2d(w.wDec, [dSae, d]), bDec: tf.tensor1d(w.bDec) };
+}
+
+function hostOf(t: Record<ParamName, tf.Tensor>): SaeTrainingWeights {
+  const read = (n: ParamName): Float32Array => Float32Array.from(t[n].dataSync() as Float32Array);
+  return { wEnc: read('wEnc'), bEnc: read('bEnc'), wDec: read('wDec'), bDec: read('bDec') };
+}
+
+/** The tfjs executor of SAE training steps: variables, `tf.variableGrads`, Adam in tfjs ops. */
+class TfjsStepper implements SaeStepper {
+  readonly executor = 'tfjs';
+
+  private constructor(
+    private readonly spec: StepGraphSpec,
+    private readonly params: Params,
+    private readonly adam: Adam,
+  ) {}
+
+  static create(spec: StepGraphSpec, state: HostTrainingState): Promise<TfjsStepper> {
+    checkTrainingState(state, spec);
+    return Promise.resolve(new TfjsStepper(spec, paramsFrom(state.params, spec), { m: tensorsOf(state.m, spec), v: tensorsOf(state.v, spec), t: state.t }));
+  }
+
+  step(raw: Float32Array, scale: number, lr: number): Promise<StepResult> {
+    return Promise.resolve(trainStep(this.params, this.adam, raw, scale, this.spec, lr));
+  }
+
+  rowErrors(raw: Float32Array, scale: number): Promise<Float32Array> {
+    const { spec, params } = this;
+    const errors = tf.tidy(() => {
+      const x = tf.mul(tf.tensor2d(raw, [spec.batchSize, spec.dIn]), scale) as tf.Tensor2D;
+      const xHat = tf.add(tf.matMul(codes(params, x, spec), params.wDec), params.bDec);
+      return tf.norm(tf.sub(x, xHat), 2, 1);
+    });
+    const out = Float32Array.from(errors.dataSync() as Float32Array);
+    errors.dispose();
+    return Promise.resolve(out);
+  }
+
+  read(): HostTrainingState {
+    return { params: hostOf(this.params), m: hostOf(this.adam.m), v: hostOf(this.adam.v), t: this.adam.t };
+  }
+
+  write(state: HostTrainingState): void {
+    checkTrainingState(state, this.spec);
+    const next = { params: tensorsOf(state.params, this.spec), m: tensorsOf(state.m, this.spec), v: tensorsOf(state.v, this.spec) };
+    for (const n of PARAM_NAMES) {
+      (this.params[n] as tf.Variable).assign(next.params[n]);
+      tf.dispose([next.params[n], this.adam.m[n], this.adam.v[n]]);
+      this.adam.m[n] = next.m[n];
+      this.adam.v[n] = next.v[n];
+    }
+    this.adam.t = state.t;
+  }
+
+  dispose(): Promise<void> {
+    for (const n of PARAM_NAMES) tf.dispose([this.params[n], this.adam.m[n], this.adam.v[n]]);
+    return Promise.resolve();
+  }
+}
+
+/**
+ * The loss and its gradients under the tfjs trainer's objective (autograd, before the decoder
+ * projection) at `weights`, on already scaled inputs `x [batchSize, dIn]`: what
+ * test/sae/train-graph.test.ts holds the ONNX step graph's written-out gradients to.
+ */
+export async function tfjsLossGradients(
+  weights: SaeTrainingWeights,
+  x: Float32Array,
+  spec: StepGraphSpec,
+): Promise<{ loss: number; grads: SaeTrainingWeights }> {
+  await initEngine();
+  checkTrainingState({ params: weights, m: weights, v: weights, t: 0 }, spec);
+  const params = paramsFrom(weights, spec);
+  try {
+    const { value, grads } = tf.tidy(() => {
+      const xt = tf.tensor2d(x, [spec.batchSize, spec.dIn]);
+      const selection = spec.arch === 'topk' ? topkMask(preActivations(params, xt), spec.k) : undefined;
+      return tf.variableGrads(
+        () => objective(params, xt, spec, selection, false).loss,
+        PARAM_NAMES.map((n) => params[n]),
+      );
+    });
+    const byName = Object.fromEntries(PARAM_NAMES.map((n) => [n, grads[params[n].name]!])) as Record<ParamName, tf.Tensor>;
+    const loss = (value.dataSync() as Float32Array)[0]!;
+    const host = hostOf(byName);
+    tf.dispose([value, ...Object.values(grads)]);
+    return { loss, grads: host };
+  } finally {
+    for (const n of PARAM_NAMES) params[n].dispose();
+  }
 }
 
 /**
@@ -442,13 +594,13 @@ export interface SaeTrainingWeights {
  * @param weights the starting weights (decoder rows of unit norm, as training keeps them)
  * @param dIn input width
  * @param batches each `[batchSize, dIn]`, all of one size
- * @param options architecture, k (topk), l1 (relu) and the learning rate
+ * @param options architecture, k (topk), l1 (relu), the learning rate and the executor (default onnx)
  */
 export async function trainStepsFrom(
   weights: SaeTrainingWeights,
   dIn: number,
   batches: readonly Float32Array[],
-  options: { arch: SaeArch; k?: number; l1?: number; lr: number },
+  options: { arch: SaeArch; k?: number; l1?: number; lr: number; executor?: ExecutorName },
 ): Promise<{ losses: number[]; weights: SaeTrainingWeights }> {
   await initEngine();
   const dSae = weights.bEnc.length;
@@ -456,57 +608,49 @@ export async function trainStepsFrom(
   if (!Number.isInteger(batchSize) || batchSize < 1 || batches.some((b) => b.length !== batchSize * dIn)) {
     throw new Error(`trainStepsFrom: batches must all be [batchSize, ${dIn}]`);
   }
-  const o: StepOptions = { arch: options.arch, k: options.k ?? 32, l1: options.l1 ?? 0.1, batchSize, dSae };
-  const params: Params = {
-    wEnc: variableFrom(tf.tensor2d(weights.wEnc, [dIn, dSae]), 'sae_wEnc'),
-    bEnc: variableFrom(tf.tensor1d(weights.bEnc), 'sae_bEnc'),
-    wDec: variableFrom(tf.tensor2d(weights.wDec, [dSae, dIn]), 'sae_wDec'),
-    bDec: variableFrom(tf.tensor1d(weights.bDec), 'sae_bDec'),
-  };
-  const adam: Adam = {
-    m: Object.fromEntries(PARAM_NAMES.map((n) => [n, tf.zerosLike(params[n] as tf.Tensor)])) as Record<ParamName, tf.Tensor>,
-    v: Object.fromEntries(PARAM_NAMES.map((n) => [n, tf.zerosLike(params[n] as tf.Tensor)])) as Record<ParamName, tf.Tensor>,
+  const spec: StepGraphSpec = { arch: options.arch, dIn, dSae, batchSize, k: options.k ?? 32, l1: options.l1 ?? 0.1 };
+  const stepper = await createStepper(options.executor ?? requestedExecutor() ?? 'onnx', spec, {
+    params: weights,
+    m: zerosLike(weights),
+    v: zerosLike(weights),
     t: 0,
-  };
+  });
   try {
-    const losses = batches.map((batch) => trainStep(params, adam, batch, 1, o, options.lr).loss);
-    const read = (n: ParamName): Float32Array => Float32Array.from(params[n].dataSync() as Float32Array);
-    return { losses, weights: { wEnc: read('wEnc'), bEnc: read('bEnc'), wDec: read('wDec'), bDec: read('bDec') } };
+    const losses: number[] = [];
+    for (const batch of batches) losses.push((await stepper.step(batch, 1, options.lr)).loss);
+    const p = stepper.read().params;
+    return { losses, weights: { wEnc: p.wEnc.slice(), bEnc: p.bEnc.slice(), wDec: p.wDec.slice(), bDec: p.bDec.slice() } };
   } finally {
-    disposeState(params, adam);
+    await stepper.dispose();
   }
 }
 
+// ------------------------------------------------------------------------------------------------
+// Dead-feature resampling and the saved SAE (either executor, on the host state)
+// ------------------------------------------------------------------------------------------------
+
 /** dictionary_learning's resampling of dead features; returns how many were resampled. */
-function resampleDeadFeatures(
-  params: Params,
-  adam: Adam,
+async function resampleDeadFeatures(
+  stepper: SaeStepper,
   raw: Float32Array,
   scale: number,
   stepsSinceActive: Float32Array,
   deadAfter: number,
-  o: StepOptions,
+  o: StepGraphSpec,
   rng: Rng,
-): number {
+): Promise<number> {
   const dead: number[] = [];
   for (let j = 0; j < o.dSae; j++) if (stepsSinceActive[j]! > deadAfter) dead.push(j);
   if (dead.length === 0) return 0;
-  const d = raw.length / o.batchSize;
-  const losses = tf.tidy(() => {
-    const x = tf.mul(tf.tensor2d(raw, [o.batchSize, d]), scale) as tf.Tensor2D;
-    const xHat = tf.add(tf.matMul(codes(params, x, o), params.wDec), params.bDec);
-    return tf.norm(tf.sub(x, xHat), 2, 1);
-  });
-  const weights = Float64Array.from(losses.dataSync());
-  losses.dispose();
+  const d = o.dIn;
+  const weights = Float64Array.from(await stepper.rowErrors(raw, scale));
   // Draw without replacement with probability proportional to the loss (Efraimidis-Spirakis keys).
   const keys = Array.from(weights, (w, i) => ({ i, key: w > 0 ? Math.log(1 - rng()) / w : -Infinity }));
   keys.sort((a, b) => b.key - a.key);
   const n = Math.min(dead.length, o.batchSize);
   const chosen = dead.slice(0, n);
-  const wEnc = params.wEnc.dataSync() as Float32Array;
-  const wDec = params.wDec.dataSync() as Float32Array;
-  const bEnc = params.bEnc.dataSync() as Float32Array;
+  const state = stepper.read();
+  const { wEnc, wDec, bEnc } = state.params;
   const newEnc = Float32Array.from(wEnc);
   const newDec = Float32Array.from(wDec);
   const newBEnc = Float32Array.from(bEnc);
@@ -535,52 +679,38 @@ function resampleDeadFeatures(
     newBEnc[j] = 0;
     stepsSinceActive[j] = 0;
   }
-  const maskEnc = new Float32Array(d * o.dSae).fill(1);
-  const maskDec = new Float32Array(o.dSae * d).fill(1);
-  const maskB = new Float32Array(o.dSae).fill(1);
-  for (const j of chosen) {
-    for (let r = 0; r < d; r++) {
-      maskEnc[r * o.dSae + j] = 0;
-      maskDec[j * d + r] = 0;
+  // The resampled features' Adam moments restart from 0 (b_dec's are kept).
+  const reset = (w: SaeTrainingWeights): SaeTrainingWeights => {
+    const out = { wEnc: Float32Array.from(w.wEnc), bEnc: Float32Array.from(w.bEnc), wDec: Float32Array.from(w.wDec), bDec: w.bDec };
+    for (const j of chosen) {
+      for (let r = 0; r < d; r++) {
+        out.wEnc[r * o.dSae + j] = 0;
+        out.wDec[j * d + r] = 0;
+      }
+      out.bEnc[j] = 0;
     }
-    maskB[j] = 0;
-  }
-  tf.tidy(() => {
-    params.wEnc.assign(tf.tensor2d(newEnc, [d, o.dSae]));
-    params.wDec.assign(tf.tensor2d(newDec, [o.dSae, d]));
-    params.bEnc.assign(tf.tensor1d(newBEnc));
-    const masks: Record<ParamName, tf.Tensor | undefined> = {
-      wEnc: tf.tensor2d(maskEnc, [d, o.dSae]),
-      wDec: tf.tensor2d(maskDec, [o.dSae, d]),
-      bEnc: tf.tensor1d(maskB),
-      bDec: undefined,
-    };
-    for (const name of PARAM_NAMES) {
-      const mk = masks[name];
-      if (mk === undefined) continue;
-      const m = tf.mul(adam.m[name], mk);
-      const v = tf.mul(adam.v[name], mk);
-      tf.dispose([adam.m[name], adam.v[name]]);
-      adam.m[name] = tf.keep(m);
-      adam.v[name] = tf.keep(v);
-    }
-  });
+    return out;
+  };
+  stepper.write({ params: { wEnc: newEnc, bEnc: newBEnc, wDec: newDec, bDec: state.params.bDec }, m: reset(state.m), v: reset(state.v), t: state.t });
   return n;
 }
 
 /** The trained SAE with the input scale folded in, reading raw activations. */
-function foldToSae(params: Params, scale: number, o: StepOptions, options: TrainOptions): AffineSae {
-  return new AffineSae(
+function foldToSae(params: SaeTrainingWeights, scale: number, spec: StepGraphSpec, options: TrainOptions): AffineSae {
+  const t = tensorsOf(params, spec);
+  const sae = new AffineSae(
     {
-      wEnc: tf.tidy(() => tf.mul(params.wEnc, scale) as tf.Tensor2D),
-      bEnc: tf.clone(params.bEnc),
-      wDec: tf.tidy(() => tf.div(params.wDec, scale) as tf.Tensor2D),
-      bDec: tf.tidy(() => tf.div(params.bDec, scale) as tf.Tensor1D),
+      wEnc: tf.mul(t.wEnc, scale),
+      bEnc: t.bEnc as tf.Tensor1D,
+      wDec: tf.div(t.wDec, scale),
+      bDec: tf.div(t.bDec, scale),
       subtractDecoderBiasFromInput: true,
-      activation: o.arch === 'relu' ? { kind: 'relu' } : { kind: 'topk', k: o.k },
+      activation: spec.arch === 'relu' ? { kind: 'relu' } : { kind: 'topk', k: spec.k },
     },
     { format: 'sae-eraser', source: 'trained in memory', hook: options.hook, model: options.model },
   );
+  tf.dispose([t.wEnc, t.wDec, t.bDec]);
+  return sae;
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -598,8 +728,8 @@ interface TrainingState {
   step: number;
   scale: number;
   stepsSinceActive: Float32Array;
-  params: Params;
-  adam: Adam;
+  /** The parameters and Adam state, whichever executor trained them. */
+  state: HostTrainingState;
   buffer: BufferState;
   resampleDraws: number;
   lastResample: number;
@@ -609,19 +739,22 @@ interface TrainingState {
 type RawTensor = { dtype: 'F32'; shape: number[]; data: Float32Array };
 
 function writeCheckpoint(dir: string, state: TrainingState): void {
-  const { step, params, adam, buffer } = state;
+  const { step, buffer } = state;
+  const { params, m, v, t } = state.state;
   const file = `ckpt-${step}.safetensors`;
-  const d = params.bDec.shape[0];
-  const tensors: Record<string, tf.Tensor | RawTensor> = {
+  const d = params.bDec.length;
+  const dSae = params.bEnc.length;
+  const shapes: Record<ParamName, number[]> = { wEnc: [d, dSae], bEnc: [dSae], wDec: [dSae, d], bDec: [d] };
+  const tensors: Record<string, RawTensor> = {
     steps_since_active: { dtype: 'F32', shape: [state.stepsSinceActive.length], data: state.stepsSinceActive },
   };
   // Empty tensors are left out (the reader treats a missing one as empty).
   if (buffer.rows.length > 0) tensors.buffer_rows = { dtype: 'F32', shape: [buffer.rows.length / d, d], data: buffer.rows };
   if (buffer.pending.length > 0) tensors.buffer_pending = { dtype: 'F32', shape: [buffer.pending.length / d, d], data: buffer.pending };
   for (const n of PARAM_NAMES) {
-    tensors[n] = params[n];
-    tensors[`adam_m.${n}`] = adam.m[n];
-    tensors[`adam_v.${n}`] = adam.v[n];
+    tensors[n] = { dtype: 'F32', shape: shapes[n], data: params[n] };
+    tensors[`adam_m.${n}`] = { dtype: 'F32', shape: shapes[n], data: m[n] };
+    tensors[`adam_v.${n}`] = { dtype: 'F32', shape: shapes[n], data: v[n] };
   }
   writeSafetensors(join(dir, file), tensors);
   writeJsonAtomic(join(dir, CHECKPOINT_INDEX), {
@@ -630,7 +763,7 @@ function writeCheckpoint(dir: string, state: TrainingState): void {
     key: state.key,
     step,
     scale: state.scale,
-    adamT: adam.t,
+    adamT: t,
     file,
     buffer: { draws: buffer.draws, epoch: buffer.epoch, tokensRead: buffer.tokensRead, sourcePosition: buffer.sourcePosition },
     resampleDraws: state.resampleDraws,
@@ -697,25 +830,15 @@ function readCheckpoint(dir: string, key: string, dIn: number): TrainingState | 
     tokensRead: meta.tokensRead,
     sourcePosition: meta.sourcePosition,
   };
-  const t = (name: string): tf.Tensor => file.tensor(name);
-  const params: Params = {
-    wEnc: variableFrom(t('wEnc') as tf.Tensor2D, 'sae_wEnc'),
-    bEnc: variableFrom(t('bEnc') as tf.Tensor1D, 'sae_bEnc'),
-    wDec: variableFrom(t('wDec') as tf.Tensor2D, 'sae_wDec'),
-    bDec: variableFrom(t('bDec') as tf.Tensor1D, 'sae_bDec'),
-  };
-  const adam: Adam = {
-    m: Object.fromEntries(PARAM_NAMES.map((n) => [n, t(`adam_m.${n}`)])) as Record<ParamName, tf.Tensor>,
-    v: Object.fromEntries(PARAM_NAMES.map((n) => [n, t(`adam_v.${n}`)])) as Record<ParamName, tf.Tensor>,
-    t: meta.adamT,
-  };
+  const weights = (prefix: string): SaeTrainingWeights =>
+    Object.fromEntries(PARAM_NAMES.map((p) => [p, file.float32(`${prefix}${p}`).slice()])) as unknown as SaeTrainingWeights;
+  const state: HostTrainingState = { params: weights(''), m: weights('adam_m.'), v: weights('adam_v.'), t: meta.adamT };
   return {
     key,
     step: meta.step,
     scale: meta.scale,
     stepsSinceActive: file.float32('steps_since_active').slice(),
-    params,
-    adam,
+    state,
     buffer,
     resampleDraws: meta.resampleDraws,
     lastResample: meta.lastResample,
@@ -784,7 +907,12 @@ export async function trainSae(options: TrainSaeOptions): Promise<{ sae: AffineS
       options.cacheTokens === undefined
         ? streamed
         : arrayActivationSource(await collectActivations(streamed, options.cacheTokens), opened.model.config.dModel, { seed: options.seed });
-    const result = await trainSaeOnSource(source, { ...options, hook: options.hook, model: options.model, checkpointDir: join(options.out, 'checkpoint') });
+    let result: TrainResult;
+    try {
+      result = await trainSaeOnSource(source, { ...options, hook: options.hook, model: options.model, checkpointDir: join(options.out, 'checkpoint') });
+    } finally {
+      await streamed.dispose?.();
+    }
     let heldOut: SaeMetrics | undefined;
     if (heldOutTexts !== undefined) {
       const held = modelActivationSource({ model: opened.model, tokenize: opened.tokenize, texts: heldOutTexts, hook: options.hook, seed: options.seed });

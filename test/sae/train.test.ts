@@ -97,12 +97,13 @@ describe('activation buffer', () => {
 });
 
 describe('SAE training', () => {
-  it('does not leak tensors across steps (ReLU and TopK, with resampling)', async () => {
+  it.each(['onnx', 'tfjs'] as const)('does not leak tensors across steps (ReLU and TopK, with resampling; %s executor)', async (executor) => {
     const { rows } = planted(4096, 16, 32, 3, 7);
     const before = tf.memory().numTensors;
     for (const arch of ['relu', 'topk'] as const) {
       const counts: number[] = [];
       const run = await trainSaeOnSource(arrayActivationSource(rows, 16), {
+        executor,
         arch,
         k: 4,
         dSae: 64,
@@ -201,7 +202,7 @@ describe('SAE training', () => {
   });
 });
 
-describe("training steps match the libraries' trainers (PyTorch reference)", () => {
+describe.each(['onnx', 'tfjs'] as const)("training steps match the libraries' trainers (PyTorch reference; %s executor)", (executor) => {
   // float32 through 4 Adam steps; Adam divides by sqrt(v), so gradients near 0 amplify rounding.
   const TOL = 1e-5;
   let ref: string;
@@ -225,7 +226,7 @@ describe("training steps match the libraries' trainers (PyTorch reference)", () 
       bDec: file.float32('start.b_dec'),
     };
     const before = tf.memory().numTensors;
-    const ours = await trainStepsFrom(start, d, batches, { arch, ...settings });
+    const ours = await trainStepsFrom(start, d, batches, { arch, ...settings, executor });
     expect(tf.memory().numTensors).toBe(before);
     const libLoss = file.float32('loss');
     const errs = {
@@ -238,7 +239,7 @@ describe("training steps match the libraries' trainers (PyTorch reference)", () 
     // The steps moved the weights by far more than the tolerance, so a wrong update cannot pass.
     const moved = relErr(ours.weights.wEnc, start.wEnc);
     console.log(
-      `${arch} steps vs ${what}: relative errors ${JSON.stringify(errs, (_, v: unknown) => (typeof v === 'number' ? Number(v.toExponential(2)) : v))}, wEnc moved ${moved.toExponential(2)}`,
+      `${arch} steps (${executor}) vs ${what}: relative errors ${JSON.stringify(errs, (_, v: unknown) => (typeof v === 'number' ? Number(v.toExponential(2)) : v))}, wEnc moved ${moved.toExponential(2)}`,
     );
     expect(moved).toBeGreaterThan(100 * TOL);
     for (const [k, v] of Object.entries(errs)) expect(v, `${arch} ${k}`).toBeLessThan(TOL);
@@ -251,15 +252,21 @@ describe('exact resumption', () => {
     return [sae.wEnc, sae.bEnc, sae.wDec, sae.bDec].map((t) => Float32Array.from(t.dataSync() as Float32Array));
   }
 
-  it.each(['relu', 'topk'] as const)(
-    '%s: crashed after a checkpoint, resumed, stopped by its signal, resumed again: the same weights and losses as one run',
-    async (arch) => {
+  it.each([
+    ['relu', 'onnx'],
+    ['topk', 'onnx'],
+    ['relu', 'tfjs'],
+    ['topk', 'tfjs'],
+  ] as const)(
+    '%s on %s: crashed after a checkpoint, resumed, stopped by its signal, resumed again: the same weights and losses as one run',
+    async (arch, executor) => {
       const d = 16;
       const { rows } = planted(3000, d, 24, 3, 31);
       const source = () => arrayActivationSource(rows, d, { chunkTokens: 100, seed: 5 });
       // 60 steps of 64 draws: more than a pass over the 3000 rows, refills of a 512-row buffer, and
       // three rounds of dead-feature resampling, so that every part of the stream state matters.
       const opts: TrainOptions = {
+        executor,
         arch,
         k: 3,
         l1: 0.6,
