@@ -1,4 +1,4 @@
-"""PyTorch side of bench/masks.ts: the original learned SAE-mask method, which reruns the model and
+"""PyTorch side of bench/mask-training.ts: the original learned SAE-mask method, which reruns the model and
 the SAE at every optimiser step.
 
 Per step, on a batch of --batch examples (right-padded token ids, lengths from the inputs file):
@@ -9,8 +9,8 @@ Per step, on a batch of --batch examples (right-padded token ids, lengths from t
   pooled = mean over real tokens of x'; logit = pooled w + b (frozen probe)
   loss = BCE-with-logits(logit, y); Adam(lr 1e-3) step on m.
 Times --steps steps after one warm-up step (the full 25 epochs take hours here) and prints one
-JSON line with the per-step seconds; bench/masks.ts extrapolates to epochs.
-Inputs: --inputs, a safetensors file written by bench/masks.ts (input_ids, lengths, y, W_enc, b_enc,
+JSON line with the per-step seconds; bench/mask-training.ts extrapolates to epochs.
+Inputs: --inputs, a safetensors file written by bench/mask-training.ts (input_ids, lengths, y, W_enc, b_enc,
 W_dec, b_dec, probe_weight, probe_bias); --model, the Hugging Face folder of the model.
 """
 import argparse, json, math, time
