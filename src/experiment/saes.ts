@@ -10,14 +10,14 @@
  * many passes as its token budget needs, rather than rerunning the model every pass. A tenth of
  * the texts is held out for the metrics.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import { basename, dirname, normalize } from 'node:path';
 import { z } from 'zod';
 import { ensureFeatureCircuitsSaes } from '../sae/feature-circuits.js';
 import { featureCircuitsFolder } from '../sae/hook-names.js';
-import { arrayActivationSource, collectActivations, modelActivationSource } from '../sae/buffer.js';
+import { collectActivations, modelActivationSource, spillActivations, type ActivationSource } from '../sae/buffer.js';
 import type { HistoryLog } from '../util/history.js';
-import { evaluateSae, saveTrainedSae, trainSaeOnSource, type TrainOptions } from '../sae/train.js';
+import { evaluateSae, HELD_OUT_TOKENS, saveTrainedSae, trainSaeOnSource, type TrainOptions, type TrainResult } from '../sae/train.js';
 import { permutation } from '../data/prng.js';
 import type { OpenedModel } from '../models/open.js';
 import type { HookName } from '../models/model.js';
@@ -148,20 +148,27 @@ export async function ensureSae(
   const order = permutation(texts.length, 42);
   const nHeld = Math.max(1, Math.floor(texts.length / 10));
   const pick = (idx: Int32Array): string[] => Array.from(idx, (i) => texts[i]!);
-  const collect = (subset: string[]): Promise<Float32Array> =>
-    collectActivations(modelActivationSource({ model: opened.model, tokenize: opened.tokenize, texts: subset, hook }), Number.MAX_SAFE_INTEGER);
-  const trainRows = await collect(pick(order.subarray(nHeld)));
-  const d = opened.model.config.dModel;
-  const result = await trainSaeOnSource(arrayActivationSource(trainRows, d, { seed: options.seed }), {
-    ...options,
-    tokens: Math.round((trainRows.length / d) * epochs),
-    hook,
-    model: config.model,
-    label: `training SAE at ${hook}`,
-    onStep: log === undefined ? undefined : ({ step, loss, fve, l0 }) => log({ stage: `sae ${hook}`, step, values: { loss, fve, l0 } }),
-  });
-  const heldOut = evaluateSae(result.sae, await collect(pick(order.subarray(0, nHeld))));
-  saveTrainedSae(result.sae, spec.path, { model: config.model, hook, ...options, epochs, trainTokens: trainRows.length / d, heldOut, steps: result.steps });
+  const source = (subset: string[]): ActivationSource => modelActivationSource({ model: opened.model, tokenize: opened.tokenize, texts: subset, hook });
+  // One forward pass over the training texts, spilled to disk beside the SAE's folder, so memory
+  // stays bounded however many tokens there are (the epochs read the file back).
+  const parent = dirname(spec.path);
+  mkdirSync(parent, { recursive: true });
+  const spilled = await spillActivations(source(pick(order.subarray(nHeld))), parent, options.seed);
+  let result: TrainResult;
+  try {
+    result = await trainSaeOnSource(spilled, {
+      ...options,
+      tokens: Math.round(spilled.tokens * epochs),
+      hook,
+      model: config.model,
+      label: `training SAE at ${hook}`,
+      onStep: log === undefined ? undefined : ({ step, loss, fve, l0 }) => log({ stage: `sae ${hook}`, step, values: { loss, fve, l0 } }),
+    });
+  } finally {
+    await spilled.dispose();
+  }
+  const heldOut = evaluateSae(result.sae, await collectActivations(source(pick(order.subarray(0, nHeld))), HELD_OUT_TOKENS));
+  saveTrainedSae(result.sae, spec.path, { model: config.model, hook, ...options, epochs, trainTokens: spilled.tokens, heldOut, steps: result.steps });
   process.stderr.write(
     `trained SAE at ${hook}: held-out FVE ${heldOut.fve.toFixed(3)}, L0 ${heldOut.l0.toFixed(1)}, dead ${(100 * heldOut.deadFraction).toFixed(1)}%\n`,
   );

@@ -14,6 +14,8 @@
  * `restore()`): the rows it holds, a chunk part read but not yet stored, the number of draws taken
  * from its seeded generator, and the source's position (its pass and how far into it).
  */
+import { closeSync, mkdtempSync, openSync, readSync, rmSync, writeSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { Breather } from '../util/yield.js';
 import { tf } from '../engine/engine.js';
 import { mulberry32, permutation, randomInt, type Rng } from '../data/prng.js';
@@ -197,6 +199,85 @@ export async function collectActivations(source: ActivationSource, maxTokens: nu
     off += p.length;
   }
   return out;
+}
+
+/** A source over chunks spilled to a file by `spillActivations`; `dispose()` deletes the file. */
+export interface SpilledActivations extends ActivationSource {
+  /** Rows in the file (tokens of one pass of the spilled source). */
+  readonly tokens: number;
+  dispose(): Promise<void>;
+}
+
+/**
+ * Writes one pass of `source` to a temporary file in `dir` (raw float32 rows, chunk by chunk) and
+ * returns a source that reads it back, chunks shuffled per epoch with seed `seed + epoch`: the
+ * pass is computed once (one forward pass over the texts), and memory stays bounded by a chunk
+ * however many tokens there are (the `ActivationBuffer` then mixes rows of many chunks). The
+ * file is deleted by `dispose()`.
+ */
+export async function spillActivations(source: ActivationSource, dir: string, seed = 42): Promise<SpilledActivations> {
+  const d = source.dIn;
+  const path = join(mkdtempSync(join(dir, 'sae-activations-')), 'rows.f32');
+  const starts: number[] = [0];
+  const fd = openSync(path, 'w');
+  try {
+    source.restart(0);
+    for (let chunk = await source.nextChunk(); chunk !== undefined; chunk = await source.nextChunk()) {
+      if (chunk.length === 0) continue;
+      writeSync(fd, new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength));
+      starts.push(starts.at(-1)! + chunk.length / d);
+    }
+  } catch (err) {
+    closeSync(fd);
+    rmSync(dirname(path), { recursive: true, force: true });
+    throw err;
+  } finally {
+    await source.dispose?.();
+  }
+  closeSync(fd);
+  const chunks = starts.length - 1;
+  if (chunks === 0) {
+    rmSync(dirname(path), { recursive: true, force: true });
+    throw new Error('spillActivations: the source yielded no rows');
+  }
+  let order = permutation(chunks, seed);
+  let pos = 0;
+  let reader: number | undefined;
+  return {
+    dIn: d,
+    tokens: starts.at(-1)!,
+    restart(epoch: number) {
+      order = permutation(chunks, seed + epoch);
+      pos = 0;
+    },
+    position: () => pos,
+    seek(epoch: number, position: number) {
+      checkSeek('spillActivations', epoch, position, chunks);
+      order = permutation(chunks, seed + epoch);
+      pos = position;
+    },
+    nextChunk() {
+      if (pos >= chunks) return Promise.resolve(undefined);
+      const c = order[pos++]!;
+      const rows = starts[c + 1]! - starts[c]!;
+      const out = new Float32Array(rows * d);
+      reader ??= openSync(path, 'r');
+      const bytes = new Uint8Array(out.buffer);
+      let read = 0;
+      while (read < bytes.length) {
+        const n = readSync(reader, bytes, read, bytes.length - read, starts[c]! * d * 4 + read);
+        if (n === 0) throw new Error(`${path}: ended before chunk ${c} (the spilled activations were changed from outside)`);
+        read += n;
+      }
+      return Promise.resolve(out);
+    },
+    dispose() {
+      if (reader !== undefined) closeSync(reader);
+      reader = undefined;
+      rmSync(dirname(path), { recursive: true, force: true });
+      return Promise.resolve();
+    },
+  };
 }
 
 export interface BufferOptions {

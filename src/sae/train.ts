@@ -856,6 +856,9 @@ export function saveTrainedSae(sae: AffineSae, dir: string, info: Record<string,
 // Training on a model's activations (the `train-sae` subcommand)
 // ------------------------------------------------------------------------------------------------
 
+/** Held-out tokens an SAE's quality is measured on, at most (memory stays bounded by it). */
+export const HELD_OUT_TOKENS = 100_000;
+
 export interface TrainSaeOptions extends Omit<TrainOptions, 'hook' | 'model' | 'checkpointDir' | 'label'> {
   /** Model folder or hub id (`owner/name[@revision]`). */
   model: string;
@@ -916,7 +919,7 @@ export async function trainSae(options: TrainSaeOptions): Promise<{ sae: AffineS
     let heldOut: SaeMetrics | undefined;
     if (heldOutTexts !== undefined) {
       const held = modelActivationSource({ model: opened.model, tokenize: opened.tokenize, texts: heldOutTexts, hook: options.hook, seed: options.seed });
-      heldOut = evaluateSae(result.sae, await collectActivations(held, options.heldOutTokens ?? 100_000));
+      heldOut = evaluateSae(result.sae, await collectActivations(held, options.heldOutTokens ?? HELD_OUT_TOKENS));
     }
     const info = {
       model: options.model,
