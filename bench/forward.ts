@@ -37,7 +37,7 @@ async function onnxTokensPerS(model: Model, batch: Batch, threads: number, reps:
     [HOOK],
     (g, hooks) => g.output('acts', hooks[HOOK]!, 'float32', ['batch', 'seq', d]),
     'bench-forward',
-    threads,
+    { threads },
   );
   try {
     const seconds = await timeRuns(reps, async () => {

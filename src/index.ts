@@ -2,11 +2,11 @@
  * sae-eraser's public API. Call `initEngine()` once before any tensor work.
  */
 export { initEngine, matMulT, tf } from './engine/engine.js';
-export type { Batch, Edit, HookName, Model, ForwardOptions, ForwardResult } from './models/model.js';
+export type { Batch, Edit, GraphEdit, HookName, Model, ForwardOptions, ForwardResult } from './models/model.js';
 export { parseHook, residOut, standardHookNames } from './models/model.js';
 export { loadModel, loadModelConfig, SUPPORTED_MODEL_TYPES } from './models/load.js';
 export { openModel, type OpenedModel } from './models/open.js';
-export { meanPool, pooledWithEdits } from './models/pool.js';
+export { meanPool, pooledWithEdits, pooledWithEditsOnExecutor } from './models/pool.js';
 export { loadTokenizer, type Tokenizer } from './data/tokenize.js';
 export { buildSplits, loadBiasInBios, type BiosSplits } from './data/bias-in-bios.js';
 export { loadMnistTestSet, normaliseMnist, splitMnist } from './data/mnist.js';

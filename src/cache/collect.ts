@@ -8,7 +8,7 @@
 import { tf } from '../engine/engine.js';
 import type { OnnxGraph } from '../onnx/graph.js';
 import { flattenTokens, meanPoolNodes, unflattenTokens } from '../onnx/ops.js';
-import { chooseExecutor, OnnxForward, type ExecutorName } from '../models/executor.js';
+import { chooseExecutor, OnnxForward, requestedExecutor, type ExecutorName } from '../models/executor.js';
 import type { Batch, HookName, Model } from '../models/model.js';
 import { meanPool } from '../models/pool.js';
 import { hasGraph, saeNodes } from '../sae/graph.js';
@@ -70,14 +70,15 @@ function emptyValues(batch: Batch): BatchValues {
 }
 
 /**
- * A collector for `spec` on `executor` (default: `chooseExecutor`'s choice, and tfjs when an SAE
- * has no ONNX form).
+ * A collector for `spec` on `executor` (default: the process-wide request, else ONNX Runtime where
+ * the model and every SAE have an ONNX form, else tfjs); ONNX asked for where an SAE has none is an
+ * error.
  */
 export async function createCollector(model: Model, spec: CollectSpec, executor?: ExecutorName): Promise<Collector> {
   const saesHaveGraphs = Object.values(spec.saes).every((s) => hasGraph(s as Sae));
-  const chosen = chooseExecutor(model, executor ?? (saesHaveGraphs ? undefined : 'tfjs'));
-  if (chosen === 'onnx' && !saesHaveGraphs)
-    throw new Error('the ONNX executor was asked for, but an SAE of this cache has no ONNX form; use the tfjs executor');
+  const asked = executor ?? requestedExecutor();
+  if (asked === 'onnx' && !saesHaveGraphs) throw new Error('the ONNX executor was asked for, but an SAE of this cache has no ONNX form; use the tfjs executor');
+  const chosen = chooseExecutor(model, asked ?? (saesHaveGraphs ? undefined : 'tfjs'));
   return chosen === 'onnx' ? onnxCollector(model, spec) : tfjsCollector(model, spec);
 }
 

@@ -13,13 +13,19 @@
  *   mean_t x'_t = x̄ - sum_{i in S} f̄_i v_i ,    f̄_i = mean_t f_i(x_t) ,
  * exactly: the erased pooled representation follows from the cached pooled activations and pooled
  * SAE codes, with no forward pass (`zeroAblatePooled`). Features at hooks upstream of the probe hook
- * change what later layers compute, so their effect needs a forward pass with `edits()`.
+ * change what later layers compute, so their effect needs a forward pass with `edits()` (or, on
+ * ONNX Runtime, its graph form `zeroAblationGraphEdit`, which encodes only the features of S).
  *
  * The eraser these methods share, and its checkpoint format, are in feature-ablation.ts.
  */
 import { matMulT, tf } from '../engine/engine.js';
 import type { CsrRows } from '../cache/cache.js';
-import type { Edit, HookName, Model } from '../models/model.js';
+import { valuesOf } from '../models/graphs.js';
+import type { Edit, GraphEdit, HookName, Model } from '../models/model.js';
+import { int, type OnnxGraph } from '../onnx/graph.js';
+import { flattenTokens, unflattenTokens } from '../onnx/ops.js';
+import { hasGraph, saeNodes } from '../sae/graph.js';
+import { AffineSae, type Sae, type SaeActivation } from '../sae/sae.js';
 import { checkHooksUpToProbe, checkWidth, type EraserSae, type MethodName } from './eraser.js';
 
 /** Ablated SAE features per hook: sorted, distinct indices into the hook's SAE. */
@@ -95,6 +101,82 @@ export function zeroAblationEdit(method: MethodName, hook: HookName, sae: Eraser
   return (activation) => {
     checkWidth(method, hook, sae.dIn, activation.shape[2]);
     return zeroAblate(sae, features, directions, activation) as tf.Tensor3D;
+  };
+}
+
+/**
+ * The SAE restricted to `features`: f_S(x) = act((x - s b_dec) W_enc[:, S] + b_enc[S]) (threshold
+ * entries S for JumpReLU), which equals f(x) on S for activations acting on each feature alone
+ * (ReLU, JumpReLU; not top-k, which compares all of them). The caller disposes it.
+ */
+function restrictedSae(sae: AffineSae, features: Int32Array): AffineSae {
+  const act = sae.activation;
+  if (act.kind === 'topk') throw new Error('internal: a top-k SAE cannot be restricted to some of its features');
+  const idx = tf.tensor1d(features, 'int32');
+  try {
+    const activation: SaeActivation = act.kind === 'jumprelu' ? { kind: 'jumprelu', threshold: tf.gather(act.threshold, idx) } : act;
+    const weights = {
+      wEnc: tf.gather(sae.wEnc, idx, 1),
+      bEnc: tf.gather(sae.bEnc, idx),
+      wDec: tf.gather(sae.wDec, idx),
+      bDec: tf.clone(sae.bDec),
+      subtractDecoderBiasFromInput: sae.subtractDecoderBiasFromInput,
+      activation,
+    };
+    return new AffineSae(weights, { ...sae.metadata, source: `${sae.metadata.source} (${features.length} of its features)` });
+  } finally {
+    idx.dispose();
+  }
+}
+
+/**
+ * sum_{i in S} w_i f_i(x) v_i as ONNX nodes for tokens `x [N, dIn]` -> `[N, dIn]`, with S =
+ * `features` (non-empty) and w_i = 1 when `weights` `[k]` is omitted. ReLU and JumpReLU SAEs encode
+ * only the features of S (`restrictedSae`: k columns instead of dSae); top-k needs every
+ * pre-activation, so there the whole code is computed and S gathered from it.
+ */
+export function weightedFeatureNodes(g: OnnxGraph, sae: AffineSae, x: string, features: Int32Array, weights?: Float32Array): string {
+  const k = features.length;
+  if (k === 0) throw new Error('internal: weightedFeatureNodes needs at least one feature');
+  if (weights !== undefined && weights.length !== k) throw new Error(`internal: ${weights.length} weights for ${k} features`);
+  let codes: string;
+  if (sae.activation.kind === 'topk') {
+    codes = g.op('Gather', [saeNodes(g, sae, x, false).codes, g.ints(Array.from(features))], { axis: int(1) });
+  } else {
+    const restricted = restrictedSae(sae, features);
+    try {
+      codes = saeNodes(g, restricted, x, false).codes;
+    } finally {
+      restricted.dispose();
+    }
+  }
+  const scaled = weights === undefined ? codes : g.op('Mul', [codes, g.constant('feature_weights', weights, [k])]);
+  const rows = decoderRows(sae, features);
+  try {
+    return g.op('MatMul', [scaled, g.constant('feature_directions', valuesOf(rows), [k, sae.dIn])]);
+  } finally {
+    rows.dispose();
+  }
+}
+
+/** The SAE as an `AffineSae` when it has an ONNX form (`saeNodes`), else undefined. */
+export function graphSae(sae: EraserSae): AffineSae | undefined {
+  const full = sae as Sae;
+  return hasGraph(full) ? full : undefined;
+}
+
+/**
+ * `zeroAblationEdit` as ONNX nodes (x' = x - sum_{i in S} f_i(x) v_i per token, the same math),
+ * or undefined when the SAE has no ONNX form; checks the hook width when the graph is built.
+ */
+export function zeroAblationGraphEdit(method: MethodName, hook: HookName, sae: EraserSae, features: Int32Array): GraphEdit | undefined {
+  const affine = graphSae(sae);
+  if (affine === undefined) return undefined;
+  return (g, x, d) => {
+    checkWidth(method, hook, sae.dIn, d);
+    if (features.length === 0) return x;
+    const flat = flattenTokens(g, x, d);
+    return unflattenTokens(g, g.op('Sub', [flat, weightedFeatureNodes(g, affine, flat, features)]), x, d);
   };
 }
 

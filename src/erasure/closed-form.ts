@@ -6,7 +6,9 @@
  * and applies it per token. Because r is affine, mean pooling commutes with it:
  * mean_t r(x_t) = r(mean_t x_t), so the pooled fast path is exact. By default the fitter then
  * retrains the probe head on the erased ambiguous training set (head.ts), since a head trained
- * before the erasure reads directions that no longer carry what it learned.
+ * before the erasure reads directions that no longer carry what it learned. Fitted at the probe
+ * hook, it acts there (the pooled path); `edits()` and `graphEdits()` apply it at token level for
+ * forward passes that need it.
  *
  * Variants (option `variant` of `leace`): `leace` (oblique, whitened, covariance shrinkage;
  * default), `orth` (orthogonal projection onto the complement of the cross-covariance),
@@ -19,7 +21,9 @@
 import { z } from 'zod';
 import { tf } from '../engine/engine.js';
 import type { ActivationCache } from '../cache/cache.js';
-import type { Edit, HookName } from '../models/model.js';
+import type { Edit, GraphEdit, HookName } from '../models/model.js';
+import { int } from '../onnx/graph.js';
+import { flattenTokens, unflattenTokens } from '../onnx/ops.js';
 import { checkpointFields, checkRetrainedHead, type LoadTarget, type StoredCheckpoint } from './checkpoint.js';
 import { DiffInMeansFitter } from './diff-in-means.js';
 import { checkWidth, type CheckpointContent, type Eraser, type EraserDescription, type EraserFitter, type FitContext } from './eraser.js';
@@ -130,6 +134,26 @@ export class AffineEraser implements Eraser {
       [this.hook]: (x) => {
         checkWidth(this.method, this.hook, this.erasure.dim, x.shape[2]);
         return this.tensors.apply(x) as tf.Tensor3D;
+      },
+    };
+  }
+
+  /**
+   * `edits()` as ONNX nodes, from the same float32 roundings of L, R and b as `ErasureTensors`:
+   * x' = x - ((x - b) R^T) L^T per token (two Gemms with transposed weights on `[n * seq, d]`).
+   */
+  graphEdits(): Record<HookName, GraphEdit> {
+    const e = this.erasure;
+    return {
+      [this.hook]: (g, x, d) => {
+        checkWidth(this.method, this.hook, e.dim, d);
+        if (e.rank === 0) return x;
+        const flat = flattenTokens(g, x, d);
+        const centred = e.bias === null ? flat : g.op('Sub', [flat, g.constant('erasure_bias', Float32Array.from(e.bias), [d])]);
+        const gemmT = (a: string, name: string, w: Float64Array, rows: number, cols: number): string =>
+          g.op('Gemm', [a, g.constant(name, Float32Array.from(w), [rows, cols])], { transB: int(1) });
+        const coeff = gemmT(centred, 'erasure_right', e.right, e.rank, d);
+        return unflattenTokens(g, g.op('Sub', [flat, gemmT(coeff, 'erasure_left', e.left, d, e.rank)]), x, d);
       },
     };
   }

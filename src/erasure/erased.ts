@@ -1,11 +1,12 @@
 /**
  * Erased mean-pooled representations at the probe hook, the one place that decides how: texts
  * edited before tokenisation are re-cached, erasers at the probe hook map cached pooled values
- * directly (`erasePooled`), and anything upstream runs the model with the eraser's edits.
+ * directly (`erasePooled`), and anything upstream runs the model with the eraser's edits (on ONNX
+ * Runtime through `graphEdits()` when the executor choice allows, else on tfjs through `edits()`).
  */
 import type { ActivationCache } from '../cache/cache.js';
 import type { tf } from '../engine/engine.js';
-import { pooledWithEdits } from '../models/pool.js';
+import { pooledWithEditsOnExecutor } from '../models/pool.js';
 import type { Eraser, FitContext, LabelledSplit } from './eraser.js';
 
 /** What computing erased representations needs of a fit context. */
@@ -25,8 +26,9 @@ export async function erasedPooled(eraser: Eraser | undefined, split: LabelledSp
   }
   const fast = eraser.erasePooled(ctx.cache, split.rows);
   if (fast !== undefined) return fast;
-  // The eraser acts upstream of the probe hook: run the model with its edits.
-  return pooledWithEdits(ctx.model, ctx.tokenize, split.texts, ctx.probeHook, eraser.edits(), {
+  // The eraser acts upstream of the probe hook: run the model with its edits (on ONNX Runtime where
+  // the model and the edits have an ONNX form, as chooseExecutor decides).
+  return pooledWithEditsOnExecutor(ctx.model, ctx.tokenize, split.texts, ctx.probeHook, eraser.edits(), eraser.graphEdits?.(), {
     batchSize: ctx.batchSize,
     label: `${eraser.method}: erased activations`,
   });

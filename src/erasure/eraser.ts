@@ -5,7 +5,8 @@
  *  - an `EraserFitter` holds the method's validated options and turns a `FitContext` (the frozen
  *    model and SAEs, the activation cache, labelled splits and the biased probe) into
  *  - an `Eraser`: immutable once made, it applies the erasure through `edits()` (hook edits on
- *    token activations `[n, seq, d]`, usable in any `Model.run`) and, when it acts at the probe's
+ *    token activations `[n, seq, d]`, usable in any `Model.run`; `graphEdits()` gives the same
+ *    edits as ONNX nodes for `Model.forwardGraph`) and, when it acts at the probe's
  *    own hook with no layer in between, through `erasePooled`, which maps cached mean-pooled values
  *    straight to erased pooled representations. This is exact for every method here because each
  *    edit is affine per token (masks, projections, zero ablation) and mean pooling commutes with
@@ -19,7 +20,7 @@
  */
 import type { tf } from '../engine/engine.js';
 import type { ActivationCache } from '../cache/cache.js';
-import type { Batch, Edit, HookName, Model } from '../models/model.js';
+import type { Batch, Edit, GraphEdit, HookName, Model } from '../models/model.js';
 import type { Probe } from '../probe/probe.js';
 import type { RawTensor } from '../io/safetensors.js';
 import type { HistoryLog } from '../util/history.js';
@@ -116,6 +117,13 @@ export interface Eraser {
   readonly method: MethodName;
   /** Token-level hook edits that apply the erasure in a forward pass. */
   edits(): Record<HookName, Edit>;
+  /**
+   * The same edits as ONNX nodes (`Model.forwardGraph`), for evaluation passes on ONNX Runtime
+   * (`erasedPooled`): each computes what the `edits()` edit at its hook computes, from the same
+   * tensors. Absent, or undefined, when they have no ONNX form (an SAE that is not an
+   * `AffineSae`); those passes then run on tfjs.
+   */
+  graphEdits?(): Record<HookName, GraphEdit> | undefined;
   /**
    * Erased mean-pooled representation at the probe hook for the given cache rows, or undefined
    * when the eraser acts upstream of the probe hook (then evaluate through `edits()`).

@@ -16,8 +16,8 @@ import { z } from 'zod';
 import { tf } from '../engine/engine.js';
 import type { ActivationCache } from '../cache/cache.js';
 import type { RawTensor } from '../io/safetensors.js';
-import type { Edit, HookName } from '../models/model.js';
-import { checkFeatures, csrColumns, decoderRows, zeroAblatePooled, zeroAblationEdit, type FeatureSets } from './ablate.js';
+import type { Edit, GraphEdit, HookName } from '../models/model.js';
+import { checkFeatures, csrColumns, decoderRows, zeroAblatePooled, zeroAblationEdit, zeroAblationGraphEdit, type FeatureSets } from './ablate.js';
 import type { HookAttribution, RankedFeature } from './attribution.js';
 import { checkpointFields, ERASER_TENSORS, type LoadTarget, type StoredCheckpoint } from './checkpoint.js';
 import { checkWidth, type CheckpointContent, type Eraser, type EraserDescription, type EraserSae, type MethodName } from './eraser.js';
@@ -186,6 +186,18 @@ export class FeatureAblationEraser implements Eraser {
     for (const hook of this.hookList) {
       const a = this.ablations[hook]!;
       out[hook] = zeroAblationEdit(this.method, hook, a.sae, a.features, a.directions);
+    }
+    return out;
+  }
+
+  /** `edits()` as ONNX nodes (`zeroAblationGraphEdit`); undefined when an SAE has no ONNX form. */
+  graphEdits(): Record<HookName, GraphEdit> | undefined {
+    const out: Record<HookName, GraphEdit> = {};
+    for (const hook of this.hookList) {
+      const a = this.ablations[hook]!;
+      const edit = zeroAblationGraphEdit(this.method, hook, a.sae, a.features);
+      if (edit === undefined) return undefined;
+      out[hook] = edit;
     }
     return out;
   }

@@ -7,7 +7,7 @@
 import { z } from 'zod';
 import type { ActivationCache } from '../cache/cache.js';
 import type { tf } from '../engine/engine.js';
-import type { Edit, HookName } from '../models/model.js';
+import type { Edit, GraphEdit, HookName } from '../models/model.js';
 import { LinearProbe, type LinearProbeOptions } from '../probe/linear.js';
 import type { Probe } from '../probe/probe.js';
 import { erasedPooled } from './erased.js';
@@ -57,6 +57,10 @@ class HeadedEraser implements Eraser {
 
   edits(): Record<HookName, Edit> {
     return this.inner.edits();
+  }
+
+  graphEdits(): Record<HookName, GraphEdit> | undefined {
+    return this.inner.graphEdits?.();
   }
 
   erasePooled(cache: ActivationCache, rows: ArrayLike<number>): tf.Tensor2D | undefined {

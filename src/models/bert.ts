@@ -59,7 +59,16 @@ import {
   splitHeadsGraph,
   valuesOf,
 } from './graphs.js';
-import { standardHookNames, type Batch, type GraphInputs, type HookName, type Model, type ForwardOptions, type ForwardResult } from './model.js';
+import {
+  standardHookNames,
+  type Batch,
+  type GraphEdit,
+  type GraphInputs,
+  type HookName,
+  type Model,
+  type ForwardOptions,
+  type ForwardResult,
+} from './model.js';
 import type { OnnxGraph } from '../onnx/graph.js';
 import { pushAll } from '../util/arrays.js';
 
@@ -199,10 +208,10 @@ export class BertModel implements Model {
   }
 
   /** `run` as ONNX nodes (see `Model.forwardGraph` and the header). */
-  forwardGraph(g: OnnxGraph, inputs: GraphInputs, hooks: readonly HookName[]): Record<HookName, string> {
+  forwardGraph(g: OnnxGraph, inputs: GraphInputs, hooks: readonly HookName[], edits: Readonly<Record<HookName, GraphEdit>> = {}): Record<HookName, string> {
     const c = this.config;
     const w = this.weights;
-    const runner = new GraphHooks(this.hookNames, c.nLayers, hooks);
+    const runner = new GraphHooks(g, this.hookNames, c.nLayers, c.dModel, hooks, edits);
     let x: string | undefined;
     if (runner.needs('embed')) {
       // (word + type 0) + position, in transformers' order.

@@ -12,7 +12,7 @@ import { tf } from '../engine/engine.js';
 import { OnnxGraph } from '../onnx/graph.js';
 import { OnnxSession, type HostTensor } from '../onnx/session.js';
 import { checkBatch } from './hook-runner.js';
-import type { Batch, GraphInputs, HookName, Model } from './model.js';
+import type { Batch, GraphEdit, GraphInputs, HookName, Model } from './model.js';
 
 export type ExecutorName = 'onnx' | 'tfjs';
 
@@ -70,20 +70,28 @@ export class OnnxForward {
   ) {}
 
   /**
-   * Builds and loads the graph of `model`'s forward pass to `hooks` with the outputs `build` adds.
+   * Builds and loads the graph of `model`'s forward pass to `hooks` (with `edits` applied at their
+   * hooks) and the outputs `build` adds.
    * @param name Names the graph in errors and profiles.
-   * @param threads Intra-op threads (default: src/util/threads.ts).
+   * @param options `threads`: intra-op threads (default: src/util/threads.ts); `edits`: graph
+   *   edits, as `Model.forwardGraph` takes them.
    */
-  static async create(model: Model, hooks: readonly HookName[], build: GraphOutputs, name: string, threads?: number): Promise<OnnxForward> {
+  static async create(
+    model: Model,
+    hooks: readonly HookName[],
+    build: GraphOutputs,
+    name: string,
+    options: { threads?: number; edits?: Readonly<Record<HookName, GraphEdit>> } = {},
+  ): Promise<OnnxForward> {
     if (model.forwardGraph === undefined) throw new Error(`${model.config.modelType} models have no ONNX form here`);
     const g = new OnnxGraph(name);
     const inputs: GraphInputs = {
       inputIds: g.input('input_ids', 'int64', ['batch', 'seq']),
       attentionMask: g.input('attention_mask', 'int64', ['batch', 'seq']),
     };
-    const values = model.forwardGraph(g, inputs, hooks);
+    const values = model.forwardGraph(g, inputs, hooks, options.edits);
     build(g, values, inputs);
-    return new OnnxForward(await OnnxSession.create(g.toModel(), name, threads === undefined ? {} : { threads }), model.config);
+    return new OnnxForward(await OnnxSession.create(g.toModel(), name, options.threads === undefined ? {} : { threads: options.threads }), model.config);
   }
 
   /** Runs one batch; returns the outputs `build` declared. The batch is checked as `Model.run` checks it. */

@@ -72,7 +72,16 @@ import {
   splitHeadsGraph,
   valuesOf,
 } from './graphs.js';
-import { standardHookNames, type Batch, type GraphInputs, type HookName, type Model, type ForwardOptions, type ForwardResult } from './model.js';
+import {
+  standardHookNames,
+  type Batch,
+  type GraphEdit,
+  type GraphInputs,
+  type HookName,
+  type Model,
+  type ForwardOptions,
+  type ForwardResult,
+} from './model.js';
 import { int, type OnnxGraph } from '../onnx/graph.js';
 import { pushAll } from '../util/arrays.js';
 
@@ -329,9 +338,9 @@ export class GptNeoxModel implements Model {
   }
 
   /** `run` as ONNX nodes (see `Model.forwardGraph` and the header). */
-  forwardGraph(g: OnnxGraph, inputs: GraphInputs, hooks: readonly HookName[]): Record<HookName, string> {
+  forwardGraph(g: OnnxGraph, inputs: GraphInputs, hooks: readonly HookName[], edits: Readonly<Record<HookName, GraphEdit>> = {}): Record<HookName, string> {
     const c = this.config;
-    const runner = new GraphHooks(this.hookNames, c.nLayers, hooks);
+    const runner = new GraphHooks(g, this.hookNames, c.nLayers, c.dModel, hooks, edits);
     let x: string | undefined;
     if (runner.needs('embed')) x = runner.at('embed', embeddingGraph(g, this.weights.embedIn, c.dModel, inputs.inputIds, 'embed_in.weight'));
     if (x !== undefined && runner.needs('layers.0.attn_out')) {

@@ -24,7 +24,7 @@ import { float, int, ints, type OnnxGraph } from '../onnx/graph.js';
 import { HookRunner } from './hook-runner.js';
 import type { HiddenAct } from './config.js';
 import type { LayerNorm, Linear, Mlp } from './layers.js';
-import type { HookName } from './model.js';
+import type { Edit, GraphEdit, HookName } from './model.js';
 
 /** The additive bias of a masked key, as in `attentionBias`: exp(score + MASKED) underflows to exactly 0. */
 const MASKED = -1e9;
@@ -193,29 +193,50 @@ export function attendGraph(g: OnnxGraph, q: string, k: string, v: string, bias:
   return heads(context, [0, 2, 1, 3]);
 }
 
+/** Stands in for a tfjs edit in the `HookRunner` that `GraphHooks` asks where to stop: never run. */
+const notRun: Edit = () => {
+  throw new Error('internal: GraphHooks never runs a tfjs edit');
+};
+
 /**
  * The graph counterpart of `HookRunner`: the same stop rule and hook-name checks (it delegates
- * `needs` to a HookRunner capturing `hooks`), recording the value name of each wanted hook.
+ * `needs` to a HookRunner capturing `hooks` with edits at the hooks of `edits`), applying each
+ * graph edit where `HookRunner` applies an `Edit` and recording the value name of each wanted hook.
  */
 export class GraphHooks {
-  /** Value names of the requested hooks computed so far. */
+  /** Value names of the requested hooks computed so far (after their edits). */
   readonly values: Record<HookName, string> = {};
   private readonly runner: HookRunner;
   private readonly wanted: ReadonlySet<HookName>;
 
-  constructor(hookNames: readonly HookName[], nLayers: number, hooks: readonly HookName[]) {
-    this.runner = new HookRunner(hookNames, nLayers, { capture: hooks });
+  /**
+   * @param g The graph the edits add their nodes to.
+   * @param width The width d of every hook value `[n, seq, d]` (passed to the edits).
+   */
+  constructor(
+    private readonly g: OnnxGraph,
+    hookNames: readonly HookName[],
+    nLayers: number,
+    private readonly width: number,
+    hooks: readonly HookName[],
+    private readonly edits: Readonly<Record<HookName, GraphEdit>> = {},
+  ) {
+    const placeholders = Object.fromEntries(Object.keys(edits).map((h) => [h, notRun]));
+    this.runner = new HookRunner(hookNames, nLayers, { capture: hooks, edits: placeholders });
     this.wanted = new Set(hooks);
   }
 
-  /** Whether the graph must compute hook `name` (it is at or before the last requested hook). */
+  /** Whether the graph must compute hook `name` (it is at or before the last requested or edited hook). */
   needs(name: HookName): boolean {
     return this.runner.needs(name);
   }
 
-  /** Records `value` as hook `name` when requested; returns it (the value flows on unchanged). */
+  /** Applies the edit at `name` (if any), records the result as hook `name` when requested, and returns the value that flows on. */
   at(name: HookName, value: string): string {
-    if (this.wanted.has(name)) this.values[name] = value;
-    return value;
+    const edit = this.edits[name];
+    const out = edit === undefined ? value : edit(this.g, value, this.width);
+    if (typeof out !== 'string' || out === '') throw new Error(`the graph edit at hook "${name}" returned ${JSON.stringify(out)}; it must return a value name`);
+    if (this.wanted.has(name)) this.values[name] = out;
+    return out;
   }
 }

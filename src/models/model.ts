@@ -41,6 +41,13 @@ export interface ForwardResult {
   logits?: tf.Tensor3D;
 }
 
+/**
+ * An `Edit` as ONNX nodes, for `Model.forwardGraph`: adds to `g` the nodes computing the
+ * replacement of the hook value `value` `[n, seq, d]` (float32, `d` the hook's width) and returns
+ * the replacement's value name (same shape; `value` itself leaves the hook unchanged).
+ */
+export type GraphEdit = (g: OnnxGraph, value: string, d: number) => string;
+
 /** The value names of a forward graph's inputs (see `Model.forwardGraph`). */
 export interface GraphInputs {
   inputIds: string;
@@ -71,13 +78,15 @@ export interface Model {
    */
   directionLogits?(directions: tf.Tensor2D): tf.Tensor2D;
   /**
-   * The same forward pass as ONNX nodes, for ONNX Runtime (inference only: no edits, no logits).
-   * Adds to `g` the nodes that compute `hooks` (each `[n, seq, d]` float32) from the graph values
-   * `inputs.inputIds` and `inputs.attentionMask` (both int64 `[n, seq]`, right padding, mask 1 on
-   * real tokens) and returns their value names; stops after the last hook named. Weights are the
+   * The same forward pass as ONNX nodes, for ONNX Runtime (inference only: no logits, no
+   * gradients). Adds to `g` the nodes that compute `hooks` (each `[n, seq, d]` float32) from the
+   * graph values `inputs.inputIds` and `inputs.attentionMask` (both int64 `[n, seq]`, right padding,
+   * mask 1 on real tokens) and returns their value names. `edits` are applied where `run` applies
+   * `ForwardOptions.edits`: the edited value flows on and is what a hook in `hooks` returns. The
+   * graph stops after the last hook named in `hooks` or `edits`, as `run` does. Weights are the
    * model's own (read once from its tensors), so the two executors cannot disagree on them.
    */
-  forwardGraph?(g: OnnxGraph, inputs: GraphInputs, hooks: readonly HookName[]): Record<HookName, string>;
+  forwardGraph?(g: OnnxGraph, inputs: GraphInputs, hooks: readonly HookName[], edits?: Readonly<Record<HookName, GraphEdit>>): Record<HookName, string>;
   /** Frees the weights. */
   dispose(): void;
 }

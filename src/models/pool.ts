@@ -1,10 +1,15 @@
 /**
  * Mean pooling over real tokens: pooled[b] = sum_t mask[b,t] x[b,t] / sum_t mask[b,t].
  * The original SHIFT-style code summed over padded positions too; we never do.
+ *
+ * Pooled values of a forward pass with edits run on tfjs (`pooledWithEdits`) or, where the edits
+ * have an ONNX form, on ONNX Runtime (`pooledWithEditsOnExecutor`, mean pooling by `meanPoolNodes`).
  */
 import { tf } from '../engine/engine.js';
+import { meanPoolNodes } from '../onnx/ops.js';
 import { progress } from '../util/progress.js';
-import type { Batch, Edit, HookName, Model } from './model.js';
+import { chooseExecutor, OnnxForward, requestedExecutor, type ExecutorName } from './executor.js';
+import type { Batch, Edit, GraphEdit, HookName, Model } from './model.js';
 
 /** `acts [n, seq, d]`, `mask [n, seq]` (0/1, any numeric dtype) -> `[n, d]`. */
 export function meanPool(acts: tf.Tensor3D, mask: tf.Tensor2D): tf.Tensor2D {
@@ -33,9 +38,20 @@ export interface PooledRunOptions {
   label?: string;
 }
 
+/** The batches of a pooled run over `texts` (the first row of each, and its texts), with the options checked. */
+function batchesOf(texts: readonly string[], options: PooledRunOptions, what: string): { start: number; texts: string[] }[] {
+  const batchSize = options.batchSize ?? 16;
+  if (!Number.isInteger(batchSize) || batchSize < 1) throw new Error(`${what}: batchSize must be a positive integer, got ${batchSize}`);
+  if (texts.length === 0) throw new Error(`${what}: no texts`);
+  return Array.from({ length: Math.ceil(texts.length / batchSize) }, (_, i) => ({
+    start: i * batchSize,
+    texts: texts.slice(i * batchSize, (i + 1) * batchSize),
+  }));
+}
+
 /**
  * Mean-pooled activations `[texts.length, d]` at `hook` of a forward pass with `edits`, in batches
- * (for representations that the cache cannot give, such as the effect of upstream edits).
+ * (for representations that the cache cannot give, such as the effect of upstream edits), on tfjs.
  */
 export function pooledWithEdits(
   model: Model,
@@ -45,24 +61,89 @@ export function pooledWithEdits(
   edits: Readonly<Record<HookName, Edit>>,
   options: PooledRunOptions = {},
 ): tf.Tensor2D {
-  const batchSize = options.batchSize ?? 16;
-  if (!Number.isInteger(batchSize) || batchSize < 1) throw new Error(`pooledWithEdits: batchSize must be a positive integer, got ${batchSize}`);
-  if (texts.length === 0) throw new Error('pooledWithEdits: no texts');
   const d = model.config.dModel;
+  const batches = batchesOf(texts, options, 'pooledWithEdits');
   const out = new Float32Array(texts.length * d);
   const bar = progress(options.label ?? 'pooled activations', texts.length, 'ex');
-  for (let start = 0; start < texts.length; start += batchSize) {
-    const chunk = texts.slice(start, start + batchSize);
-    const batch = tokenize([...chunk]);
+  for (const chunk of batches) {
+    const batch = tokenize(chunk.texts);
     try {
       const pooled = tf.tidy(() => pooledForward(model, batch, hook, edits));
-      out.set(pooled.dataSync() as Float32Array, start * d);
+      out.set(pooled.dataSync() as Float32Array, chunk.start * d);
       pooled.dispose();
     } finally {
       tf.dispose([batch.inputIds, batch.attentionMask]);
     }
-    bar.tick(chunk.length);
+    bar.tick(chunk.texts.length);
   }
   bar.done();
   return tf.tensor2d(out, [texts.length, d]);
+}
+
+export interface EditedPassOptions extends PooledRunOptions {
+  /** The executor to run on (default: `chooseExecutor`'s choice, and tfjs when the edits have no ONNX form). */
+  executor?: ExecutorName;
+}
+
+/** The graph output of `pooledWithEditsOnExecutor`'s graph. */
+const POOLED = 'pooled';
+
+/**
+ * `pooledWithEdits` on either executor: on ONNX Runtime, one graph (the forward pass with
+ * `graphEdits`, the ONNX form of `edits`, then mean pooling at `hook`) is built and loaded once for
+ * all batches, so only pooled values leave the runtime, and its session is released at the end.
+ * Runs on ONNX Runtime when `chooseExecutor` picks it and the edits have an ONNX form
+ * (`graphEdits` given); asking for ONNX (`options.executor`) when they have none is an error, as
+ * it is for a model without one. As `pooledForward`, the pass stops at `hook`: an edit after it is
+ * refused.
+ */
+export async function pooledWithEditsOnExecutor(
+  model: Model,
+  tokenize: (texts: string[]) => Batch,
+  texts: readonly string[],
+  hook: HookName,
+  edits: Readonly<Record<HookName, Edit>>,
+  graphEdits: Readonly<Record<HookName, GraphEdit>> | undefined,
+  options: EditedPassOptions = {},
+): Promise<tf.Tensor2D> {
+  const asked = options.executor ?? requestedExecutor();
+  if (asked === 'onnx' && graphEdits === undefined)
+    throw new Error('the ONNX executor was asked for, but these edits have no ONNX form; use the tfjs executor');
+  const executor = chooseExecutor(model, asked ?? (graphEdits === undefined ? 'tfjs' : undefined));
+  if (executor === 'tfjs' || graphEdits === undefined) return pooledWithEdits(model, tokenize, texts, hook, edits, options);
+  checkEditsUpTo(model, hook, Object.keys(graphEdits));
+  const d = model.config.dModel;
+  const batches = batchesOf(texts, options, 'pooledWithEditsOnExecutor');
+  const out = new Float32Array(texts.length * d);
+  const forward = await OnnxForward.create(
+    model,
+    [hook],
+    (g, values, inputs) => g.output(POOLED, meanPoolNodes(g, values[hook]!, inputs.attentionMask), 'float32', ['batch', d]),
+    `pooled-with-edits:${hook}`,
+    { edits: graphEdits },
+  );
+  const bar = progress(options.label ?? 'pooled activations', texts.length, 'ex');
+  try {
+    for (const chunk of batches) {
+      const batch = tokenize(chunk.texts);
+      try {
+        out.set((await forward.run(batch))[POOLED]!.data as Float32Array, chunk.start * d);
+      } finally {
+        tf.dispose([batch.inputIds, batch.attentionMask]);
+      }
+      bar.tick(chunk.texts.length);
+    }
+  } finally {
+    await forward.dispose();
+  }
+  bar.done();
+  return tf.tensor2d(out, [texts.length, d]);
+}
+
+/** Refuses edits after `hook`, as `Model.run` with `stopAfter: hook` does (such an edit could not change the pooled values). */
+function checkEditsUpTo(model: Model, hook: HookName, edited: readonly HookName[]): void {
+  const at = model.hookNames.indexOf(hook);
+  if (at < 0) throw new Error(`unknown hook "${hook}": the model's hooks are ${model.hookNames.join(', ')}`);
+  const late = edited.filter((h) => model.hookNames.indexOf(h) > at);
+  if (late.length > 0) throw new Error(`hooks ${late.map((h) => `"${h}"`).join(', ')} come after stopAfter "${hook}" and would never run`);
 }

@@ -22,8 +22,10 @@ export function hasGraph(sae: Sae): sae is AffineSae {
 export function saeNodes(g: OnnxGraph, sae: Sae, x: string, decode = true): { codes: string; reconstruction?: string; error?: string } {
   if (!hasGraph(sae)) throw new Error(`${sae.metadata.source}: this SAE type has no ONNX form; run it with the tfjs executor`);
   const { dIn, dSae } = sae;
-  const bDec = g.constant('sae_b_dec', valuesOf(sae.bDec), [dIn]);
-  const centred = sae.subtractDecoderBiasFromInput ? g.op('Sub', [x, bDec]) : x;
+  // Added only where used: ONNX Runtime warns about unused initializers.
+  let bDecValue: string | undefined;
+  const bDec = (): string => (bDecValue ??= g.constant('sae_b_dec', valuesOf(sae.bDec), [dIn]));
+  const centred = sae.subtractDecoderBiasFromInput ? g.op('Sub', [x, bDec()]) : x;
   const h = g.op('Add', [
     g.op('MatMul', [centred, g.constant('sae_w_enc', valuesOf(sae.wEnc), [dIn, dSae])]),
     g.constant('sae_b_enc', valuesOf(sae.bEnc), [dSae]),
@@ -47,6 +49,6 @@ export function saeNodes(g: OnnxGraph, sae: Sae, x: string, decode = true): { co
     }
   }
   if (!decode) return { codes };
-  const reconstruction = g.op('Add', [g.op('MatMul', [codes, g.constant('sae_w_dec', valuesOf(sae.wDec), [dSae, dIn])]), bDec]);
+  const reconstruction = g.op('Add', [g.op('MatMul', [codes, g.constant('sae_w_dec', valuesOf(sae.wDec), [dSae, dIn])]), bDec()]);
   return { codes, reconstruction, error: g.op('Sub', [x, reconstruction]) };
 }

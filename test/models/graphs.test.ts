@@ -2,7 +2,7 @@
  * The ONNX forward graphs (`Model.forwardGraph`, built from the blocks of src/models/graphs.ts) run
  * on ONNX Runtime, against the tfjs forward pass (`Model.run`) and against PyTorch + transformers
  * (the references of parity.test.ts and minilm.test.ts), on right-padded batches of different
- * lengths.
+ * lengths, without and with edits (graph edits against `Model.run`'s edits and PyTorch's hooks).
  *
  * Pad positions: both executors compute every position with the same formulas (a pad is token id 0
  * at its position; its query attends to the real keys only, and for GPT-NeoX only to those before
@@ -20,7 +20,7 @@ import { initEngine, tf } from '../../src/engine/engine.js';
 import { attentionBiasGraph, geluGraph, layerNormGraph, linearGraph, linearsGraph } from '../../src/models/graphs.js';
 import { attentionBias, gelu, layerNorm, linearFromRows, type LayerNorm } from '../../src/models/layers.js';
 import { loadModel } from '../../src/models/load.js';
-import type { Batch, Model } from '../../src/models/model.js';
+import type { Batch, Edit, GraphEdit, Model } from '../../src/models/model.js';
 import { OnnxGraph, type Dim, type ElementType } from '../../src/onnx/graph.js';
 import { OnnxSession, type HostTensor } from '../../src/onnx/session.js';
 import { skipWithout } from '../require.js';
@@ -62,18 +62,18 @@ function toTensor(t: HostTensor): tf.Tensor {
   return tf.tensor(t.data as Float32Array, [...t.dims]);
 }
 
-/** The serialized forward graph of `model` computing `hooks`, each a graph output named after its hook. */
-function forwardModel(model: Model, hooks: readonly string[]): Uint8Array {
+/** The serialized forward graph of `model` computing `hooks` (with `edits`), each a graph output named after its hook. */
+function forwardModel(model: Model, hooks: readonly string[], edits?: Record<string, GraphEdit>): Uint8Array {
   const g = new OnnxGraph(`forward-${model.config.modelType}`);
   const inputs = { inputIds: g.input('input_ids', 'int64', ['n', 'seq']), attentionMask: g.input('attention_mask', 'int64', ['n', 'seq']) };
-  const values = model.forwardGraph!(g, inputs, hooks);
+  const values = model.forwardGraph!(g, inputs, hooks, edits);
   expect(Object.keys(values).sort()).toEqual([...new Set(hooks)].sort());
   for (const h of hooks) g.output(h, values[h]!, 'float32', ['n', 'seq', model.config.dModel]);
   return g.toModel();
 }
 
-function forwardSession(model: Model, hooks: readonly string[]): Promise<OnnxSession> {
-  return OnnxSession.create(forwardModel(model, hooks), `forward-${model.config.modelType}`);
+function forwardSession(model: Model, hooks: readonly string[], edits?: Record<string, GraphEdit>): Promise<OnnxSession> {
+  return OnnxSession.create(forwardModel(model, hooks, edits), `forward-${model.config.modelType}`);
 }
 
 /** Runs a forward session on a batch; returns `[n, seq, d]` tensors by hook (the caller disposes them). */
@@ -253,6 +253,85 @@ describe('forward graph on random checkpoints vs tfjs and PyTorch', () => {
       for (const r of [...rows.tfjs, ...rows.torch]) expect(r.maxAbsDiff, `${r.config} ${r.hook}`).toBeLessThan(TOLERANCE);
     });
   }
+});
+
+/** The edits models_reference.py applies with forward hooks for the `edited.*` expectations (as in parity.test.ts). */
+const REFERENCE_EDITS: Record<string, Edit> = {
+  'layers.0.mlp_out': (x) => tf.zerosLike(x),
+  'layers.1.attn_out': (x) => tf.mul(x, 2),
+};
+
+/** The same edits as graph nodes. */
+const REFERENCE_GRAPH_EDITS: Record<string, GraphEdit> = {
+  'layers.0.mlp_out': (g, x) => g.op('Mul', [x, g.scalar(0)]),
+  'layers.1.attn_out': (g, x) => g.op('Mul', [x, g.scalar(2)]),
+};
+
+describe('forward graph with edits', () => {
+  let cases: ReferenceCase[] = [];
+  beforeAll(async () => {
+    cases = await referenceSuite('tiny');
+  });
+
+  for (const name of ['neox_rot25_parallel', 'neox_rot100_sequential', 'bert_bare']) {
+    it(`${name}: edits flow on as in Model.run (every position) and PyTorch's forward hooks (real tokens), and the edited hooks return the edited values`, async () => {
+      const c = cases.find((x) => x.name === name)!;
+      expect(c.edits).toBe(true);
+      const model = await loadModel(c.dir);
+      const batch = referenceBatch(c.expected);
+      const mask = batch.attentionMask.dataSync() as Int32Array;
+      const last = `layers.${c.nLayers - 1}.resid_out`;
+      const hooks = ['layers.0.mlp_out', 'layers.1.attn_out', last];
+      const session = await forwardSession(model, hooks, REFERENCE_GRAPH_EDITS);
+      try {
+        const onnx = await runForward(session, batch);
+        const { captures } = model.run(batch, { capture: hooks, edits: REFERENCE_EDITS });
+        const plain = model.run(batch, { capture: [last] }).captures;
+        for (const hook of hooks) {
+          const diff = maxAbsDiff(onnx[hook]!, captures[hook]!);
+          vsTfjs.push({ config: `${name} (edited)`, hook, maxAbsDiff: diff });
+          expect(diff, `${hook} vs tfjs`).toBeLessThan(TOLERANCE);
+        }
+        const torch = maskedMaxAbsDiff(onnx[last]!, c.expected.float32(`edited.${last}`), mask);
+        vsTorch.push({ config: `${name} (edited)`, hook: last, maxAbsDiff: torch });
+        expect(torch, `${last} vs PyTorch`).toBeLessThan(TOLERANCE);
+        expect(tf.max(tf.abs(onnx['layers.0.mlp_out']!)).dataSync()[0], 'the zeroed hook').toBe(0);
+        // The edits change the output: the comparison is not between two unedited passes.
+        expect(maxAbsDiff(onnx[last]!, plain[last]!)).toBeGreaterThan(100 * TOLERANCE);
+        tf.dispose([...Object.values(onnx), ...Object.values(captures), ...Object.values(plain)]);
+      } finally {
+        await session.dispose();
+        disposeBatch(batch);
+        model.dispose();
+      }
+    });
+  }
+
+  it('the graph runs up to the last edited hook as Model.run does, passes the hook width to edits, and rejects unknown hooks and bad edit results', async () => {
+    const c = cases.find((x) => x.name === 'bert_bare')!;
+    const model = await loadModel(c.dir);
+    try {
+      const has = (bytes: Uint8Array, s: string): boolean => Buffer.from(bytes).includes(s);
+      const widths: number[] = [];
+      const edits: Record<string, GraphEdit> = {
+        'layers.0.mlp_out': (g, x, d) => {
+          widths.push(d);
+          return x;
+        },
+      };
+      expect(has(forwardModel(model, ['embed']), 'encoder.layer.0.mlp.')).toBe(false);
+      expect(has(forwardModel(model, ['embed'], edits), 'encoder.layer.0.mlp.')).toBe(true);
+      expect(widths).toEqual([model.config.dModel]);
+      const g = new OnnxGraph('bad');
+      const inputs = { inputIds: g.input('input_ids', 'int64', ['n', 'seq']), attentionMask: g.input('attention_mask', 'int64', ['n', 'seq']) };
+      expect(() => model.forwardGraph!(g, inputs, ['embed'], { 'layers.9.mlp_out': (_g, x) => x })).toThrow('unknown hook "layers.9.mlp_out"');
+      expect(() => model.forwardGraph!(g, inputs, ['embed'], { embed: () => undefined as unknown as string })).toThrow(
+        'the graph edit at hook "embed" returned undefined; it must return a value name',
+      );
+    } finally {
+      model.dispose();
+    }
+  });
 });
 
 describe.skipIf(skipWithout(MINILM_SKIP_REASON !== undefined, `the all-MiniLM-L6-v2 ONNX parity test: ${MINILM_SKIP_REASON}`))(

@@ -1,18 +1,19 @@
 /**
  * `MaskEraser`: a fitted learned mask, frozen. At each masked hook it applies the trained gate,
  * the hard gate [m > 0] (`hardMask`, default) or the soft gate sigmoid(m / tempEnd), through the
- * units' edit x' = sum_j s_j a_j(x) v_j + rest(x) (units.ts): per token in `edits()`, and on cached
- * mean-pooled values in `erasePooled` when the only masked hook is the probe hook.
+ * units' edit x' = sum_j s_j a_j(x) v_j + rest(x) (units.ts): per token in `edits()` (as ONNX
+ * nodes in `graphEdits()`), and on cached mean-pooled values in `erasePooled` when the only masked
+ * hook is the probe hook.
  */
 import { tf } from '../../engine/engine.js';
 import type { ActivationCache } from '../../cache/cache.js';
 import type { RawTensor } from '../../io/safetensors.js';
-import type { Edit, HookName } from '../../models/model.js';
+import type { Edit, GraphEdit, HookName } from '../../models/model.js';
 import { checkWidth, type CheckpointContent, type Eraser, type EraserDescription } from '../eraser.js';
 import { withoutHead } from '../head.js';
 import { hardGate, softGate } from './gate.js';
 import type { MaskConfig, MaskMethod } from './options.js';
-import type { CheckpointHook, UnitFrame, UnitKind, UnitSpace } from './units.js';
+import { unitGraphEdit, type CheckpointHook, type UnitFrame, type UnitKind, type UnitSpace } from './units.js';
 
 /** The checkpoint format of the mask family (checkpoint.ts reads it). */
 export const MASK_FORMAT = 'sae-eraser/mask';
@@ -75,6 +76,21 @@ export class MaskEraser implements Eraser {
       out[f.space.hook] = (x) => {
         checkWidth(this.method, f.space.hook, f.space.dIn, x.shape[2]);
         return tf.tidy(() => f.frame.edit(x, f.gate));
+      };
+    }
+    return out;
+  }
+
+  /** `edits()` as ONNX nodes (`unitGraphEdit`); undefined when a masked hook's units have no ONNX form. */
+  graphEdits(): Record<HookName, GraphEdit> | undefined {
+    const out: Record<HookName, GraphEdit> = {};
+    for (const f of this.masks) {
+      const hook = f.space.hook;
+      const edit = unitGraphEdit(f.space, f.frame, f.gate);
+      if (edit === undefined) return undefined;
+      out[hook] = (g, x, d) => {
+        checkWidth(this.method, hook, f.space.dIn, d);
+        return edit(g, x);
       };
     }
     return out;

@@ -20,7 +20,7 @@ import type { LoadTarget } from '../checkpoint.js';
 import { MaskFitter } from './fitter.js';
 import { checkObjectiveFields, KEEP_ERROR_FIELD, MASK_OPTION_FIELDS, maskConfigSchema, type MaskConfig } from './options.js';
 import type { MaskTrainingCallbacks } from './trainer.js';
-import type { CheckpointHook, CheckpointTensors, MaskKind, UnitFrame, UnitSpace } from './units.js';
+import type { CheckpointHook, CheckpointTensors, MaskKind, SaeUnitsSource, UnitFrame, UnitSpace } from './units.js';
 import { parseStrict } from '../../util/schema.js';
 
 const SAE_MASK_FIELDS = { ...MASK_OPTION_FIELDS, keepError: KEEP_ERROR_FIELD };
@@ -42,6 +42,11 @@ class SaeUnits implements UnitSpace {
   private readonly decoder: tf.Tensor2D;
   /** b_dec = decode(0), `[1, dIn]`. */
   private readonly decoderBias: tf.Tensor2D;
+
+  /** What the edit's ONNX form needs (`unitGraphEdit` in units.ts). */
+  get saeUnits(): SaeUnitsSource {
+    return { sae: this.sae, keepError: this.keepError };
+  }
 
   constructor(
     readonly hook: HookName,

@@ -12,13 +12,21 @@
  * x̄' = sum_j s_j ā_j v_j + rest̄, which is what training and `erasePooled` compute from the
  * cached mean-pooled values at the probe hook. The method files (sae-mask.ts, neuron-mask.ts,
  * das-mask.ts) implement `UnitSpace` and supply a `MaskKind`.
+ *
+ * The same edits as ONNX nodes (`unitGraphEdit`, for evaluation passes on ONNX Runtime) follow
+ * from this formula and what a frozen space exposes: the gate, `UnitFrame.directions` and, for SAE
+ * features, `UnitSpace.saeUnits`.
  */
 import type { z } from 'zod';
 import type { tf } from '../../engine/engine.js';
 import type { ActivationCache } from '../../cache/cache.js';
 import type { RawTensor } from '../../io/safetensors.js';
+import { valuesOf } from '../../models/graphs.js';
 import type { HookName } from '../../models/model.js';
-import type { FitContext } from '../eraser.js';
+import { int, type OnnxGraph } from '../../onnx/graph.js';
+import { flattenTokens, unflattenTokens } from '../../onnx/ops.js';
+import { graphSae, weightedFeatureNodes } from '../ablate.js';
+import type { EraserSae, FitContext } from '../eraser.js';
 import type { LoadTarget } from '../checkpoint.js';
 import type { MaskConfig, MaskConfigSchema, MaskMethod } from './options.js';
 
@@ -44,12 +52,25 @@ export interface UnitFrame {
   erasePooled(cache: ActivationCache, rows: ArrayLike<number>, gate: tf.Tensor1D): tf.Tensor2D;
 }
 
+/** What the ONNX form of an SAE-feature edit needs besides the gate. */
+export interface SaeUnitsSource {
+  /** The SAE whose features are the units: its encoder gives a(x), its decoder rows the v_j. */
+  readonly sae: EraserSae;
+  /** Whether the edit keeps the SAE error (rest = b_dec + error(x), else b_dec). */
+  readonly keepError: boolean;
+}
+
 /** The units of one hook, with any trainable parameters besides the mask (the DAS directions). */
 export interface UnitSpace {
   readonly hook: HookName;
   readonly nUnits: number;
   readonly dIn: number;
   readonly unitKind: UnitKind;
+  /**
+   * sae_features: the SAE and keepError, for the edit's ONNX form (`unitGraphEdit`); SAE units
+   * without it have no ONNX form (their passes run on tfjs). Unused by other kinds.
+   */
+  readonly saeUnits?: SaeUnitsSource;
   /** Trainable tensors other than the mask logits (the DAS directions' parameter), by name. */
   readonly variables: Readonly<Record<string, tf.Variable>>;
   /** Pooled inputs of cache rows: `raw [rows, rawWidth]` and the gate-independent `rest [rows, d]` (null for 0). */
@@ -97,4 +118,55 @@ export interface MaskKind {
 /** The width of a hook: the cache's when it holds the hook, else the model's. */
 export function hookWidth(ctx: FitContext, hook: HookName): number {
   return ctx.cache.hooks.includes(hook) ? ctx.cache.dim(hook) : ctx.model.config.dModel;
+}
+
+/**
+ * `frame.edit(x, gate)` as ONNX nodes, `x [n, seq, d]` -> x' (the header's formula per kind, with
+ * s = `gate` `[units]`):
+ *   neurons  x' = s ⊙ x
+ *   DAS      x' = x - ((x V^T) ⊙ (1 - s)) V                       V = frame.directions `[k, d]`
+ *   SAE      x' = x - sum_{j: s_j != 1} (1 - s_j) f_j(x) v_j       (keepError)
+ *            x' = b_dec + sum_{j: s_j != 0} s_j f_j(x) v_j          (without)
+ * The SAE forms are decode(s ⊙ f) + error(x) and decode(s ⊙ f) regrouped so that only features
+ * whose gate changes the result are encoded (with a hard gate and keepError, the removed ones; see
+ * `weightedFeatureNodes`). Undefined when the units have no ONNX form (SAE units without
+ * `saeUnits`, or an SAE that is not an `AffineSae`).
+ */
+export function unitGraphEdit(space: UnitSpace, frame: UnitFrame, gate: tf.Tensor1D): ((g: OnnxGraph, x: string) => string) | undefined {
+  const s = valuesOf(gate);
+  const d = space.dIn;
+  switch (space.unitKind) {
+    case 'neurons':
+      return (g, x) => g.op('Mul', [x, g.constant('neuron_gate', s, [d])]);
+    case 'directions': {
+      if (frame.directions === null) throw new Error(`internal: ${space.hook}: directions units without directions`);
+      const rows = valuesOf(frame.directions);
+      const k = rows.length / d;
+      const closed = Float32Array.from(s, (sj) => 1 - sj);
+      return (g, x) => {
+        const flat = flattenTokens(g, x, d);
+        const basis = g.constant('das_directions', rows, [k, d]);
+        const removed = g.op('Mul', [g.op('Gemm', [flat, basis], { transB: int(1) }), g.constant('das_closed', closed, [k])]);
+        return unflattenTokens(g, g.op('Sub', [flat, g.op('MatMul', [removed, basis])]), x, d);
+      };
+    }
+    case 'sae_features': {
+      const source = space.saeUnits;
+      const sae = source === undefined ? undefined : graphSae(source.sae);
+      if (source === undefined || sae === undefined) return undefined;
+      const { keepError } = source;
+      // keepError: the features with s_j != 1, weighted 1 - s_j (removed from x); else those with s_j != 0, weighted s_j.
+      const features = Int32Array.from(Array.from(s.keys()).filter((j) => (keepError ? s[j] !== 1 : s[j] !== 0)));
+      const weights = Float32Array.from(features, (j) => (keepError ? 1 - s[j]! : s[j]!));
+      return (g, x) => {
+        if (keepError && features.length === 0) return x;
+        const flat = flattenTokens(g, x, d);
+        if (keepError) return unflattenTokens(g, g.op('Sub', [flat, weightedFeatureNodes(g, sae, flat, features, weights)]), x, d);
+        const bDec = g.constant('sae_b_dec', valuesOf(sae.bDec), [d]);
+        const kept =
+          features.length === 0 ? g.op('Expand', [bDec, g.op('Shape', [flat])]) : g.op('Add', [weightedFeatureNodes(g, sae, flat, features, weights), bDec]);
+        return unflattenTokens(g, kept, x, d);
+      };
+    }
+  }
 }
