@@ -32,13 +32,9 @@ const TOKENS = N_SEQUENCES * SEQ_LEN;
 /** Tokens/s of ONNX Runtime on `batch` with `threads` intra-op threads (session creation not timed). */
 async function onnxTokensPerS(model: Model, batch: Batch, threads: number, reps: number): Promise<{ value: number; detail: string }> {
   const d = model.config.dModel;
-  const forward = await OnnxForward.create(
-    model,
-    [HOOK],
-    (g, hooks) => g.output('acts', hooks[HOOK]!, 'float32', ['batch', 'seq', d]),
-    'bench-forward',
-    { threads },
-  );
+  const forward = await OnnxForward.create(model, [HOOK], (g, hooks) => g.output('acts', hooks[HOOK]!, 'float32', ['batch', 'seq', d]), 'bench-forward', {
+    threads,
+  });
   try {
     const seconds = await timeRuns(reps, async () => {
       const out = await forward.run(batch);

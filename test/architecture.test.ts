@@ -12,7 +12,22 @@ import { projectRoot } from '../src/io/shared.js';
  * Lowest first. `src/index.ts` (the public API) may import any layer. Folders in one entry are
  * siblings: same rank, and neither imports the other.
  */
-const LAYERS = ['util', 'engine', 'io', 'onnx', 'data', 'models', 'sae', 'cache', 'probe', 'erasure', 'eval', ['experiment', 'mnist'], 'report', 'cli'] as const;
+const LAYERS = [
+  'util',
+  'engine',
+  'io',
+  'onnx',
+  'data',
+  'models',
+  'sae',
+  'cache',
+  'probe',
+  'erasure',
+  'eval',
+  ['experiment', 'mnist'],
+  'report',
+  'cli',
+] as const;
 
 /** Folders that only the listed folders (and their own files) may import. */
 const IMPORTED_ONLY_BY: Readonly<Record<string, readonly string[]>> = { mnist: ['cli'] };

@@ -194,7 +194,9 @@ describe.skipIf(skipWithout(shared === undefined, 'the mask CLI runs need ../sha
         '-nds', 'sae_mask', '-e', '2', '-lr', '0.01', '-btr', '32', '-bts', '64', '-layer', '[12]', '-mb', '-d', 'cuda', '-eval', 'profession', '-task', 'train', '--original-recipe']), // prettier-ignore
       );
       expect(r.code, r.stderr).toBe(0);
-      expect(r.stderr).toMatch(/^-d cuda: accepted; this run uses the tfjs \w+ backend, \d+ threads? \(training and edited passes\), and ONNX Runtime on the CPU, \d+ threads? \(inference-only passes\)$/m);
+      expect(r.stderr).toMatch(
+        /^-d cuda: accepted; this run uses the tfjs \w+ backend, \d+ threads? \(training and edited passes\), and ONNX Runtime on the CPU, \d+ threads? \(inference-only passes\)$/m,
+      );
       // -eval profession reports profession accuracy first.
       expect(r.stdout).toMatch(/^sae_mask: \d+ units removed; profession accuracy [\d.]+% \(before: [\d.]+%\); gender agreement/m);
 

@@ -23,6 +23,11 @@
  *
  * With k = d and a uniform gate, x' = s x whatever U, so U gets no gradient at the start; the
  * initial logits get multiplicative noise (`initNoise`, default 0.05 here) to break the tie.
+ *
+ * With the concept objective the mask also drives the concept set's class-mean difference to 0
+ * (`meanDifferenceWeight`, trainer.ts): a difference is one vector, which one learned direction
+ * can hold, so the mask then zeroes the statistic LEACE zeroes, with square-root balanced weights
+ * under `balanceConcept` (docs/masks.md has the measurements that chose them).
  */
 import { z } from 'zod';
 import { tf, variableFrom } from '../../engine/engine.js';
@@ -40,6 +45,9 @@ import { parseStrict } from '../../util/schema.js';
 /** Default number of learned directions. */
 export const DEFAULT_DAS_RANK = 16;
 
+/** Default weight of the mean-difference term (concept objective), chosen on training data (docs/masks.md). */
+export const DEFAULT_MEAN_DIFFERENCE_WEIGHT = 100;
+
 const RANK_FIELD = z
   .number()
   .int()
@@ -48,15 +56,32 @@ const RANK_FIELD = z
     `Number of learned directions k, the mask's units (clamped to the hook's width d; k = d is the full rotation of the original DAS). A step costs O(d k^2) for the basis. Default ${DEFAULT_DAS_RANK}.`,
   );
 
+const MEAN_DIFFERENCE_FIELD = z
+  .number()
+  .min(0)
+  .describe(
+    `Weight w of the mean-difference term (trainer.ts): w |δ'|^2 / |δ|^2, the squared fraction of the whole concept set's class-mean difference δ (LEACE's statistic; square-root balanced under balanceConcept, else unweighted) that the mask keeps, computed on the whole set every step, so that the mask removes the direction of the difference. 0 turns it off. Default ${DEFAULT_MEAN_DIFFERENCE_WEIGHT}. Objective "concept" only.`,
+  );
+
 const DAS_MASK_FIELDS = {
   ...MASK_OPTION_FIELDS,
   rank: RANK_FIELD.default(DEFAULT_DAS_RANK),
   initNoise: initNoiseField(0.05),
+  meanDifferenceWeight: MEAN_DIFFERENCE_FIELD.optional(),
   keepError: NO_KEEP_ERROR_FIELD,
 };
 
-/** Options of `das_mask` (fields described in options.ts and above; `initNoise` defaults to 0.05). */
-export const dasMaskOptionsSchema = z.strictObject(DAS_MASK_FIELDS).superRefine(checkObjectiveFields);
+/**
+ * Options of `das_mask` (fields described in options.ts and above; `initNoise` defaults to 0.05;
+ * `meanDifferenceWeight`, like every field of one objective, is left unset by parsing and filled
+ * in by the fitter).
+ */
+export const dasMaskOptionsSchema = z.strictObject(DAS_MASK_FIELDS).superRefine((o, ctx) => {
+  checkObjectiveFields(o, ctx);
+  if (o.meanDifferenceWeight !== undefined && o.objective !== 'concept') {
+    ctx.addIssue({ code: 'custom', path: ['meanDifferenceWeight'], message: `applies only to objective "concept" (the objective here is "${o.objective}")` });
+  }
+});
 
 /** Largest entry-wise difference allowed between a checkpoint's saved basis and the one rebuilt from its parameters. */
 const BASIS_TOLERANCE = 1e-5;
@@ -189,9 +214,11 @@ function rankAt(config: MaskConfig, d: number): number {
 
 export const DAS_MASK: MaskKind = {
   method: 'das_mask',
-  // `rank` may be absent from checkpoints written before it existed (full rotations, k = d).
+  // `rank` may be absent from checkpoints written before it existed (full rotations, k = d), and
+  // `meanDifferenceWeight` from those written before it (and for the task objective).
   config: maskConfigSchema(DAS_MASK_FIELDS).extend({
     rank: RANK_FIELD.optional(),
+    meanDifferenceWeight: MEAN_DIFFERENCE_FIELD.optional(),
   }),
   entryFields: {
     parametrisation: z
@@ -237,7 +264,12 @@ export const DAS_MASK: MaskKind = {
   },
 };
 
-/** The `das_mask` fitter; `options` are validated against `dasMaskOptionsSchema` (defaults filled in). */
+/**
+ * The `das_mask` fitter; `options` are validated against `dasMaskOptionsSchema` (defaults filled
+ * in, and `meanDifferenceWeight` for the concept objective: DEFAULT_MEAN_DIFFERENCE_WEIGHT).
+ */
 export function createDasMaskFitter(options: z.input<typeof dasMaskOptionsSchema> = {}, callbacks: MaskTrainingCallbacks = {}): MaskFitter {
-  return new MaskFitter(DAS_MASK, parseStrict(dasMaskOptionsSchema, options, 'das_mask options'), callbacks);
+  const parsed = parseStrict(dasMaskOptionsSchema, options, 'das_mask options');
+  const meanDifferenceWeight = parsed.objective === 'concept' ? (parsed.meanDifferenceWeight ?? DEFAULT_MEAN_DIFFERENCE_WEIGHT) : undefined;
+  return new MaskFitter(DAS_MASK, { ...parsed, meanDifferenceWeight }, callbacks);
 }

@@ -18,7 +18,9 @@
  * whatever the size of a consistent gradient, so such units do leave. Δ needs no target for g
  * (unlike "maximise g's loss", which rewards flipping g's predictions, still informative, and is
  * unbounded), and it ignores g's bias (the class prior of the concept set), which the mask
- * cannot and should not change.
+ * cannot and should not change. (das_mask's mean-difference term, trainer.ts, is convex, but in
+ * the whole concept set's class-mean difference, not in a batch estimate, so it has no batch
+ * variance to lower.)
  */
 import { tf } from '../../engine/engine.js';
 
@@ -61,17 +63,42 @@ export function adversaryLoss(l: tf.Tensor2D, z: tf.Tensor2D, w?: tf.Tensor2D): 
 }
 
 /**
- * Row weights `[n]` that make the concept independent of the task label: each (y, z) cell present
- * gets the same total weight, scaled so that the weights average 1. On a concept set where z
- * predicts y (natural data), the weighted class means of z differ only along what separates z
- * within each task class.
+ * Row weights `[n]` from the (y, z) cell counts n_c: w_i = n_c(i)^-power, scaled so that the weights
+ * average 1. With power 1 (the default) each (y, z) cell present gets the same total weight, which
+ * makes the concept independent of the task label: on a concept set where z predicts y (natural
+ * data), the weighted class means of z then differ only along what separates z within each task
+ * class. Power 0 is the natural (unweighted) set; power 1/2 (square-root balancing) lies between,
+ * with rare cells weighted up by sqrt of their shortfall only, which bounds the variance they add
+ * (see `meanDifferenceContrast` and trainer.ts).
  */
-export function balancingWeights(y: Int32Array, z: Int32Array): Float32Array {
+export function balancingWeights(y: Int32Array, z: Int32Array, power = 1): Float32Array {
   if (y.length !== z.length) throw new Error(`balancingWeights: ${y.length} task labels for ${z.length} concept labels`);
   const counts = new Map<string, number>();
   for (let i = 0; i < y.length; i++) counts.set(`${y[i]},${z[i]}`, (counts.get(`${y[i]},${z[i]}`) ?? 0) + 1);
-  const cells = counts.size;
-  return Float32Array.from(y, (yi, i) => y.length / (cells * counts.get(`${yi},${z[i]}`)!));
+  // Sum over rows of n_c^-power, i.e. sum over cells of n_c^(1 - power).
+  let total = 0;
+  for (const n of counts.values()) total += n ** (1 - power);
+  return Float32Array.from(y, (yi, i) => (y.length * counts.get(`${yi},${z[i]}`)! ** -power) / total);
+}
+
+/**
+ * The contrast `[n]` whose dot product with rows x_i is the weighted class-mean difference of the
+ * concept z:  sum_i c_i x_i = sum_{z=1} w x / sum_{z=1} w - sum_{z=0} w x / sum_{z=0} w, i.e.
+ * c_i = w_i / W_1 for z_i = 1 and -w_i / W_0 for z_i = 0 (weights 1 when absent). Throws when a
+ * class is missing (there is no difference to take).
+ */
+export function meanDifferenceContrast(z: Int32Array, weights?: Float32Array): Float32Array {
+  if (weights !== undefined && weights.length !== z.length) throw new Error(`meanDifferenceContrast: ${weights.length} weights for ${z.length} labels`);
+  const w = (i: number): number => weights?.[i] ?? 1;
+  let w1 = 0;
+  let w0 = 0;
+  for (let i = 0; i < z.length; i++) {
+    if (z[i] === 1) w1 += w(i);
+    else if (z[i] === 0) w0 += w(i);
+    else throw new Error(`meanDifferenceContrast: label ${i} is ${z[i]}, expected 0 or 1`);
+  }
+  if (!(w1 > 0 && w0 > 0)) throw new Error('meanDifferenceContrast: both concept classes need positive weight');
+  return Float32Array.from(z, (zi, i) => (zi === 1 ? w(i) / w1 : -w(i) / w0));
 }
 
 /** Targets `[n, out]`: the labels as a column for out = 1, one-hot rows otherwise. */

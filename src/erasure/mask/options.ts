@@ -137,7 +137,7 @@ export const MASK_OPTION_FIELDS = {
     .boolean()
     .optional()
     .describe(
-      `Weight the concept set so that the concept is independent of the task label (every (task, concept) cell weighs the same) for the adversaries' fits and the adversary loss: on natural data the concept predicts the task, and an unweighted adversary also uses, and the mask then removes, the task's own directions. Needs the concept set's task labels. Default ${OBJECTIVE_DEFAULTS.balanceConcept}. Objective "concept" only.`,
+      `Weight the concept set so that the concept is independent of the task label (every (task, concept) cell weighs the same) for the adversaries' fits and the adversary loss: on natural data the concept predicts the task, and an unweighted adversary also uses, and the mask then removes, the task's own directions. das_mask's mean-difference term then uses square-root balancing (cell weights n^-1/2). Needs the concept set's task labels. Default ${OBJECTIVE_DEFAULTS.balanceConcept}. Objective "concept" only.`,
     ),
   retrainHead: z
     .boolean()
@@ -167,8 +167,8 @@ export const NO_KEEP_ERROR_FIELD = z
 
 type SharedSchema = z.ZodObject<typeof MASK_OPTION_FIELDS>;
 
-/** Parsed options of any mask method (`keepError` only for sae_mask, `rank` only for das_mask). */
-export type MaskOptions = z.output<SharedSchema> & { keepError?: boolean; rank?: number };
+/** Parsed options of any mask method (`keepError` only for sae_mask, `rank` and `meanDifferenceWeight` only for das_mask). */
+export type MaskOptions = z.output<SharedSchema> & { keepError?: boolean; rank?: number; meanDifferenceWeight?: number };
 
 /** The options a trainer runs with: every default resolved (saved in checkpoints as `options`). */
 export interface MaskConfig extends Omit<MaskOptions, 'hooks' | 'retrainHead' | 'seed' | ObjectiveField>, Required<Pick<MaskOptions, ObjectiveField>> {

@@ -23,6 +23,19 @@
  *    biased head keeps pulling the concept units back. Heads change only at re-fits, so between
  *    re-fits their weights stay folded into fixed unit directions (representation.ts).
  *
+ *    With `meanDifferenceWeight` w_m > 0 (das_mask) the class-mean difference of the whole concept
+ *    set, LEACE's statistic (a concept set is linearly guarded iff it is 0), is driven to 0 too:
+ *      L += w_m |δ'|^2 / |δ|^2,
+ *    δ' the weighted class-mean difference of the masked concept representations (weights of
+ *    square-root balancing, losses.ts `balancingWeights` with power 1/2, under `balanceConcept`;
+ *    none otherwise) and δ the same unmasked: the squared fraction of the difference the mask keeps.
+ *    It is computed on the whole set at every step, so it has no batch noise (the argument of
+ *    losses.ts against convex adversary losses is about batch estimates); the logistic adversaries,
+ *    fitted on half the set each, stop finding the difference before it is gone. The difference is
+ *    one vector, so one learned direction can take it all. Mean pooling commutes with linear units
+ *    (directions, neurons) at the probe hook, so there δ' = edit(δ) costs one row; otherwise (an SAE
+ *    mask, or a hook upstream) every step represents the whole concept set.
+ *
  * The l1 term prices a removed unit at l1 loss units: for the concept objective, a unit that
  * lowers the adversary's class separation by less than l1 / conceptWeight logits is not worth
  * removing.
@@ -32,11 +45,11 @@ import { mulberry32, randomNormal, shuffleInPlace, type Rng } from '../../data/p
 import { AdamW } from '../../probe/adamw.js';
 import { initialLogit, softGate, temperatureAt } from './gate.js';
 import { TrainableHead, type AffineHead } from './affine-heads.js';
-import { adversaryLoss, balancingWeights, targetsOf, taskLoss } from './losses.js';
+import { adversaryLoss, balancingWeights, meanDifferenceContrast, targetsOf, taskLoss } from './losses.js';
 import { conceptFolds, FoldBatches } from './folds.js';
 import { refitHeads, rowsOf, type HeadFit } from './refit.js';
 import type { Represented } from './representation.js';
-import type { RowSource, StepView } from './sources.js';
+import { PooledSource, type RowSource, type StepView } from './sources.js';
 import type { UnitSpace } from './units.js';
 import type { MaskConfig } from './options.js';
 
@@ -46,6 +59,8 @@ export interface MaskLossParts {
   taskLoss: number;
   /** The adversary loss before weighting (0 for the task objective). */
   adversaryLoss: number;
+  /** The mean-difference term before weighting: |δ'|^2 / |δ|^2, the squared fraction of the concept set's class-mean difference the mask keeps (0 when off). */
+  meanDifference: number;
 }
 
 /** What `step()` reports (also passed to `onStep`). */
@@ -87,6 +102,19 @@ export interface MaskTrainerSetup {
 /** Training rows of the adapting task head at each re-fit (a fresh random sample). */
 const TASK_HEAD_ROWS = 128;
 
+/** Power of the cell weights of the mean-difference term under `balanceConcept` (square-root balancing, docs/masks.md). */
+const MEAN_DIFFERENCE_BALANCE = 0.5;
+
+/** The mean-difference term (module docstring). */
+interface MeanDifferenceTerm {
+  /** `[n, 1]`: contrast^T x' is the weighted class-mean difference δ' of the concept rows (losses.ts `meanDifferenceContrast`). */
+  contrast: tf.Tensor2D;
+  /** Whether δ' = edit(δ) (linear units at the probe hook, on cached pooled values); else the whole concept set is represented. */
+  viaEdit: boolean;
+  /** The unmasked difference δ `[1, d]` and |δ|^2, set at the first step. */
+  unmasked?: { delta: tf.Tensor2D; normSq: number };
+}
+
 export class MaskTrainer {
   readonly totalSteps: number;
   private readonly stepsPerEpoch: number;
@@ -106,6 +134,8 @@ export class MaskTrainer {
   private readonly conceptTargets: tf.Tensor2D | undefined;
   /** Concept row weights `[n, 1]` that balance the concept against the task (`balanceConcept`), or undefined. */
   private readonly conceptWeights: tf.Tensor2D | undefined;
+  /** The mean-difference term (`meanDifferenceWeight` > 0), or undefined. */
+  private readonly meanTerm: MeanDifferenceTerm | undefined;
   /** Head weights folded into fixed unit directions, by head version (heads change only at re-fits). */
   private readonly foldCache = new Map<TrainableHead, { version: number; folded: tf.Tensor2D }>();
   private steps = 0;
@@ -149,6 +179,14 @@ export class MaskTrainer {
         const w = balancingWeights(taskLabels, labels);
         this.conceptWeights = own(tf.tensor2d(w, [w.length, 1]));
       }
+      this.meanTerm = undefined;
+      if (setup.concept !== undefined && (o.meanDifferenceWeight ?? 0) > 0) {
+        const { taskLabels, labels, source } = setup.concept;
+        // balanceConcept checked the task labels above.
+        const c = meanDifferenceContrast(labels, o.balanceConcept ? balancingWeights(taskLabels!, labels, MEAN_DIFFERENCE_BALANCE) : undefined);
+        const linear = setup.spaces.length === 1 && setup.spaces[0]!.unitKind !== 'sae_features';
+        this.meanTerm = { contrast: own(tf.tensor2d(c, [c.length, 1])), viaEdit: linear && source instanceof PooledSource };
+      }
       this.order = Int32Array.from({ length: nTask }, (_, i) => i);
     } catch (err) {
       for (const x of made.reverse()) x.dispose();
@@ -173,7 +211,9 @@ export class MaskTrainer {
 
   /** The loss parts of the last step, or undefined before the first. */
   loss(): MaskLossParts | undefined {
-    return this.last === undefined ? undefined : { loss: this.last.loss, taskLoss: this.last.taskLoss, adversaryLoss: this.last.adversaryLoss };
+    if (this.last === undefined) return undefined;
+    const { loss, taskLoss, adversaryLoss, meanDifference } = this.last;
+    return { loss, taskLoss, adversaryLoss, meanDifference };
   }
 
   /** The current mask logits of each space (copies). */
@@ -192,6 +232,7 @@ export class MaskTrainer {
     if (!this.started) {
       this.started = true;
       if (concept !== undefined) this.refit(o.adversaryInitSteps, o.tempStart);
+      if (this.meanTerm !== undefined) this.meanTerm.unmasked = this.unmaskedMeanDifference(this.meanTerm);
     }
     const step = this.steps;
     const epoch = Math.floor(step / this.stepsPerEpoch);
@@ -205,21 +246,27 @@ export class MaskTrainer {
     const fold = step % Math.max(1, nFolds);
     const conceptPos = nFolds === 0 ? undefined : this.conceptBatches.next(fold);
     const adversary = this.adversaries.length === 0 ? undefined : this.adversaries[(fold + 1) % this.adversaries.length]!;
-    const partTensors: tf.Scalar[] = [];
+    // The loss parts, kept past the tape for reporting.
+    const parts: { task?: tf.Scalar; adversary?: tf.Scalar; mean?: tf.Scalar } = {};
     const { value, grads } = tf.variableGrads(() => {
       const v = this.view(temperature);
       const rep = task.source.represent(pos, v);
       const yb = tf.gather(this.taskTargets, tf.tensor1d(pos, 'int32')) as tf.Tensor2D;
       const lTask = taskLoss(this.logitsOf(rep, this.taskHead, v, task.source), yb);
-      partTensors.push(tf.keep(tf.clone(lTask)));
+      parts.task = tf.keep(tf.clone(lTask));
       let loss: tf.Scalar = lTask;
       if (adversary !== undefined && conceptPos !== undefined && o.conceptWeight > 0) {
         const zb = tf.gather(this.conceptTargets!, tf.tensor1d(conceptPos, 'int32')) as tf.Tensor2D;
         const cRep = concept!.source.represent(conceptPos, v);
         const wb = this.conceptWeights === undefined ? undefined : (tf.gather(this.conceptWeights, tf.tensor1d(conceptPos, 'int32')) as tf.Tensor2D);
         const lAdv = adversaryLoss(this.logitsOf(cRep, adversary, v, concept!.source), zb, wb);
-        partTensors.push(tf.keep(tf.clone(lAdv)));
+        parts.adversary = tf.keep(tf.clone(lAdv));
         loss = tf.add(loss, tf.mul(lAdv, o.conceptWeight));
+      }
+      if (this.meanTerm !== undefined) {
+        const lMean = this.meanDifferenceLoss(this.meanTerm, v);
+        parts.mean = tf.keep(tf.clone(lMean));
+        loss = tf.add(loss, tf.mul(lMean, o.meanDifferenceWeight!));
       }
       if (o.l1 > 0) {
         for (const g of v.gates.values()) loss = tf.add(loss, tf.mul(tf.sum(tf.sub(1, g)), o.l1));
@@ -238,11 +285,12 @@ export class MaskTrainer {
         epoch,
         temperature,
         loss,
-        taskLoss: partTensors[0]!.dataSync()[0]!,
-        adversaryLoss: partTensors[1]?.dataSync()[0] ?? 0,
+        taskLoss: parts.task!.dataSync()[0]!,
+        adversaryLoss: parts.adversary?.dataSync()[0] ?? 0,
+        meanDifference: parts.mean?.dataSync()[0] ?? 0,
       };
     } finally {
-      tf.dispose([value, ...Object.values(grads), ...partTensors]);
+      tf.dispose([value, ...Object.values(grads), ...Object.values(parts)]);
     }
     this.last = info;
     this.setup.callbacks?.onStep?.(info);
@@ -297,12 +345,63 @@ export class MaskTrainer {
     }
   }
 
+  /** contrast^T x' `[1, d]` of the whole concept set under view `v` (in the caller's scope), chunk by chunk. */
+  private conceptMeanDifference(contrast: tf.Tensor2D, v: StepView): tf.Tensor2D {
+    const source = this.setup.concept!.source;
+    const chunk = this.setup.refitChunk;
+    let sum: tf.Tensor2D | null = null;
+    for (let start = 0; start < source.n; start += chunk) {
+      const at = Int32Array.from({ length: Math.min(chunk, source.n - start) }, (_, i) => start + i);
+      // contrast^T x' in two parts (representation.ts): units V + direct.
+      const parts = source.represent(at, v).gradientParts(tf.gather(contrast, tf.tensor1d(at, 'int32')) as tf.Tensor2D);
+      let part = parts.direct;
+      if (parts.units !== null) {
+        const through = tf.matMul(parts.units, v.frames.get(this.setup.spaces[0]!.hook)!.directions!) as tf.Tensor2D;
+        part = part === null ? through : (tf.add(part, through) as tf.Tensor2D);
+      }
+      sum = sum === null ? part : (tf.add(sum, part!) as tf.Tensor2D);
+    }
+    return sum!;
+  }
+
+  /** δ and |δ|^2: the concept set's weighted class-mean difference with every gate open (x' = x). */
+  private unmaskedMeanDifference(term: MeanDifferenceTerm): { delta: tf.Tensor2D; normSq: number } {
+    const delta = tf.tidy(() => {
+      const v = this.view(this.setup.config.tempStart);
+      for (const [hook, gate] of v.gates) v.gates.set(hook, tf.onesLike(gate));
+      return this.conceptMeanDifference(term.contrast, v);
+    });
+    const normSq = tf.tidy(() => tf.sum(tf.square(delta)).dataSync()[0]!);
+    if (!(normSq > 0)) {
+      delta.dispose();
+      throw new Error(
+        `${this.setup.label}: the concept classes have the same mean representation, so there is no mean difference to remove (set meanDifferenceWeight to 0)`,
+      );
+    }
+    return { delta, normSq };
+  }
+
+  /** |δ'|^2 / |δ|^2 under view `v` (differentiable; module docstring). */
+  private meanDifferenceLoss(term: MeanDifferenceTerm, v: StepView): tf.Scalar {
+    const { delta, normSq } = term.unmasked!;
+    let masked: tf.Tensor2D;
+    if (term.viaEdit) {
+      const hook = this.setup.spaces[0]!.hook;
+      const d = delta.shape[1];
+      masked = tf.reshape(v.frames.get(hook)!.edit(tf.reshape(delta, [1, 1, d]) as tf.Tensor3D, v.gates.get(hook)!), [1, d]) as tf.Tensor2D;
+    } else {
+      masked = this.conceptMeanDifference(term.contrast, v);
+    }
+    return tf.div(tf.sum(tf.square(masked)), normSq) as tf.Scalar;
+  }
+
   dispose(): void {
     this.optimizer.dispose();
     this.taskHead.dispose();
     for (const a of this.adversaries) a.dispose();
     tf.dispose([this.taskTargets, ...this.logits]);
     for (const t of [this.conceptTargets, this.conceptWeights]) t?.dispose();
+    if (this.meanTerm !== undefined) tf.dispose([this.meanTerm.contrast, ...(this.meanTerm.unmasked === undefined ? [] : [this.meanTerm.unmasked.delta])]);
     for (const { folded } of this.foldCache.values()) folded.dispose();
     this.foldCache.clear();
   }

@@ -8,7 +8,13 @@ import type { Eraser } from '../../../src/erasure/eraser.js';
 import { saveEraser } from '../../../src/erasure/checkpoint.js';
 import { readSafetensors, writeSafetensors, type RawTensor } from '../../../src/io/safetensors.js';
 import { loadEraser } from '../../../src/erasure/load.js';
-import { createDasMaskFitter } from '../../../src/erasure/mask/das-mask.js';
+import { createDasMaskFitter, DAS_MASK, dasMaskOptionsSchema, DEFAULT_MEAN_DIFFERENCE_WEIGHT } from '../../../src/erasure/mask/das-mask.js';
+import { affineOfProbe } from '../../../src/erasure/mask/affine-heads.js';
+import { balancingWeights, meanDifferenceContrast } from '../../../src/erasure/mask/losses.js';
+import { resolveMaskConfig } from '../../../src/erasure/mask/options.js';
+import { PooledSource, type RowSource } from '../../../src/erasure/mask/sources.js';
+import { MaskTrainer } from '../../../src/erasure/mask/trainer.js';
+import { parseStrict } from '../../../src/util/schema.js';
 import { asMaskEraser, type MaskEraser } from '../../../src/erasure/mask/eraser.js';
 import { cayley64, householderBasis, householderBasis64, householderBasisGrad64, orthogonalityError } from '../../../src/erasure/orthogonal.js';
 import { identity, matMul64 } from '../../../src/erasure/linear-algebra.js';
@@ -295,5 +301,83 @@ describe('das_mask checkpoints', () => {
     r[9]! += 1e-3;
     writeSafetensors(join(dir, 'eraser.safetensors'), old, metadata);
     expect(() => loadEraser(dir)).toThrow(/tensor "layers\.0\.resid_out\.rotation" differs from the one rebuilt from "layers\.0\.resid_out\.skew"/);
+  });
+});
+
+describe('das_mask mean-difference term', () => {
+  let p: PlantedPooled;
+  let probe: LinearProbe;
+
+  beforeAll(() => {
+    p = plantedPooled({ kind: 'das' });
+    probe = biasedProbe(p.cache, p.train);
+  });
+
+  afterAll(() => probe.dispose());
+
+  /** |δ'| / |δ|: the concept set's class-mean difference (the term's square-root balanced weights) after `eraser`, against before. */
+  function keptFraction(eraser: Eraser): number {
+    const c = meanDifferenceContrast(p.concept.z, balancingWeights(p.concept.y, p.concept.z, 0.5));
+    const norm = (x: tf.Tensor2D): number => tf.tidy(() => tf.norm(tf.matMul(tf.tensor2d(c, [1, c.length]), x)).dataSync()[0]!);
+    return tf.tidy(() => norm(eraser.erasePooled(p.cache, p.concept.rows)!) / norm(p.cache.pooled(HOOK, p.concept.rows)));
+  }
+
+  it("with the adversaries off, removes the direction of the concept set's mean difference, and nothing without the term", async () => {
+    const ctx = pooledContext(p, probe);
+    const base = { lr: 0.01, conceptWeight: 0, retrainHead: false } as const;
+    const on = asMaskEraser(await createDasMaskFitter(base).fit(ctx));
+    const off = asMaskEraser(await createDasMaskFitter({ ...base, meanDifferenceWeight: 0 }).fit(ctx));
+    try {
+      expect(on.config.meanDifferenceWeight).toBe(DEFAULT_MEAN_DIFFERENCE_WEIGHT);
+      expect(off.removedUnits()[HOOK]).toEqual([]);
+      expect(keptFraction(off)).toBeGreaterThan(0.95);
+      const removed = on.removedUnits()[HOOK]!;
+      expect(removed).toHaveLength(1);
+      expect(keptFraction(on)).toBeLessThan(0.1);
+      // The removed subspace holds the planted concept direction (row 0 of the rotation) and not the task's (row 1).
+      const u = on.basis(HOOK);
+      const q = p.rotation!;
+      const inRemoved = (row: number): number =>
+        Math.hypot(...removed.map((c) => Array.from({ length: 8 }, (_, j) => u[j * 8 + c]! * q[row * 8 + j]!).reduce((a, b) => a + b, 0)));
+      expect(inRemoved(0)).toBeGreaterThan(0.95);
+      expect(inRemoved(1)).toBeLessThan(0.2);
+    } finally {
+      on.dispose();
+      off.dispose();
+    }
+  });
+
+  it('is the same whether computed as the edit of the unmasked difference or from every concept row', () => {
+    const ctx = pooledContext(p, probe);
+    const config = resolveMaskConfig(parseStrict(dasMaskOptionsSchema, { epochs: 1, lr: 0.01, rank: 3, meanDifferenceWeight: 5 }, 'das_mask options'), ctx);
+    const run = (wrap: (s: PooledSource) => RowSource): { mean: number[]; logits: number[] } => {
+      const space = DAS_MASK.create(HOOK, ctx, config);
+      const pooled = new PooledSource(p.cache, space, p.concept.rows);
+      const trainer = new MaskTrainer({
+        spaces: [space],
+        task: { source: new PooledSource(p.cache, space, p.train.rows), labels: p.train.y },
+        concept: { source: wrap(pooled), labels: p.concept.z, taskLabels: p.concept.y },
+        probeHead: affineOfProbe(probe, probe.dIn, config.seed),
+        config,
+        label: 'das_mask test',
+        refitChunk: 64,
+      });
+      try {
+        const mean: number[] = [];
+        while (!trainer.done) mean.push(trainer.step().meanDifference);
+        return { mean, logits: Array.from(trainer.maskLogits()[0]!) };
+      } finally {
+        trainer.dispose();
+        space.dispose();
+      }
+    };
+    const before = tf.memory().numTensors;
+    const viaEdit = run((s) => s);
+    // Not a PooledSource: the trainer represents every concept row (in chunks of 64) each step.
+    const viaRows = run((s) => ({ n: s.n, fixedDirections: (v) => s.fixedDirections(v), represent: (at, v) => s.represent(at, v) }));
+    expect(tf.memory().numTensors).toBe(before);
+    expect(viaEdit.mean[0]).toBeGreaterThan(0.5);
+    viaEdit.mean.forEach((m, i) => expect(viaRows.mean[i]).toBeCloseTo(m, 4));
+    viaEdit.logits.forEach((m, i) => expect(viaRows.logits[i]).toBeCloseTo(m, 3));
   });
 });

@@ -2,7 +2,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { initEngine, tf } from '../../../src/engine/engine.js';
 import { initialLogit, temperatureAt } from '../../../src/erasure/mask/gate.js';
 import { affineOfProbe } from '../../../src/erasure/mask/affine-heads.js';
-import { adversaryLoss, balancingWeights } from '../../../src/erasure/mask/losses.js';
+import { adversaryLoss, balancingWeights, meanDifferenceContrast } from '../../../src/erasure/mask/losses.js';
 import { conceptFolds } from '../../../src/erasure/mask/folds.js';
 import { resolveMaskConfig, type MaskOptions } from '../../../src/erasure/mask/options.js';
 import { parseStrict } from '../../../src/util/schema.js';
@@ -123,6 +123,16 @@ describe('options', () => {
     expect(() => createDasMaskFitter({ objective: 'task', adversaryEvery: 5 })).toThrow(/field "adversaryEvery": applies only to objective "concept"/);
   });
 
+  it('das_mask: meanDifferenceWeight belongs to the concept objective', () => {
+    expect(() => parseStrict(dasMaskOptionsSchema, { objective: 'task', meanDifferenceWeight: 1 }, 'das_mask options')).toThrow(
+      /field "meanDifferenceWeight": applies only to objective "concept" \(the objective here is "task"\)/,
+    );
+    expect(() => parseStrict(dasMaskOptionsSchema, { meanDifferenceWeight: -1 }, 'das_mask options')).toThrow(/meanDifferenceWeight/);
+    // Left unset by parsing (the fitter fills in the default, see das-mask.test.ts).
+    expect(parseStrict(dasMaskOptionsSchema, {}, 'das_mask options').meanDifferenceWeight).toBeUndefined();
+    expect(() => parseStrict(neuronMaskOptionsSchema, { meanDifferenceWeight: 1 }, 'neuron_mask options')).toThrow(/meanDifferenceWeight/);
+  });
+
   it('refuses taskSplit with the concept objective, whether given or the default', () => {
     const message = /field "taskSplit": applies only to objective "task" \(the objective here is "concept"\)/;
     expect(() => sae({ objective: 'concept', taskSplit: 'train' })).toThrow(message);
@@ -212,6 +222,29 @@ describe('heads and losses', () => {
     expect(cell(1, 0)).toBe(0);
     expect(Array.from(w).reduce((a, b) => a + b, 0)).toBeCloseTo(8, 5);
     expect(() => balancingWeights(y, z.subarray(1))).toThrow(/8 task labels for 7 concept labels/);
+  });
+
+  it('balancing weights with a power: n_c^-power per row, averaging 1 (0 unweighted, 1/2 square-root balancing)', () => {
+    const y = Int32Array.from([0, 0, 0, 0, 1, 1, 1, 1, 1]);
+    const z = Int32Array.from([0, 0, 0, 1, 1, 1, 1, 1, 0]);
+    expect(Array.from(balancingWeights(y, z, 0))).toEqual(Array.from({ length: 9 }, () => 1));
+    expect(Array.from(balancingWeights(y, z, 1))).toEqual(Array.from(balancingWeights(y, z)));
+    const w = balancingWeights(y, z, 0.5);
+    expect(Array.from(w).reduce((a, b) => a + b, 0)).toBeCloseTo(9, 5);
+    // Cells of 3, 1, 4 and 1 rows: a row of a cell of n weighs in proportion to 1 / sqrt(n).
+    expect(w[0]! / w[3]!).toBeCloseTo(1 / Math.sqrt(3), 6);
+    expect(w[4]! / w[8]!).toBeCloseTo(1 / 2, 6);
+  });
+
+  it('the mean-difference contrast gives the weighted class-mean difference, and needs both classes', () => {
+    const z = Int32Array.from([1, 0, 1, 0, 0]);
+    const x = [2, 4, 6, 1, -3];
+    const dot = (c: Float32Array): number => x.reduce((s, xi, i) => s + xi * c[i]!, 0);
+    expect(dot(meanDifferenceContrast(z))).toBeCloseTo((2 + 6) / 2 - (4 + 1 - 3) / 3, 6);
+    const w = Float32Array.from([3, 1, 1, 2, 1]);
+    expect(dot(meanDifferenceContrast(z, w))).toBeCloseTo((3 * 2 + 6) / 4 - (4 + 2 * 1 - 3) / 4, 6);
+    expect(() => meanDifferenceContrast(Int32Array.from([1, 1]))).toThrow(/both concept classes/);
+    expect(() => meanDifferenceContrast(Int32Array.from([1, 2]))).toThrow(/label 1 is 2/);
   });
 
   it('splits the concept set into disjoint folds stratified by label', () => {

@@ -45,7 +45,7 @@ describe('MaskTrainer', () => {
     while (!trainer.done) {
       const info = trainer.step();
       expect(info.step).toBe(trainer.stepsTaken);
-      expect(trainer.loss()).toEqual({ loss: info.loss, taskLoss: info.taskLoss, adversaryLoss: info.adversaryLoss });
+      expect(trainer.loss()).toEqual({ loss: info.loss, taskLoss: info.taskLoss, adversaryLoss: info.adversaryLoss, meanDifference: 0 });
     }
     expect(seen.map((i) => i.step)).toEqual(Array.from({ length: trainer.totalSteps }, (_, i) => i + 1));
     expect(seen.map((i) => i.epoch)).toEqual([0, 0, 0, 0, 1, 1, 1, 1]);
