@@ -143,18 +143,21 @@ async function onnxCollector(model: Model, spec: CollectSpec): Promise<Collector
   const build = (g: OnnxGraph, values: Readonly<Record<HookName, string>>, inputs: { attentionMask: string }): void => {
     for (const hook of spec.hooks) {
       const acts = values[hook]!;
-      g.output(OUT.pooled(hook), meanPoolNodes(g, acts, inputs.attentionMask), 'float32', ['batch', d]);
+      const pooled = meanPoolNodes(g, acts, inputs.attentionMask);
+      g.output(OUT.pooled(hook), pooled, 'float32', ['batch', d]);
       if (spec.perToken) g.output(OUT.tokenActs(hook), acts, 'float32', ['batch', 'seq', d]);
       const sae = spec.saes[hook];
       if (sae === undefined) continue;
-      const { codes, error } = saeNodes(g, sae as Sae, flattenTokens(g, acts, d));
+      const { codes, decodeNodes, error } = saeNodes(g, sae as Sae, flattenTokens(g, acts, d), spec.perToken);
       const codes3 = unflattenTokens(g, codes, acts, sae.dSae);
-      const error3 = unflattenTokens(g, error!, acts, d);
-      g.output(OUT.codesPooled(hook), meanPoolNodes(g, codes3, inputs.attentionMask), 'float32', ['batch', sae.dSae]);
-      g.output(OUT.errorPooled(hook), meanPoolNodes(g, error3, inputs.attentionMask), 'float32', ['batch', d]);
+      const codesPooled = meanPoolNodes(g, codes3, inputs.attentionMask);
+      g.output(OUT.codesPooled(hook), codesPooled, 'float32', ['batch', sae.dSae]);
+      // Decoding is affine, so the mean error is the mean activation minus the decoded mean code:
+      // one decoder product per text instead of one per token.
+      g.output(OUT.errorPooled(hook), g.op('Sub', [pooled, decodeNodes(codesPooled)]), 'float32', ['batch', d]);
       if (spec.perToken) {
         g.output(OUT.tokenCodes(hook), codes3, 'float32', ['batch', 'seq', sae.dSae]);
-        g.output(OUT.tokenErrors(hook), error3, 'float32', ['batch', 'seq', d]);
+        g.output(OUT.tokenErrors(hook), unflattenTokens(g, error!, acts, d), 'float32', ['batch', 'seq', d]);
       }
     }
   };

@@ -66,6 +66,41 @@ function checkSeek(what: string, epoch: number, position: number, items: number)
   }
 }
 
+/**
+ * One pass over `items` items in a seeded shuffled order (seed `seed + epoch` for pass `epoch`),
+ * and how far into it a source is: the position state every source shares.
+ */
+class ShuffledPass {
+  order: Int32Array;
+  /** Items consumed in this pass. */
+  pos = 0;
+
+  constructor(
+    readonly items: number,
+    private readonly seed: number,
+    /** Names the source in errors. */
+    private readonly what: string,
+  ) {
+    this.order = permutation(items, seed);
+  }
+
+  restart(epoch: number): void {
+    this.order = permutation(this.items, this.seed + epoch);
+    this.pos = 0;
+  }
+
+  seek(epoch: number, position: number): void {
+    checkSeek(this.what, epoch, position, this.items);
+    this.order = permutation(this.items, this.seed + epoch);
+    this.pos = position;
+  }
+
+  /** The source methods over this pass. */
+  methods(): Pick<ActivationSource, 'restart' | 'position' | 'seek'> {
+    return { restart: (epoch) => this.restart(epoch), position: () => this.pos, seek: (epoch, position) => this.seek(epoch, position) };
+  }
+}
+
 export interface ModelSourceOptions {
   model: Model;
   /** Right-padded batch of texts (for example `OpenedModel.tokenize`). */
@@ -86,8 +121,7 @@ export function modelActivationSource(options: ModelSourceOptions): ActivationSo
   if (texts.length === 0) throw new Error('modelActivationSource: no texts');
   const docsPerBatch = options.docsPerBatch ?? 16;
   const seed = options.seed ?? 42;
-  let order = permutation(texts.length, seed);
-  let pos = 0;
+  const pass = new ShuffledPass(texts.length, seed, 'modelActivationSource');
   // A tfjs chunk is a synchronous forward pass: collecting many in a row must still let the event loop run.
   const breather = new Breather();
   const executor = chooseExecutor(model, options.executor);
@@ -95,21 +129,12 @@ export function modelActivationSource(options: ModelSourceOptions): ActivationSo
   let onnx: Promise<OnnxForward> | undefined;
   return {
     dIn: model.config.dModel,
-    restart(epoch: number) {
-      order = permutation(texts.length, seed + epoch);
-      pos = 0;
-    },
-    position: () => pos,
-    seek(epoch: number, position: number) {
-      checkSeek('modelActivationSource', epoch, position, texts.length);
-      order = permutation(texts.length, seed + epoch);
-      pos = position;
-    },
+    ...pass.methods(),
     async nextChunk() {
       await breather.maybe();
-      if (pos >= texts.length) return undefined;
-      const docs = Array.from(order.subarray(pos, Math.min(pos + docsPerBatch, texts.length)), (i) => texts[i]!);
-      pos += docs.length;
+      if (pass.pos >= texts.length) return undefined;
+      const docs = Array.from(pass.order.subarray(pass.pos, Math.min(pass.pos + docsPerBatch, texts.length)), (i) => texts[i]!);
+      pass.pos += docs.length;
       const batch = tokenize(docs);
       try {
         let values: Float32Array;
@@ -150,26 +175,17 @@ export function arrayActivationSource(rows: Float32Array, dIn: number, options: 
   if (!Number.isInteger(n) || n === 0) throw new Error(`arrayActivationSource: ${rows.length} values do not make rows of width ${dIn}`);
   const chunk = options.chunkTokens ?? 256;
   const seed = options.seed ?? 42;
-  let order = permutation(n, seed);
-  let pos = 0;
+  const pass = new ShuffledPass(n, seed, 'arrayActivationSource');
   return {
     dIn,
-    restart(epoch: number) {
-      order = permutation(n, seed + epoch);
-      pos = 0;
-    },
-    position: () => pos,
-    seek(epoch: number, position: number) {
-      checkSeek('arrayActivationSource', epoch, position, n);
-      order = permutation(n, seed + epoch);
-      pos = position;
-    },
+    ...pass.methods(),
     nextChunk() {
+      const { order, pos } = pass;
       if (pos >= n) return Promise.resolve(undefined);
       const m = Math.min(chunk, n - pos);
       const out = new Float32Array(m * dIn);
       for (let i = 0; i < m; i++) out.set(rows.subarray(order[pos + i]! * dIn, (order[pos + i]! + 1) * dIn), i * dIn);
-      pos += m;
+      pass.pos += m;
       return Promise.resolve(out);
     },
   };
@@ -240,25 +256,15 @@ export async function spillActivations(source: ActivationSource, dir: string, se
     rmSync(dirname(path), { recursive: true, force: true });
     throw new Error('spillActivations: the source yielded no rows');
   }
-  let order = permutation(chunks, seed);
-  let pos = 0;
+  const pass = new ShuffledPass(chunks, seed, 'spillActivations');
   let reader: number | undefined;
   return {
     dIn: d,
     tokens: starts.at(-1)!,
-    restart(epoch: number) {
-      order = permutation(chunks, seed + epoch);
-      pos = 0;
-    },
-    position: () => pos,
-    seek(epoch: number, position: number) {
-      checkSeek('spillActivations', epoch, position, chunks);
-      order = permutation(chunks, seed + epoch);
-      pos = position;
-    },
+    ...pass.methods(),
     nextChunk() {
-      if (pos >= chunks) return Promise.resolve(undefined);
-      const c = order[pos++]!;
+      if (pass.pos >= chunks) return Promise.resolve(undefined);
+      const c = pass.order[pass.pos++]!;
       const rows = starts[c + 1]! - starts[c]!;
       const out = new Float32Array(rows * d);
       reader ??= openSync(path, 'r');

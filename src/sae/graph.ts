@@ -17,9 +17,16 @@ export function hasGraph(sae: Sae): sae is AffineSae {
 
 /**
  * Adds the SAE to `g` for tokens `x [N, dIn]`: returns the codes `[N, dSae]`, the reconstruction
- * and the error `[N, dIn]` (the decoder is added only when `decode` is true).
+ * and the error `[N, dIn]` (the decoder is added only when `decode` is true), and `decodeNodes`,
+ * which decodes any codes `[M, dSae]` with the same weights (e.g. mean-pooled codes: decoding is
+ * affine, so it commutes with mean pooling).
  */
-export function saeNodes(g: OnnxGraph, sae: Sae, x: string, decode = true): { codes: string; reconstruction?: string; error?: string } {
+export function saeNodes(
+  g: OnnxGraph,
+  sae: Sae,
+  x: string,
+  decode = true,
+): { codes: string; decodeNodes: (f: string) => string; reconstruction?: string; error?: string } {
   if (!hasGraph(sae)) throw new Error(`${sae.metadata.source}: this SAE type has no ONNX form; run it with the tfjs executor`);
   const { dIn, dSae } = sae;
   // Added only where used: ONNX Runtime warns about unused initializers.
@@ -48,7 +55,9 @@ export function saeNodes(g: OnnxGraph, sae: Sae, x: string, decode = true): { co
       break;
     }
   }
-  if (!decode) return { codes };
-  const reconstruction = g.op('Add', [g.op('MatMul', [codes, g.constant('sae_w_dec', valuesOf(sae.wDec), [dSae, dIn])]), bDec()]);
-  return { codes, reconstruction, error: g.op('Sub', [x, reconstruction]) };
+  let wDec: string | undefined;
+  const decodeNodes = (f: string): string => g.op('Add', [g.op('MatMul', [f, (wDec ??= g.constant('sae_w_dec', valuesOf(sae.wDec), [dSae, dIn]))]), bDec()]);
+  if (!decode) return { codes, decodeNodes };
+  const reconstruction = decodeNodes(codes);
+  return { codes, decodeNodes, reconstruction, error: g.op('Sub', [x, reconstruction]) };
 }
