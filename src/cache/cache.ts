@@ -29,6 +29,7 @@ import { writeJsonAtomic } from '../io/atomic.js';
 import { readSafetensors, writeSafetensors, type RawTensor } from '../io/safetensors.js';
 import type { ExecutorName } from '../models/executor.js';
 import type { Batch, HookName, Model } from '../models/model.js';
+import { concatTyped } from '../util/arrays.js';
 import { isQuiet, progress } from '../util/progress.js';
 import { createCollector, type BatchValues, type CacheSae, type Collector } from './collect.js';
 import { fileSha256 } from './identity.js';
@@ -422,16 +423,6 @@ function push<T>(m: Map<HookName, T[]>, k: HookName, v: T): void {
   const list = m.get(k);
   if (list === undefined) m.set(k, [v]);
   else list.push(v);
-}
-
-function concatTyped<T extends Float32Array | Int32Array>(parts: T[], ctor: new (n: number) => T): T {
-  const out = new ctor(parts.reduce((a, p) => a + p.length, 0));
-  let off = 0;
-  for (const p of parts) {
-    out.set(p, off);
-    off += p.length;
-  }
-  return out;
 }
 
 function gatherRows(data: Float32Array, d: number, rows?: ArrayLike<number>): Float32Array {

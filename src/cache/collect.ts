@@ -8,7 +8,7 @@
 import { tf } from '../engine/engine.js';
 import type { OnnxGraph } from '../onnx/graph.js';
 import { flattenTokens, meanPoolNodes, unflattenTokens } from '../onnx/ops.js';
-import { chooseExecutor, OnnxForward, requestedExecutor, type ExecutorName } from '../models/executor.js';
+import { chooseExecutor, OnnxForward, type ExecutorName } from '../models/executor.js';
 import type { Batch, HookName, Model } from '../models/model.js';
 import { meanPool } from '../models/pool.js';
 import { hasGraph, saeNodes } from '../sae/graph.js';
@@ -76,9 +76,7 @@ function emptyValues(batch: Batch): BatchValues {
  */
 export async function createCollector(model: Model, spec: CollectSpec, executor?: ExecutorName): Promise<Collector> {
   const saesHaveGraphs = Object.values(spec.saes).every((s) => hasGraph(s as Sae));
-  const asked = executor ?? requestedExecutor();
-  if (asked === 'onnx' && !saesHaveGraphs) throw new Error('the ONNX executor was asked for, but an SAE of this cache has no ONNX form; use the tfjs executor');
-  const chosen = chooseExecutor(model, asked ?? (saesHaveGraphs ? undefined : 'tfjs'));
+  const chosen = chooseExecutor(model, executor, saesHaveGraphs ? undefined : 'an SAE of this cache has no ONNX form');
   return chosen === 'onnx' ? onnxCollector(model, spec) : tfjsCollector(model, spec);
 }
 

@@ -38,16 +38,18 @@ export function requestedExecutor(): ExecutorName | undefined {
 }
 
 /**
- * The executor to use for `model`: `requested`, else `setExecutor`'s, else `SAE_ERASER_EXECUTOR`'s,
- * else ONNX Runtime when the model has an ONNX form, else tfjs. Asking for `onnx` for a model
- * without one is an error, not a silent fallback.
+ * The executor to use for `model`: `requested`, else `requestedExecutor()`'s, else ONNX Runtime
+ * when the model (and whatever else the pass needs: `lacking` names what has no ONNX form, such as
+ * an SAE or an eraser's edits) has an ONNX form, else tfjs. Asking for `onnx` where something has
+ * none is an error, not a silent fallback.
+ * @param lacking A clause saying what else has no ONNX form (e.g. "these edits have no ONNX
+ *   form"), or undefined when everything does.
  */
-export function chooseExecutor(model: Model, requested?: ExecutorName): ExecutorName {
+export function chooseExecutor(model: Model, requested?: ExecutorName, lacking?: string): ExecutorName {
   const want = requested ?? requestedExecutor();
-  if (want === 'onnx' && model.forwardGraph === undefined) {
-    throw new Error(`the ONNX executor was asked for, but ${model.config.modelType} models have no ONNX form here; use the tfjs executor`);
-  }
-  return want ?? (model.forwardGraph === undefined ? 'tfjs' : 'onnx');
+  const missing = model.forwardGraph === undefined ? `${model.config.modelType} models have no ONNX form here` : lacking;
+  if (want === 'onnx' && missing !== undefined) throw new Error(`the ONNX executor was asked for, but ${missing}; use the tfjs executor`);
+  return want ?? (missing === undefined ? 'onnx' : 'tfjs');
 }
 
 /** The int64 graph inputs of a batch (`input_ids`, `attention_mask`). */

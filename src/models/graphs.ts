@@ -21,6 +21,7 @@
  */
 import { tf } from '../engine/engine.js';
 import { float, int, ints, type OnnxGraph } from '../onnx/graph.js';
+import { concatTyped } from '../util/arrays.js';
 import { HookRunner } from './hook-runner.js';
 import type { HiddenAct } from './config.js';
 import type { LayerNorm, Linear, Mlp } from './layers.js';
@@ -55,20 +56,9 @@ function concatColumns(parts: readonly Matrix[]): Matrix {
   return { data: out, cols };
 }
 
-/** Arrays end to end (the row blocks of one matrix, or bias pieces). */
-function concatArrays(parts: readonly Float32Array[]): Float32Array {
-  const out = new Float32Array(parts.reduce((s, p) => s + p.length, 0));
-  let offset = 0;
-  for (const p of parts) {
-    out.set(p, offset);
-    offset += p.length;
-  }
-  return out;
-}
-
 /** A linear layer's whole `W^T` `[in, out]` (its row blocks stacked back together). */
 function weightMatrix(layer: Linear): Matrix {
-  return { data: concatArrays(layer.weightT.map(valuesOf)), cols: layer.weightT[0]!.shape[1] };
+  return { data: concatTyped(layer.weightT.map(valuesOf), Float32Array), cols: layer.weightT[0]!.shape[1] };
 }
 
 /** `x W + b` for a `[in, out]` weight given as values (b omitted when undefined). */
@@ -97,7 +87,13 @@ export function linearsGraph(g: OnnxGraph, x: string, layers: readonly Linear[],
   const withBias = layers.filter((l) => l.bias !== undefined).length;
   if (withBias !== 0 && withBias !== layers.length) throw new Error(`internal: ${name}: fused linear maps must all have a bias or none`);
   const weights = layers.map(weightMatrix);
-  const bias = withBias === 0 ? undefined : concatArrays(layers.map((l) => valuesOf(l.bias!)));
+  const bias =
+    withBias === 0
+      ? undefined
+      : concatTyped(
+          layers.map((l) => valuesOf(l.bias!)),
+          Float32Array,
+        );
   const y = affine(g, x, concatColumns(weights), bias, name);
   return g.nodeN('Split', [y, g.ints(weights.map((w) => w.cols))], layers.length, { axis: int(-1) });
 }
@@ -134,8 +130,17 @@ export function activationGraph(g: OnnxGraph, name: HiddenAct, x: string): strin
 /** The MLP act(x W1^T + b1) W2^T + b2 on `[n, seq, d]`, with the blocks of `m` joined into W1^T `[d, dFf]` and W2^T `[dFf, d]`. */
 export function mlpGraph(g: OnnxGraph, x: string, m: Mlp, name: string): string {
   const w1 = concatColumns(m.blocks.map((b) => weightMatrix(b.in)));
-  const b1 = concatArrays(m.blocks.map((b) => valuesOf(b.in.bias!)));
-  const w2 = { data: concatArrays(m.blocks.map((b) => valuesOf(b.outWeightT))), cols: m.outBias.shape[0] };
+  const b1 = concatTyped(
+    m.blocks.map((b) => valuesOf(b.in.bias!)),
+    Float32Array,
+  );
+  const w2 = {
+    data: concatTyped(
+      m.blocks.map((b) => valuesOf(b.outWeightT)),
+      Float32Array,
+    ),
+    cols: m.outBias.shape[0],
+  };
   const hidden = activationGraph(g, m.act, affine(g, x, w1, b1, `${name}.in`));
   return affine(g, hidden, w2, valuesOf(m.outBias), `${name}.out`);
 }

@@ -8,7 +8,7 @@
 import { tf } from '../engine/engine.js';
 import { meanPoolNodes } from '../onnx/ops.js';
 import { progress } from '../util/progress.js';
-import { chooseExecutor, OnnxForward, requestedExecutor, type ExecutorName } from './executor.js';
+import { chooseExecutor, OnnxForward, type ExecutorName } from './executor.js';
 import type { Batch, Edit, GraphEdit, HookName, Model } from './model.js';
 
 /** `acts [n, seq, d]`, `mask [n, seq]` (0/1, any numeric dtype) -> `[n, d]`. */
@@ -106,10 +106,7 @@ export async function pooledWithEditsOnExecutor(
   graphEdits: Readonly<Record<HookName, GraphEdit>> | undefined,
   options: EditedPassOptions = {},
 ): Promise<tf.Tensor2D> {
-  const asked = options.executor ?? requestedExecutor();
-  if (asked === 'onnx' && graphEdits === undefined)
-    throw new Error('the ONNX executor was asked for, but these edits have no ONNX form; use the tfjs executor');
-  const executor = chooseExecutor(model, asked ?? (graphEdits === undefined ? 'tfjs' : undefined));
+  const executor = chooseExecutor(model, options.executor, graphEdits === undefined ? 'these edits have no ONNX form' : undefined);
   if (executor === 'tfjs' || graphEdits === undefined) return pooledWithEdits(model, tokenize, texts, hook, edits, options);
   checkEditsUpTo(model, hook, Object.keys(graphEdits));
   const d = model.config.dModel;

@@ -16,6 +16,7 @@
  */
 import { closeSync, mkdtempSync, openSync, readSync, rmSync, writeSync } from 'node:fs';
 import { dirname, join } from 'node:path';
+import { concatTyped } from '../util/arrays.js';
 import { Breather } from '../util/yield.js';
 import { tf } from '../engine/engine.js';
 import { mulberry32, permutation, randomInt, type Rng } from '../data/prng.js';
@@ -208,13 +209,7 @@ export async function collectActivations(source: ActivationSource, maxTokens: nu
   } finally {
     await source.dispose?.();
   }
-  const out = new Float32Array(total * d);
-  let off = 0;
-  for (const p of parts) {
-    out.set(p, off);
-    off += p.length;
-  }
-  return out;
+  return concatTyped(parts, Float32Array);
 }
 
 /** A source over chunks spilled to a file by `spillActivations`; `dispose()` deletes the file. */

@@ -28,3 +28,14 @@ export function minOf(values: Iterable<number>): number {
 export function pushAll<T>(target: T[], items: Iterable<T>): void {
   for (const item of items) target.push(item);
 }
+
+/** Typed arrays end to end, in one new array of the same type (`ctor`). */
+export function concatTyped<T extends Float32Array | Int32Array>(parts: readonly T[], ctor: new (n: number) => T): T {
+  const out = new ctor(parts.reduce((a, p) => a + p.length, 0));
+  let off = 0;
+  for (const p of parts) {
+    out.set(p, off);
+    off += p.length;
+  }
+  return out;
+}
