@@ -10,6 +10,7 @@ import type { Subcommand } from './subcommand.js';
 
 const subcommands: Record<string, () => Promise<Subcommand>> = {
   activations: async () => (await import('./activations.js')).activationsCommand,
+  budget: async () => (await import('./budget.js')).budgetCommand,
   mask: async () => (await import('./mask.js')).maskCommand,
   mnist: async () => (await import('./mnist.js')).mnistCommand,
   probe: async () => (await import('./probe.js')).probeCommand,

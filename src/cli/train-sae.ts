@@ -1,25 +1,33 @@
 /**
  * `sae-eraser train-sae`: trains an SAE on a model's hook activations over a text file and saves it
- * in SAELens format (cfg.json + sae_weights.safetensors + metrics.json).
+ * in SAELens format (cfg.json + sae_weights.safetensors + metrics.json); with several hooks (a list
+ * or patterns), one SAE per hook from one activation pass, each in its own subfolder.
  */
-import { trainSae } from '../sae/train.js';
+import { trainSae, trainSaes, type TrainedSae } from '../sae/train.js';
+import { checkHookPattern, isHookPattern } from '../sae/hook-patterns.js';
 import { engineInfo } from '../engine/engine.js';
 import { HistoryWriter, writeRunConfig } from '../io/run-log.js';
 import type { CommandResult, Subcommand } from './subcommand.js';
 import { UsageError, outputPath, oneOf, optionalInt, optionalNumber, optionalString, parse, requireString } from './args.js';
 
-const usage = `usage: sae-eraser train-sae --model DIR_OR_REPO --hook HOOK --input FILE.jsonl --d-sae N --out DIR
+const usage = `usage: sae-eraser train-sae --model DIR_OR_REPO --hook HOOK[,HOOK...] --input FILE.jsonl --d-sae N --out DIR
        [--arch relu|topk] [--k K] [--l1 C] [--tokens N] [--held-out FILE.jsonl] [--text-field text]
        [--batch-size 1024] [--lr 1e-3] [--max-length 128] [--seed 42] [--cache-tokens N] [--quiet]
 
-Streams HOOK activations of the model over the texts of FILE (documents shuffled, bounded memory),
-trains a ReLU SAE (L2 + L1, dictionary_learning conventions; --l1, default 0.1 on inputs scaled to
-mean norm sqrt(d)) or a TopK SAE (--k, default 32) on --tokens tokens (default 2,000,000), writes
-periodic checkpoints to DIR/checkpoint (Ctrl-C stops after the current step and checkpoints it; the
-same command run again resumes exactly where it stopped), and saves the SAE to DIR in SAELens format
-with metrics.json (fraction of variance explained, L0 and dead-feature fraction on --held-out).
---cache-tokens N collects up to N training tokens once (4 x d bytes each) and trains from memory,
-which is much faster when --tokens is several passes over the data.`;
+Runs the model once over the texts of FILE (documents shuffled) capturing HOOK, spills its
+activations to a file under DIR (4 x d bytes a token, deleted when done; at most the tokens training
+reads, or --cache-tokens N), trains a ReLU SAE (L2 + L1, dictionary_learning conventions; --l1,
+default 0.1 on inputs scaled to mean norm sqrt(d)) or a TopK SAE (--k, default 32) on --tokens tokens
+(default 2,000,000) read back from it, writes periodic checkpoints to DIR/checkpoint (Ctrl-C stops
+after the current step and checkpoints it; the same command run again resumes exactly where it
+stopped), and saves the SAE to DIR in SAELens format with metrics.json (fraction of variance
+explained, L0 and dead-feature fraction on --held-out).
+
+Several hooks: --hook takes a comma-separated list of hook names and patterns, * standing for any
+characters (e.g. 'layers.*.resid_out,embed'). The one pass captures every hook, each spilled to its
+own file, then one SAE trains per hook, in forward order, each with the same options, into
+DIR/<hook>/ (its checkpoint in DIR/<hook>/checkpoint, so a stopped run resumes at the hook it was
+training). Disk: 4 x d bytes per token and hook until that hook's SAE is trained.`;
 
 async function main(argv: string[]): Promise<CommandResult> {
   const p = parse(argv, {
@@ -48,13 +56,22 @@ async function main(argv: string[]): Promise<CommandResult> {
   const lr = optionalNumber(p, 'lr');
   if (lr !== undefined && lr <= 0) throw new UsageError('--lr must be > 0');
   const out = outputPath(p, 'folder', [optionalString(p, 'input'), optionalString(p, 'held-out'), optionalString(p, 'model')]);
+  const hooks = requireString(p, 'hook')
+    .split(',')
+    .map((h) => h.trim());
+  for (const h of hooks) {
+    if (h === '') throw new UsageError('--hook: an empty hook name in the list');
+    checkHookPattern(h, '--hook');
+  }
+  // One plain hook name: the SAE goes to DIR itself; a list or a pattern: one subfolder per hook.
+  const single = hooks.length === 1 && !isHookPattern(hooks[0]!) ? hooks[0]! : undefined;
   // Ctrl-C: stop after the current step with a checkpoint (a second Ctrl-C kills as usual).
   const controller = new AbortController();
   const onSigint = (): void => controller.abort('interrupted');
   process.once('SIGINT', onSigint);
   const options = {
     model: requireString(p, 'model'),
-    hook: requireString(p, 'hook'),
+    hook: hooks.join(','),
     input: requireString(p, 'input'),
     heldOut: optionalString(p, 'held-out'),
     out,
@@ -75,19 +92,29 @@ async function main(argv: string[]): Promise<CommandResult> {
   const { signal: _signal, ...recorded } = options;
   writeRunConfig(out, recorded, await engineInfo());
   const history = new HistoryWriter(out);
-  const { heldOut, result } = await trainSae({
-    ...options,
-    onStep: ({ step, loss, fve, l0 }) => history.log({ stage: 'sae', step, values: { loss, fve, l0 } }),
-  }).finally(() => {
+  const { hook: _hook, ...common } = options;
+  const trained = await (
+    single !== undefined
+      ? trainSae({ ...common, hook: single, onStep: ({ step, loss, fve, l0 }) => history.log({ stage: 'sae', step, values: { loss, fve, l0 } }) }).then(
+          (t) => ({ [single]: t }),
+        )
+      : trainSaes({ ...common, hooks, onStep: ({ hook, step, loss, fve, l0 }) => history.log({ stage: `sae ${hook}`, step, values: { loss, fve, l0 } }) })
+  ).finally(() => {
     process.off('SIGINT', onSigint);
     history.close();
   });
-  const text =
-    `wrote ${out} (${result.steps} steps)\n` +
-    (heldOut === undefined
-      ? ''
-      : `held-out: FVE ${heldOut.fve.toFixed(4)}, L0 ${heldOut.l0.toFixed(1)}, dead features ${(100 * heldOut.deadFraction).toFixed(1)}% (${heldOut.tokens} tokens)\n`);
-  return { json: { out, steps: result.steps, resumedFrom: result.resumedFrom, train: result.train, heldOut }, text };
+  const summary = (t: TrainedSae): { json: Record<string, unknown>; text: string } => ({
+    json: { out: t.out, steps: t.result.steps, resumedFrom: t.result.resumedFrom, train: t.result.train, heldOut: t.heldOut },
+    text:
+      `wrote ${t.out} (${t.result.steps} steps)\n` +
+      (t.heldOut === undefined
+        ? ''
+        : `held-out: FVE ${t.heldOut.fve.toFixed(4)}, L0 ${t.heldOut.l0.toFixed(1)}, dead features ${(100 * t.heldOut.deadFraction).toFixed(1)}% (${t.heldOut.tokens} tokens)\n`),
+  });
+  for (const t of Object.values(trained)) t.sae.dispose();
+  if (single !== undefined) return summary(trained[single]!);
+  const parts = Object.entries(trained).map(([hook, t]) => [hook, summary(t)] as const);
+  return { json: { out, saes: Object.fromEntries(parts.map(([hook, s]) => [hook, s.json])) }, text: parts.map(([, s]) => s.text).join('') };
 }
 
 export const trainSaeCommand: Subcommand = {

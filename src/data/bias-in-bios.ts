@@ -23,6 +23,10 @@
  *    `female_<p1>` (the paper keys them by (y, z): (0,0), (0,1), (1,0), (1,1)).
  * The shuffle is the project PRNG's (src/data/prng.ts) with seed 42 by default, not Python's
  * `random.Random(42)`: the examples in each split are the paper's, their order differs.
+ *
+ * A test file is first cut into a tuning part and a reporting part (`splitForTuning`, stratified by
+ * group and keyed by text), and the splits are built on each part, so that reported numbers come
+ * from bios no choice was tuned on.
  */
 import { permutation } from './prng.js';
 import { readTable, type ReadTableOptions, type Table } from '../io/tabular.js';
@@ -358,6 +362,58 @@ export function buildSplits(ds: BiosDataset, options: SplitOptions = {}): BiosSp
     subgroups: subgroupSplits(ds, pair),
     professions: pairNames(pair, ds),
   };
+}
+
+/**
+ * The seed of the default tuning/reporting split of a test file (`splitForTuning`): fixed, and apart
+ * from any run's seeds, so every run reports on the same bios. Changing it changes which bios those are.
+ */
+export const TEST_SPLIT_SEED = 2019;
+
+/** A test file in two parts: one to tune choices on, one to report on (see `splitForTuning`). */
+export interface TuningSplit {
+  tuning: BiosDataset;
+  reporting: BiosDataset;
+}
+
+/**
+ * Splits a dataset into a tuning part and a reporting part, so that reported numbers come from bios
+ * no choice was tuned on.
+ *  - Stratified by (profession, gender), over every profession in the file: within each group, its
+ *    distinct texts (in order of first occurrence) are permuted with `seed` (src/data/prng.ts) and the
+ *    first floor(tuningFraction x count) go to the tuning part, the rest to the reporting part (which
+ *    so gets the odd one of an odd count at one half).
+ *  - Keyed by text: every row of a text goes where the text goes, so a bio repeated in the file never
+ *    lands in both parts; a text under two labels belongs to the group of its first row.
+ *  - Nothing else enters: the split depends on the file, `tuningFraction` and `seed` only, not on a
+ *    run's seeds or caps (cap each part afterwards).
+ * Each part keeps the file's row order and row numbers, so errors still name the file's lines; its
+ * `source` says which part it is. `tuningFraction` 0 leaves the tuning part empty.
+ */
+export function splitForTuning(ds: BiosDataset, tuningFraction: number, seed = TEST_SPLIT_SEED): TuningSplit {
+  if (!(tuningFraction >= 0 && tuningFraction < 1)) throw new Error(`${ds.source}: the tuning fraction must be in [0, 1), got ${tuningFraction}`);
+  const groups = new Map<string, string[]>();
+  const seen = new Set<string>();
+  for (const ex of ds.examples) {
+    if (seen.has(ex.text)) continue;
+    seen.add(ex.text);
+    const key = `${ex.profession}\u0000${ex.gender}`;
+    const texts = groups.get(key);
+    if (texts === undefined) groups.set(key, [ex.text]);
+    else texts.push(ex.text);
+  }
+  const tuningTexts = new Set<string>();
+  for (const texts of groups.values()) {
+    const p = permutation(texts.length, seed);
+    const n = Math.floor(tuningFraction * texts.length);
+    for (let i = 0; i < n; i++) tuningTexts.add(texts[p[i]!]!);
+  }
+  const part = (name: string, examples: BiosExample[]): BiosDataset => ({ ...ds, source: `${ds.source} (${name} part)`, examples });
+  const tuning = ds.examples.filter((e) => tuningTexts.has(e.text));
+  const rest = ds.examples.filter((e) => !tuningTexts.has(e.text));
+  // With no tuning part, the reporting part is the file itself (and errors name just the file).
+  const reporting = tuning.length === 0 ? ds : part('reporting', rest);
+  return { tuning: part('tuning', tuning), reporting };
 }
 
 /** Counts of the four (profession, gender) groups of a pair, keyed like `subgroupSplits`. */

@@ -26,7 +26,16 @@ import { int } from '../onnx/graph.js';
 import { flattenTokens, unflattenTokens } from '../onnx/ops.js';
 import { checkpointFields, checkRetrainedHead, type LoadTarget, type StoredCheckpoint } from './checkpoint.js';
 import { DiffInMeansFitter } from './diff-in-means.js';
-import { checkWidth, type CheckpointContent, type Eraser, type EraserDescription, type EraserFitter, type FitContext } from './eraser.js';
+import {
+  checkWidth,
+  supervision,
+  type CheckpointContent,
+  type Eraser,
+  type EraserDescription,
+  type EraserFitter,
+  type FitContext,
+  type Supervision,
+} from './eraser.js';
 import { retrainHead, retrainHeadOption, withHead } from './head.js';
 import { fitInlp } from './inlp.js';
 import { LeaceFitter, oneHot } from './leace.js';
@@ -171,6 +180,7 @@ export class AffineEraser implements Eraser {
       unitsRemoved: rank,
       summary: `${'variant' in this.options ? `LEACE (${this.options.variant})` : 'INLP'}: removes a rank-${rank} subspace at ${this.hook}`,
       removed: { [this.hook]: { kind: 'directions', rank } },
+      supervision: affineSupervision(),
     };
   }
 
@@ -218,6 +228,15 @@ export function restoreAffineEraser(stored: StoredCheckpoint, target: LoadTarget
     throw new Error(`${stored.dir}: the erasure's tensors do not have the shapes of width ${dim} and rank ${rank}`);
   }
   return new AffineEraser(method, hook, erasure, options);
+}
+
+/**
+ * The labels a closed-form fit reads, whatever its options: the concept set's gender labels (the
+ * erasure: `AffineFitter.fit` reads `ctx.concept.z`, never `ctx.concept.y`), and the ambiguous
+ * split's task labels, through the biased probe it keeps or the head it retrains on them.
+ */
+export function affineSupervision(): Supervision {
+  return supervision(['ambiguous_task', 'concept_gender']);
 }
 
 /** Fits an affine erasure on the pooled concept-labelled split at the probe hook, then (optionally) a head. */

@@ -18,6 +18,7 @@
  * A method is one file (or folder) exporting its option schema and its fitter factory (registered
  * in src/erasure/methods.ts) and, for its checkpoint format, a restorer (registered in load.ts).
  */
+import { z } from 'zod';
 import type { tf } from '../engine/engine.js';
 import type { ActivationCache } from '../cache/cache.js';
 import type { Batch, Edit, GraphEdit, HookName, Model } from '../models/model.js';
@@ -83,19 +84,86 @@ export interface FitContext {
   probeHook: HookName;
   /** The biased probe, trained on `train`. Fitters must not modify it. */
   probe: Probe;
-  /** The training split (ambiguous: task and concept perfectly correlated). */
+  /**
+   * The training split (ambiguous: task and concept perfectly correlated). Its task labels are
+   * `ambiguous_task` in a method's `Supervision`; its concept labels are read by no method.
+   */
   train: LabelledSplit;
-  /** A small concept-labelled set (natural distribution, no balanced task labels), for concept objectives. */
+  /**
+   * A small concept-labelled set (natural distribution), for concept objectives. It carries task
+   * labels too: a method that reads them says so (`concept_task`), as one reading `z` says
+   * `concept_gender`.
+   */
   concept: LabelledSplit;
-  /** Balanced training data, only for methods that are allowed to use it (the oracle). */
+  /** Balanced training data, only for methods that are allowed to use it (the oracle; a mask with taskSplit "balanced" says `balanced_task`). */
   balanced?: LabelledSplit;
   seed: number;
   /** Receives training curves (losses, temperature) of fitters that train, for the run's history. */
   log?: HistoryLog;
 }
 
+/**
+ * The labels a method's fit may read, named by split and label (task y = profession, concept z =
+ * gender; the splits are `FitContext`'s):
+ *  - `ambiguous_task`: task labels of the ambiguous training split, where y = z on every example.
+ *    Every eraser reads them at least through the biased probe (trained on them), which it keeps or
+ *    replaces by a head retrained on them;
+ *  - `concept_gender`: gender labels of the concept-labelled set (natural distribution);
+ *  - `concept_task`: task labels of the concept-labelled set;
+ *  - `balanced_task`: task labels of the balanced training split (the oracle's supervision).
+ */
+export const LABEL_SOURCES = ['ambiguous_task', 'concept_gender', 'concept_task', 'balanced_task'] as const;
+
+export type LabelSource = (typeof LABEL_SOURCES)[number];
+
+/** Short names of the label sources, for tables. */
+export const LABEL_SHORT_NAMES: Readonly<Record<LabelSource, string>> = {
+  ambiguous_task: 'amb. task',
+  concept_gender: 'concept gender',
+  concept_task: 'concept task',
+  balanced_task: 'balanced task',
+};
+
+/** What supervised a method's fit: the labels it read and whether a person chose what it removes. */
+export interface Supervision {
+  /** The labels read, in `LABEL_SOURCES` order, each once. */
+  labels: LabelSource[];
+  /** True when part of the erasure was chosen by hand (a word list, SAE features listed in the config). */
+  handPicked: boolean;
+}
+
+/** Supervision of `labels` (any order; repeats and false/undefined entries dropped), in canonical form. */
+export function supervision(labels: Iterable<LabelSource | false | undefined>, handPicked = false): Supervision {
+  const given = new Set(labels);
+  return { labels: LABEL_SOURCES.filter((l) => given.has(l)), handPicked };
+}
+
+/** `s` with more labels read. */
+export function withLabels(s: Supervision, ...labels: LabelSource[]): Supervision {
+  return supervision([...s.labels, ...labels], s.handPicked);
+}
+
+/** Short text of a supervision for tables: "amb. task, concept gender", with "+ hand-picked" when it is. Unknown names pass through. */
+export function supervisionText(s: { labels: readonly string[]; handPicked: boolean }): string {
+  const names = s.labels.map((l) => LABEL_SHORT_NAMES[l as LabelSource] ?? l).join(', ');
+  return s.handPicked ? `${names === '' ? '' : `${names} + `}hand-picked` : names === '' ? 'none' : names;
+}
+
+/** Checkpoint and results schema of a `Supervision`. */
+export const supervisionSchema = z
+  .strictObject({
+    labels: z.array(z.enum(LABEL_SOURCES)).describe('The labels the fit read (see LABEL_SOURCES in src/erasure/eraser.ts).'),
+    handPicked: z.boolean().describe('Whether part of the erasure was chosen by hand (a word list, listed SAE features).'),
+  })
+  .describe('What supervised the fit.');
+
 export interface EraserDescription {
   method: MethodName;
+  /**
+   * The labels the fit read and whether it was hand-picked, stated by the code that reads them
+   * (each fitter, from the options it ran with).
+   */
+  supervision: Supervision;
   /** Hooks the eraser edits. */
   hooks: HookName[];
   /** Number of units (features, neurons, directions) removed. */
@@ -104,6 +172,22 @@ export interface EraserDescription {
   summary: string;
   /** Per-hook details: removed SAE feature or neuron indices, or the rank of a removed subspace. */
   removed: Record<HookName, { kind: 'sae_features' | 'neurons' | 'directions' | 'tokens'; indices?: number[]; rank?: number }>;
+  /** How the removed units were chosen, for methods that select SAE features (SHIFT, the random control). */
+  selection?: SelectionDescription;
+}
+
+/** How a feature-selecting method chose the features it removes. */
+export interface SelectionDescription {
+  /** The rule, in words (the end of the description's summary). */
+  rule: string;
+  /**
+   * The rule's settings as the fit ran: SHIFT's options with defaults filled in (attribution kind,
+   * steps, candidates, score, concept thresholds, ...) plus the examples it actually read and the
+   * concept rules its candidates were scored by; the random control's draws.
+   */
+  parameters: Record<string, unknown>;
+  /** Per hook the rule chose from: how many features were candidates there and how many were removed. */
+  perHook: Record<HookName, { candidates: number; selected: number }>;
 }
 
 /** Fits one method with the options it was made with; every call returns a new, independent eraser. */

@@ -6,8 +6,9 @@
  *
  * Checkpoint (layout in checkpoint.ts), format `sae-eraser/feature-ablation`:
  *   eraser.json         { ..., probeHook, hooks: { [hook]: { dIn, dSae, features: number[] } },
- *                         selectedBy, errorAttribution?, selection?, and the method's own field:
- *                         SHIFT's `options` (shift-options.ts), the random control's `plan` }
+ *                         selectedBy, supervision, errorAttribution?, selection?, examplesUsed?, and
+ *                         the method's own field: SHIFT's `options` (shift-options.ts), the random
+ *                         control's `plan` }
  *   eraser.safetensors  `directions.{hook}` [k, dIn]: the ablated decoder rows, to detect at load
  *                       that a different SAE is passed; `attribution.{hook}` [dSae] (SHIFT).
  */
@@ -20,8 +21,18 @@ import type { Edit, GraphEdit, HookName } from '../models/model.js';
 import { checkFeatures, csrColumns, decoderRows, zeroAblatePooled, zeroAblationEdit, zeroAblationGraphEdit, type FeatureSets } from './ablate.js';
 import type { HookAttribution, RankedFeature } from './attribution.js';
 import { checkpointFields, ERASER_TENSORS, type LoadTarget, type StoredCheckpoint } from './checkpoint.js';
-import { checkWidth, type CheckpointContent, type Eraser, type EraserDescription, type EraserSae, type MethodName } from './eraser.js';
-import type { SelectionRecord } from './feature-selection.js';
+import {
+  checkWidth,
+  supervisionSchema,
+  type CheckpointContent,
+  type Eraser,
+  type EraserDescription,
+  type EraserSae,
+  type MethodName,
+  type SelectionDescription,
+  type Supervision,
+} from './eraser.js';
+import { ASSOCIATION_RULES, type SelectionRecord } from './feature-selection.js';
 import { positiveInt, parseStrict } from '../util/schema.js';
 import { shiftOptionsSchema, shiftRetrainOptionsSchema, type ShiftOptions, type ShiftRetrainOptions } from './shift-options.js';
 
@@ -59,6 +70,16 @@ export interface FeatureAblationRecord {
   readonly selection?: readonly (SelectionRecord | RankedFeature)[];
   /** The method's own field, saved and restored (checked against its schema). */
   readonly fields?: FeatureAblationFields;
+  /** The labels the fit read (from the fitter; saved, since the random control's plan does not hold SHIFT's options). */
+  readonly supervision: Supervision;
+  /** SHIFT: the examples its attribution and its concept test read (the options cap them; a split may hold fewer). */
+  readonly examplesUsed?: ExamplesUsed;
+}
+
+/** How many examples SHIFT's attribution (ambiguous training split) and concept test (concept-labelled set) read. */
+export interface ExamplesUsed {
+  readonly attribution?: number;
+  readonly concept?: number;
 }
 
 const rankedFeatureFields = {
@@ -87,6 +108,7 @@ function checkpointSchema(method: MethodName): z.ZodType {
       )
       .describe('The ablated features per hook, with the widths of the SAE they belong to.'),
     selectedBy: z.string().describe('How the features were chosen, in words.'),
+    supervision: supervisionSchema,
     errorAttribution: z.record(z.string(), z.number()).optional().describe("SHIFT: the SAE error term's attribution per attributed hook."),
     selection: z
       .array(
@@ -94,8 +116,8 @@ function checkpointSchema(method: MethodName): z.ZodType {
           z.strictObject({
             ...rankedFeatureFields,
             conceptScore: z.number().describe('Concept score of the concept test.'),
-            taskScore: z.number().describe('Task score of the concept test.'),
-            rule: z.enum(['stratified', 'marginal']).describe('How the scores were computed.'),
+            taskScore: z.number().optional().describe('Task score of the concept test (absent for the concept-only rule).'),
+            rule: z.enum(ASSOCIATION_RULES).describe('How the scores were computed.'),
             selected: z.boolean().describe('Whether the concept test kept the feature.'),
           }),
           z.strictObject(rankedFeatureFields),
@@ -103,6 +125,13 @@ function checkpointSchema(method: MethodName): z.ZodType {
       )
       .optional()
       .describe('SHIFT: the candidates of the selection step.'),
+    examplesUsed: z
+      .strictObject({
+        attribution: positiveInt().optional().describe('Ambiguous training examples the attribution read.'),
+        concept: positiveInt().optional().describe('Concept-labelled examples the concept test read.'),
+      })
+      .optional()
+      .describe('SHIFT: the examples its attribution and concept test read.'),
     ...own,
   });
 }
@@ -111,8 +140,10 @@ interface StoredFeatureAblation {
   probeHook: HookName;
   hooks: Record<HookName, { dIn: number; dSae: number; features: number[] }>;
   selectedBy: string;
+  supervision: Supervision;
   errorAttribution?: Record<HookName, number>;
   selection?: (SelectionRecord | RankedFeature)[];
+  examplesUsed?: ExamplesUsed;
   options?: ShiftOptions | ShiftRetrainOptions;
   plan?: RandomPlan;
 }
@@ -234,7 +265,36 @@ export class FeatureAblationEraser implements Eraser {
       unitsRemoved: n,
       summary: `zero-ablates ${n} SAE features${perHook === '' ? '' : ` (${perHook})`}, keeping the SAE error; ${this.record.selectedBy}`,
       removed,
+      supervision: this.record.supervision,
+      selection: this.selectionDescription(),
     };
+  }
+
+  /**
+   * How the features were chosen, from the record. Per hook: SHIFT's attributed hooks with their
+   * candidates (the top features by attribution that went to selection) or, with manual selection,
+   * the listed hooks; the random control's hooks where it drew features, all of whose features were
+   * candidates.
+   */
+  private selectionDescription(): SelectionDescription {
+    const { selectedBy, attributions, selection, fields, examplesUsed } = this.record;
+    const selected = (h: HookName): number => this.ablations[h]?.features.length ?? 0;
+    const perHook: SelectionDescription['perHook'] = {};
+    if (fields?.plan !== undefined) {
+      for (const h of this.hookList) perHook[h] = { candidates: this.ablations[h]!.sae.dSae, selected: selected(h) };
+      return { rule: selectedBy, parameters: { ...fields.plan }, perHook };
+    }
+    const candidates = new Map<HookName, number>();
+    for (const r of selection ?? []) candidates.set(r.hook, (candidates.get(r.hook) ?? 0) + 1);
+    const hooks = attributions === undefined || Object.keys(attributions).length === 0 ? this.hookList : Object.keys(attributions);
+    // Manual selection has no candidates but the listed features themselves.
+    for (const h of hooks)
+      perHook[h] = { candidates: selection === undefined || selection.length === 0 ? selected(h) : (candidates.get(h) ?? 0), selected: selected(h) };
+    const rules = [...new Set((selection ?? []).flatMap((r) => ('rule' in r ? [r.rule] : [])))];
+    const parameters: Record<string, unknown> = { ...fields?.options };
+    if (examplesUsed !== undefined) parameters.examplesUsed = { ...examplesUsed };
+    if (rules.length > 0) parameters.conceptRules = rules;
+    return { rule: selectedBy, parameters, perHook };
   }
 
   checkpoint(): CheckpointContent {
@@ -245,8 +305,9 @@ export class FeatureAblationEraser implements Eraser {
       hooks[h] = { dIn: sae.dIn, dSae: sae.dSae, features: Array.from(features) };
       tensors[`directions.${h}`] = { dtype: 'F32', shape: [features.length, sae.dIn], data: directions.dataSync() as Float32Array };
     }
-    const { selectedBy, attributions, selection, fields } = this.record;
-    const json: Record<string, unknown> = { ...fields, probeHook: this.probeHook, hooks, selectedBy };
+    const { selectedBy, attributions, selection, fields, supervision, examplesUsed } = this.record;
+    const json: Record<string, unknown> = { ...fields, probeHook: this.probeHook, hooks, selectedBy, supervision };
+    if (examplesUsed !== undefined) json.examplesUsed = examplesUsed;
     if (attributions !== undefined) {
       for (const [hook, a] of Object.entries(attributions)) tensors[`attribution.${hook}`] = { dtype: 'F32', shape: [a.features.length], data: a.features };
       json.errorAttribution = Object.fromEntries(Object.entries(attributions).map(([h, a]) => [h, a.error]));
@@ -316,6 +377,8 @@ export class FeatureAblationEraser implements Eraser {
       attributions: json.errorAttribution === undefined ? undefined : readAttributions(stored, json.errorAttribution),
       selection: json.selection,
       fields,
+      supervision: json.supervision,
+      examplesUsed: json.examplesUsed,
     };
     return new FeatureAblationEraser(method, probeHook, ablations, record);
   }

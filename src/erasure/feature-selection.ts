@@ -32,6 +32,20 @@
  * feature). When y equals z (or 1 - z) on every example, no data can tell a concept feature from a
  * task feature, and selection fails with an error asking for a natural-distribution concept set.
  * Both labels must be binary.
+ *
+ * ## Concept-only rule (SHIFT's `conceptLabels: "gender"`)
+ * `selectConceptOnlyFeatures` reads the concept labels z of the concept set and nothing else:
+ *   conceptScore = |D(a, z)| over the whole concept set (marginal),
+ * and a feature is selected when conceptScore >= minConceptScore (each concept class needs
+ * `minGroupSize` examples). There is no task score, so no dominance test, and no stratification:
+ * both need task labels on data where task and concept vary apart, and the only task labels such a
+ * method holds are the ambiguous split's, where y = z on every example (stratifying by y there
+ * leaves one concept class per stratum, and D(a, y) = D(a, z), so they cannot tell a task feature
+ * from a concept feature). The biased probe's predictions are no stand-in for y either: the probe
+ * leans on the concept, which is the bias being removed. The price: on natural data a pure task
+ * feature inherits an association with z from the task-concept correlation (a feature equal to y
+ * has D(a, z) = P(y = 1 | z = 1) - P(y = 1 | z = 0)), and is selected when that reaches
+ * minConceptScore; a threshold above that correlation keeps such features out.
  */
 import { tf } from '../engine/engine.js';
 import type { ActivationCache } from '../cache/cache.js';
@@ -52,12 +66,16 @@ export interface ConceptSelectionOptions {
 
 export const CONCEPT_SELECTION_DEFAULTS: Required<ConceptSelectionOptions> = { minConceptScore: 0.2, dominance: 1, minGroupSize: 5 };
 
-export type AssociationRule = 'stratified' | 'marginal';
+/** How a candidate's scores were computed: stratified or marginal (both labels), or concept-only (z alone, no task score). */
+export const ASSOCIATION_RULES = ['stratified', 'marginal', 'concept_only'] as const;
+
+export type AssociationRule = (typeof ASSOCIATION_RULES)[number];
 
 /** A candidate feature with its association scores and the verdict. */
 export interface SelectionRecord extends RankedFeature {
   conceptScore: number;
-  taskScore: number;
+  /** Absent for the concept-only rule, which reads no task labels. */
+  taskScore?: number;
   rule: AssociationRule;
   selected: boolean;
 }
@@ -203,6 +221,37 @@ export function selectConceptFeatures(
     const { conceptScore, taskScore } = associationScores(columns[j]!, y, z, design);
     const selected = conceptScore >= o.minConceptScore && conceptScore >= o.dominance * taskScore;
     return { ...c, conceptScore, taskScore, rule: design.rule, selected };
+  });
+}
+
+/**
+ * The concept-only rule (module docstring): `columns[j]` holds candidate j's mean-pooled activation
+ * on each concept-set example, `z` their concept labels; no task label is read. `dominance` does not
+ * apply (there is no task score).
+ */
+export function selectConceptOnlyFeatures(
+  candidates: readonly RankedFeature[],
+  columns: readonly ArrayLike<number>[],
+  z: ArrayLike<number>,
+  options: Omit<ConceptSelectionOptions, 'dominance'> = {},
+): SelectionRecord[] {
+  const o = resolve(options);
+  if (columns.length !== candidates.length) throw new Error(`concept selection: ${columns.length} value columns for ${candidates.length} candidates`);
+  if (candidates.length === 0) return [];
+  checkBinary('concept', z);
+  let n1 = 0;
+  for (let i = 0; i < z.length; i++) n1 += z[i]!;
+  const least = Math.min(n1, z.length - n1);
+  if (least < o.minGroupSize) {
+    throw new Error(
+      `concept selection: the concept-labelled set has ${least} example(s) of its smaller concept class, fewer than minGroupSize ${o.minGroupSize}`,
+    );
+  }
+  return candidates.map((c, j) => {
+    const values = columns[j]!;
+    if (values.length !== z.length) throw new Error(`concept selection: ${values.length} feature values for ${z.length} examples`);
+    const conceptScore = Math.abs(rankBiserial(values, z));
+    return { ...c, conceptScore, rule: 'concept_only' as const, selected: conceptScore >= o.minConceptScore };
   });
 }
 

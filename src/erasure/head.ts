@@ -11,7 +11,7 @@ import type { Edit, GraphEdit, HookName } from '../models/model.js';
 import { LinearProbe, type LinearProbeOptions } from '../probe/linear.js';
 import type { Probe } from '../probe/probe.js';
 import { erasedPooled } from './erased.js';
-import type { CheckpointContent, Eraser, EraserDescription, FitContext } from './eraser.js';
+import { withLabels, type CheckpointContent, type Eraser, type EraserDescription, type FitContext } from './eraser.js';
 
 /** The `retrainHead` option of the methods that retrain by default (closed-form erasers, word deletion). */
 export const retrainHeadOption = z
@@ -69,7 +69,12 @@ class HeadedEraser implements Eraser {
 
   describe(): EraserDescription {
     const d = this.inner.describe();
-    return { ...d, summary: `${d.summary}; probe head retrained on the erased ambiguous training set` };
+    // The head is trained on the ambiguous split's task labels.
+    return {
+      ...d,
+      supervision: withLabels(d.supervision, 'ambiguous_task'),
+      summary: `${d.summary}; probe head retrained on the erased ambiguous training set`,
+    };
   }
 
   checkpoint(): CheckpointContent {

@@ -2,11 +2,15 @@
  * The method registry: each method's option schema (validated when a config is read) and the
  * factory of its fitter. `original` and `oracle` are probes, not erasers: the runner trains them
  * itself and they take no options. Adding a method is one file in src/erasure/ and one line here.
+ *
+ * A run names each method it runs: the family name itself (`shift`), or `family@variant`
+ * (`shift_retrain@gender_only`) to run a family again with other options; the family's schema
+ * validates the options, and results and saved erasers go under the full name (`methodKey`).
  */
 import { z } from 'zod';
 import { parseStrict } from '../util/schema.js';
 import type { HookName } from '../models/model.js';
-import type { EraserFitter, MethodName } from './eraser.js';
+import { isMethodName, METHOD_NAMES, type EraserFitter, type MethodName } from './eraser.js';
 import { createSaeMaskFitter, saeMaskOptionsSchema } from './mask/sae-mask.js';
 import { createNeuronMaskFitter, neuronMaskOptionsSchema } from './mask/neuron-mask.js';
 import { createDasMaskFitter, dasMaskOptionsSchema } from './mask/das-mask.js';
@@ -60,16 +64,45 @@ export const METHODS: Readonly<Record<MethodName, MethodEntry>> = {
   word_deletion: method(wordDeletionOptionsSchema, createWordDeletionFitter),
 };
 
+/** What a variant name may hold: lower-case letters, digits and underscores. */
+export const VARIANT_NAME = /^[a-z0-9_]+$/;
+
+/**
+ * The family and variant of a run's method name (`family` or `family@variant`), or why it is not
+ * one. The probes `original` and `oracle` take no options, so they have no variants.
+ */
+export function methodKey(name: string): { family: MethodName; variant: string | undefined } | { error: string } {
+  const at = name.indexOf('@');
+  if (at < 0) return isMethodName(name) ? { family: name, variant: undefined } : { error: `unknown method "${name}" (known: ${METHOD_NAMES.join(', ')})` };
+  const family = name.slice(0, at);
+  const variant = name.slice(at + 1);
+  if (!isMethodName(family)) {
+    return { error: `unknown method family "${family}" in "${name}" (a variant is family@variant; families: ${METHOD_NAMES.join(', ')})` };
+  }
+  if (family === 'original' || family === 'oracle') {
+    return { error: `"${name}": ${family} is a probe the runner trains, with no options, so it has no variants` };
+  }
+  if (!VARIANT_NAME.test(variant)) {
+    return { error: `variant name "${variant}" in "${name}" must be lower-case letters, digits and underscores (e.g. ${family}@gender_only)` };
+  }
+  return { family, variant };
+}
+
 /** A method's options after validation: only `parseMethodOptions` makes these. */
 export interface MethodOptions {
+  /** The method family, whose schema validated the options and whose fitter runs. */
   readonly method: MethodName;
+  /** The run's name for it: the family, or `family@variant`; results and saved erasers go under it. */
+  readonly name: string;
   /** The parsed options (schema defaults filled in), as JSON for records. */
   readonly options: Readonly<Record<string, unknown>>;
 }
 
-/** Validates a config's options block for `method`; `where` names it in errors. */
-export function parseMethodOptions(method: MethodName, raw: unknown, where: string): MethodOptions {
-  return { method, options: parseStrict(METHODS[method].options, raw ?? {}, where) as Record<string, unknown> };
+/** Validates a config's options block for `method`, run under `name` (default the family); `where` names it in errors. */
+export function parseMethodOptions(method: MethodName, raw: unknown, where: string, name: string = method): MethodOptions {
+  const key = methodKey(name);
+  if ('error' in key || key.family !== method) throw new Error(`${where}: "${name}" is not a name of method ${method} (${method} or ${method}@variant)`);
+  return { method, name, options: parseStrict(METHODS[method].options, raw ?? {}, where) as Record<string, unknown> };
 }
 
 /** The fitter of a method with validated options; throws for the probe-only methods. */

@@ -13,11 +13,15 @@
  * SHIFT's fields are read only in the last case; with `k` or `perHook` they are refused when the
  * config is read, as is `hooks` with `perHook` (which names its hooks).
  * `seed` defaults to FitContext.seed. Draws use `chooseRandomUnits` (src/erasure/random-units.ts).
+ *
+ * Supervision: the biased probe's (the ambiguous split's task labels) and, when SHIFT's counts are
+ * used, whatever SHIFT's selection read (its concept-set labels, or its hand-picked features),
+ * since the counts carry that information.
  */
 import { z } from 'zod';
 import type { HookName } from '../models/model.js';
 import { hooksUpToProbe } from './ablate.js';
-import type { Eraser, EraserFitter, EraserSae, FitContext } from './eraser.js';
+import { supervision, type Eraser, type EraserFitter, type EraserSae, type FitContext } from './eraser.js';
 import { FeatureAblationEraser, type RandomPlan } from './feature-ablation.js';
 import { chooseRandomUnits } from './random-units.js';
 import { chooseShiftFeatures } from './shift.js';
@@ -85,6 +89,7 @@ class RandomFitter implements EraserFitter {
     const seed = o.seed ?? ctx.seed;
     let features: Record<HookName, Int32Array>;
     let plan: RandomPlan;
+    let read = supervision(['ambiguous_task']);
     if (o.k !== undefined) {
       const eligible = hooksUpToProbe(ctx.model, ctx.saes, ctx.probeHook, o.hooks);
       plan = { seed, source: 'k', k: o.k, hooks: eligible };
@@ -100,13 +105,14 @@ class RandomFitter implements EraserFitter {
         const shift = chooseShiftFeatures(ctx, resolveShiftOptions(o));
         perHook = Object.fromEntries(Object.entries(shift.features).map(([h, f]) => [h, f.length]));
         source = 'shift';
+        read = shift.supervision;
       }
       const order = ctx.model.hookNames;
       features = {};
       for (const [hook, count] of Object.entries(perHook)) features[hook] = chooseRandomUnits(ctx.saes[hook]!.dSae, count, seed + order.indexOf(hook));
       plan = { seed, source, perHook, hooks: Object.keys(perHook) };
     }
-    return FeatureAblationEraser.create('random', ctx.saes, ctx.probeHook, features, { selectedBy: selectedBy(plan), fields: { plan } });
+    return FeatureAblationEraser.create('random', ctx.saes, ctx.probeHook, features, { selectedBy: selectedBy(plan), fields: { plan }, supervision: read });
   }
 }
 

@@ -6,7 +6,9 @@
  * Which fields SHIFT reads depends on `selection`, `attribution` and the method:
  *   - selection "manual" ablates the listed `features`: no attribution, candidates or concept test;
  *   - selection "top" keeps the top candidates: no concept test (minConceptScore, dominance,
- *     minGroupSize, conceptExamples);
+ *     minGroupSize, conceptExamples, conceptLabels);
+ *   - conceptLabels "gender" scores features by their association with gender alone, reading no
+ *     task labels of the concept set: no task score, so no dominance;
  *   - attribution "atp" takes no interpolation steps (steps, stepsPerPass);
  *   - evalBatchSize batches the concept test ("auto") and the forward passes of shift_retrain's
  *     head retraining; `shift` with "top" or "manual" runs neither.
@@ -34,6 +36,7 @@ export const SHIFT_DEFAULTS = {
   minConceptScore: CONCEPT_SELECTION_DEFAULTS.minConceptScore,
   dominance: CONCEPT_SELECTION_DEFAULTS.dominance,
   minGroupSize: CONCEPT_SELECTION_DEFAULTS.minGroupSize,
+  conceptLabels: 'gender+task',
   evalBatchSize: 16,
 } as const;
 
@@ -105,6 +108,12 @@ export const shiftOptionFields = {
   conceptExamples: positiveInt()
     .optional()
     .describe('Concept test (selection "auto" only): use the first this many examples of the concept-labelled split. Default all.'),
+  conceptLabels: z
+    .enum(['gender+task', 'gender'])
+    .optional()
+    .describe(
+      `Concept test (selection "auto" only): the concept set's labels it reads. "gender+task": a feature is kept when it separates gender within professions at least dominance times as strongly as it separates profession within genders (stratified rank-biserial). "gender": gender labels only, kept when |rank-biserial with gender| >= minConceptScore over the concept set, with no task score and no dominance (it cannot tell a profession feature correlated with gender from a gender feature: feature-selection.ts). Default ${D.conceptLabels}.`,
+    ),
   features: z
     .record(z.string(), z.array(z.number().int().min(0)))
     .optional()
@@ -134,7 +143,7 @@ const ATTRIBUTION_FIELDS: readonly ShiftField[] = [
   'score',
 ];
 /** The concept test's fields: read with selection "auto" only. */
-const CONCEPT_FIELDS: readonly ShiftField[] = ['minConceptScore', 'dominance', 'minGroupSize', 'conceptExamples'];
+const CONCEPT_FIELDS: readonly ShiftField[] = ['minConceptScore', 'dominance', 'minGroupSize', 'conceptExamples', 'conceptLabels'];
 /** Integrated gradients' own fields: unread with attribution "atp". */
 const IG_FIELDS: readonly ShiftField[] = ['steps', 'stepsPerPass'];
 
@@ -155,6 +164,8 @@ function unusedShiftFields(o: ShiftOptionValues, retrains: boolean): Partial<Rec
   }
   if (selection !== 'auto')
     for (const f of CONCEPT_FIELDS) unused[f] = `applies only to selection "auto", which runs the concept test (selection is "${selection}")`;
+  else if ((o.conceptLabels ?? D.conceptLabels) === 'gender')
+    unused.dominance = 'applies only to conceptLabels "gender+task" (conceptLabels is "gender": with no task labels there is no task score to dominate)';
   if (selection !== 'auto' && !retrains) {
     unused.evalBatchSize = `applies only to selection "auto" (the concept test) or to shift_retrain (selection is "${selection}")`;
   }
@@ -207,6 +218,8 @@ export interface ShiftSettings {
   minGroupSize: number;
   /** Undefined: the whole concept-labelled split. */
   conceptExamples: number | undefined;
+  /** The concept set's labels the concept test reads. */
+  conceptLabels: 'gender+task' | 'gender';
   features: Record<HookName, number[]> | undefined;
   evalBatchSize: number;
 }
@@ -228,6 +241,7 @@ export function resolveShiftOptions(o: ShiftOptionValues): ShiftSettings {
     dominance: o.dominance ?? D.dominance,
     minGroupSize: o.minGroupSize ?? D.minGroupSize,
     conceptExamples: o.conceptExamples,
+    conceptLabels: o.conceptLabels ?? D.conceptLabels,
     features: o.features,
     evalBatchSize: o.evalBatchSize ?? D.evalBatchSize,
   };

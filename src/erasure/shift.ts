@@ -9,7 +9,10 @@
  *     the ambiguous training split (SFC: 25 batches of 4 = 100).
  *  2. Selection, by `selection`:
  *     - "auto" (default): the `candidates` top features by |attribution| (over all hooks), kept by
- *       the automatic concept rule of feature-selection.ts on the concept-labelled split;
+ *       the automatic concept rule of feature-selection.ts on the concept-labelled split: with
+ *       `conceptLabels` "gender+task" (default) the stratified rule, which reads the concept set's
+ *       gender and task labels; with "gender" the concept-only rule, which reads its gender labels
+ *       alone;
  *     - "top": the top features by attribution themselves (no concept test);
  *     - "manual": the features listed in `features` ({ hook: [indices] }), as SFC's human annotators
  *       chose them; no attribution is run.
@@ -18,16 +21,19 @@
  * `shift_retrain` then retrains the probe head on the ablated ambiguous training representations
  * (`retrainHead` of head.ts: the biased probe's training options overridden by `retrain`).
  *
- * The options, their defaults and which settings read which field are in shift-options.ts.
+ * The options, their defaults and which settings read which field are in shift-options.ts. The
+ * labels a fit reads (`shiftSupervision`) depend on them: the ambiguous split's task labels always
+ * (the attribution target, the biased probe, shift_retrain's head), the concept set's labels with
+ * "auto", and none chosen by hand except with "manual".
  */
 import { tf } from '../engine/engine.js';
 import type { HookName } from '../models/model.js';
 import type { LinearProbeOptions } from '../probe/linear.js';
 import { hooksUpToProbe } from './ablate.js';
 import { attributionPatching, integratedGradients, pooledProbeHookAttribution, rankFeatures, type HookAttribution, type RankedFeature } from './attribution.js';
-import type { Eraser, EraserFitter, FitContext, LabelledSplit } from './eraser.js';
+import { supervision, type Eraser, type EraserFitter, type FitContext, type LabelledSplit, type Supervision } from './eraser.js';
 import { FeatureAblationEraser } from './feature-ablation.js';
-import { conceptFeatureColumns, selectConceptFeatures, type SelectionRecord } from './feature-selection.js';
+import { conceptFeatureColumns, selectConceptFeatures, selectConceptOnlyFeatures, type SelectionRecord } from './feature-selection.js';
 import { retrainHead, withHead } from './head.js';
 import { resolveShiftOptions, shiftOptionsRecord, type ShiftOptions, type ShiftRetrainOptions, type ShiftSettings } from './shift-options.js';
 
@@ -38,7 +44,54 @@ export { shiftOptionsSchema, shiftRetrainOptionsSchema, type ShiftOptions, type 
 /** The first `n` examples of a split. */
 function headOf(split: LabelledSplit, n: number): LabelledSplit {
   if (n >= split.texts.length) return split;
-  return { rows: split.rows.slice(0, n), y: split.y.slice(0, n), z: split.z.slice(0, n), texts: split.texts.slice(0, n) };
+  // Labels are sliced when read, so that a rule that never reads a label never touches it.
+  return {
+    rows: split.rows.slice(0, n),
+    texts: split.texts.slice(0, n),
+    get y() {
+      return split.y.slice(0, n);
+    },
+    get z() {
+      return split.z.slice(0, n);
+    },
+  };
+}
+
+/**
+ * The labels SHIFT reads with these settings (what `chooseShiftFeatures` reads, plus the biased
+ * probe's and the retrained head's ambiguous task labels): the ambiguous split's task labels always;
+ * with selection "auto" the concept set's gender labels and, with conceptLabels "gender+task", its
+ * task labels; "manual" features are chosen by hand.
+ */
+export function shiftSupervision(o: Pick<ShiftSettings, 'selection' | 'conceptLabels'>): Supervision {
+  const auto = o.selection === 'auto';
+  return supervision(['ambiguous_task', auto && 'concept_gender', auto && o.conceptLabels === 'gender+task' && 'concept_task'], o.selection === 'manual');
+}
+
+/**
+ * Attributions through the model already computed for a biased probe and training split, by the
+ * settings that determine them. shift, shift_retrain and the random control of one seed share the
+ * probe and split objects, so their identical (and costly: forward and backward passes at every
+ * upstream hook) attribution runs once. Keyed weakly by those objects, so nothing outlives them;
+ * the stored attributions are plain arrays, never modified after they are made.
+ */
+const attributionMemo = new WeakMap<object, { inputs: readonly object[]; key: string; value: Record<HookName, HookAttribution> }[]>();
+
+function remembered(
+  ctx: FitContext,
+  o: ShiftSettings,
+  hooks: readonly HookName[],
+  examples: number,
+  compute: () => Record<HookName, HookAttribution>,
+): Record<HookName, HookAttribution> {
+  const inputs = [ctx.model, ctx.saes, ctx.train];
+  const key = JSON.stringify([hooks, examples, o.attribution, o.batchSize, o.attribution === 'ig' ? o.steps : 0]);
+  let entries = attributionMemo.get(ctx.probe);
+  if (entries === undefined) attributionMemo.set(ctx.probe, (entries = []));
+  let found = entries.find((e) => e.key === key && e.inputs.every((x, i) => x === inputs[i]))?.value;
+  if (found === undefined) entries.push({ inputs, key, value: (found = compute()) });
+  // A copy of the record, so that adding the probe hook's attribution below leaves the memo as it was.
+  return { ...found };
 }
 
 export interface ShiftFitResult {
@@ -47,6 +100,8 @@ export interface ShiftFitResult {
   /** Candidates with their concept scores and verdict ("auto"), or the ranked features ("top"). */
   selection: SelectionRecord[] | RankedFeature[];
   features: Record<HookName, number[]>;
+  /** The labels the choice read (`shiftSupervision`). */
+  supervision: Supervision;
 }
 
 /**
@@ -57,7 +112,7 @@ export function chooseShiftFeatures(ctx: FitContext, o: ShiftSettings): ShiftFit
   if (o.selection === 'manual') {
     const features = o.features ?? {};
     const hooks = hooksUpToProbe(ctx.model, ctx.saes, ctx.probeHook, Object.keys(features));
-    return { attributions: {}, selection: [], features: Object.fromEntries(hooks.map((h) => [h, features[h]!])) };
+    return { attributions: {}, selection: [], features: Object.fromEntries(hooks.map((h) => [h, features[h]!])), supervision: shiftSupervision(o) };
   }
   const hooks = hooksUpToProbe(ctx.model, ctx.saes, ctx.probeHook, o.hooks);
   if (hooks.length === 0)
@@ -81,9 +136,11 @@ export function chooseShiftFeatures(ctx: FitContext, o: ShiftSettings): ShiftFit
   const attributions: Record<HookName, HookAttribution> =
     modelHooks.length === 0
       ? {}
-      : o.attribution === 'atp'
-        ? attributionPatching(modelInput, { batchSize: o.batchSize, progressLabel: 'shift: attribution patching' })
-        : integratedGradients(modelInput, { steps: o.steps, batchSize: o.batchSize, stepsPerPass: o.stepsPerPass, progressLabel: 'shift: IG attribution' });
+      : remembered(ctx, o, modelHooks, train.texts.length, () =>
+          o.attribution === 'atp'
+            ? attributionPatching(modelInput, { batchSize: o.batchSize, progressLabel: 'shift: attribution patching' })
+            : integratedGradients(modelInput, { steps: o.steps, batchSize: o.batchSize, stepsPerPass: o.stepsPerPass, progressLabel: 'shift: IG attribution' }),
+        );
   for (const hook of pooledHooks) {
     const codes = ctx.cache.saePooledDense(hook, train.rows);
     const errors = ctx.cache.saeErrorPooled(hook, train.rows);
@@ -99,17 +156,21 @@ export function chooseShiftFeatures(ctx: FitContext, o: ShiftSettings): ShiftFit
   } else {
     const concept = o.conceptExamples === undefined ? ctx.concept : headOf(ctx.concept, o.conceptExamples);
     const columns = conceptFeatureColumns(ctx, ranked, concept, { batchSize: o.evalBatchSize, progressLabel: 'shift: concept-set features' });
-    const records = selectConceptFeatures(ranked, columns, concept.y, concept.z, {
-      minConceptScore: o.minConceptScore,
-      dominance: o.dominance,
-      minGroupSize: o.minGroupSize,
-    });
+    // The concept-only rule never reads concept.y (shiftSupervision says so).
+    const records =
+      o.conceptLabels === 'gender'
+        ? selectConceptOnlyFeatures(ranked, columns, concept.z, { minConceptScore: o.minConceptScore, minGroupSize: o.minGroupSize })
+        : selectConceptFeatures(ranked, columns, concept.y, concept.z, {
+            minConceptScore: o.minConceptScore,
+            dominance: o.dominance,
+            minGroupSize: o.minGroupSize,
+          });
     chosen = records.filter((r) => r.selected);
     selection = records;
   }
   const features: Record<HookName, number[]> = {};
   for (const c of chosen) (features[c.hook] ??= []).push(c.feature);
-  return { attributions, selection, features };
+  return { attributions, selection, features, supervision: shiftSupervision(o) };
 }
 
 /** How SHIFT chose its features, in words (the end of the eraser's summary). */
@@ -123,6 +184,12 @@ function selectedBy(o: ShiftSettings, candidates: number): string {
     case 'top':
       return `the top ${o.candidates} features by ${by} from ${ig}`;
     default:
+      if (o.conceptLabels === 'gender') {
+        return (
+          `chosen automatically from the top ${candidates} features by ${by} (${ig}): kept when their pooled activation ` +
+          `separates the concept on the concept-labelled set (|rank-biserial| >= ${o.minConceptScore}), from its gender labels alone (no task labels, no dominance test)`
+        );
+      }
       return (
         `chosen automatically from the top ${candidates} features by ${by} (${ig}): kept when their pooled activation ` +
         `separates the concept within task classes (stratified rank-biserial >= ${o.minConceptScore}) at least ${o.dominance}x as strongly as it separates the task within concept classes`
@@ -147,6 +214,15 @@ class ShiftFitter implements EraserFitter {
       attributions: chosen.attributions,
       selection: chosen.selection,
       fields: { options: shiftOptionsRecord(o, this.retrain) },
+      supervision: chosen.supervision,
+      // What chooseShiftFeatures read: the first attributionExamples (conceptExamples) of each split.
+      examplesUsed:
+        o.selection === 'manual'
+          ? undefined
+          : {
+              attribution: Math.min(o.attributionExamples, ctx.train.texts.length),
+              concept: o.selection === 'auto' ? Math.min(o.conceptExamples ?? Infinity, ctx.concept.texts.length) : undefined,
+            },
     });
     if (this.retrain === undefined) return eraser;
     try {

@@ -27,7 +27,7 @@ import type { tf } from '../engine/engine.js';
 import type { ActivationCache } from '../cache/cache.js';
 import { parseStrict } from '../util/schema.js';
 import { checkpointFields, checkRetrainedHead, type LoadTarget, type StoredCheckpoint } from './checkpoint.js';
-import type { CheckpointContent, Eraser, EraserDescription, EraserFitter, FitContext } from './eraser.js';
+import { supervision, type CheckpointContent, type Eraser, type EraserDescription, type EraserFitter, type FitContext, type Supervision } from './eraser.js';
 import { retrainHead, retrainHeadOption, withHead } from './head.js';
 
 /** The default gendered words, lower case. */
@@ -182,6 +182,15 @@ export const wordDeletionOptionsSchema = z
 
 export type WordDeletionOptions = z.output<typeof wordDeletionOptionsSchema>;
 
+/**
+ * What word deletion reads: no gender labels (the word list is chosen by hand, whether the default
+ * list or `words`), and the ambiguous split's task labels, through the biased probe it keeps or the
+ * head it retrains on them.
+ */
+function wordDeletionSupervision(): Supervision {
+  return supervision(['ambiguous_task'], true);
+}
+
 /** Deletes a fixed word list from input texts; no hook edits. Immutable. */
 export class WordDeletionEraser implements Eraser {
   readonly method = 'word_deletion' as const;
@@ -220,6 +229,7 @@ export class WordDeletionEraser implements Eraser {
       unitsRemoved: this.words.length,
       summary: `deletes ${this.words.length} gendered words (pronouns, titles, gendered nouns, family terms; no names) from the input texts${count}`,
       removed: {},
+      supervision: wordDeletionSupervision(),
     };
   }
 

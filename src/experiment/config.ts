@@ -14,11 +14,12 @@ import { existsSync } from 'node:fs';
 import { z } from 'zod';
 import { describeIssues, parseStrict, positiveInt } from '../util/schema.js';
 import { sharedDir } from '../io/shared.js';
-import { METHOD_NAMES, type MethodName } from '../erasure/eraser.js';
-import { METHODS, parseMethodOptions, type MethodOptions } from '../erasure/methods.js';
+import { isMethodName, METHOD_NAMES, type MethodName } from '../erasure/eraser.js';
+import { methodKey, METHODS, parseMethodOptions, VARIANT_NAME, type MethodOptions } from '../erasure/methods.js';
 import { linearProbeOptionsSchema, type LinearProbeOptions } from '../probe/linear.js';
-import { checkSaeSpec, saeSpecSchema, type SaeSpec } from './saes.js';
+import { checkSaeSpecs, saeSpecSchema, type SaeSpec } from './saes.js';
 import { readUtf8 } from '../io/text.js';
+import { TEST_SPLIT_SEED } from '../data/bias-in-bios.js';
 import { PINNED_PACKAGE, type WheelSource } from '../io/wheel.js';
 
 export type { SaeSpec, SaeTrainSpec } from './saes.js';
@@ -35,8 +36,28 @@ const datasetSchema = z
       'Bias in Bios file (JSONL, CSV or parquet) the training splits (ambiguous, balanced, concept set) are drawn from: a path, or a hub file hf://datasets/<owner>/<name>[@revision]/<path in repo> (fetched into the hub cache).',
     ),
     test: nonEmptyString('a path').describe(
-      'Bias in Bios file (JSONL, CSV or parquet) the reported metrics are computed on (balanced split and the four subgroups): a path or an hf:// hub file, as for train.',
+      'Bias in Bios file (JSONL, CSV or parquet) the metrics are computed on (balanced split and the four subgroups), in two parts, see testSplit: a path or an hf:// hub file, as for train.',
     ),
+    testSplit: z
+      .strictObject({
+        tuningFraction: z
+          .number({ error: 'must be a number in [0, 1)' })
+          .min(0, { error: 'must be a number in [0, 1)' })
+          .lt(1, { error: 'must be a number in [0, 1)' })
+          .default(0.5)
+          .describe(
+            "Fraction of each subgroup's test bios set aside as the tuning part (rounded down; the reporting part gets the rest). 0 reports on the whole test file, with no tuning part.",
+          ),
+        seed: z
+          .number({ error: 'must be an integer' })
+          .int({ error: 'must be an integer' })
+          .default(TEST_SPLIT_SEED)
+          .describe("Seed of the split; fixed by default and apart from the run's seeds, so every run reports on the same bios."),
+      })
+      .default({ tuningFraction: 0.5, seed: TEST_SPLIT_SEED })
+      .describe(
+        'The test file in two parts, made before any cap: a tuning part, whose metrics go to metrics.json under "tuning" and are the ones to tune choices on, and a reporting part, on which the reported metrics (metrics.json, table.md) are computed. Stratified by profession x gender and keyed by text (a repeated bio stays in one part).',
+      ),
     professions: z
       .tuple([profession, profession], { error: 'must be a pair of profession names or codes' })
       .describe('[first profession (y = 0), second (y = 1)], as names or integer codes.'),
@@ -58,7 +79,7 @@ const datasetSchema = z
         testSubgroup: positiveInt().optional().describe('At most this many test rows per subgroup.'),
       })
       .optional()
-      .describe('Optional caps for quick runs: at most this many rows of each split (seeded subsample).'),
+      .describe('Optional caps for quick runs: at most this many rows of each split (seeded subsample); the test caps apply to each part of the test file.'),
   })
   .describe('The data: Bias in Bios files and the profession pair.');
 
@@ -79,8 +100,16 @@ const METHOD_SUMMARIES: Readonly<Record<MethodName, string>> = {
   word_deletion: 'Deletes concept words from the texts.',
 };
 
+/** Marks the issue of a methods key that names no method (configIssues prints its message as it is). */
+const METHOD_KEY_ISSUE = 'methodKey';
+
+/**
+ * The methods block: family names with their schemas, and any other key checked as
+ * `family@variant` against its family's schema (methodKey). For editors, the JSON Schema gives each
+ * family's variant pattern a reference to the family's options and refuses any other key.
+ */
 const methodsSchema = z
-  .strictObject(
+  .object(
     Object.fromEntries(
       METHOD_NAMES.map((m) => {
         const options = METHODS[m].options;
@@ -88,8 +117,32 @@ const methodsSchema = z
       }),
     ) as Record<MethodName, z.ZodOptional<z.ZodType>>,
   )
-  .meta({ minProperties: 1 })
-  .describe('Methods to run, by name, each with its options ({} for the defaults).');
+  .catchall(z.unknown())
+  .superRefine((methods, ctx) => {
+    for (const [name, value] of Object.entries(methods)) {
+      if (isMethodName(name)) continue;
+      const key = methodKey(name);
+      if ('error' in key) {
+        ctx.addIssue({ code: 'custom', path: [name], message: key.error, params: { [METHOD_KEY_ISSUE]: true } });
+        continue;
+      }
+      const result = METHODS[key.family].options.safeParse(value ?? {});
+      if (!result.success) for (const issue of result.error.issues) ctx.addIssue({ ...issue, path: [name, ...issue.path] });
+    }
+  })
+  .meta({
+    minProperties: 1,
+    additionalProperties: false,
+    patternProperties: Object.fromEntries(
+      METHOD_NAMES.filter((m) => m !== 'original' && m !== 'oracle').map((m) => [
+        `^${m}@${VARIANT_NAME.source.slice(1, -1)}$`,
+        { $ref: `#/properties/methods/properties/${m}` },
+      ]),
+    ),
+  })
+  .describe(
+    "Methods to run, each with its options ({} for the defaults): a method name, or family@variant (variant: lower-case letters, digits and underscores; e.g. shift_retrain@gender_only) to run a method family again with other options, checked by the family's schema; results and saved erasers go under the full name.",
+  );
 
 /** Seeds of a run: distinct, since a repeated seed would be reported as agreement between runs. */
 const seedsSchema = z
@@ -118,7 +171,12 @@ export const experimentConfigSchema = z
     maxLength: positiveInt().default(128).describe('Tokens per text (longer texts are truncated).'),
     probeHook: nonEmptyString('a hook name').describe('Hook the probe reads, mean-pooled over tokens (e.g. layers.3.resid_out).'),
     dataset: datasetSchema,
-    saes: z.record(z.string(), saeSpecSchema).default({}).describe('SAEs by hook name, for the methods that use SAE features.'),
+    saes: z
+      .record(z.string(), saeSpecSchema)
+      .default({})
+      .describe(
+        "SAEs by hook name, for the methods that use SAE features. A key with * is a hook pattern (* stands for any characters, e.g. layers.*.resid_out), expanded against the model's hooks; its path must contain {hook}, replaced by each hook name. A hook named explicitly overrides a pattern that also matches it.",
+      ),
     methods: methodsSchema,
     seeds: seedsSchema.default([42, 43, 44]).describe('Seeds; every method runs once per seed and metrics are reported over them.'),
     probe: linearProbeOptionsSchema.default({}),
@@ -138,9 +196,10 @@ export interface ExperimentConfig {
   maxLength: number;
   probeHook: string;
   dataset: DatasetSpec;
+  /** SAE specs by hook name or hook pattern (expanded against the model's hooks by `expandSaeSpecs`, src/experiment/saes.ts). */
   saes: Record<string, SaeSpec>;
-  /** Validated options of each method, in the config's order. */
-  methods: Partial<Record<MethodName, MethodOptions>>;
+  /** Validated options of each method, by the config's name for it (family or family@variant), in the config's order. */
+  methods: Partial<Record<string, MethodOptions>>;
   seeds: number[];
   /** Probe recipe overrides (fields left unset take LinearProbe's defaults). */
   probe: LinearProbeOptions;
@@ -164,8 +223,13 @@ function configIssues(error: z.ZodError): string[] {
       const names = issue.keys.map((k) => `"${k}"`).join(', ');
       return `unknown field${issue.keys.length > 1 ? 's' : ''} ${names} in the config (known: ${Object.keys(experimentConfigSchema.shape).join(', ')})`;
     }
-    if (issue.code === 'unrecognized_keys' && issue.path.length === 1 && issue.path[0] === 'methods') {
-      return issue.keys.map((k) => `unknown method "${k}" (known: ${METHOD_NAMES.join(', ')})`).join('; ');
+    if (issue.code === 'custom' && issue.params?.[METHOD_KEY_ISSUE] === true) return issue.message;
+    const [top, name] = issue.path;
+    if (top === 'methods' && typeof name === 'string' && !isMethodName(name)) {
+      // A variant's issue: described against its family's schema, under the variant's name.
+      const key = methodKey(name);
+      if (!('error' in key))
+        return describeIssues(z.object({ methods: z.object({ [name]: METHODS[key.family].options }) }), new z.ZodError([issue])).join('; ');
     }
     return describeIssues(experimentConfigSchema, new z.ZodError([issue])).join('; ');
   });
@@ -179,13 +243,17 @@ export function parseExperimentConfig(raw: unknown, source: string): ExperimentC
   const c = result.data;
   const rawMethods = raw.methods as Record<string, unknown>;
   const methods: ExperimentConfig['methods'] = {};
-  for (const name of Object.keys(rawMethods) as MethodName[]) methods[name] = parseMethodOptions(name, rawMethods[name], `${source}: methods.${name}`);
-  if (Object.keys(methods).length === 0) throw new Error(`${source}: "methods" names no method`);
-  const saes: Record<string, SaeSpec> = {};
-  for (const [hook, spec] of Object.entries(c.saes)) {
-    saes[hook] = { ...spec, path: expandShared(spec.path, source) };
-    checkSaeSpec(hook, saes[hook], `${source}: saes["${hook}"]`);
+  for (const name of Object.keys(rawMethods)) {
+    const key = methodKey(name);
+    if ('error' in key) throw new Error(`${source}: ${key.error}`); // the schema refused it already
+    methods[name] = parseMethodOptions(key.family, rawMethods[name], `${source}: methods.${name}`, name);
   }
+  if (Object.keys(methods).length === 0) throw new Error(`${source}: "methods" names no method`);
+  // Patterns are checked here and expanded once the model's hooks are known (runner.ts).
+  const saes = checkSaeSpecs(
+    Object.fromEntries(Object.entries(c.saes).map(([key, spec]) => [key, { ...spec, path: expandShared(spec.path, source) }])),
+    `${source}: saes`,
+  );
   return {
     source,
     name: c.name,

@@ -31,9 +31,9 @@ export interface ExplorerData {
   hook: HookName;
   /** Class names of the task labels y (0, 1). Gender z: 0 = male, 1 = female. */
   professions: [string, string];
-  /** Test texts: the row space every array below is aligned with. */
+  /** Texts of the reporting part of the test file (the bios metrics.json reports on): the row space every array below is aligned with. */
   texts: string[];
-  /** Test splits over the row space: "balanced" and each subgroup. */
+  /** The reporting part's splits over the row space: "balanced" and each subgroup (the tuning part is not shown). */
   splits: Record<string, { rows: number[]; y: number[]; z: number[] }>;
   /** Listed features: every feature a listed method removes, then the top ones by `genderScore`. */
   features: { index: number; codes: number[]; genderScore: number }[];
@@ -137,7 +137,7 @@ export class ExplorerCollector {
    * @param hook The probe hook.
    * @param sae The SAE at the probe hook.
    * @param cache The activation cache holding the test rows (pooled activations and SAE codes).
-   * @param splits The test splits by name ("balanced" and the subgroups).
+   * @param splits The test splits by name ("balanced" and the subgroups): the reporting part's, as the recorded metrics are.
    * @param professions Class names of the task labels.
    */
   constructor(

@@ -6,7 +6,8 @@
  *                   weights ids, once known) and provenance: package version, git commit when run
  *                   from a checkout, backend and thread count, Node version, start time
  *   results.jsonl   one line per method and seed, appended (and flushed to disk) as soon as it is
- *                   scored: {"method", "seed", "result"}
+ *                   scored: {"method", "seed", "result"}, the result's scores those on the reporting
+ *                   part of the test file and, under "tuning", on its tuning part
  *   history.jsonl   one line per logged training step: {"stage", "step", "elapsed", ...values}
  *   tensorboard/    the same history as TensorBoard event files, one folder (a TensorBoard run) per stage
  *   metrics.json    written by the runner at the end (its presence marks a finished run)
@@ -16,7 +17,9 @@
  * pair's result depends only on the rest of the config and that method's options); anything else
  * that differs is refused once the folder holds results, and so is a finished run, unless `force`
  * starts the folder afresh. (A folder whose earlier attempt scored nothing, e.g. stopped by a config
- * error, takes the new config.)
+ * error, takes the new config.) A folder from before the test file was split has no
+ * `dataset.testSplit` in its config: a different config, so its whole-file results are never mixed
+ * with reporting-part ones.
  */
 import { closeSync, existsSync, fsyncSync, ftruncateSync, openSync, rmSync, writeSync } from 'node:fs';
 import { join } from 'node:path';

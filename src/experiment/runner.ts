@@ -10,7 +10,8 @@
  * result). The run folder (run-folder.ts) also holds the resolved config with provenance and the
  * training history, and lets an interrupted run resume where it stopped.
  *
- * Metrics (on the test file): profession accuracy and gender agreement on the balanced split;
+ * Metrics (on the reporting part of the test file, and alike on its tuning part, recorded under
+ * `tuning`: see `dataset.testSplit`): profession accuracy and gender agreement on the balanced split;
  * per-subgroup and worst-group accuracy on the four full-size subgroups; gender_probe_acc, a fresh
  * gender probe trained on erased balanced-train representations and scored on erased balanced-test
  * representations (chance is 50%).
@@ -21,7 +22,7 @@ import { ensureWheelFolder } from '../io/wheel.js';
 import { resolveHubPath } from '../io/hub.js';
 import { fileSha256 } from '../cache/identity.js';
 import { buildActivationCache, weightsId, type ActivationCache, type CacheSpec } from '../cache/cache.js';
-import { buildSplits, loadBiasInBios, type BiosDataset, type SplitExample } from '../data/bias-in-bios.js';
+import { buildSplits, loadBiasInBios, splitForTuning, type BiosDataset, type BiosSplits, type SplitExample } from '../data/bias-in-bios.js';
 import { permutation } from '../data/prng.js';
 import { openModel } from '../models/open.js';
 import type { HookName } from '../models/model.js';
@@ -31,14 +32,15 @@ import { loadSae } from '../sae/load.js';
 import { checkSaeFitsModel } from '../sae/hook-names.js';
 import type { Sae } from '../sae/sae.js';
 import { accuracy, genderAgreement, worstGroup, type Interval } from '../eval/metrics.js';
-import { summarize, type ExperimentResult, type MethodSeedResult, type Summary } from './results.js';
+import { saeDownstreamCost } from '../eval/sae-cost.js';
+import { seedsSupervision, summarizeScores, type ExperimentResult, type MethodSeedResult, type SeedScores, type TestSplitRecord } from './results.js';
 import { progress } from '../util/progress.js';
-import { checkHooksUpToProbe, type Eraser, type LabelledSplit, type MethodName } from '../erasure/eraser.js';
+import { checkHooksUpToProbe, supervision, type Eraser, type LabelledSplit } from '../erasure/eraser.js';
 import { erasedPooled } from '../erasure/erased.js';
 import { saveEraser } from '../erasure/checkpoint.js';
 import { createFitter, namedHooks } from '../erasure/methods.js';
 import type { ExperimentConfig } from './config.js';
-import { ensureSae } from './saes.js';
+import { ensureSaes, expandSaeSpecs, saeQuality } from './saes.js';
 import { RunFolder, type ResolvedConfig } from './run-folder.js';
 import { addPromotedTokens, addTokenActivations, displayPiece, ExplorerCollector } from './explorer-data.js';
 import { writeJsonAtomic } from '../io/atomic.js';
@@ -54,8 +56,13 @@ export interface ExperimentData {
   ambiguous: SplitExample[];
   balanced: SplitExample[];
   concept: SplitExample[];
+  /** The reporting part of the test file (`dataset.testSplit`): the reported metrics' balanced split and subgroups. */
   testBalanced: SplitExample[];
   testSubgroups: Record<string, SplitExample[]>;
+  /** The tuning part of the test file, split and capped alike; absent when the whole file is reported on. */
+  tuning?: { balanced: SplitExample[]; subgroups: Record<string, SplitExample[]> };
+  /** Which test bios are reported on, as metrics.json records it. */
+  testSplit: TestSplitRecord;
 }
 
 function cap<T>(items: T[], limit: number | undefined, seed: number): T[] {
@@ -73,24 +80,57 @@ export async function loadExperimentData(config: ExperimentConfig): Promise<Expe
   const train = await load(files.train);
   const test = await load(files.test);
   const trainSplits = buildSplits(train, { professions: dataset.professions });
-  const testSplits = buildSplits(test, { professions: dataset.professions });
+  const { tuningFraction, seed: splitSeed } = dataset.testSplit;
+  const testParts = splitForTuning(test, tuningFraction, splitSeed);
+  const testSplits = buildSplits(testParts.reporting, { professions: dataset.professions });
+  const tuningSplits = tuningFraction > 0 ? buildSplits(testParts.tuning, { professions: dataset.professions }) : undefined;
   const limits = dataset.limits ?? {};
+  // Split first, then cap each part: a capped run reports on a subset of the same reporting part.
+  const capTest = (splits: BiosSplits): NonNullable<ExperimentData['tuning']> => ({
+    balanced: cap(splits.balanced, limits.testBalanced, 13),
+    subgroups: Object.fromEntries(Object.entries(splits.subgroups).map(([k, v]) => [k, cap(v, limits.testSubgroup, 11)])),
+  });
+  const reporting = capTest(testSplits);
+  const tuning = tuningSplits === undefined ? undefined : capTest(tuningSplits);
   // The concept set: natural-distribution examples of the two professions with gender labels.
   const pool = Object.values(trainSplits.subgroups)
     .flat()
     .sort((a, b) => a.row - b.row);
   const concept = cap(pool, dataset.conceptSize, 7);
-  const testSubgroups = Object.fromEntries(Object.entries(testSplits.subgroups).map(([k, v]) => [k, cap(v, limits.testSubgroup, 11)]));
+  const testSubgroups = reporting.subgroups;
   const parts = {
     ambiguous: cap(trainSplits.ambiguous, limits.ambiguous, 3),
     balanced: cap(trainSplits.balanced, limits.balanced, 5),
     concept: cap(concept, limits.concept, 9),
-    testBalanced: cap(testSplits.balanced, limits.testBalanced, 13),
+    testBalanced: reporting.balanced,
   };
   const texts = [
-    ...new Set([...parts.ambiguous, ...parts.balanced, ...parts.concept, ...parts.testBalanced, ...Object.values(testSubgroups).flat()].map((e) => e.text)),
+    ...new Set(
+      [
+        ...parts.ambiguous,
+        ...parts.balanced,
+        ...parts.concept,
+        ...parts.testBalanced,
+        ...Object.values(testSubgroups).flat(),
+        ...(tuning === undefined ? [] : [...tuning.balanced, ...Object.values(tuning.subgroups).flat()]),
+      ].map((e) => e.text),
+    ),
   ];
-  return { files, professions: trainSplits.professions, texts, ...parts, testSubgroups };
+  const bios = (splits: BiosSplits | undefined): number => Object.values(splits?.subgroups ?? {}).reduce((a, v) => a + v.length, 0);
+  const pct = (f: number): string => `${Number((100 * f).toFixed(1))}%`;
+  const part = tuningFraction === 0.5 ? 'half' : 'part';
+  const testSplit: TestSplitRecord = {
+    reported:
+      tuningFraction === 0
+        ? 'the whole test file (no tuning part)'
+        : `the reporting ${part} of the test file (${pct(1 - tuningFraction)} of each profession x gender subgroup, rounded up, split by text with seed ${splitSeed}); ` +
+          `the tuning ${part}'s metrics are under "tuning" in metrics.json`,
+    tuning_fraction: tuningFraction,
+    seed: splitSeed,
+    n_reporting: bios(testSplits),
+    n_tuning: bios(tuningSplits),
+  };
+  return { files, professions: trainSplits.professions, texts, ...parts, testSubgroups, tuning, testSplit };
 }
 
 /** A split as cache rows and labels. */
@@ -121,17 +161,23 @@ function trainProbe(X: tf.Tensor2D, y: Int32Array, options: LinearProbeOptions, 
   return probe;
 }
 
-/** Scores a probe on erased test representations, and a fresh gender probe on erased balanced data. */
+/** A set of test bios as erased representations: the balanced split and each subgroup. */
+interface ErasedTest {
+  balanced: { X: tf.Tensor2D; split: LabelledSplit };
+  subgroups: Record<string, { X: tf.Tensor2D; split: LabelledSplit }>;
+}
+
+/**
+ * Scores a probe on each erased test set (the reporting part of the test file, then the tuning part
+ * when there is one), with one fresh gender probe, trained on erased balanced data, for all of them.
+ */
 function score(
   probe: Probe,
-  test: { balanced: { X: tf.Tensor2D; split: LabelledSplit }; subgroups: Record<string, { X: tf.Tensor2D; split: LabelledSplit }> },
+  tests: readonly ErasedTest[],
   genderTrain: { X: tf.Tensor2D; z: Int32Array },
   seed: number,
   probeOpts: LinearProbeOptions,
-): Omit<MethodSeedResult, 'seed' | 'units_removed' | 'seconds' | 'summary'> {
-  const predBalanced = probe.predict(test.balanced.X);
-  const subgroup_acc: Record<string, Interval> = {};
-  for (const [group, { X, split }] of Object.entries(test.subgroups)) subgroup_acc[group] = accuracy(probe.predict(X), split.y);
+): SeedScores[] {
   // A fresh gender probe, trained to convergence on erased balanced-train representations.
   // At least 10 epochs when the recipe gives a count: a short recipe would understate what a probe can still find.
   const epochs = probeOpts.epochs ?? 'converge';
@@ -140,15 +186,22 @@ function score(
     epochs: epochs === 'converge' ? epochs : Math.max(10, epochs),
     seed: seed + 1000,
   });
-  const gender_probe_acc = accuracy(genderProbe.predict(test.balanced.X), test.balanced.split.z);
-  genderProbe.dispose();
-  return {
-    profession_acc: accuracy(predBalanced, test.balanced.split.y),
-    gender_agreement: genderAgreement(predBalanced, test.balanced.split.z),
-    worst_group_acc: worstGroup(subgroup_acc),
-    subgroup_acc,
-    gender_probe_acc,
-  };
+  try {
+    return tests.map((test) => {
+      const predBalanced = probe.predict(test.balanced.X);
+      const subgroup_acc: Record<string, Interval> = {};
+      for (const [group, { X, split }] of Object.entries(test.subgroups)) subgroup_acc[group] = accuracy(probe.predict(X), split.y);
+      return {
+        profession_acc: accuracy(predBalanced, test.balanced.split.y),
+        gender_agreement: genderAgreement(predBalanced, test.balanced.split.z),
+        worst_group_acc: worstGroup(subgroup_acc),
+        subgroup_acc,
+        gender_probe_acc: accuracy(genderProbe.predict(test.balanced.X), test.balanced.split.z),
+      };
+    });
+  } finally {
+    genderProbe.dispose();
+  }
 }
 
 export interface RunOptions {
@@ -216,33 +269,34 @@ async function runInFolder(config: ExperimentConfig, folder: RunFolder, t0: numb
   const { model } = opened;
   if (!model.hookNames.includes(config.probeHook)) throw new Error(`${config.source}: probeHook "${config.probeHook}" does not exist in ${config.model}`);
 
-  for (const hook of Object.keys(config.saes)) {
-    if (!model.hookNames.includes(hook)) throw new Error(`${config.source}: SAE hook "${hook}" does not exist in ${config.model}`);
-  }
+  // The SAE specs by hook: patterns expanded against this model's hooks, unknown hooks refused.
+  const saeSpecs = expandSaeSpecs(config.saes, model.hookNames, config.source);
   // Hooks named in method options, checked now rather than after SAE training and caching.
-  for (const parsed of Object.values(config.methods)) {
-    const where = `${config.source}: methods.${parsed.method}`;
-    const { hooks, needSae } = namedHooks(parsed);
+  for (const [name, parsed] of Object.entries(config.methods)) {
+    const where = `${config.source}: methods.${name}`;
+    const { hooks, needSae } = namedHooks(parsed!);
     checkHooksUpToProbe(model, config.probeHook, hooks, where);
-    const bare = needSae ? hooks.filter((h) => config.saes[h] === undefined) : [];
-    if (bare.length > 0) throw new Error(`${where}: hook "${bare[0]}" has no SAE in "saes" (SAEs at: ${Object.keys(config.saes).join(', ') || 'none'})`);
+    const bare = needSae ? hooks.filter((h) => saeSpecs[h] === undefined) : [];
+    if (bare.length > 0) throw new Error(`${where}: hook "${bare[0]}" has no SAE in "saes" (SAEs at: ${Object.keys(saeSpecs).join(', ') || 'none'})`);
   }
 
   const saes: Record<HookName, Sae> = {};
   const saeIds: Record<HookName, string> = {};
-  for (const [hook, spec] of Object.entries(config.saes)) {
-    const path = await ensureSae(
-      hook,
-      spec,
-      opened,
-      config,
-      data.ambiguous.concat(data.balanced).map((e) => e.text),
-      folder.history,
-    );
+  const saeQualities: NonNullable<ExperimentResult['saes']> = {};
+  // Every missing SAE is trained from one activation pass over the training texts.
+  const saePaths = await ensureSaes(
+    saeSpecs,
+    opened,
+    config,
+    data.ambiguous.concat(data.balanced).map((e) => e.text),
+    folder.history,
+  );
+  for (const [hook, path] of Object.entries(saePaths)) {
     const sae = await loadSae(path, { hook });
     checkSaeFitsModel(sae, model, hook);
     saes[hook] = sae;
     saeIds[hook] = weightsId(path);
+    saeQualities[hook] = saeQuality(path, sae);
   }
   // Results of an interrupted run count only if they were computed from the same weights and data.
   folder.checkInputs({
@@ -273,6 +327,13 @@ async function runInFolder(config: ExperimentConfig, folder: RunFolder, t0: numb
     concept: labelled(data.concept, rowOf),
     testBalanced: labelled(data.testBalanced, rowOf),
     testSubgroups: Object.fromEntries(Object.entries(data.testSubgroups).map(([k, v]) => [k, labelled(v, rowOf)])),
+    tuning:
+      data.tuning === undefined
+        ? undefined
+        : {
+            balanced: labelled(data.tuning.balanced, rowOf),
+            subgroups: Object.fromEntries(Object.entries(data.tuning.subgroups).map(([k, v]) => [k, labelled(v, rowOf)])),
+          },
   };
   const recache = (texts: string[]): Promise<ActivationCache> => buildCache(texts, 'caching edited texts');
   const fitInputs = {
@@ -288,12 +349,13 @@ async function runInFolder(config: ExperimentConfig, folder: RunFolder, t0: numb
     balanced: splits.balanced,
   };
 
-  const methods = Object.keys(config.methods) as MethodName[];
+  // The config's names: a family, or family@variant (config.methods[name].method is the family).
+  const methods = Object.keys(config.methods);
   const perMethod: Record<string, MethodSeedResult[]> = Object.fromEntries(methods.map((m) => [m, []]));
   const bar = progress('methods', methods.length * config.seeds.length, 'fits');
   /** Fits one method (or trains the oracle) for a seed, scores it and saves its eraser. */
   const runMethod = async (
-    method: MethodName,
+    method: string,
     seed: number,
     biasedProbe: Probe,
     popts: LinearProbeOptions,
@@ -321,14 +383,18 @@ async function runInFolder(config: ExperimentConfig, folder: RunFolder, t0: numb
         erased.push(X);
         return { X, split };
       };
-      let scores: ReturnType<typeof score>;
+      let scores: SeedScores & Pick<MethodSeedResult, 'tuning'>;
       try {
-        const test = {
-          balanced: await pooled(splits.testBalanced),
-          subgroups: Object.fromEntries(await Promise.all(Object.entries(splits.testSubgroups).map(async ([k, s]) => [k, await pooled(s)] as const))),
-        };
+        const erasedTest = async (balanced: LabelledSplit, subgroups: Record<string, LabelledSplit>): Promise<ErasedTest> => ({
+          balanced: await pooled(balanced),
+          subgroups: Object.fromEntries(await Promise.all(Object.entries(subgroups).map(async ([k, s]) => [k, await pooled(s)] as const))),
+        });
+        // The reporting part first: its scores are the result's own; the tuning part's go under `tuning`.
+        const tests = [await erasedTest(splits.testBalanced, splits.testSubgroups)];
+        if (splits.tuning !== undefined) tests.push(await erasedTest(splits.tuning.balanced, splits.tuning.subgroups));
         const genderX = (await pooled(splits.balanced)).X;
-        scores = score(probe, test, { X: genderX, z: splits.balanced.z }, seed, popts);
+        const [reported, tuning] = score(probe, tests, { X: genderX, z: splits.balanced.z }, seed, popts);
+        scores = { ...reported!, ...(tuning === undefined ? {} : { tuning }) };
       } finally {
         tf.dispose(erased);
       }
@@ -339,7 +405,10 @@ async function runInFolder(config: ExperimentConfig, folder: RunFolder, t0: numb
         units_removed: description?.unitsRemoved ?? 0,
         seconds: (Date.now() - t) / 1000,
         summary: description?.summary ?? (method === 'oracle' ? 'probe trained on balanced data' : 'no erasure'),
+        // The probes' own: the oracle is trained on balanced task labels, the original on ambiguous ones.
+        supervision: description?.supervision ?? supervision([method === 'oracle' ? 'balanced_task' : 'ambiguous_task']),
         ...(description === undefined ? {} : { removed: description.removed }),
+        ...(description?.selection === undefined ? {} : { selection: description.selection }),
       };
       if (explorer !== undefined) {
         const own = oracle ?? eraser?.head;
@@ -364,7 +433,8 @@ async function runInFolder(config: ExperimentConfig, folder: RunFolder, t0: numb
       probeSae !== undefined && !existsSync(explorerFile)
         ? new ExplorerCollector(seed, config.probeHook, probeSae, cache, { balanced: splits.testBalanced, ...splits.testSubgroups }, data.professions)
         : undefined;
-    if (todo.length > 0 || explorer !== undefined) {
+    // The first seed's probe also measures what each SAE costs downstream (below).
+    if (todo.length > 0 || explorer !== undefined || seed === config.seeds[0]) {
       const original = tf.tidy(() => cache.pooled(config.probeHook, splits.ambiguous.rows));
       biasedProbe =
         givenProbe?.load(original.shape[1]) ?? trainProbe(original, splits.ambiguous.y, popts, withStagePrefix(folder.history, `original/seed-${seed}`));
@@ -372,6 +442,14 @@ async function runInFolder(config: ExperimentConfig, folder: RunFolder, t0: numb
       explorer?.addHead('original', biasedProbe);
     }
     try {
+      if (seed === config.seeds[0]) {
+        // Each SAE's reconstruction in place of its hook, scored by the biased probe (src/eval/sae-cost.ts).
+        const costs = await saeDownstreamCost(
+          { model, tokenize: opened.tokenize, saes, probeHook: config.probeHook, probe: biasedProbe!, cache, split: splits.testBalanced },
+          { batchSize: config.batchSize },
+        );
+        for (const [hook, cost] of Object.entries(costs)) if (saeQualities[hook] !== undefined) saeQualities[hook].downstream = cost;
+      }
       for (const method of methods) {
         let run = folder.result(method, seed);
         if (run === undefined) {
@@ -416,22 +494,37 @@ async function runInFolder(config: ExperimentConfig, folder: RunFolder, t0: numb
       balanced: splits.testBalanced.rows.length,
       subgroups: Object.fromEntries(Object.entries(splits.testSubgroups).map(([k, s]) => [k, s.rows.length])),
     },
+    test_split: data.testSplit,
     n_train: { ambiguous: splits.ambiguous.rows.length, balanced: splits.balanced.rows.length, concept: splits.concept.rows.length },
     methods: {},
     seconds: { cache: cacheSeconds, total: 0 },
+    saes: saeQualities,
+    ...(splits.tuning === undefined
+      ? {}
+      : {
+          tuning: {
+            n_test: {
+              balanced: splits.tuning.balanced.rows.length,
+              subgroups: Object.fromEntries(Object.entries(splits.tuning.subgroups).map(([k, s]) => [k, s.rows.length])),
+            },
+            methods: {},
+          },
+        }),
   };
   for (const [method, runs] of Object.entries(perMethod)) {
-    const pick = (f: (r: MethodSeedResult) => number): Summary => summarize(runs.map(f));
-    const groups = Object.keys(runs[0]!.subgroup_acc);
+    if (result.tuning !== undefined) {
+      const tuning = runs.map((r) => {
+        if (r.tuning === undefined) throw new Error(`${folder.dir}: the result of ${method} at seed ${r.seed} has no tuning-part scores; rerun with --force`);
+        return r.tuning;
+      });
+      result.tuning.methods[method] = summarizeScores(tuning);
+    }
     result.methods[method] = {
-      profession_acc: pick((r) => r.profession_acc.value),
-      gender_agreement: pick((r) => r.gender_agreement.value),
-      worst_group_acc: pick((r) => r.worst_group_acc.value),
-      subgroup_acc: Object.fromEntries(groups.map((g) => [g, pick((r) => r.subgroup_acc[g]!.value)])),
-      gender_probe_acc: pick((r) => r.gender_probe_acc.value),
+      ...summarizeScores(runs),
       n_test: result.n_test.balanced,
       units_removed: Math.round(runs.reduce((a, r) => a + r.units_removed, 0) / runs.length),
       seconds: runs.reduce((a, r) => a + r.seconds, 0) / runs.length,
+      supervision: seedsSupervision(runs),
       per_seed: runs,
     };
   }

@@ -6,20 +6,27 @@
  * Pythia-70m-deduped, fetched from the hub (src/sae/feature-circuits.ts) into the folder its path
  * names.
  *
- * The hook activations of the training texts are collected once and the SAE trains on them for as
- * many passes as its token budget needs, rather than rerunning the model every pass. A tenth of
- * the texts is held out for the metrics.
+ * Every SAE to train is trained from one activation pass (`ensureSaes`): the model runs once over
+ * the training texts capturing every hook that needs an SAE, each hook's activations spilled to its
+ * own file, and each SAE trains on its file for as many passes as its token budget needs, rather
+ * than rerunning the model per hook or per pass. A tenth of the texts is held out for the metrics.
+ * A config's `saes` may key specs by hook pattern (`layers.*.resid_out`, with `{hook}` in the path),
+ * checked when the config is read (`checkSaeSpecs`) and expanded once the model is open
+ * (`expandSaeSpecs`).
  */
-import { existsSync, mkdirSync } from 'node:fs';
-import { basename, dirname, normalize } from 'node:path';
+import { existsSync, mkdirSync, statSync } from 'node:fs';
+import { basename, dirname, join, normalize } from 'node:path';
 import { z } from 'zod';
 import { ensureFeatureCircuitsSaes } from '../sae/feature-circuits.js';
 import { featureCircuitsFolder } from '../sae/hook-names.js';
-import { collectActivations, modelActivationSource, spillActivations, type ActivationSource } from '../sae/buffer.js';
+import { checkHookPattern, expandHookPatterns, isHookPattern } from '../sae/hook-patterns.js';
+import { AffineSae, type Sae } from '../sae/sae.js';
 import type { HistoryLog } from '../util/history.js';
-import { evaluateSae, HELD_OUT_TOKENS, saveTrainedSae, trainSaeOnSource, type TrainOptions, type TrainResult } from '../sae/train.js';
+import { trainSaesOnModel, type SaeJob, type TrainOptions } from '../sae/train.js';
 import { permutation } from '../data/prng.js';
+import { readUtf8 } from '../io/text.js';
 import type { OpenedModel } from '../models/open.js';
+import type { SaeQuality } from './results.js';
 import type { HookName } from '../models/model.js';
 
 /**
@@ -115,10 +122,54 @@ function trainOptions(spec: SaeTrainSpec): Omit<TrainOptions, 'tokens'> & { epoc
   return { arch: spec.arch, dSae: spec.dSae, k: spec.k, l1: spec.l1, lr: spec.lr, batchSize: spec.batchSize, seed: spec.seed, epochs: spec.epochs };
 }
 
+/** What `{hook}` in an SAE spec's path stands for. */
+export const HOOK_PLACEHOLDER = '{hook}';
+
+/**
+ * Checks the keys of a config's `saes` when it is read: a key with `*` is a hook pattern
+ * (src/sae/hook-patterns.ts), whose path must hold `{hook}` (else every hook it matches would share
+ * one file). Returns the specs with `{hook}` in an explicit key's path already replaced.
+ */
+export function checkSaeSpecs(saes: Readonly<Record<string, SaeSpec>>, where: string): Record<string, SaeSpec> {
+  const out: Record<string, SaeSpec> = {};
+  for (const [key, spec] of Object.entries(saes)) {
+    const at = `${where}["${key}"]`;
+    if (isHookPattern(key)) {
+      checkHookPattern(key, at);
+      if (!spec.path.includes(HOOK_PLACEHOLDER)) {
+        throw new Error(
+          `${at}: the path of a hook pattern must contain ${HOOK_PLACEHOLDER} (else every hook it matches would share one SAE), got "${spec.path}"`,
+        );
+      }
+      out[key] = spec;
+    } else {
+      out[key] = { ...spec, path: spec.path.replaceAll(HOOK_PLACEHOLDER, key) };
+      checkSaeSpec(key, out[key], at);
+    }
+  }
+  return out;
+}
+
+/**
+ * A config's `saes` (checked by `checkSaeSpecs`) for the model's hooks: patterns expanded in forward
+ * order with `{hook}` in their paths replaced, an explicit key overriding a pattern for its hook.
+ * An unknown hook, a pattern that matches nothing and two patterns that match one hook are errors
+ * naming `where`.
+ */
+export function expandSaeSpecs(saes: Readonly<Record<string, SaeSpec>>, hookNames: readonly HookName[], where: string): Record<HookName, SaeSpec> {
+  const out: Record<HookName, SaeSpec> = {};
+  for (const { hook, from } of expandHookPatterns(Object.keys(saes), hookNames, where, 'SAE hook')) {
+    const spec = saes[from]!;
+    out[hook] = { ...spec, path: spec.path.replaceAll(HOOK_PLACEHOLDER, hook) };
+    checkSaeSpec(hook, out[hook], `${where}: saes["${from}"]`);
+  }
+  return out;
+}
+
 /**
  * The SAE file for `hook`: `spec.path` when it exists, else the Feature Circuits dictionaries fetched
  * and extracted so that it does (`download`), else an SAE trained on `texts` by the spec's `train`
- * recipe and saved there. `log` receives the training curve (loss, FVE, L0 per step).
+ * recipe and saved there (`ensureSaes` at one hook). `log` receives the training curve.
  */
 export async function ensureSae(
   hook: HookName,
@@ -128,8 +179,42 @@ export async function ensureSae(
   texts: readonly string[],
   log?: HistoryLog,
 ): Promise<string> {
-  if (existsSync(spec.path)) return spec.path;
-  if (spec.download === 'feature-circuits') {
+  return (await ensureSaes({ [hook]: spec }, opened, config, texts, log))[hook]!;
+}
+
+/**
+ * The SAE file of each hook of `specs`: `spec.path` when it exists, else the Feature Circuits
+ * dictionaries fetched and extracted so that it does (`download`), else an SAE trained on `texts` by
+ * the spec's `train` recipe and saved there. Every SAE to train is trained from one activation pass
+ * (src/sae/train.ts `trainSaesOnModel`): the model runs once over the training texts and once over
+ * the held-out tenth, capturing every hook, each hook's tokens spilled to a file beside its SAE's
+ * folder. Every spec is checked before anything is fetched or trained. `log` receives the training
+ * curves (loss, FVE, L0 per step, stage `sae <hook>`). Returns the paths by hook.
+ */
+export async function ensureSaes(
+  specs: Readonly<Record<HookName, SaeSpec>>,
+  opened: OpenedModel,
+  config: SaeContext,
+  texts: readonly string[],
+  log?: HistoryLog,
+): Promise<Record<HookName, string>> {
+  const paths: Record<HookName, string> = {};
+  const toTrain: Record<HookName, SaeTrainSpec> = {};
+  for (const [hook, spec] of Object.entries(specs)) {
+    paths[hook] = spec.path;
+    if (existsSync(spec.path)) continue;
+    if (spec.download === 'feature-circuits') {
+      featureCircuitsTarget(hook, spec.path, `${config.source}: saes["${hook}"]`);
+    } else if (spec.train === undefined) {
+      throw new Error(
+        `${config.source}: the SAE for "${hook}" is missing at ${spec.path}, and the config gives no "train" spec to make it (see sae-eraser train-sae --help)`,
+      );
+    } else {
+      toTrain[hook] = spec.train;
+    }
+  }
+  for (const [hook, spec] of Object.entries(specs)) {
+    if (existsSync(spec.path) || spec.download !== 'feature-circuits') continue;
     const { dir, dict } = featureCircuitsTarget(hook, spec.path, `${config.source}: saes["${hook}"]`);
     const root = await ensureFeatureCircuitsSaes(dir, { dict });
     if (!existsSync(spec.path)) {
@@ -137,41 +222,61 @@ export async function ensureSae(
         `${config.source}: the SAE for "${hook}" is missing at ${spec.path}, and the Sparse Feature Circuits dictionaries at ${root} do not include it (delete ${root} to fetch them again)`,
       );
     }
-    return spec.path;
   }
-  if (spec.train === undefined) {
-    throw new Error(
-      `${config.source}: the SAE for "${hook}" is missing at ${spec.path}, and the config gives no "train" spec to make it (see sae-eraser train-sae --help)`,
-    );
-  }
-  const { epochs, ...options } = trainOptions(spec.train);
+  if (Object.keys(toTrain).length === 0) return paths;
+  // A tenth of the texts is held out for the metrics, the same tenth for every hook.
   const order = permutation(texts.length, 42);
   const nHeld = Math.max(1, Math.floor(texts.length / 10));
   const pick = (idx: Int32Array): string[] => Array.from(idx, (i) => texts[i]!);
-  const source = (subset: string[]): ActivationSource => modelActivationSource({ model: opened.model, tokenize: opened.tokenize, texts: subset, hook });
-  // One forward pass over the training texts, spilled to disk beside the SAE's folder, so memory
-  // stays bounded however many tokens there are (the epochs read the file back).
-  const parent = dirname(spec.path);
-  mkdirSync(parent, { recursive: true });
-  const spilled = await spillActivations(source(pick(order.subarray(nHeld))), parent, options.seed);
-  let result: TrainResult;
-  try {
-    result = await trainSaeOnSource(spilled, {
-      ...options,
-      tokens: Math.round(spilled.tokens * epochs),
-      hook,
-      model: config.model,
-      label: `training SAE at ${hook}`,
-      onStep: log === undefined ? undefined : ({ step, loss, fve, l0 }) => log({ stage: `sae ${hook}`, step, values: { loss, fve, l0 } }),
-    });
-  } finally {
-    await spilled.dispose();
+  const jobs: Record<HookName, SaeJob> = {};
+  for (const [hook, train] of Object.entries(toTrain)) {
+    const { epochs, ...options } = trainOptions(train);
+    // The activations are spilled beside the SAE's folder: the folder itself exists only once the SAE is saved.
+    const parent = dirname(specs[hook]!.path);
+    mkdirSync(parent, { recursive: true });
+    jobs[hook] = {
+      out: specs[hook]!.path,
+      spillDir: parent,
+      train: {
+        ...options,
+        label: `training SAE at ${hook}`,
+        onStep: log === undefined ? undefined : ({ step, loss, fve, l0 }) => log({ stage: `sae ${hook}`, step, values: { loss, fve, l0 } }),
+      },
+      tokens: (collected) => Math.round(collected * epochs),
+      info: { epochs },
+    };
   }
-  const heldOut = evaluateSae(result.sae, await collectActivations(source(pick(order.subarray(0, nHeld))), HELD_OUT_TOKENS));
-  saveTrainedSae(result.sae, spec.path, { model: config.model, hook, ...options, epochs, trainTokens: spilled.tokens, heldOut, steps: result.steps });
-  process.stderr.write(
-    `trained SAE at ${hook}: held-out FVE ${heldOut.fve.toFixed(3)}, L0 ${heldOut.l0.toFixed(1)}, dead ${(100 * heldOut.deadFraction).toFixed(1)}%\n`,
-  );
-  result.sae.dispose();
-  return spec.path;
+  const trained = await trainSaesOnModel(opened, jobs, {
+    model: config.model,
+    texts: pick(order.subarray(nHeld)),
+    heldOut: pick(order.subarray(0, nHeld)),
+  });
+  for (const [hook, { sae, heldOut }] of Object.entries(trained)) {
+    process.stderr.write(
+      `trained SAE at ${hook}: held-out FVE ${heldOut!.fve.toFixed(3)}, L0 ${heldOut!.l0.toFixed(1)}, dead ${(100 * heldOut!.deadFraction).toFixed(1)}%\n`,
+    );
+    sae.dispose();
+  }
+  return paths;
+}
+
+/**
+ * An SAE's quality as the experiment reports it: its size and architecture, and, when its folder
+ * holds the metrics.json that training writes (src/sae/train.ts `saveTrainedSae`), the held-out FVE,
+ * L0 and dead-feature fraction measured there (null otherwise, e.g. for a downloaded SAE).
+ */
+export function saeQuality(path: string, sae: Sae): SaeQuality {
+  const file = join(path, 'metrics.json');
+  const metrics = existsSync(file) && statSync(path).isDirectory() ? (JSON.parse(readUtf8(file)) as Record<string, unknown>) : {};
+  const held = (typeof metrics.heldOut === 'object' && metrics.heldOut !== null ? metrics.heldOut : {}) as Record<string, unknown>;
+  const num = (v: unknown): number | null => (typeof v === 'number' && Number.isFinite(v) ? v : null);
+  const kind = sae instanceof AffineSae ? sae.activation.kind : undefined;
+  return {
+    path,
+    fve: num(held.fve),
+    l0: num(held.l0),
+    dead_fraction: num(held.deadFraction),
+    d_sae: sae.dSae,
+    arch: typeof metrics.arch === 'string' ? metrics.arch : (kind ?? null),
+  };
 }

@@ -7,6 +7,7 @@
  * test examples); a method scored at several shows the mean with its Student-t 95% interval over
  * seeds (`summarize`, as in metrics.json). Each row says which.
  */
+import { supervisionText } from '../erasure/eraser.js';
 import { summarize } from '../experiment/results.js';
 import type { ResultLine, SeedResult } from './run-dir.js';
 import { escapeHtml } from './escape.js';
@@ -51,6 +52,13 @@ const pc = (v: number): string => (100 * Math.min(1, Math.max(0, v))).toFixed(1)
 const cell = (e: Interval | undefined, below = ''): string =>
   e === undefined ? '<td class="num">–</td>' : `<td class="num">${pc(e.value)}<br><small>[${pc(e.lo)}, ${pc(e.hi)}]${below}</small></td>`;
 
+/** The labels the method read at any of its seeds, as the table's short text ("not recorded" for runs from before they were). */
+function labelsUsed(runs: readonly SeedResult[]): string {
+  const recorded = runs.map((r) => r.supervision).filter((s) => s !== undefined);
+  if (recorded.length === 0) return 'not recorded';
+  return supervisionText({ labels: [...new Set(recorded.flatMap((s) => s.labels))], handPicked: recorded.some((s) => s.handPicked) });
+}
+
 /** Metrics with a bar chart, and their names. */
 const CHARTED = [
   ['profession_acc', 'profession accuracy'],
@@ -64,7 +72,7 @@ export function resultsTable(results: readonly ResultLine[], professions: readon
   const methods = byMethod(results);
   const groups = subgroupNames(results, professions);
   const head =
-    `<tr><th>method</th><th class="num">seeds</th><th class="num">profession acc</th><th class="num">gender agreement</th><th class="num">worst group</th>` +
+    `<tr><th>method</th><th>labels used</th><th class="num">seeds</th><th class="num">profession acc</th><th class="num">gender agreement</th><th class="num">worst group</th>` +
     groups.map((g) => `<th class="num">${escapeHtml(g).replace(/_/g, '_<wbr>')}</th>`).join('') +
     `<th class="num">gender probe</th><th class="num">units removed</th><th class="num">seconds</th></tr>`;
   const rows = [...methods.entries()].map(([method, runs]) => {
@@ -73,7 +81,7 @@ export function resultsTable(results: readonly ResultLine[], professions: readon
     const kind = runs.length === 1 ? 'Wilson' : 't over seeds';
     const mean = (f: (r: SeedResult) => number): number => runs.reduce((a, r) => a + f(r), 0) / runs.length;
     return (
-      `<tr><th scope="row">${escapeHtml(method)}</th><td class="num">${runs.map((r) => r.seed).join(', ')}<br><small>${escapeHtml(kind)}</small></td>` +
+      `<tr><th scope="row">${escapeHtml(method)}</th><td>${escapeHtml(labelsUsed(runs))}</td><td class="num">${runs.map((r) => r.seed).join(', ')}<br><small>${escapeHtml(kind)}</small></td>` +
       cell(est((r) => r.profession_acc)) +
       cell(est((r) => r.gender_agreement)) +
       cell(
@@ -89,7 +97,9 @@ export function resultsTable(results: readonly ResultLine[], professions: readon
   return (
     `<div class="scroll"><table class="results"><thead>${head}</thead><tbody>${rows.join('')}</tbody></table></div>` +
     `<p class="note">Percent. Brackets: 95% intervals — for a method scored at one seed, that seed's Wilson interval over the test examples; ` +
-    `at several seeds, the mean with its Student-t interval over seeds (the "seeds" column says which), clipped to [0, 100]. Gender agreement: the profession ` +
+    `at several seeds, the mean with its Student-t interval over seeds (the "seeds" column says which), clipped to [0, 100]. ` +
+    `Labels used: the labels a method read when fitted (amb. = ambiguous training split, concept = concept-labelled set, balanced = balanced training split; task = profession), ` +
+    `and hand-picked when a person chose what it removes. Gender agreement: the profession ` +
     `predictions scored against gender (50% = the probe ignores gender on the balanced set). Gender probe: a fresh probe's gender accuracy on the erased representations.</p>` +
     `<details><summary>What each method did (first seed)</summary><dl class="summaries">${summaries}</dl></details>`
   );

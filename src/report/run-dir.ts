@@ -32,6 +32,10 @@ const seedResult = z.object({
   units_removed: z.number(),
   seconds: z.number(),
   summary: z.string(),
+  supervision: z
+    .object({ labels: z.array(z.string()), handPicked: z.boolean() })
+    .optional()
+    .describe('The labels the method read and whether it was hand-picked (absent in runs from before it was recorded).'),
   removed: z
     .record(
       z.string(),

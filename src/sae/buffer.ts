@@ -2,8 +2,11 @@
  * Activation streams for SAE training, with bounded memory.
  *
  * An `ActivationSource` yields chunks of token activations `[n, dIn]` (row-major Float32Array),
- * one pass (epoch) at a time. `modelActivationSource` runs a Model over texts in a seeded shuffled
- * document order and keeps the real (mask 1) tokens of one hook.
+ * one pass (epoch) at a time. `modelHookSource` runs a Model over texts in a seeded shuffled
+ * document order and keeps the real (mask 1) tokens of several hooks, all captured by one forward
+ * pass per chunk (`modelActivationSource` is its one-hook view). `spillHookActivations` writes one
+ * such pass to one file per hook, so that SAEs at many hooks train from one pass of the model with
+ * memory bounded by a chunk.
  *
  * `ActivationBuffer` holds at most `capacityTokens` rows. It refills from the source whenever it is
  * half empty (a pass that ends first ends the refill once a batch is there) and hands out batches of rows drawn uniformly at random without replacement from what
@@ -110,15 +113,33 @@ export interface ModelSourceOptions {
   hook: HookName;
   /** Documents per forward pass (default 16). */
   docsPerBatch?: number;
+  /** Seed of the document order (pass `epoch` shuffles with `seed + epoch`; default 42). */
   seed?: number;
   /** The executor of the forward passes (default: `chooseExecutor`'s choice, src/models/executor.ts). */
   executor?: ExecutorName;
 }
 
-/** Activations of `hook` over `texts`, documents shuffled per epoch with seed `seed + epoch`. */
-export function modelActivationSource(options: ModelSourceOptions): ActivationSource {
-  const { model, tokenize, texts, hook } = options;
-  if (!model.hookNames.includes(hook)) throw new Error(`unknown hook "${hook}" for this model`);
+/**
+ * Activations at several hooks, all from one forward pass per chunk of documents: the chunks of
+ * every hook hold the same tokens in the same order. Position, seek and restart are the
+ * `ActivationSource`'s (documents consumed).
+ */
+export interface HookActivationSource extends Omit<ActivationSource, 'nextChunk'> {
+  /** The hooks captured, in the model's forward order. */
+  readonly hooks: readonly HookName[];
+  /** The next chunk at every hook (`[n, dIn]` each, the same `n`), or undefined when the pass is over. */
+  nextChunks(): Promise<Readonly<Record<HookName, Float32Array>> | undefined>;
+}
+
+/**
+ * Activations at `hooks` over `texts` (each forward pass captures all of them), documents shuffled
+ * per epoch with seed `seed + epoch`.
+ */
+export function modelHookSource(options: Omit<ModelSourceOptions, 'hook'> & { hooks: readonly HookName[] }): HookActivationSource {
+  const { model, tokenize, texts } = options;
+  for (const hook of options.hooks) if (!model.hookNames.includes(hook)) throw new Error(`unknown hook "${hook}" for this model`);
+  const hooks = model.hookNames.filter((h) => options.hooks.includes(h));
+  if (hooks.length === 0) throw new Error('modelHookSource: no hooks');
   if (texts.length === 0) throw new Error('modelActivationSource: no texts');
   const docsPerBatch = options.docsPerBatch ?? 16;
   const seed = options.seed ?? 42;
@@ -129,25 +150,33 @@ export function modelActivationSource(options: ModelSourceOptions): ActivationSo
   const d = model.config.dModel;
   let onnx: Promise<OnnxForward> | undefined;
   return {
-    dIn: model.config.dModel,
+    dIn: d,
+    hooks,
     ...pass.methods(),
-    async nextChunk() {
+    async nextChunks() {
       await breather.maybe();
       if (pass.pos >= texts.length) return undefined;
       const docs = Array.from(pass.order.subarray(pass.pos, Math.min(pass.pos + docsPerBatch, texts.length)), (i) => texts[i]!);
       pass.pos += docs.length;
       const batch = tokenize(docs);
       try {
-        let values: Float32Array;
+        const values: Record<HookName, Float32Array> = {};
         if (executor === 'onnx') {
-          onnx ??= OnnxForward.create(model, [hook], (g, hooks) => g.output('acts', hooks[hook]!, 'float32', ['batch', 'seq', d]), `activations at ${hook}`);
-          values = (await (await onnx).run(batch)).acts!.data as Float32Array;
+          onnx ??= OnnxForward.create(
+            model,
+            hooks,
+            (g, at) => hooks.forEach((h, i) => g.output(`acts_${i}`, at[h]!, 'float32', ['batch', 'seq', d])),
+            `activations at ${hooks.join(', ')}`,
+          );
+          const out = await (await onnx).run(batch);
+          hooks.forEach((h, i) => (values[h] = out[`acts_${i}`]!.data as Float32Array));
         } else {
-          const acts = model.run(batch, { capture: [hook], stopAfter: hook }).captures[hook]!;
-          values = acts.dataSync() as Float32Array;
-          acts.dispose();
+          const { captures } = model.run(batch, { capture: hooks, stopAfter: hooks.at(-1) });
+          for (const h of hooks) values[h] = captures[h]!.dataSync() as Float32Array;
+          tf.dispose(Object.values(captures));
         }
-        return realTokens(values, batch.attentionMask.dataSync(), d);
+        const mask = batch.attentionMask.dataSync();
+        return Object.fromEntries(hooks.map((h) => [h, realTokens(values[h]!, mask, d)]));
       } finally {
         tf.dispose([batch.inputIds, batch.attentionMask]);
       }
@@ -158,6 +187,24 @@ export function modelActivationSource(options: ModelSourceOptions): ActivationSo
       if (session !== undefined) await (await session).dispose();
     },
   };
+}
+
+/** One hook of a multi-hook source, as an `ActivationSource` (it drives the whole source). */
+function hookOf(source: HookActivationSource, hook: HookName): ActivationSource {
+  return {
+    dIn: source.dIn,
+    restart: (epoch) => source.restart(epoch),
+    position: () => source.position(),
+    seek: (epoch, position) => source.seek(epoch, position),
+    dispose: async () => await source.dispose?.(),
+    nextChunk: async () => (await source.nextChunks())?.[hook],
+  };
+}
+
+/** Activations of `hook` over `texts`, documents shuffled per epoch with seed `seed + epoch` (`modelHookSource` at one hook). */
+export function modelActivationSource(options: ModelSourceOptions): ActivationSource {
+  const { hook, ...rest } = options;
+  return hookOf(modelHookSource({ ...rest, hooks: [hook] }), hook);
 }
 
 /** The rows of `values` `[positions, d]` whose mask entry is nonzero. */
@@ -219,38 +266,91 @@ export interface SpilledActivations extends ActivationSource {
   dispose(): Promise<void>;
 }
 
+/** Where one hook's spill goes: a temporary subfolder of `dir`; its chunks are read back in an order shuffled with `seed + epoch`. */
+export interface SpillPlace {
+  dir: string;
+  /** Default 42. */
+  seed?: number;
+}
+
 /**
- * Writes one pass of `source` to a temporary file in `dir` (raw float32 rows, chunk by chunk) and
- * returns a source that reads it back, chunks shuffled per epoch with seed `seed + epoch`: the
- * pass is computed once (one forward pass over the texts), and memory stays bounded by a chunk
- * however many tokens there are (the `ActivationBuffer` then mixes rows of many chunks). The
- * file is deleted by `dispose()`.
+ * Writes one pass of `source` to one temporary file per hook of `places` (raw float32 rows, chunk by
+ * chunk, each in a new subfolder of its place's `dir`) and returns, per hook, a source that reads its
+ * file back, chunks shuffled per epoch with its place's seed: the pass is computed once (one forward
+ * pass over the texts for every hook), and memory stays bounded by a chunk however many tokens and
+ * hooks there are (the `ActivationBuffer` then mixes rows of many chunks). Every hook's file holds
+ * the same tokens in the same chunks. With `maxTokens`, the pass stops after that many tokens. Each
+ * file is deleted by its source's `dispose()`; the source is disposed once the pass is read.
  */
-export async function spillActivations(source: ActivationSource, dir: string, seed = 42): Promise<SpilledActivations> {
+export async function spillHookActivations(
+  source: HookActivationSource,
+  places: Readonly<Record<HookName, SpillPlace>>,
+  options: { maxTokens?: number } = {},
+): Promise<Record<HookName, SpilledActivations>> {
   const d = source.dIn;
-  const path = join(mkdtempSync(join(dir, 'sae-activations-')), 'rows.f32');
+  const hooks = Object.keys(places);
+  for (const hook of hooks) if (!source.hooks.includes(hook)) throw new Error(`spillActivations: the source does not capture hook "${hook}"`);
+  if (hooks.length === 0) throw new Error('spillActivations: no hooks to spill');
+  const maxTokens = options.maxTokens ?? Infinity;
+  const files = new Map<HookName, { path: string; fd: number }>();
+  const removeAll = (): void => {
+    for (const { path } of files.values()) rmSync(dirname(path), { recursive: true, force: true });
+  };
   const starts: number[] = [0];
-  const fd = openSync(path, 'w');
   try {
+    for (const hook of hooks) {
+      const path = join(mkdtempSync(join(places[hook]!.dir, 'sae-activations-')), 'rows.f32');
+      files.set(hook, { path, fd: openSync(path, 'w') });
+    }
     source.restart(0);
-    for (let chunk = await source.nextChunk(); chunk !== undefined; chunk = await source.nextChunk()) {
-      if (chunk.length === 0) continue;
-      writeSync(fd, new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength));
-      starts.push(starts.at(-1)! + chunk.length / d);
+    while (starts.at(-1)! < maxTokens) {
+      const chunks = await source.nextChunks();
+      if (chunks === undefined) break;
+      const rows = Math.min(chunks[hooks[0]!]!.length / d, maxTokens - starts.at(-1)!);
+      if (rows === 0) continue;
+      for (const hook of hooks) {
+        const chunk = chunks[hook]!;
+        if (chunk.length !== chunks[hooks[0]!]!.length)
+          throw new Error(`spillActivations: hook "${hook}" gave ${chunk.length / d} rows where "${hooks[0]}" gave ${chunks[hooks[0]!]!.length / d}`);
+        writeSync(files.get(hook)!.fd, new Uint8Array(chunk.buffer, chunk.byteOffset, rows * d * 4));
+      }
+      starts.push(starts.at(-1)! + rows);
     }
   } catch (err) {
-    closeSync(fd);
-    rmSync(dirname(path), { recursive: true, force: true });
+    for (const { fd } of files.values()) closeSync(fd);
+    removeAll();
     throw err;
   } finally {
     await source.dispose?.();
   }
-  closeSync(fd);
-  const chunks = starts.length - 1;
-  if (chunks === 0) {
-    rmSync(dirname(path), { recursive: true, force: true });
+  for (const { fd } of files.values()) closeSync(fd);
+  if (starts.length === 1) {
+    removeAll();
     throw new Error('spillActivations: the source yielded no rows');
   }
+  return Object.fromEntries(hooks.map((hook) => [hook, spilledSource(files.get(hook)!.path, starts, d, places[hook]!.seed ?? 42)]));
+}
+
+/** `spillHookActivations` for a source of one stream of rows: one file in `dir`, read back in chunk orders shuffled with `seed + epoch`. */
+export async function spillActivations(source: ActivationSource, dir: string, seed = 42): Promise<SpilledActivations> {
+  const rows: HookActivationSource = {
+    dIn: source.dIn,
+    hooks: ['rows'],
+    restart: (epoch) => source.restart(epoch),
+    position: () => source.position(),
+    seek: (epoch, position) => source.seek(epoch, position),
+    dispose: async () => await source.dispose?.(),
+    nextChunks: async () => {
+      const chunk = await source.nextChunk();
+      return chunk === undefined ? undefined : { rows: chunk };
+    },
+  };
+  return (await spillHookActivations(rows, { rows: { dir, seed } })).rows!;
+}
+
+/** Reads back the chunks (row offsets `starts`) of the file at `path`; `dispose()` deletes its folder. */
+function spilledSource(path: string, starts: readonly number[], d: number, seed: number): SpilledActivations {
+  const chunks = starts.length - 1;
   const pass = new ShuffledPass(chunks, seed, 'spillActivations');
   let reader: number | undefined;
   return {

@@ -39,6 +39,11 @@
  * one executor resumes on the other (the state layout is the same), equal then to float32 rounding.
  * Version 1 checkpoints (which did not save the stream) are refused.
  *
+ * SAEs at many hooks (`trainSaes`, `trainSaesOnModel`) train from one activation pass: the model
+ * runs once over the texts capturing every hook, each hook's tokens spilled to its own file
+ * (src/sae/buffer.ts `spillHookActivations`), then each SAE trains from its file in turn; an SAE
+ * trained so equals the one a one-hook run trains with the same seed (the files hold the same rows).
+ *
  * Where the conventions follow the libraries and where they differ (test/sae/train.test.ts compares
  * optimiser steps with dictionary_learning 0.1.0 and eai-sparsify 1.3.3):
  *  - relu: the forward pass, the L1 term, the decoder gradient projection and renormalisation, and
@@ -56,7 +61,7 @@
  *    dead features are resampled as for relu.
  */
 import { Breather } from '../util/yield.js';
-import { existsSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { tf, initEngine, variableFrom } from '../engine/engine.js';
 import { writeJsonAtomic } from '../io/atomic.js';
@@ -64,8 +69,9 @@ import { readSafetensors, writeSafetensors } from '../io/safetensors.js';
 import { randomNormalArray, type Rng } from '../data/prng.js';
 import { pushAll } from '../util/arrays.js';
 import type { HookName } from '../models/model.js';
+import type { OpenedModel } from '../models/open.js';
 import { progress } from '../util/progress.js';
-import { ActivationBuffer, CountingRng, type ActivationSource, type BufferState } from './buffer.js';
+import { ActivationBuffer, CountingRng, type ActivationSource, type BufferState, type SpilledActivations } from './buffer.js';
 import { AffineSae, topkMask } from './sae.js';
 import { saveSaeLensSae } from './saelens.js';
 import { readJsonObject } from './weights.js';
@@ -288,7 +294,7 @@ export async function trainSaeOnSource(source: ActivationSource, options: TrainO
   const resampleEvery = options.resampleSteps ?? 1000;
   const totalSteps = Math.max(1, Math.ceil(options.tokens / o.batchSize));
   const checkpointEvery = options.checkpointEvery ?? 500;
-  const bufferTokens = Math.max(options.bufferTokens ?? 32768, 2 * o.batchSize);
+  const bufferTokens = bufferCapacity(o);
   const key = checkpointKey(o, d, bufferTokens);
 
   // ---- initial state (fresh or from a checkpoint)
@@ -859,26 +865,53 @@ export function saveTrainedSae(sae: AffineSae, dir: string, info: Record<string,
 /** Held-out tokens an SAE's quality is measured on, at most (memory stays bounded by it). */
 export const HELD_OUT_TOKENS = 100_000;
 
-export interface TrainSaeOptions extends Omit<TrainOptions, 'hook' | 'model' | 'checkpointDir' | 'label'> {
+/** The rows the activation buffer of a run with these options holds (at least two batches). */
+export function bufferCapacity(options: Pick<TrainOptions, 'bufferTokens' | 'batchSize'>): number {
+  return Math.max(options.bufferTokens ?? 32768, 2 * (options.batchSize ?? 1024));
+}
+
+export interface TrainSaesOptions extends Omit<TrainOptions, 'hook' | 'model' | 'checkpointDir' | 'label' | 'onStep'> {
   /** Model folder or hub id (`owner/name[@revision]`). */
   model: string;
-  hook: HookName;
+  /**
+   * Hook names or patterns (`*` stands for any characters, src/sae/hook-patterns.ts), expanded
+   * against the model's hooks; one SAE is trained at each hook, in forward order.
+   */
+  hooks: readonly string[];
   /** Training texts: a JSONL/CSV/Parquet file with a text field. */
   input: string;
   /** Held-out texts for the final metrics (default: none). */
   heldOut?: string;
   textField?: string;
-  /** Output folder: the SAE in SAELens format, metrics.json, and checkpoint/ while training. */
+  /** Output folder: each hook's SAE (SAELens format), metrics.json and checkpoint/ go to `out/<hook>/`. */
   out: string;
   /** Tokens per text (default 128). */
   maxLength?: number;
   /** Held-out tokens evaluated at most (default 100k). */
   heldOutTokens?: number;
   /**
-   * Collect up to this many training tokens once and train from memory (4 x dIn bytes a token)
-   * instead of streaming the model over the texts every pass. Default: stream.
+   * Training tokens collected at most (the first tokens of the shuffled texts). Default: as many as
+   * training reads (`tokens` plus the buffer), so a budget shorter than the texts runs the model over
+   * no more of them than it uses.
    */
   cacheTokens?: number;
+  /** Called after every step of every SAE (monitoring, tests). */
+  onStep?: (info: Parameters<NonNullable<TrainOptions['onStep']>>[0] & { hook: HookName }) => void;
+}
+
+export interface TrainSaeOptions extends Omit<TrainSaesOptions, 'hooks' | 'out' | 'onStep'> {
+  hook: HookName;
+  /** Output folder: the SAE in SAELens format, metrics.json, and checkpoint/ while training. */
+  out: string;
+  onStep?: TrainOptions['onStep'];
+}
+
+/** One hook's trained SAE, where it was saved, and its held-out metrics. */
+export interface TrainedSae {
+  sae: AffineSae;
+  out: string;
+  heldOut?: SaeMetrics;
+  result: TrainResult;
 }
 
 async function readTexts(path: string, field: string): Promise<string[]> {
@@ -893,52 +926,150 @@ async function readTexts(path: string, field: string): Promise<string[]> {
 }
 
 /**
- * Trains an SAE on hook activations of a model over texts, evaluates it on held-out texts and saves
- * it in SAELens format (loadable with `loadSae(out)`). Returns the SAE and the held-out metrics.
+ * Trains one SAE at each of several hooks of a model over texts from one activation pass, evaluates
+ * each on held-out texts and saves it in SAELens format in `out/<hook>/` (loadable with
+ * `loadSae`). Returns them by hook, in forward order; the caller disposes the SAEs.
  */
-export async function trainSae(options: TrainSaeOptions): Promise<{ sae: AffineSae; heldOut?: SaeMetrics; result: TrainResult }> {
+export async function trainSaes(options: TrainSaesOptions): Promise<Record<HookName, TrainedSae>> {
+  const { hooks, out, ...rest } = options;
+  return await trainFromFiles(rest, async (hookNames) => {
+    const { expandHookPatterns } = await import('./hook-patterns.js');
+    return Object.fromEntries(expandHookPatterns(hooks, hookNames, '--hook').map(({ hook }) => [hook, join(out, hook)]));
+  });
+}
+
+/** Trains an SAE at one hook (`trainSaes` at one hook, saved in `out` itself). */
+export async function trainSae(options: TrainSaeOptions): Promise<TrainedSae> {
+  const { hook, out, onStep, ...rest } = options;
+  const trained = await trainFromFiles({ ...rest, onStep: onStep === undefined ? undefined : ({ hook: _hook, ...info }) => onStep(info) }, () =>
+    Promise.resolve({ [hook]: out }),
+  );
+  return trained[hook]!;
+}
+
+/** `trainSaes` on the texts of its files, each hook's SAE (and checkpoint/, and its activations while it trains) in the folder `outsFor` gives it. */
+async function trainFromFiles(
+  options: Omit<TrainSaesOptions, 'hooks' | 'out'>,
+  outsFor: (hookNames: readonly HookName[]) => Promise<Record<HookName, string>>,
+): Promise<Record<HookName, TrainedSae>> {
   await initEngine();
   const { openModel } = await import('../models/open.js');
-  const { modelActivationSource, collectActivations, arrayActivationSource } = await import('./buffer.js');
   const field = options.textField ?? 'text';
   const texts = await readTexts(options.input, field);
-  const heldOutTexts = options.heldOut !== undefined ? await readTexts(options.heldOut, field) : undefined;
+  const heldOut = options.heldOut !== undefined ? await readTexts(options.heldOut, field) : undefined;
   const opened = await openModel(options.model, { maxLength: options.maxLength ?? 128 });
   try {
-    const streamed = modelActivationSource({ model: opened.model, tokenize: opened.tokenize, texts, hook: options.hook, seed: options.seed });
-    const source =
-      options.cacheTokens === undefined
-        ? streamed
-        : arrayActivationSource(await collectActivations(streamed, options.cacheTokens), opened.model.config.dModel, { seed: options.seed });
-    let result: TrainResult;
-    try {
-      result = await trainSaeOnSource(source, { ...options, hook: options.hook, model: options.model, checkpointDir: join(options.out, 'checkpoint') });
-    } finally {
-      await streamed.dispose?.();
-    }
-    let heldOut: SaeMetrics | undefined;
-    if (heldOutTexts !== undefined) {
-      const held = modelActivationSource({ model: opened.model, tokenize: opened.tokenize, texts: heldOutTexts, hook: options.hook, seed: options.seed });
-      heldOut = evaluateSae(result.sae, await collectActivations(held, options.heldOutTokens ?? HELD_OUT_TOKENS));
-    }
-    const info = {
+    const outs = await outsFor(opened.model.hookNames);
+    const { onStep, ...train } = options;
+    const jobs = Object.fromEntries(
+      Object.entries(outs).map(([hook, out]): [HookName, SaeJob] => {
+        mkdirSync(out, { recursive: true });
+        const job: SaeJob = {
+          out,
+          spillDir: out,
+          train: {
+            ...train,
+            checkpointDir: join(out, 'checkpoint'),
+            label: Object.keys(outs).length > 1 ? `train-sae ${hook}` : undefined,
+            onStep: onStep === undefined ? undefined : (info) => onStep({ ...info, hook }),
+          },
+          tokens: () => options.tokens,
+          info: { input: options.input, heldOutInput: options.heldOut },
+        };
+        return [hook, job];
+      }),
+    );
+    return await trainSaesOnModel(opened, jobs, {
       model: options.model,
-      hook: options.hook,
-      arch: options.arch,
-      dSae: options.dSae,
-      k: options.arch === 'topk' ? (options.k ?? 32) : undefined,
-      l1: options.arch === 'relu' ? (options.l1 ?? 0.1) : undefined,
-      tokens: result.steps * (options.batchSize ?? 1024),
-      steps: result.steps,
-      inputScale: result.inputScale,
-      train: result.train,
+      texts,
       heldOut,
-      input: options.input,
-      heldOutInput: options.heldOut,
-    };
-    saveTrainedSae(result.sae, options.out, info);
-    return { sae: result.sae, heldOut, result };
+      seed: options.seed,
+      maxTokens: options.cacheTokens ?? options.tokens + bufferCapacity(options),
+      heldOutTokens: options.heldOutTokens,
+    });
   } finally {
     opened.model.dispose();
+  }
+}
+
+/** One SAE for `trainSaesOnModel` to train. */
+export interface SaeJob {
+  /** Folder the SAE is saved to (SAELens format and metrics.json). */
+  out: string;
+  /** Folder (existing) its activations are spilled to, in a temporary subfolder, while it waits and trains. */
+  spillDir: string;
+  /** The trainer's options (its seed also orders the spilled chunks); `hook` and `model` are filled in. */
+  train: Omit<TrainOptions, 'tokens' | 'hook' | 'model'>;
+  /** Training tokens, given the number of tokens collected. */
+  tokens: (collected: number) => number;
+  /** Recorded in metrics.json beside what training measured. */
+  info: Readonly<Record<string, unknown>>;
+}
+
+/**
+ * Trains the SAEs of `jobs` (by hook) from one activation pass: `opened.model` runs once over
+ * `data.texts` capturing every hook (at most `maxTokens` tokens), each hook's tokens spilled to its
+ * own file, and once over `data.heldOut` likewise (at most `heldOutTokens`, default 100k); then, in
+ * forward order, each SAE trains from its own file, is evaluated on its held-out file, and is saved
+ * (SAELens format, metrics.json with the held-out FVE, L0 and dead fraction), and its files are
+ * deleted. Memory stays bounded by a chunk of the pass and one SAE's buffer; disk holds 4 x dIn
+ * bytes per token and hook until a hook's SAE is trained. A job with the same seed and options
+ * trains the same SAE whichever other hooks share the pass. Returns the SAEs (the caller disposes
+ * them).
+ */
+export async function trainSaesOnModel(
+  opened: OpenedModel,
+  jobs: Readonly<Record<HookName, SaeJob>>,
+  data: { model: string; texts: readonly string[]; heldOut?: readonly string[]; seed?: number; maxTokens?: number; heldOutTokens?: number },
+): Promise<Record<HookName, TrainedSae>> {
+  const { modelHookSource, spillHookActivations, collectActivations } = await import('./buffer.js');
+  const hooks = opened.model.hookNames.filter((h) => jobs[h] !== undefined);
+  for (const hook of Object.keys(jobs)) if (!hooks.includes(hook)) throw new Error(`trainSaes: unknown hook "${hook}" for this model`);
+  const trained: Record<HookName, TrainedSae> = {};
+  const spills: SpilledActivations[] = [];
+  const spill = async (texts: readonly string[], maxTokens: number | undefined): Promise<Record<HookName, SpilledActivations>> => {
+    const source = modelHookSource({ model: opened.model, tokenize: opened.tokenize, texts, hooks, seed: data.seed });
+    const places = Object.fromEntries(hooks.map((h) => [h, { dir: jobs[h]!.spillDir, seed: jobs[h]!.train.seed }]));
+    const files = await spillHookActivations(source, places, { maxTokens });
+    pushAll(spills, Object.values(files));
+    return files;
+  };
+  try {
+    const train = await spill(data.texts, data.maxTokens);
+    const held = data.heldOut === undefined ? undefined : await spill(data.heldOut, data.heldOutTokens ?? HELD_OUT_TOKENS);
+    for (const hook of hooks) {
+      const job = jobs[hook]!;
+      const collected = train[hook]!.tokens;
+      const result = await trainSaeOnSource(train[hook]!, { ...job.train, tokens: job.tokens(collected), hook, model: data.model });
+      await train[hook]!.dispose();
+      const heldOut = held === undefined ? undefined : evaluateSae(result.sae, await collectActivations(held[hook]!, Infinity));
+      const o = job.train;
+      saveTrainedSae(result.sae, job.out, {
+        model: data.model,
+        hook,
+        arch: o.arch,
+        dSae: o.dSae,
+        k: o.arch === 'topk' ? (o.k ?? 32) : undefined,
+        l1: o.arch === 'relu' ? (o.l1 ?? 0.1) : undefined,
+        lr: o.lr ?? 1e-3,
+        batchSize: o.batchSize ?? 1024,
+        seed: o.seed ?? 42,
+        ...job.info,
+        tokens: result.steps * (o.batchSize ?? 1024),
+        trainTokens: collected,
+        steps: result.steps,
+        inputScale: result.inputScale,
+        train: result.train,
+        heldOut,
+      });
+      trained[hook] = { sae: result.sae, out: job.out, heldOut, result };
+    }
+    return trained;
+  } catch (err) {
+    for (const t of Object.values(trained)) t.sae.dispose();
+    throw err;
+  } finally {
+    // Whatever is left of the spilled activations (a run stopped before it read them all).
+    for (const s of spills) await s.dispose();
   }
 }

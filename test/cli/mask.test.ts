@@ -203,6 +203,8 @@ describe.skipIf(skipWithout(shared === undefined, 'the mask CLI runs need ../sha
       const metrics = JSON.parse(readFileSync(join(out, 'metrics.json'), 'utf8')) as ExperimentResult;
       expect(Object.keys(metrics.methods)).toEqual(['original', 'sae_mask']);
       expect(metrics.seeds).toEqual([42]);
+      // The original recipe (objective "task" on the balanced split) reads the balanced task labels, and says so.
+      expect(metrics.methods.sae_mask!.supervision).toEqual({ labels: ['ambiguous_task', 'balanced_task'], handPicked: false });
       // -mb: at most 1000 examples per training split.
       expect(metrics.n_train.balanced).toBeLessThanOrEqual(1000);
       for (const [method, m] of Object.entries(metrics.methods)) {
@@ -215,9 +217,10 @@ describe.skipIf(skipWithout(shared === undefined, 'the mask CLI runs need ../sha
       // The flags as the method's options and the config's overrides.
       const config = JSON.parse(readFileSync(join(out, 'config.json'), 'utf8')) as RunConfigFile;
       expect(config.config.methods).toEqual({
-        original: { method: 'original', options: {} },
+        original: { method: 'original', name: 'original', options: {} },
         sae_mask: {
           method: 'sae_mask',
+          name: 'sae_mask',
           options: expect.objectContaining({
             ...{ epochs: 2, lr: 0.01, batchSize: 32, hooks: ['layers.3.resid_out'], objective: 'task', taskSplit: 'balanced' },
             ...{ initKeep: 0.5, l1: 0, hardMask: false, keepError: false },
@@ -274,6 +277,7 @@ describe.skipIf(skipWithout(shared === undefined, 'the mask CLI runs need ../sha
       const config = JSON.parse(readFileSync(join(out, 'config.json'), 'utf8')) as RunConfigFile;
       expect(config.config.methods.sae_mask).toEqual({
         method: 'sae_mask',
+        name: 'sae_mask',
         options: expect.objectContaining({ objective: 'concept', epochs: 2, lr: 0.05, hooks: ['layers.3.resid_out'], initKeep: 0.99, l1: 0.05 }),
       });
       expect(config.config.saes).toEqual({ 'layers.3.resid_out': { path: join(rpath, 'layers.3.resid_out') } });

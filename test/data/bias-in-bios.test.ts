@@ -11,7 +11,9 @@ import {
   loadBiasInBios,
   professionName,
   splitArrays,
+  splitForTuning,
   subgroupSplits,
+  TEST_SPLIT_SEED,
   type BiosDataset,
   type SplitExample,
 } from '../../src/data/bias-in-bios.js';
@@ -213,6 +215,92 @@ describe('Bias in Bios loading', () => {
   });
 });
 
+describe('splitForTuning: a tuning part and a reporting part of a test file', () => {
+  /**
+   * Groups of 9 male surgeons, 4 female surgeons, 5 male nurses and 20 female nurses (distinct
+   * texts), 3 dentists, interleaved; then repeats: every third female nurse's text again with the
+   * same labels, and one male surgeon's text under another gender (a mislabelled copy).
+   */
+  function dataset(): BiosDataset {
+    const sizes: [string, string, number][] = [
+      ['surgeon', 'male', 9],
+      ['surgeon', 'female', 4],
+      ['nurse', 'male', 5],
+      ['nurse', 'female', 20],
+      ['dentist', 'male', 3],
+    ];
+    const rows: [string, string, string][] = [];
+    for (let i = 0; i < 20; i++) for (const [p, g, n] of sizes) if (i < n) rows.push([p, g, `${p} ${g} ${i}`]);
+    for (let i = 0; i < 20; i += 3) rows.push(['nurse', 'female', `nurse female ${i}`]);
+    rows.push(['surgeon', 'female', 'surgeon male 2']);
+    return biosFromTable(parseJsonl(handJsonl(rows), 'split.jsonl'));
+  }
+  const key = (e: { profession: string; gender: number }): string => `${e.profession}/${e.gender}`;
+  const distinctPerGroup = (ds: BiosDataset): Record<string, number> => {
+    const seen = new Map<string, string>();
+    for (const e of ds.examples) if (!seen.has(e.text)) seen.set(e.text, key(e));
+    const out: Record<string, number> = {};
+    for (const k of seen.values()) out[k] = (out[k] ?? 0) + 1;
+    return out;
+  };
+
+  it('stratifies by profession and gender: floor(fraction x distinct texts) of each group to tuning, the rest to reporting', () => {
+    const ds = dataset();
+    const { tuning, reporting } = splitForTuning(ds, 0.5, TEST_SPLIT_SEED);
+    // Distinct texts by the group of their first row: 9, 4, 5, 20, 3.
+    expect(distinctPerGroup(tuning)).toEqual({ 'surgeon/0': 4, 'surgeon/1': 2, 'nurse/0': 2, 'nurse/1': 10, 'dentist/0': 1 });
+    expect(distinctPerGroup(reporting)).toEqual({ 'surgeon/0': 5, 'surgeon/1': 2, 'nurse/0': 3, 'nurse/1': 10, 'dentist/0': 2 });
+    const quarter = splitForTuning(ds, 0.25, TEST_SPLIT_SEED);
+    expect(distinctPerGroup(quarter.tuning)).toEqual({ 'surgeon/0': 2, 'surgeon/1': 1, 'nurse/0': 1, 'nurse/1': 5 });
+    expect(tuning.source).toBe('split.jsonl (tuning part)');
+    expect(reporting.source).toBe('split.jsonl (reporting part)');
+  });
+
+  it('is disjoint by text and covers the file: every row of a text, repeats and a mislabelled copy included, lands in one part, in file order', () => {
+    const ds = dataset();
+    const { tuning, reporting } = splitForTuning(ds, 0.5, TEST_SPLIT_SEED);
+    const tuningTexts = new Set(tuning.examples.map((e) => e.text));
+    expect(reporting.examples.filter((e) => tuningTexts.has(e.text))).toEqual([]);
+    const rows = (d: BiosDataset): number[] => d.examples.map((e) => e.row);
+    expect([...rows(tuning), ...rows(reporting)].sort((a, b) => a - b)).toEqual(rows(ds));
+    expect(rows(tuning)).toEqual([...rows(tuning)].sort((a, b) => a - b));
+    expect(rows(reporting)).toEqual([...rows(reporting)].sort((a, b) => a - b));
+    // Each repeated text (7 repeated female nurses, the mislabelled copy) has all its rows in one part.
+    const repeated = [...new Set(ds.examples.map((e) => e.text))].filter((text) => ds.examples.filter((e) => e.text === text).length > 1);
+    expect(repeated).toHaveLength(8);
+    for (const text of repeated) {
+      const inTuning = tuning.examples.filter((e) => e.text === text).length;
+      const inReporting = reporting.examples.filter((e) => e.text === text).length;
+      expect(inTuning === 0 || inReporting === 0, text).toBe(true);
+      expect(inTuning + inReporting, text).toBe(ds.examples.filter((e) => e.text === text).length);
+    }
+  });
+
+  it('is deterministic in its seed and the file, and another seed gives another split of the same sizes', () => {
+    const texts = (d: BiosDataset): string[] => d.examples.map((e) => e.text);
+    const a = splitForTuning(dataset(), 0.5, TEST_SPLIT_SEED);
+    const b = splitForTuning(dataset(), 0.5, TEST_SPLIT_SEED);
+    expect(texts(a.tuning)).toEqual(texts(b.tuning));
+    expect(texts(splitForTuning(dataset(), 0.5).tuning)).toEqual(texts(a.tuning));
+    const other = splitForTuning(dataset(), 0.5, TEST_SPLIT_SEED + 1);
+    expect(texts(other.tuning)).not.toEqual(texts(a.tuning));
+    expect(distinctPerGroup(other.tuning)).toEqual(distinctPerGroup(a.tuning));
+    // The splits of the pair's groups build on each part.
+    const parts = buildSplits(a.reporting, { professions: ['surgeon', 'nurse'] });
+    expect(groupCounts(a.reporting, ['surgeon', 'nurse'])).toEqual({ male_surgeon: 5, female_surgeon: 2, male_nurse: 3, female_nurse: 13 });
+    expect(parts.balanced).toHaveLength(4 * 2);
+  });
+
+  it('fraction 0 reports on the whole file; a fraction outside [0, 1) is an error naming the file', () => {
+    const ds = dataset();
+    const { tuning, reporting } = splitForTuning(ds, 0, TEST_SPLIT_SEED);
+    expect(reporting).toBe(ds);
+    expect(tuning.examples).toEqual([]);
+    expect(() => splitForTuning(ds, 1)).toThrow(/split\.jsonl: the tuning fraction must be in \[0, 1\), got 1/);
+    expect(() => splitForTuning(ds, -0.1)).toThrow(/got -0\.1/);
+  });
+});
+
 const trainPath = sharedPath('data', 'bias_in_bios', 'train.jsonl');
 const validatePath = sharedPath('data', 'bias_in_bios', 'validate.jsonl');
 
@@ -233,6 +321,10 @@ describe.skipIf(skipWithout(trainPath === undefined, 'the shared Bias in Bios te
       expect(counts).toEqual([150, 150, 150, 150]);
       const validate = await loadBiasInBios(validatePath!);
       expect(groupCounts(validate, pair)).toEqual({ male_surgeon: 615, female_surgeon: 95, male_nurse: 50, female_nurse: 517 });
+      // The default split of the test file (the counts the README gives).
+      const { tuning, reporting } = splitForTuning(validate, 0.5, TEST_SPLIT_SEED);
+      expect(groupCounts(tuning, pair)).toEqual({ male_surgeon: 307, female_surgeon: 47, male_nurse: 25, female_nurse: 258 });
+      expect(groupCounts(reporting, pair)).toEqual({ male_surgeon: 308, female_surgeon: 48, male_nurse: 25, female_nurse: 259 });
     });
   },
 );

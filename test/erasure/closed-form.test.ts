@@ -21,6 +21,7 @@ import { mulberry32, randomNormal } from '../../src/data/prng.js';
 import { LinearProbe } from '../../src/probe/linear.js';
 import { parseStrict } from '../../src/util/schema.js';
 import { editCheckpointJson, editTensorMetadata, setCheckpointMethod } from './checkpoint-files.js';
+import { auditedContext, expectStatedReads } from './label-audit.js';
 
 const HOOK = 'layers.0.resid_out';
 const D = 8;
@@ -181,6 +182,28 @@ describe('closed-form erasers', () => {
     expect(plain.options).toMatchObject({ shrinkage: false });
     plain.dispose();
     shrunk.dispose();
+  });
+
+  it('states the labels it read: the concept gender labels, and the ambiguous task labels (probe or retrained head)', async () => {
+    const { cache, split } = plantedData();
+    const probe = trainedProbe(cache, split);
+    const want = { labels: ['ambiguous_task', 'concept_gender'], handPicked: false };
+    const fits: [string, (ctx: FitContext) => Promise<Eraser>][] = [
+      ['leace, no head', (ctx) => fitLeace(ctx, { variant: 'orth' })],
+      ['inlp, no head', (ctx) => fitInlpEraser(ctx, { iterations: 2 })],
+      ['leace, retrained head', (ctx) => createLeaceFitter(parseStrict(leaceOptionsSchema, {}, 'leace')).fit(ctx)],
+    ];
+    for (const [name, fit] of fits) {
+      const { ctx, reads } = auditedContext(context(cache, split, { probe }));
+      const eraser = await fit(ctx);
+      expect(eraser.describe().supervision, name).toEqual(want);
+      expectStatedReads(eraser, reads);
+      // Never the concept set's task labels: the erasure is fitted on gender alone.
+      expect(reads.has('concept_task'), name).toBe(false);
+      expect(reads.has('ambiguous_task'), name).toBe(eraser.head !== undefined);
+      eraser.dispose();
+    }
+    probe.dispose();
   });
 
   it("retrains the head by default with the biased probe's options; heads round-trip for leace and inlp", async () => {

@@ -6,7 +6,14 @@ import { initEngine } from '../../src/engine/engine.js';
 import { buildActivationCache, type ActivationCache } from '../../src/cache/cache.js';
 import { mulberry32, randomNormal } from '../../src/data/prng.js';
 import type { RankedFeature } from '../../src/erasure/attribution.js';
-import { associationDesign, cachedSaeWidth, conceptFeatureColumns, rankBiserial, selectConceptFeatures } from '../../src/erasure/feature-selection.js';
+import {
+  associationDesign,
+  cachedSaeWidth,
+  conceptFeatureColumns,
+  rankBiserial,
+  selectConceptFeatures,
+  selectConceptOnlyFeatures,
+} from '../../src/erasure/feature-selection.js';
 import { ToyModel, axisSae, plantedSplits, toyTokenize, type PlantedSplits, type ToySae } from './sae-toy.js';
 
 beforeAll(async () => {
@@ -89,7 +96,7 @@ describe('selectConceptFeatures', () => {
       z,
     );
     records.forEach((r, i) =>
-      expect(r.selected, `${features[i]!.name}: concept ${r.conceptScore.toFixed(2)}, task ${r.taskScore.toFixed(2)}`).toBe(features[i]!.isConcept),
+      expect(r.selected, `${features[i]!.name}: concept ${r.conceptScore.toFixed(2)}, task ${r.taskScore!.toFixed(2)}`).toBe(features[i]!.isConcept),
     );
     expect(records.every((r) => r.rule === 'stratified')).toBe(true);
     // The records carry the candidate's identity and attribution through.
@@ -150,6 +157,51 @@ describe('selectConceptFeatures', () => {
         Int32Array.from(z, (v) => v * 2),
       ),
     ).toThrow(/binary labels/);
+  });
+
+  describe('the concept-only rule (no task labels)', () => {
+    const columns = features.map((f) => f.values);
+
+    it('scores |rank-biserial with z| over the whole set, records no task score, and keeps the concept features', () => {
+      const records = selectConceptOnlyFeatures(candidates, columns, z);
+      records.forEach((r, i) => {
+        expect(r.conceptScore).toBe(Math.abs(rankBiserial(columns[i]!, z)));
+        expect(r.rule).toBe('concept_only');
+        expect(r).not.toHaveProperty('taskScore');
+        expect(r.selected).toBe(r.conceptScore >= 0.2);
+      });
+      expect(records.filter((r) => features[r.feature]!.isConcept).every((r) => r.selected)).toBe(true);
+      expect(records[6]!.selected).toBe(false); // noise
+      expect(records[3]).toMatchObject({ hook: 'embed', feature: 3, attribution: candidates[3]!.attribution });
+    });
+
+    it('differs from the stratified rule where it should: profession features correlated with gender pass it', () => {
+      const gender = selectConceptOnlyFeatures(candidates, columns, z);
+      const both = selectConceptFeatures(candidates, columns, y, z);
+      // 85% agreement: the nursing and surgery features separate genders marginally (documented price).
+      for (const j of [3, 4]) {
+        expect(gender[j]!.selected, features[j]!.name).toBe(true);
+        expect(both[j]!.selected, features[j]!.name).toBe(false);
+      }
+      // A threshold above what the task-gender correlation gives a task feature keeps them out.
+      const strict = selectConceptOnlyFeatures(candidates, columns, z, { minConceptScore: 0.6 });
+      expect(strict.filter((r) => r.selected).map((r) => r.feature)).toEqual(gender.filter((r) => r.conceptScore >= 0.6).map((r) => r.feature));
+      expect(strict[3]!.selected).toBe(false);
+    });
+
+    it('refuses a concept set with too few examples of a concept class, and non-binary labels', () => {
+      const few = Int32Array.from(z, (_, i) => (i < 3 ? 1 : 0));
+      expect(() => selectConceptOnlyFeatures(candidates, columns, few)).toThrow(/3 example\(s\) of its smaller concept class, fewer than minGroupSize 5/);
+      expect(selectConceptOnlyFeatures(candidates, columns, few, { minGroupSize: 3 })).toHaveLength(candidates.length);
+      expect(() =>
+        selectConceptOnlyFeatures(
+          candidates,
+          columns,
+          Int32Array.from(z, (v) => v * 2),
+        ),
+      ).toThrow(/binary labels/);
+      expect(() => selectConceptOnlyFeatures(candidates, columns.slice(1), z)).toThrow(/6 value columns for 7 candidates/);
+    });
   });
 });
 

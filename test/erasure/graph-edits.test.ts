@@ -15,7 +15,7 @@ import { buildActivationCache, type ActivationCache } from '../../src/cache/cach
 import { randomNormalArray } from '../../src/data/prng.js';
 import { AffineEraser, inlpOptionsSchema, leaceOptionsSchema } from '../../src/erasure/closed-form.js';
 import { erasedPooled } from '../../src/erasure/erased.js';
-import type { Eraser, EraserSae, FitContext, LabelledSplit } from '../../src/erasure/eraser.js';
+import { supervision, type Eraser, type EraserSae, type FitContext, type LabelledSplit } from '../../src/erasure/eraser.js';
 import { zeroAblationGraphEdit } from '../../src/erasure/ablate.js';
 import { FeatureAblationEraser } from '../../src/erasure/feature-ablation.js';
 import { withHead } from '../../src/erasure/head.js';
@@ -245,7 +245,7 @@ const families: Family[] = [
         Object.fromEntries(hooks.map((h) => [h, saeAt(h)])),
         PROBE_HOOK,
         Object.fromEntries(hooks.map((h) => [h, FEATURES])),
-        { selectedBy: 'test' },
+        { selectedBy: 'test', supervision: supervision(['ambiguous_task'], true) },
       ),
   })),
   { name: 'leace (affine, bias)', upstream: [EDIT_HOOK], make: (f, hooks) => leace(f, hooks[0]!) },
@@ -432,7 +432,13 @@ describe('erasedPooled and the executor choice', () => {
       decode: (c) => sae.decode(c),
       decoderDirections: () => sae.decoderDirections(),
     };
-    const eraser = FeatureAblationEraser.create('shift', { [EDIT_HOOK]: noGraph }, PROBE_HOOK, { [EDIT_HOOK]: FEATURES }, { selectedBy: 'test' });
+    const eraser = FeatureAblationEraser.create(
+      'shift',
+      { [EDIT_HOOK]: noGraph },
+      PROBE_HOOK,
+      { [EDIT_HOOK]: FEATURES },
+      { selectedBy: 'test', supervision: supervision(['ambiguous_task'], true) },
+    );
     try {
       expect(eraser.graphEdits()).toBeUndefined();
       const viaDefault = await erasedPooled(eraser, split, f.ctx);

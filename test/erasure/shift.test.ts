@@ -12,7 +12,7 @@ import { FeatureAblationEraser } from '../../src/erasure/feature-ablation.js';
 import { loadEraser } from '../../src/erasure/load.js';
 import { parseMethodOptions } from '../../src/erasure/methods.js';
 import { createRandomFitter, randomOptionsSchema } from '../../src/erasure/random-ablation.js';
-import { createShiftFitter, shiftOptionsSchema, shiftRetrainOptionsSchema } from '../../src/erasure/shift.js';
+import { createShiftFitter, shiftOptionsSchema, shiftRetrainOptionsSchema, shiftSupervision } from '../../src/erasure/shift.js';
 import { resolveShiftOptions } from '../../src/erasure/shift-options.js';
 import type { SelectionRecord } from '../../src/erasure/feature-selection.js';
 import type { HookName } from '../../src/models/model.js';
@@ -22,6 +22,7 @@ import { parseStrict } from '../../src/util/schema.js';
 import type { Probe } from '../../src/probe/probe.js';
 import { D, ToyModel, axisSae, plantedSplits, randomSae, toyTokenize, type PlantedSplits, type ToySae } from './sae-toy.js';
 import { editCheckpointJson, editTensorMetadata, setCheckpointMethod } from './checkpoint-files.js';
+import { auditedContext, expectStatedReads } from './label-audit.js';
 
 const PROBE_HOOK = 'layers.0.resid_out';
 
@@ -214,6 +215,19 @@ describe('shift', () => {
     expect(d.summary).toMatch(/zero-ablates \d+ SAE features/);
     expect(d.summary).toMatch(/chosen automatically/);
     expect(shift.head).toBeUndefined();
+    // The selection, as the run's results record it: the rule, its settings as run, counts per hook.
+    const sel = d.selection!;
+    expect(d.summary.endsWith(sel.rule)).toBe(true);
+    expect(sel.parameters).toMatchObject({ attribution: 'ig', steps: 10, candidates: 100, score: 'abs', minConceptScore: 0.2, dominance: 1, minGroupSize: 5 });
+    // 100 attribution examples asked for, of 160 in the training split; the whole concept set (400).
+    expect(sel.parameters.examplesUsed).toEqual({ attribution: 100, concept: 400 });
+    expect(sel.parameters.conceptRules).toEqual(['stratified']);
+    expect(Object.keys(sel.perHook)).toEqual(['embed', PROBE_HOOK]);
+    const records = shift.record.selection!;
+    for (const h of ['embed', PROBE_HOOK]) {
+      expect(sel.perHook[h]).toEqual({ candidates: records.filter((r) => r.hook === h).length, selected: shift.ablatedFeatures()[h]!.length });
+    }
+    expect(sel.perHook.embed!.candidates).toBeGreaterThan(sel.perHook.embed!.selected);
   });
 
   it('saves and loads: same features and edits; another SAE width or another SAE is refused', () => {
@@ -311,6 +325,10 @@ describe('shift at the probe hook only', () => {
     expect(Array.from(eraser.ablatedFeatures().embed!)).toEqual([0, 1]);
     expect(Array.from(eraser.ablatedFeatures()[PROBE_HOOK]!)).toEqual([5]);
     expect(Object.keys(eraser.record.attributions!)).toEqual([]);
+    const sel = eraser.describe().selection!;
+    expect(sel.rule).toBe('features listed in the config');
+    expect(sel.perHook).toEqual({ embed: { candidates: 2, selected: 2 }, [PROBE_HOOK]: { candidates: 1, selected: 1 } });
+    expect(sel.parameters).toEqual({ selection: 'manual', features: { embed: [1, 0], [PROBE_HOOK]: [5] } });
     eraser.dispose();
   });
 
@@ -347,6 +365,7 @@ describe('shift at the probe hook only', () => {
       minConceptScore: 0.2,
       dominance: 1,
       minGroupSize: 5,
+      conceptLabels: 'gender+task',
       evalBatchSize: 16,
     });
     expect(parseStrict(shiftRetrainOptionsSchema, {}, 'shift_retrain').retrain).toEqual({});
@@ -483,6 +502,9 @@ describe('random', () => {
     saveEraser(e, dir);
     const loaded = asFeatureAblation(loadEraser(dir, { saes }));
     expect(loaded.describe()).toEqual({ ...e.describe() });
+    // Drawn from all 10 features of the hook's SAE.
+    expect(e.describe().selection!.perHook).toEqual({ [PROBE_HOOK]: { candidates: 10, selected: 3 } });
+    expect(e.describe().selection!.parameters).toMatchObject({ source: 'perHook', perHook: { [PROBE_HOOK]: 3 } });
     // One loader for the family: the checkpoint comes back as the random control, not as SHIFT.
     expect(loaded.method).toBe('random');
     expect(loaded.head).toBeUndefined();
@@ -532,6 +554,134 @@ describe('random', () => {
     expect(() => parse({ selection: 'top', dominance: 2 })).toThrow(/field "dominance": applies only to selection "auto"/);
     expect(() => parse({ attribution: 'atp', steps: 3 })).toThrow(/field "steps": applies only to attribution "ig"/);
     expect(() => parse({ selection: 'top', evalBatchSize: 8 })).toThrow(/field "evalBatchSize"/);
+  });
+});
+
+describe('supervision', () => {
+  const fitAudited = async (
+    method: 'shift' | 'shift_retrain' | 'random',
+    options: Record<string, unknown>,
+    ctx: FitContext = context(),
+  ): Promise<{ eraser: Eraser; reads: Set<string> }> => {
+    const audit = auditedContext(ctx);
+    const fitter =
+      method === 'random'
+        ? createRandomFitter(parseStrict(randomOptionsSchema, options, 'random'))
+        : method === 'shift'
+          ? createShiftFitter('shift', parseStrict(shiftOptionsSchema, options, 'shift'))
+          : createShiftFitter('shift_retrain', parseStrict(shiftRetrainOptionsSchema, options, 'shift_retrain'));
+    return { eraser: await fitter.fit(audit.ctx), reads: audit.reads };
+  };
+  const manual = { selection: 'manual', features: { embed: [0, 1] } };
+
+  it('depends on the selection: concept labels only with "auto", task ones only with conceptLabels "gender+task"', () => {
+    const of = (o: Record<string, unknown>): unknown => shiftSupervision(resolveShiftOptions(parseStrict(shiftOptionsSchema, o, 'shift')));
+    expect(of({})).toEqual({ labels: ['ambiguous_task', 'concept_gender', 'concept_task'], handPicked: false });
+    expect(of({ conceptLabels: 'gender' })).toEqual({ labels: ['ambiguous_task', 'concept_gender'], handPicked: false });
+    expect(of({ selection: 'top' })).toEqual({ labels: ['ambiguous_task'], handPicked: false });
+    expect(of(manual)).toEqual({ labels: ['ambiguous_task'], handPicked: true });
+  });
+
+  it('states what each selection read, and survives save and load', async () => {
+    const cases: [string, 'shift' | 'shift_retrain' | 'random', Record<string, unknown>, { labels: string[]; handPicked: boolean }][] = [
+      ['auto', 'shift', { steps: 3 }, { labels: ['ambiguous_task', 'concept_gender', 'concept_task'], handPicked: false }],
+      ['auto, gender only', 'shift', { steps: 3, conceptLabels: 'gender' }, { labels: ['ambiguous_task', 'concept_gender'], handPicked: false }],
+      ['top', 'shift', { steps: 3, selection: 'top', candidates: 4 }, { labels: ['ambiguous_task'], handPicked: false }],
+      ['manual', 'shift', manual, { labels: ['ambiguous_task'], handPicked: true }],
+      [
+        'retrain, gender only',
+        'shift_retrain',
+        { attribution: 'atp', conceptLabels: 'gender' },
+        { labels: ['ambiguous_task', 'concept_gender'], handPicked: false },
+      ],
+      ['retrain, manual', 'shift_retrain', manual, { labels: ['ambiguous_task'], handPicked: true }],
+      // The random control inherits what SHIFT's counts were chosen with, and nothing else.
+      ['random k', 'random', { k: 3 }, { labels: ['ambiguous_task'], handPicked: false }],
+      ['random, SHIFT auto counts', 'random', { attribution: 'atp' }, { labels: ['ambiguous_task', 'concept_gender', 'concept_task'], handPicked: false }],
+      [
+        'random, SHIFT gender-only counts',
+        'random',
+        { attribution: 'atp', conceptLabels: 'gender' },
+        { labels: ['ambiguous_task', 'concept_gender'], handPicked: false },
+      ],
+      ['random, manual SHIFT counts', 'random', manual, { labels: ['ambiguous_task'], handPicked: true }],
+    ];
+    for (const [name, method, options, want] of cases) {
+      const { eraser, reads } = await fitAudited(method, options);
+      expect(eraser.describe().supervision, name).toEqual(want);
+      expectStatedReads(eraser, reads);
+      const dir = mkdtempSync(join(tmpdir(), 'shift-supervision-'));
+      saveEraser(eraser, dir);
+      const loaded = loadEraser(dir, { saes });
+      expect(loaded.describe().supervision, name).toEqual(want);
+      loaded.dispose();
+      eraser.dispose();
+    }
+  });
+
+  it("the gender-only rule never reads the concept set's task labels: the same selection whatever they are", async () => {
+    const concept = splits.concept;
+    // y that throws when read, all zeros, or random: the selection cannot depend on them.
+    const throwing: LabelledSplit = {
+      rows: concept.rows,
+      texts: concept.texts,
+      z: concept.z,
+      get y(): Int32Array {
+        throw new Error("the concept set's task labels were read");
+      },
+    };
+    const zeros = { ...concept, y: new Int32Array(concept.y.length) };
+    const options = { conceptLabels: 'gender', minConceptScore: 0.3, conceptExamples: 300 };
+    const fits = await Promise.all(
+      [concept, throwing, zeros].map((c) => createShiftFitter('shift', parseStrict(shiftOptionsSchema, options, 'shift')).fit(context({ concept: c }))),
+    );
+    const [base, ...others] = fits.map(asFeatureAblation);
+    for (const other of others) {
+      expect(other.describe().removed).toEqual(base!.describe().removed);
+      expect(other.record.selection).toEqual(base!.record.selection);
+    }
+    const records = base!.record.selection as SelectionRecord[];
+    expect(records.length).toBeGreaterThan(0);
+    for (const r of records) {
+      expect(r.rule).toBe('concept_only');
+      expect(r).not.toHaveProperty('taskScore');
+    }
+    expect(base!.describe().summary).toMatch(/from its gender labels alone \(no task labels, no dominance test\)/);
+    // The default rule does read them.
+    const reading = createShiftFitter('shift', parseStrict(shiftOptionsSchema, {}, 'shift'));
+    await expect(reading.fit(context({ concept: throwing }))).rejects.toThrow(/task labels were read/);
+    fits.forEach((e) => e.dispose());
+  });
+
+  it('differs from the default rule where it should: profession features correlated with gender pass it', async () => {
+    // 75% of the concept set is stereotypical, so the profession axes (features 2, 3) separate genders marginally.
+    const both = await fitShift({ steps: 3 });
+    const gender = await fitShift({ steps: 3, conceptLabels: 'gender' });
+    const at = (e: FeatureAblationEraser, hook: HookName): number[] => Array.from(e.ablatedFeatures()[hook] ?? []);
+    for (const hook of ['embed', PROBE_HOOK]) {
+      expect(at(both, hook)).not.toContain(2);
+      expect(at(both, hook)).not.toContain(3);
+      expect(at(gender, hook)).toEqual(expect.arrayContaining([0, 1, 2, 3]));
+    }
+    // Above the profession axes' marginal association (about 0.5 at the embedding), only the gender axes pass there.
+    const strict = await fitShift({ steps: 3, conceptLabels: 'gender', minConceptScore: 0.8 });
+    expect(at(strict, 'embed')).toEqual([0, 1]);
+    [both, gender, strict].forEach((e) => e.dispose());
+  });
+
+  it('conceptLabels: with selection "auto" only; "gender" refuses dominance; recorded in the checkpoint options', async () => {
+    const parse = (o: Record<string, unknown>): unknown => parseStrict(shiftOptionsSchema, o, 'methods.shift');
+    expect(() => parse({ selection: 'top', conceptLabels: 'gender' })).toThrow(/field "conceptLabels": applies only to selection "auto"/);
+    expect(() => parse({ conceptLabels: 'gender', dominance: 2 })).toThrow(/field "dominance": applies only to conceptLabels "gender\+task"/);
+    expect(() => parse({ conceptLabels: 'task' })).toThrow(/field "conceptLabels"/);
+    expect(parse({ conceptLabels: 'gender', minGroupSize: 3 })).toEqual({ conceptLabels: 'gender', minGroupSize: 3 });
+    expect(parse({ conceptLabels: 'gender+task', dominance: 2 })).toEqual({ conceptLabels: 'gender+task', dominance: 2 });
+    const eraser = await fitShift({ attribution: 'atp', conceptLabels: 'gender' });
+    expect(eraser.record.fields?.options).toMatchObject({ conceptLabels: 'gender', minConceptScore: 0.2, minGroupSize: 5 });
+    expect(eraser.record.fields?.options).not.toHaveProperty('dominance');
+    const auto = await fitShift({ attribution: 'atp' });
+    expect(auto.record.fields?.options).toMatchObject({ conceptLabels: 'gender+task', dominance: 1 });
+    [eraser, auto].forEach((e) => e.dispose());
   });
 });
 

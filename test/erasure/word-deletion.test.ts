@@ -12,6 +12,7 @@ import { GENDERED_WORDS, WordDeletionEraser, createWordDeletionFitter, wordDelet
 import { LinearProbe } from '../../src/probe/linear.js';
 import { parseStrict } from '../../src/util/schema.js';
 import { editCheckpointJson } from './checkpoint-files.js';
+import { auditedContext, expectStatedReads } from './label-audit.js';
 
 const HOOK = 'layers.0.resid_out';
 
@@ -74,6 +75,8 @@ describe('word deletion', () => {
     expect(eraser.head).toBeUndefined();
     const d = eraser.describe();
     expect(d).toMatchObject({ method: 'word_deletion', hooks: [], unitsRemoved: GENDERED_WORDS.length + 1 });
+    // Hand-picked words, no label read but the biased probe's (ambiguous task labels).
+    expect(d.supervision).toEqual({ labels: ['ambiguous_task'], handPicked: true });
     expect(d.summary).toMatch(/4 occurrences in the training texts/);
     const dir = mkdtempSync(join(tmpdir(), 'word-del-'));
     saveEraser(eraser, dir);
@@ -120,7 +123,12 @@ describe('word deletion', () => {
     const X0 = cache.pooled(HOOK);
     probe.fit(X0, train.y);
     const ctx = { train, cache, recache, probe, probeHook: HOOK, batchSize: 4 } as unknown as FitContext;
-    const eraser = await createWordDeletionFitter(parseStrict(wordDeletionOptionsSchema, {}, 'methods.word_deletion')).fit(ctx);
+    const audit = auditedContext(ctx);
+    const eraser = await createWordDeletionFitter(parseStrict(wordDeletionOptionsSchema, {}, 'methods.word_deletion')).fit(audit.ctx);
+    // The head read the ambiguous task labels; no gender label is read: the word list is hand-picked.
+    expect(eraser.describe().supervision).toEqual({ labels: ['ambiguous_task'], handPicked: true });
+    expectStatedReads(eraser, audit.reads);
+    expect([...audit.reads]).toEqual(['ambiguous_task']);
     const head = eraser.head!;
     expect(head).toBeDefined();
     expect(eraser.describe().summary).toMatch(/probe head retrained/);

@@ -91,7 +91,53 @@ describe('experiment config', () => {
     expect(c.methods.leace?.method).toBe('leace');
     expect(c.methods.leace?.options).toMatchObject({ shrinkage: false });
     expect(Object.keys(c.methods)).toEqual(['original', 'leace']);
-    expect(c.methods.original).toEqual({ method: 'original', options: {} });
+    expect(c.methods.original).toEqual({ method: 'original', name: 'original', options: {} });
+  });
+
+  it('takes family@variant keys: options checked by the family, results under the full name', () => {
+    const methods = { original: {}, shift_retrain: {}, 'shift_retrain@gender_only': { conceptLabels: 'gender' }, 'leace@orth_2': { variant: 'orth' } };
+    const c = parseExperimentConfig({ ...base, methods }, 'x.json');
+    expect(Object.keys(c.methods)).toEqual(['original', 'shift_retrain', 'shift_retrain@gender_only', 'leace@orth_2']);
+    expect(c.methods['shift_retrain@gender_only']).toEqual({
+      method: 'shift_retrain',
+      name: 'shift_retrain@gender_only',
+      options: { conceptLabels: 'gender', retrain: {} },
+    });
+    expect(c.methods.shift_retrain).toMatchObject({ method: 'shift_retrain', name: 'shift_retrain' });
+    expect(c.methods['leace@orth_2']).toMatchObject({ method: 'leace', options: { variant: 'orth', retrainHead: true } });
+    expect(createFitter(c.methods['shift_retrain@gender_only']!).method).toBe('shift_retrain');
+  });
+
+  it('refuses an unknown family, a bad variant name and variants of the probes, naming the key', () => {
+    const withMethod = (name: string, options: unknown = {}): unknown => ({ ...base, methods: { original: {}, [name]: options } });
+    expect(parseError(withMethod('shfit@gender_only'))).toMatch(
+      /^x\.json: unknown method family "shfit" in "shfit@gender_only" \(a variant is family@variant; families: original, oracle, sae_mask/,
+    );
+    expect(parseError(withMethod('shift@Gender'))).toMatch(
+      /^x\.json: variant name "Gender" in "shift@Gender" must be lower-case letters, digits and underscores/,
+    );
+    expect(parseError(withMethod('shift@'))).toMatch(/variant name "" in "shift@"/);
+    expect(parseError(withMethod('shift@a@b'))).toMatch(/variant name "a@b"/);
+    expect(parseError(withMethod('shift@gender-only'))).toMatch(/variant name "gender-only"/);
+    expect(parseError(withMethod('oracle@x'))).toMatch(/"oracle@x": oracle is a probe the runner trains, with no options, so it has no variants/);
+    expect(parseError(withMethod('shiftt'))).toMatch(/^x\.json: unknown method "shiftt" \(known: original, oracle/);
+  });
+
+  it("checks a variant's options with its family's schema, naming the variant, with every problem at once", () => {
+    const withMethod = (name: string, options: unknown): unknown => ({ ...base, methods: { original: {}, [name]: options } });
+    expect(parseError(withMethod('inlp@long', { iteration: 5 }))).toMatch(/^x\.json: unknown field "methods\.inlp@long\.iteration" \(known: .*iterations/);
+    expect(parseError(withMethod('shift@g', { conceptLabels: 'task' }))).toMatch(/^x\.json: field "methods\.shift@g\.conceptLabels": /);
+    expect(parseError(withMethod('shift@g', { conceptLabels: 'gender', dominance: 2 }))).toMatch(
+      /field "methods\.shift@g\.dominance": applies only to conceptLabels "gender\+task"/,
+    );
+    expect(parseError(withMethod('leace@x', 'fast'))).toMatch(/field "methods\.leace@x": /);
+    const msg = parseError({ ...base, maxLength: 0, methods: { 'inlp@a': { iteration: 5 }, 'bogus@b': {} } });
+    expect(msg).toMatch(/maxLength/);
+    expect(msg).toMatch(/methods\.inlp@a\.iteration/);
+    expect(msg).toMatch(/unknown method family "bogus"/);
+    // Only the config's own parse makes names; a name must belong to the family it is parsed for.
+    expect(parseMethodOptions('shift', {}, 'm', 'shift@g').name).toBe('shift@g');
+    expect(() => parseMethodOptions('shift', {}, 'm', 'leace@g')).toThrow(/m: "leace@g" is not a name of method shift/);
   });
 
   it('checks the probe recipe and stores only what the config sets', () => {
@@ -199,6 +245,19 @@ describe('shipped config schema', () => {
     };
     walk(experimentConfigJsonSchema(), '');
     expect(undocumented).toEqual([]);
+  });
+
+  it("gives each eraser family's variant keys a pattern that refers to the family's options", () => {
+    const methods = (experimentConfigJsonSchema().properties as Record<string, Record<string, unknown>>).methods!;
+    expect(methods.additionalProperties).toBe(false);
+    const patterns = methods.patternProperties as Record<string, { $ref: string }>;
+    const families = METHOD_NAMES.filter((m) => m !== 'original' && m !== 'oracle');
+    expect(Object.keys(patterns)).toEqual(families.map((m) => `^${m}@[a-z0-9_]+$`));
+    for (const m of families) {
+      expect(patterns[`^${m}@[a-z0-9_]+$`]!.$ref).toBe(`#/properties/methods/properties/${m}`);
+      expect((methods.properties as Record<string, unknown>)[m]).toBeDefined();
+      expect(new RegExp(Object.keys(patterns).find((p) => p.startsWith(`^${m}@`))!).test(`${m}@gender_only`)).toBe(true);
+    }
   });
 
   it('the shipped configs point at it and validate against the schema', () => {

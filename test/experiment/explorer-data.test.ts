@@ -107,6 +107,7 @@ async function scored(eraser: Eraser | undefined, head: Probe): Promise<MethodSe
     units_removed: 0,
     seconds: 0,
     summary: '',
+    supervision: { labels: ['ambiguous_task'], handPicked: false },
   };
 }
 

@@ -30,6 +30,7 @@ function result(seed: number, value = 0.5): MethodSeedResult {
     units_removed: 0,
     seconds: 1,
     summary: 'x',
+    supervision: { labels: ['ambiguous_task'], handPicked: false },
   };
 }
 
@@ -73,6 +74,24 @@ describe('RunFolder', () => {
     expect(() => open(dir, config({ methods: { ...config().methods, inlp: { method: 'inlp', options: {} } } })).close()).not.toThrow();
     expect(() => open(dir, config({ model: 'other' }))).toThrow(/different config \("model" differ\).*--force/);
     expect(() => open(dir, config({ methods: { leace: { method: 'leace', options: { rank: 2 } } } }))).toThrow(/options of method "leace"/);
+  });
+
+  it('keeps the tuning-part scores of a result across a resume, and refuses a folder from before the test split', () => {
+    const dir = tmp();
+    const dataset = { test: 'validate.jsonl', testSplit: { tuningFraction: 0.5, seed: 2019 } };
+    const first = open(dir, config({ dataset }));
+    const tuning = result(1, 0.4);
+    first.record('original', 1, { ...result(1, 0.7), tuning });
+    first.close();
+    const again = open(dir, config({ dataset }));
+    expect(again.result('original', 1)?.tuning?.profession_acc.value).toBe(0.4);
+    again.close();
+    // A folder written before the split existed: same config but for dataset.testSplit.
+    const old = tmp();
+    const before = open(old, config({ dataset: { test: 'validate.jsonl' } }));
+    before.record('original', 1, result(1));
+    before.close();
+    expect(() => open(old, config({ dataset }))).toThrow(/different config \("dataset" differ\)/);
   });
 
   it('takes a different config when the earlier attempt scored nothing (stopped by a config error, say)', () => {

@@ -26,6 +26,19 @@ describe.skipIf(skipWithout(shared === undefined, 'the runner input checks need 
       await expect(runExperiment(config, { outDir: out })).rejects.toThrow(/bad-sae\.json: SAE hook "layers\.7\.resid_out" does not exist/);
     });
 
+    it('expands SAE hook patterns against the model: one matching nothing is refused, and method hooks are checked against the expansion', async () => {
+      const nothing = parseExperimentConfig({ ...base, saes: { 'layers.*.resid_post': { path: join(out, '{hook}') } } }, 'pattern.json');
+      await expect(runExperiment(nothing, { outDir: out })).rejects.toThrow(
+        /pattern\.json: SAE hook pattern "layers\.\*\.resid_post" matches no hook of this model \(known hooks: embed, layers\.0\.attn_out, /,
+      );
+      // Every resid_out has an SAE through the pattern (never trained: the check comes first); layers.3.mlp_out has none.
+      const saes = { 'layers.*.resid_out': { path: join(out, 'never', '{hook}') } };
+      const methods = { shift: { selection: 'manual', features: { 'layers.1.resid_out': [3], 'layers.3.mlp_out': [1] } } };
+      await expect(runExperiment(parseExperimentConfig({ ...base, saes, methods }, 'p.json'), { outDir: out })).rejects.toThrow(
+        /p\.json: methods\.shift: hook "layers\.3\.mlp_out" has no SAE in "saes" \(SAEs at: layers\.0\.resid_out, layers\.1\.resid_out, layers\.2\.resid_out, layers\.3\.resid_out, layers\.4\.resid_out, layers\.5\.resid_out\)/,
+      );
+    });
+
     it('rejects a probe hook the model does not have and a missing SAE without a train spec', async () => {
       await expect(runExperiment(parseExperimentConfig({ ...base, probeHook: 'layers.3.resid' }, 'bad-probe.json'), { outDir: out })).rejects.toThrow(
         /bad-probe\.json: probeHook "layers\.3\.resid" does not exist/,

@@ -15,7 +15,9 @@
  *  - word_deletion removes every gendered token (all pronouns are in its default list), so its
  *    representations are independent of gender given the profession: gender agreement and the
  *    gender probe are at chance and the worst group matches the oracle's;
- *  - `random` ablates as many SAE features as SHIFT did, seed by seed.
+ *  - `random` ablates as many SAE features as SHIFT did, seed by seed;
+ *  - each method states the labels its fit read, by its options: `shift_retrain@gender_only`, a
+ *    variant of shift_retrain, reads no task labels of the concept set, and runs under its own name.
  * Beyond the construction, the SAE-feature and mask methods are held to their own claim, that they
  * remove units and raise the worst group: this problem is their easiest case (gender lives in
  * tokens of its own, and the SAE trained on them has features that follow them), not a guarantee.
@@ -40,7 +42,9 @@ import { writeSyntheticBios, writeTinyBert } from './synthetic-bios.js';
 const SEEDS = [1, 2, 3];
 /** Bios per (profession, gender) group in the train and test files. */
 const TRAIN_PER_GROUP = 150;
-const TEST_PER_GROUP = 100;
+const TEST_PER_GROUP = 200;
+/** Test bios per group in the reporting half (dataset.testSplit's default), on which the claims are judged. */
+const REPORTED_PER_GROUP = TEST_PER_GROUP / 2;
 
 /**
  * Every method, with options that keep it fast at this size. The masks get 5 epochs (95 steps) at
@@ -56,6 +60,7 @@ const METHODS = {
   das_mask: MASK,
   shift: { attribution: 'atp', attributionExamples: 64 },
   shift_retrain: { attribution: 'atp', attributionExamples: 64 },
+  'shift_retrain@gender_only': { attribution: 'atp', attributionExamples: 64, conceptLabels: 'gender' },
   leace: {},
   inlp: { iterations: 2 },
   random: {},
@@ -132,10 +137,11 @@ describe('the runner on a synthetic problem with known answers (3 seeds, no ../s
   it('writes metrics.json as returned, one result per method and seed, and one eraser folder per erasing method and seed', () => {
     expect(written).toEqual(JSON.parse(JSON.stringify(result)));
     expect(written.n_train).toEqual({ ambiguous: 2 * TRAIN_PER_GROUP, balanced: 4 * TRAIN_PER_GROUP, concept: 4 * TRAIN_PER_GROUP });
-    expect(written.n_test).toEqual({
-      balanced: 4 * TEST_PER_GROUP,
-      subgroups: { male_surgeon: TEST_PER_GROUP, female_surgeon: TEST_PER_GROUP, male_nurse: TEST_PER_GROUP, female_nurse: TEST_PER_GROUP },
-    });
+    // The reporting half of the test file; the tuning half's metrics are under "tuning".
+    const half = { male_surgeon: REPORTED_PER_GROUP, female_surgeon: REPORTED_PER_GROUP, male_nurse: REPORTED_PER_GROUP, female_nurse: REPORTED_PER_GROUP };
+    expect(written.n_test).toEqual({ balanced: 4 * REPORTED_PER_GROUP, subgroups: half });
+    expect(written.tuning?.n_test).toEqual({ balanced: 4 * REPORTED_PER_GROUP, subgroups: half });
+    expect(Object.keys(written.tuning?.methods ?? {})).toEqual(Object.keys(METHODS));
     expect(Object.keys(written.methods)).toEqual(Object.keys(METHODS));
     for (const [method, m] of Object.entries(written.methods))
       expect(
@@ -147,6 +153,54 @@ describe('the runner on a synthetic problem with known answers (3 seeds, no ../s
       expect(readdirSync(join(out, 'erasers', method)).sort(), method).toEqual(SEEDS.map((s) => `seed-${s}`));
       for (const s of SEEDS) expect(readdirSync(join(out, 'erasers', method, `seed-${s}`)), `${method} seed ${s}`).toContain('eraser.json');
     }
+  });
+
+  it("records each SAE's quality as trained (metrics.json of its folder) in metrics.json", () => {
+    const trained = JSON.parse(readFileSync(join(dir, 'sae', 'metrics.json'), 'utf8')) as { heldOut: { fve: number; l0: number; deadFraction: number } };
+    // toMatchObject: other fields (the downstream cost on the probe) are checked where they are made.
+    expect(written.saes).toMatchObject({
+      'layers.1.resid_out': {
+        path: join(dir, 'sae'),
+        fve: trained.heldOut.fve,
+        l0: trained.heldOut.l0,
+        dead_fraction: trained.heldOut.deadFraction,
+        d_sae: 64,
+        arch: 'relu',
+      },
+    });
+    expect(trained.heldOut.fve).toBeGreaterThan(0);
+  });
+
+  it('states the labels each method used, at every seed, in metrics.json and the table', () => {
+    const concept = ['ambiguous_task', 'concept_gender', 'concept_task'];
+    const want: Record<keyof typeof METHODS, { labels: string[]; handPicked: boolean }> = {
+      original: { labels: ['ambiguous_task'], handPicked: false },
+      oracle: { labels: ['balanced_task'], handPicked: false },
+      sae_mask: { labels: concept, handPicked: false },
+      neuron_mask: { labels: concept, handPicked: false },
+      das_mask: { labels: concept, handPicked: false },
+      shift: { labels: concept, handPicked: false },
+      shift_retrain: { labels: concept, handPicked: false },
+      'shift_retrain@gender_only': { labels: ['ambiguous_task', 'concept_gender'], handPicked: false },
+      leace: { labels: ['ambiguous_task', 'concept_gender'], handPicked: false },
+      inlp: { labels: ['ambiguous_task', 'concept_gender'], handPicked: false },
+      random: { labels: concept, handPicked: false },
+      word_deletion: { labels: ['ambiguous_task'], handPicked: true },
+    };
+    for (const [method, m] of Object.entries(written.methods)) {
+      expect(m.supervision, method).toEqual(want[method as keyof typeof METHODS]);
+      for (const r of m.per_seed) expect(r.supervision, `${method} seed ${r.seed}`).toEqual(m.supervision);
+    }
+    // The variant ran as its family (its saved eraser says shift_retrain) under its own name.
+    const saved = JSON.parse(readFileSync(join(out, 'erasers', 'shift_retrain@gender_only', 'seed-1', 'eraser.json'), 'utf8')) as Record<string, unknown>;
+    expect(saved.method).toBe('shift_retrain');
+    expect(saved.options).toMatchObject({ conceptLabels: 'gender' });
+    expect(written.methods['shift_retrain@gender_only']!.per_seed[0]!.summary).toMatch(/gender labels alone/);
+    const table = renderTable(result);
+    expect(table).toMatch(/^\| method \| labels used \| profession acc \|/m);
+    expect(table).toMatch(/^\| shift_retrain@gender_only \| amb\. task, concept gender \| /m);
+    expect(table).toMatch(/^\| oracle \| balanced task \| /m);
+    expect(table).toMatch(/^\| word_deletion \| amb\. task \+ hand-picked \| /m);
   });
 
   it('summarises the seeds with Student-t intervals that hold the mean, wider than a point wherever the seeds differ', () => {
@@ -196,6 +250,27 @@ describe('the runner on a synthetic problem with known answers (3 seeds, no ../s
     });
   }
 
+  it("records how SHIFT chose its features, and what the SAE costs the first seed's biased probe downstream", () => {
+    for (const r of written.methods.shift!.per_seed) {
+      const sel = r.selection!;
+      expect(r.summary.endsWith(sel.rule), r.summary).toBe(true);
+      expect(sel.parameters).toMatchObject({
+        attribution: 'atp',
+        attributionExamples: 64,
+        selection: 'auto',
+        examplesUsed: { attribution: 64, concept: 4 * TRAIN_PER_GROUP },
+      });
+      expect(Object.values(sel.perHook).reduce((a, h) => a + h.selected, 0)).toBe(r.units_removed);
+      for (const h of Object.values(sel.perHook)) expect(h.candidates).toBeGreaterThanOrEqual(h.selected);
+    }
+    const cost = written.saes!['layers.1.resid_out']!.downstream!;
+    // The clean accuracy is the original probe's at the first seed; with the error term the pass changes nothing.
+    expect(cost.acc_clean).toBe(written.methods.original!.per_seed[0]!.profession_acc.value);
+    expect(cost.acc_reconstructed_with_error).toBe(cost.acc_clean);
+    expect(cost.delta).toBeCloseTo(cost.acc_reconstructed - cost.acc_clean, 12);
+    expect(cost.n).toBe(written.n_test.balanced);
+  });
+
   it('random ablates as many SAE features as SHIFT did, seed by seed', () => {
     const shift = written.methods.shift!.per_seed.map((r) => r.units_removed);
     expect(shift.every((u) => u > 0)).toBe(true);
@@ -221,6 +296,9 @@ describe('the runner on a synthetic problem with known answers (3 seeds, no ../s
     expect(readdirSync(join(out, 'tensorboard', 'sae_mask', 'seed-1', 'mask'))[0]).toMatch(/^events\.out\.tfevents\./);
     for (const seed of SEEDS) {
       const data = JSON.parse(readFileSync(join(out, 'explorer', `seed-${seed}.json`), 'utf8')) as ExplorerData;
+      // It shows the bios the table reports on: the reporting half, not the tuning half.
+      expect(data.texts).toHaveLength(4 * REPORTED_PER_GROUP);
+      expect(data.splits.balanced!.rows).toHaveLength(written.n_test.balanced);
       // Every method that zero-ablates SAE features at the probe hook with the biased or its own head is listed...
       for (const method of ['original', 'oracle', 'shift', 'shift_retrain', 'random']) expect(Object.keys(data.methods), `seed ${seed}`).toContain(method);
       // ...and reproduces its recorded metrics exactly; the others say why they are not listed.

@@ -172,7 +172,7 @@ describe.skipIf(skipWithout(shared === undefined, 'the offline experiment needs 
       const tfjsConfig = {
         ...config,
         cacheDir: mkdtempSync(join(tmpdir(), 'tfjs-cache-')),
-        methods: Object.fromEntries(methods.map((m) => [m, config.methods[m] ?? {}])),
+        methods: Object.fromEntries(methods.map((m) => [m, config.methods[m]!])),
       };
       setExecutor('tfjs');
       let tfjs: ExperimentResult;

@@ -278,6 +278,27 @@ describe('run folders', () => {
     expect(html).toContain('<small>t over seeds</small>');
   });
 
+  it('the results table says which labels each method used; a result from before they were recorded says so', async () => {
+    const dir = fresh('labels');
+    await makeRunFolder(dir);
+    const row = (html: string, method: string): string => new RegExp(`<tr><th scope="row">${method}</th>(.*?)</tr>`).exec(html)![1]!;
+    const html = buildReport(readRunDir(dir));
+    expect(html).toContain('<tr><th>method</th><th>labels used</th>');
+    expect(row(html, 'sae_mask')).toMatch(/^<td>amb\. task, concept gender, concept task<\/td>/);
+    expect(row(html, 'shift')).toMatch(/^<td>amb\. task \+ hand-picked<\/td>/);
+    // An older run: results without the field (metrics.json removed so the lines are what is read).
+    const old = fresh('labels-old');
+    await makeRunFolder(old, { partial: true });
+    const lines = readFileSync(join(old, 'results.jsonl'), 'utf8').trim().split('\n');
+    const stripped = lines.map((l) => {
+      const line = JSON.parse(l) as { result: Record<string, unknown> };
+      delete line.result.supervision;
+      return JSON.stringify(line);
+    });
+    writeFileSync(join(old, 'results.jsonl'), `${stripped.join('\n')}\n`);
+    expect(row(buildReport(readRunDir(old)), 'shift')).toMatch(/^<td>not recorded<\/td>/);
+  });
+
   it('clear errors: not a folder, not a run folder, nothing scored, a malformed line', async () => {
     const missing = join(tmpdir(), 'report-no-such-folder-x');
     expect(() => readRunDir(missing)).toThrow(`${missing}: not a folder`);

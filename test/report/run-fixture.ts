@@ -23,7 +23,8 @@ import { saveEraser } from '../../src/erasure/checkpoint.js';
 import { asMaskEraser } from '../../src/erasure/mask/eraser.js';
 import { createSaeMaskFitter } from '../../src/erasure/mask/sae-mask.js';
 import { accuracy, genderAgreement, subgroupAccuracies, wilson, worstGroup } from '../../src/eval/metrics.js';
-import { summarize, type ExperimentResult, type MethodSeedResult } from '../../src/experiment/results.js';
+import { seedsSupervision, summarize, type ExperimentResult, type MethodSeedResult } from '../../src/experiment/results.js';
+import { supervision, type Supervision } from '../../src/erasure/eraser.js';
 import type { ExplorerData } from '../../src/report/explorer.js';
 import { biasedProbe, pooledContext, plantedPooled } from '../erasure/mask/mask-fixtures.js';
 
@@ -32,6 +33,11 @@ export const PROFESSIONS: [string, string] = ['surgeon', 'nurse'];
 export const SEEDS = [1, 2];
 export const METHODS = { sae_mask: [101, 7], shift: [101] } as const;
 export type FixtureMethod = keyof typeof METHODS;
+/** What each fixture method says it read (as the real fitters with their default options do). */
+export const SUPERVISION: Readonly<Record<FixtureMethod, Supervision>> = {
+  sae_mask: supervision(['ambiguous_task', 'concept_gender', 'concept_task']),
+  shift: supervision(['ambiguous_task'], true),
+};
 const GROUPS = [
   ['male_surgeon', 0, 0],
   ['female_surgeon', 0, 1],
@@ -134,6 +140,7 @@ export function seedResult(method: FixtureMethod, seed: number): MethodSeedResul
     units_removed: METHODS[method].length,
     seconds: 1.5 + seed,
     summary: `${method} removes SAE features ${METHODS[method].join(', ')} at ${HOOK}`,
+    supervision: SUPERVISION[method],
     removed,
   };
 }
@@ -245,6 +252,7 @@ export async function makeRunFolder(dir: string, options: FixtureOptions = {}): 
         n_test: 40,
         units_removed: runs[0]!.units_removed,
         seconds: 2,
+        supervision: seedsSupervision(runs),
         per_seed: runs,
       };
     }

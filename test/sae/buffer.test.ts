@@ -1,10 +1,24 @@
-/** Spilled activations (src/sae/buffer.ts, `spillActivations`): one pass to disk, read back shuffled. */
-import { describe, expect, it } from 'vitest';
-import { existsSync, mkdtempSync, readdirSync } from 'node:fs';
+/**
+ * Spilled activations (src/sae/buffer.ts, `spillActivations`): one pass to disk, read back shuffled;
+ * and one pass of a model at several hooks (`modelHookSource`, `spillHookActivations`), one file per hook.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { initEngine } from '../../src/engine/engine.js';
 import { randomNormalArray } from '../../src/data/prng.js';
-import { arrayActivationSource, collectActivations, spillActivations, type ActivationSource } from '../../src/sae/buffer.js';
+import { openModel, type OpenedModel } from '../../src/models/open.js';
+import {
+  arrayActivationSource,
+  collectActivations,
+  modelActivationSource,
+  modelHookSource,
+  spillActivations,
+  spillHookActivations,
+  type ActivationSource,
+} from '../../src/sae/buffer.js';
+import { writeTinyBert } from '../cli/tiny-bert.js';
 
 const D = 6;
 
@@ -51,5 +65,76 @@ describe('spillActivations', () => {
     await expect(spillActivations(empty, dir)).rejects.toThrow(/yielded no rows/);
     expect(readdirSync(dir)).toEqual([]);
     expect(existsSync(dir)).toBe(true);
+  });
+});
+
+describe('one model pass at several hooks', () => {
+  let dir: string;
+  let opened: OpenedModel;
+  const texts = Array.from({ length: 21 }, (_, i) => `bio number ${i}: she works as a ${i % 2 === 0 ? 'nurse' : 'surgeon'} in town ${i * 7}.`);
+  beforeAll(async () => {
+    await initEngine();
+    dir = mkdtempSync(join(tmpdir(), 'hook-spill-'));
+    opened = await openModel(writeTinyBert(join(dir, 'model'), { d: 16, layers: 2, heads: 2, maxPositions: 32 }), { maxLength: 32 });
+  });
+  afterAll(() => {
+    opened.model.dispose();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  /** The model source with a count of the forward passes it makes (one tokenized batch each). */
+  function counted(hooks: string[], executor: 'onnx' | 'tfjs'): { source: ReturnType<typeof modelHookSource>; passes: () => number } {
+    let passes = 0;
+    const tokenize = (t: string[]): ReturnType<OpenedModel['tokenize']> => {
+      passes++;
+      return opened.tokenize(t);
+    };
+    return { source: modelHookSource({ model: opened.model, tokenize, texts, hooks, docsPerBatch: 4, seed: 3, executor }), passes: () => passes };
+  }
+
+  it.each(['onnx', 'tfjs'] as const)('spills every hook from one pass, each file holding what a one-hook pass spills (%s)', async (executor) => {
+    const hooks = ['layers.1.resid_out', 'embed', 'layers.0.mlp_out'];
+    const { source, passes } = counted(hooks, executor);
+    expect(source.hooks).toEqual(['embed', 'layers.0.mlp_out', 'layers.1.resid_out']);
+    const spillDir = mkdtempSync(join(dir, 'spill-'));
+    const files = await spillHookActivations(source, Object.fromEntries(hooks.map((h) => [h, { dir: spillDir, seed: 5 }])));
+    // One forward pass per 4 documents, whatever the number of hooks.
+    expect(passes()).toBe(Math.ceil(texts.length / 4));
+    expect(readdirSync(spillDir)).toHaveLength(3);
+    const tokens = files.embed!.tokens;
+    expect(tokens).toBeGreaterThan(texts.length * 5);
+    for (const hook of hooks) {
+      expect(files[hook]!.tokens).toBe(tokens);
+      const alone = await spillActivations(
+        modelActivationSource({ model: opened.model, tokenize: opened.tokenize, texts, hook, docsPerBatch: 4, seed: 3, executor }),
+        spillDir,
+        5,
+      );
+      // The same tokens in the same chunks, read back in the same order: the same rows, bit for bit.
+      const [got, want] = [await collectActivations(files[hook]!, Infinity), await collectActivations(alone, Infinity)];
+      expect(got.length).toBe(tokens * 16);
+      expect(got).toEqual(want);
+    }
+    // Reading a file back to its end disposed it: nothing is left.
+    expect(readdirSync(spillDir)).toEqual([]);
+    const again = await collectActivations(files.embed!, Infinity).catch((err: Error) => err);
+    expect(again).toBeInstanceOf(Error);
+  });
+
+  it('stops the pass after maxTokens tokens, and refuses a hook the source does not capture', async () => {
+    const { source, passes } = counted(['embed', 'layers.0.attn_out'], 'onnx');
+    const spillDir = mkdtempSync(join(dir, 'spill-max-'));
+    const files = await spillHookActivations(source, { 'layers.0.attn_out': { dir: spillDir } }, { maxTokens: 50 });
+    expect(files['layers.0.attn_out']!.tokens).toBe(50);
+    expect(passes()).toBeLessThan(Math.ceil(texts.length / 4));
+    expect(Object.keys(files)).toEqual(['layers.0.attn_out']);
+    await files['layers.0.attn_out']!.dispose();
+    await expect(spillHookActivations(counted(['embed'], 'onnx').source, { 'layers.1.resid_out': { dir: spillDir } })).rejects.toThrow(
+      /does not capture hook "layers\.1\.resid_out"/,
+    );
+    expect(() => modelHookSource({ model: opened.model, tokenize: opened.tokenize, texts, hooks: ['layers.9.resid_out'] })).toThrow(
+      /unknown hook "layers\.9\.resid_out"/,
+    );
+    expect(readdirSync(spillDir)).toEqual([]);
   });
 });

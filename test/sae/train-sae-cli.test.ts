@@ -8,6 +8,7 @@ import { setQuiet } from '../../src/util/progress.js';
 import { trainSaeCommand } from '../../src/cli/train-sae.js';
 import { loadSae } from '../../src/sae/load.js';
 import { skipWithout } from '../require.js';
+import { writeTinyBert } from '../cli/tiny-bert.js';
 
 const minilm = join(projectRoot(), '.cache/models/all-MiniLM-L6-v2');
 const haveModel = existsSync(join(minilm, 'model.safetensors'));
@@ -84,3 +85,45 @@ describe.skipIf(skipWithout(!haveModel, `train-sae on all-MiniLM-L6-v2 needs ${m
     });
   },
 );
+
+describe('sae-eraser train-sae with several hooks (tiny BERT)', () => {
+  it('trains one SAE per hook of a list with patterns into DIR/<hook>/, from one pass, and resumes', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'train-sae-cli-multi-'));
+    const model = writeTinyBert(join(dir, 'model'), { d: 16, layers: 2, heads: 2, maxPositions: 32 });
+    const texts = Array.from({ length: 24 }, (_, i) => JSON.stringify({ text: `text ${i}: the ${i % 2 ? 'nurse' : 'surgeon'} saw patient ${i * 3}.` }));
+    writeFileSync(join(dir, 'train.jsonl'), texts.join('\n') + '\n');
+    writeFileSync(join(dir, 'held.jsonl'), texts.slice(0, 4).join('\n') + '\n');
+    const out = join(dir, 'saes');
+    // prettier-ignore
+    const argv = ['--model', model, '--hook', 'layers.*.resid_out, embed', '--input', join(dir, 'train.jsonl'), '--held-out', join(dir, 'held.jsonl'),
+      '--d-sae', '32', '--arch', 'topk', '--k', '4', '--tokens', '640', '--batch-size', '64', '--max-length', '32', '--out', out];
+    const first = await trainSaeCommand.main(argv);
+    const hooks = ['embed', 'layers.0.resid_out', 'layers.1.resid_out'];
+    const json = first.json as { out: string; saes: Record<string, { out: string; steps: number; resumedFrom: number; heldOut: { fve: number } }> };
+    expect(Object.keys(json.saes)).toEqual(hooks);
+    for (const hook of hooks) {
+      expect(json.saes[hook]).toMatchObject({ out: join(out, hook), steps: 10, resumedFrom: 0 });
+      expect(Number.isFinite(json.saes[hook]!.heldOut.fve)).toBe(true);
+      const sae = loadSae(join(out, hook));
+      expect([sae.metadata.hook, sae.dIn, sae.dSae]).toEqual([hook, 16, 32]);
+      sae.dispose();
+      const metrics = JSON.parse(readFileSync(join(out, hook, 'metrics.json'), 'utf8')) as { hook: string; steps: number };
+      expect([metrics.hook, metrics.steps]).toEqual([hook, 10]);
+    }
+    expect(first.text).toContain(`wrote ${join(out, 'layers.1.resid_out')} (10 steps)`);
+    // One run record and one history for the run: 10 steps per hook, each hook its own stage.
+    const history = readFileSync(join(out, 'history.jsonl'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { stage: string });
+    expect(hooks.map((h) => history.filter((r) => r.stage === `sae ${h}`).length)).toEqual([10, 10, 10]);
+    expect((JSON.parse(readFileSync(join(out, 'config.json'), 'utf8')) as { config: { hook: string } }).config.hook).toBe('layers.*.resid_out,embed');
+    // The same command again resumes every hook from its finished checkpoint.
+    const again = (await trainSaeCommand.main(argv)).json as typeof json;
+    expect(hooks.map((h) => again.saes[h]!.resumedFrom)).toEqual([10, 10, 10]);
+    await expect(trainSaeCommand.main(argv.map((a) => (a === 'layers.*.resid_out, embed' ? 'layers.*.resid' : a)))).rejects.toThrow(
+      /--hook: hook pattern "layers\.\*\.resid" matches no hook of this model \(known hooks: embed, layers\.0\.attn_out/,
+    );
+    await expect(trainSaeCommand.main(argv.map((a) => (a === 'layers.*.resid_out, embed' ? 'embed,,layers.0.mlp_out' : a)))).rejects.toThrow(/empty hook name/);
+  });
+});

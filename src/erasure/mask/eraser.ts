@@ -12,7 +12,7 @@ import type { Edit, GraphEdit, HookName } from '../../models/model.js';
 import { checkWidth, type CheckpointContent, type Eraser, type EraserDescription } from '../eraser.js';
 import { withoutHead } from '../head.js';
 import { hardGate, softGate } from './gate.js';
-import type { MaskConfig, MaskMethod } from './options.js';
+import { maskSupervision, type MaskConfig, type MaskMethod } from './options.js';
 import { unitGraphEdit, type CheckpointHook, type UnitFrame, type UnitKind, type UnitSpace } from './units.js';
 
 /** The checkpoint format of the mask family (checkpoint.ts reads it). */
@@ -171,6 +171,7 @@ export class MaskEraser implements Eraser {
       unitsRemoved: total,
       summary: `${this.method} (${this.config.objective} objective${this.config.hardMask ? '' : ', soft mask'}) removes ${phrases.join('; ')}`,
       removed: details,
+      supervision: maskSupervision(this.config),
     };
   }
 

@@ -8,7 +8,7 @@
 import { z } from 'zod';
 import { withDefaults } from '../../util/schema.js';
 import type { HookName } from '../../models/model.js';
-import type { FitContext } from '../eraser.js';
+import { supervision, type FitContext, type Supervision } from '../eraser.js';
 
 /** The learned-mask methods. */
 export type MaskMethod = 'sae_mask' | 'neuron_mask' | 'das_mask';
@@ -198,6 +198,25 @@ export function resolveMaskConfig(options: MaskOptions, ctx: Pick<FitContext, 'p
     retrainHead: retrainHead ?? options.objective === 'concept',
     seed: seed ?? ctx.seed,
   };
+}
+
+/**
+ * The labels a mask fit with this config reads (`MaskFitter.fit`, trainer.ts):
+ *  - the ambiguous split's task labels, always: the biased probe (trained on them) starts the task
+ *    head ("concept", "adapt") or is it (frozen), the task split is the ambiguous one unless
+ *    `taskSplit` is "balanced", and `retrainHead` trains on them;
+ *  - the balanced split's task labels with objective "task" and taskSplit "balanced";
+ *  - with objective "concept": the concept set's gender labels (the adversaries, das_mask's
+ *    mean-difference term) and, with `balanceConcept`, its task labels (the cell weights).
+ */
+export function maskSupervision(config: Pick<MaskConfig, 'objective' | 'taskSplit' | 'balanceConcept'>): Supervision {
+  const concept = config.objective === 'concept';
+  return supervision([
+    'ambiguous_task',
+    config.objective === 'task' && config.taskSplit === 'balanced' && 'balanced_task',
+    concept && 'concept_gender',
+    concept && config.balanceConcept && 'concept_task',
+  ]);
 }
 
 /** Schema of a resolved `MaskConfig` as checkpoints store it (see `maskConfigSchema`). */

@@ -17,6 +17,9 @@ import { LinearProbe } from '../../../src/probe/linear.js';
 import type { Probe } from '../../../src/probe/probe.js';
 import { setQuiet } from '../../../src/util/progress.js';
 import { biasedProbe, HOOK, plantedPooled, pooledContext } from './mask-fixtures.js';
+import { auditedContext, expectStatedReads } from '../label-audit.js';
+import { saveEraser } from '../../../src/erasure/checkpoint.js';
+import { loadEraser } from '../../../src/erasure/load.js';
 import { ToyModel, axisSae, plantedSplits, toyTokenize } from '../sae-toy.js';
 import { buildActivationCache } from '../../../src/cache/cache.js';
 import { mkdtempSync } from 'node:fs';
@@ -288,6 +291,33 @@ describe('fit checks', () => {
       for (let j = 0; j < 8; j++) expect(got[i]![j]).toBeCloseTo(p.pooled[r * 8 + j]! / (1 + Math.exp(-m[j]! / 0.2)), 5);
     });
     eraser.dispose();
+    probe.dispose();
+  });
+});
+
+describe('supervision', () => {
+  it('states the labels each objective reads, as the fit reads them, and keeps the statement through save and load', async () => {
+    const p = plantedPooled({ kind: 'neuron' });
+    const probe = biasedProbe(p.cache, p.train);
+    const short = { lr: 0.01, epochs: 1, adversaryInitSteps: 5 };
+    const cases: [string, Record<string, unknown>, string[]][] = [
+      ['concept (default)', short, ['ambiguous_task', 'concept_gender', 'concept_task']],
+      ['concept, unbalanced', { ...short, balanceConcept: false, retrainHead: false }, ['ambiguous_task', 'concept_gender']],
+      ['task on the ambiguous split', { lr: 0.01, epochs: 1, objective: 'task' }, ['ambiguous_task']],
+      ['task on the balanced split', { lr: 0.01, epochs: 1, objective: 'task', taskSplit: 'balanced' }, ['ambiguous_task', 'balanced_task']],
+    ];
+    for (const [name, options, labels] of cases) {
+      const { ctx, reads } = auditedContext(pooledContext(p, probe));
+      const eraser = await createNeuronMaskFitter(parseStrict(neuronMaskOptionsSchema, options, 'neuron_mask')).fit(ctx);
+      expect(eraser.describe().supervision, name).toEqual({ labels, handPicked: false });
+      expectStatedReads(eraser, reads);
+      const dir = mkdtempSync(join(tmpdir(), 'mask-supervision-'));
+      saveEraser(eraser, dir);
+      const loaded = loadEraser(dir);
+      expect(loaded.describe().supervision, name).toEqual({ labels, handPicked: false });
+      loaded.dispose();
+      eraser.dispose();
+    }
     probe.dispose();
   });
 });
