@@ -4,14 +4,12 @@
  */
 import { join } from 'node:path';
 import { writeFileAtomic } from '../io/atomic.js';
-import { isHubPath } from '../io/hub.js';
 import { applyOverrides, readExperimentConfig, type ExperimentConfig } from '../experiment/config.js';
 import { DEFAULT_BUDGET_SIZES, parseBudgetSizes, runBudget, selectMethods, type BudgetSize } from '../experiment/budget.js';
 import { renderBudgetChart, renderBudgetTable } from '../report/budget.js';
-import { writeReport } from '../report/html.js';
-import { renderTable } from '../report/table.js';
 import type { CommandResult, Subcommand } from './subcommand.js';
-import { UsageError, outputPath, parse, requireString, stringList } from './args.js';
+import { UsageError, parse, requireString, stringList } from './args.js';
+import { experimentOutDir, seedsOption, writeRunFiles } from './experiment-args.js';
 
 const usage = `usage: sae-eraser budget --config FILE.json --out DIR [--sizes 64,256,1024,all] [--seeds 42,43,44]
                          [--methods M,M,...] [--set KEY=VALUE ...] [--force] [--quiet]
@@ -29,8 +27,10 @@ against the size on a log axis, one line per method, chance at 50% marked).
 --methods   run only these of the config's methods (default: all of them)
 --set       sets a config field before validation, as in sae-eraser run (repeatable)
 
-The original probe, the oracle and word_deletion read no concept set: they run only at the first size
-and appear at every size with that result (as dashed horizontal references in the chart). Running
+Methods that read no label of the concept set (the original probe, the oracle, word_deletion, and
+with such options SHIFT with selection top or manual, random with k or perHook, masks with objective
+task) run only at the first size and appear at every size with that result (as dashed horizontal
+references in the chart). Running
 again into the same DIR resumes: a finished size folder of the same config is read, an unfinished one
 resumes; --force runs every size afresh.`;
 
@@ -52,33 +52,17 @@ async function main(argv: string[]): Promise<CommandResult> {
       throw new UsageError(`--sizes: ${(err as Error).message}`);
     }
   }
-  const seeds = stringList(p, 'seeds').map((s) => {
-    const n = Number(s);
-    if (!Number.isInteger(n)) throw new UsageError(`--seeds takes integers, got "${s}"`);
-    return n;
-  });
   const path = requireString(p, 'config');
-  const read = applyOverrides(readExperimentConfig(path, (p.values.set as string[] | undefined) ?? []), {
-    seeds: seeds.length > 0 ? seeds : undefined,
-  });
+  const read = applyOverrides(readExperimentConfig(path, (p.values.set as string[] | undefined) ?? []), { seeds: seedsOption(p) });
   const config = onlyMethods(read, stringList(p, 'methods'));
-  // As in sae-eraser run: every local input is protected; a hub reference is no local file.
-  const outDir = outputPath(p, 'folder', [
-    path,
-    ...[config.dataset.train, config.dataset.test].filter((file) => !isHubPath(file)),
-    config.model,
-    config.cacheDir,
-    ...Object.values(config.saes).map((s) => s.path),
-  ]);
+  // As in sae-eraser run: every local input is protected.
+  const outDir = experimentOutDir(p, path, config);
   const budget = await runBudget(config, {
     outDir,
     sizes,
     force: p.values.force === true,
     // Each size folder gets what sae-eraser run leaves in a run folder.
-    onRun: (dir, result) => {
-      writeFileAtomic(join(dir, 'table.md'), renderTable(result));
-      writeReport(dir);
-    },
+    onRun: (dir, result) => void writeRunFiles(dir, result),
   });
   const table = renderBudgetTable(budget);
   writeFileAtomic(join(outDir, 'budget.md'), table);

@@ -1,15 +1,12 @@
 /**
  * `sae-eraser run`: the experiment runner (every configured method over several seeds).
  */
-import { join } from 'node:path';
-import { writeFileAtomic } from '../io/atomic.js';
 import { renderTable } from '../report/table.js';
-import { writeReport } from '../report/html.js';
 import { applyOverrides, readExperimentConfig } from '../experiment/config.js';
 import { runExperiment } from '../experiment/runner.js';
-import { isHubPath } from '../io/hub.js';
 import type { CommandResult, Subcommand } from './subcommand.js';
-import { UsageError, outputPath, optionalString, parse, requireString, stringList } from './args.js';
+import { optionalString, parse, requireString } from './args.js';
+import { experimentOutDir, seedsOption, writeRunFiles } from './experiment-args.js';
 
 const usage = `usage: sae-eraser run --config FILE.json --out DIR [--model M] [--train FILE] [--test FILE] [--seeds 42,43,44]
                       [--set KEY=VALUE ...] [--force] [--quiet]
@@ -42,33 +39,20 @@ async function main(argv: string[]): Promise<CommandResult> {
     seeds: { type: 'string' },
     set: { type: 'string', multiple: true },
   });
-  const seedList = stringList(p, 'seeds');
-  const seeds = seedList.map((s) => {
-    const n = Number(s);
-    if (!Number.isInteger(n)) throw new UsageError(`--seeds takes integers, got "${s}"`);
-    return n;
-  });
   const settings = (p.values.set as string[] | undefined) ?? [];
-  const config = applyOverrides(readExperimentConfig(requireString(p, 'config'), settings), {
+  const configPath = requireString(p, 'config');
+  const config = applyOverrides(readExperimentConfig(configPath, settings), {
     model: optionalString(p, 'model'),
     train: optionalString(p, 'train'),
     test: optionalString(p, 'test'),
-    seeds: seeds.length > 0 ? seeds : undefined,
+    seeds: seedsOption(p),
   });
-  // Hub references are not local files: the hub cache they resolve to cannot be the run folder.
-  const outDir = outputPath(p, 'folder', [
-    requireString(p, 'config'),
-    ...[config.dataset.train, config.dataset.test].filter((path) => !isHubPath(path)),
-    config.model,
-    config.cacheDir,
-    ...Object.values(config.saes).map((s) => s.path),
-  ]);
+  const outDir = experimentOutDir(p, configPath, config);
   const result = await runExperiment(config, { outDir, force: p.values.force === true });
-  writeFileAtomic(join(outDir, 'table.md'), renderTable(result));
-  const report = writeReport(outDir);
+  const report = writeRunFiles(outDir, result);
   return {
-    json: { out: outDir, report: report.path, ...result },
-    text: `${renderTable(result)}\nwrote ${outDir}/metrics.json, table.md and ${report.path} (${result.seconds.total.toFixed(0)} s)\n`,
+    json: { out: outDir, report, ...result },
+    text: `${renderTable(result)}\nwrote ${outDir}/metrics.json, table.md and ${report} (${result.seconds.total.toFixed(0)} s)\n`,
   };
 }
 

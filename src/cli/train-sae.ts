@@ -93,17 +93,8 @@ async function main(argv: string[]): Promise<CommandResult> {
   writeRunConfig(out, recorded, await engineInfo());
   const history = new HistoryWriter(out);
   const { hook: _hook, ...common } = options;
-  const trained = await (
-    single !== undefined
-      ? trainSae({ ...common, hook: single, onStep: ({ step, loss, fve, l0 }) => history.log({ stage: 'sae', step, values: { loss, fve, l0 } }) }).then(
-          (t) => ({ [single]: t }),
-        )
-      : trainSaes({ ...common, hooks, onStep: ({ hook, step, loss, fve, l0 }) => history.log({ stage: `sae ${hook}`, step, values: { loss, fve, l0 } }) })
-  ).finally(() => {
-    process.off('SIGINT', onSigint);
-    history.close();
-  });
-  const summary = (t: TrainedSae): { json: Record<string, unknown>; text: string } => ({
+  type Summary = { json: Record<string, unknown>; text: string };
+  const summary = (t: TrainedSae): Summary => ({
     json: { out: t.out, steps: t.result.steps, resumedFrom: t.result.resumedFrom, train: t.result.train, heldOut: t.heldOut },
     text:
       `wrote ${t.out} (${t.result.steps} steps)\n` +
@@ -111,9 +102,24 @@ async function main(argv: string[]): Promise<CommandResult> {
         ? ''
         : `held-out: FVE ${t.heldOut.fve.toFixed(4)}, L0 ${t.heldOut.l0.toFixed(1)}, dead features ${(100 * t.heldOut.deadFraction).toFixed(1)}% (${t.heldOut.tokens} tokens)\n`),
   });
-  for (const t of Object.values(trained)) t.sae.dispose();
-  if (single !== undefined) return summary(trained[single]!);
-  const parts = Object.entries(trained).map(([hook, t]) => [hook, summary(t)] as const);
+  // Only the summaries are needed: each SAE is freed as soon as it is saved.
+  const summaries: Record<string, Summary> = {};
+  const keep = (hook: string, t: TrainedSae): void => {
+    t.sae.dispose();
+    summaries[hook] = summary(t);
+  };
+  await (
+    single !== undefined
+      ? trainSae({ ...common, hook: single, onStep: ({ step, loss, fve, l0 }) => history.log({ stage: 'sae', step, values: { loss, fve, l0 } }) }).then((t) =>
+          keep(single, t),
+        )
+      : trainSaes({ ...common, hooks, onStep: ({ hook, step, loss, fve, l0 }) => history.log({ stage: `sae ${hook}`, step, values: { loss, fve, l0 } }) }, keep)
+  ).finally(() => {
+    process.off('SIGINT', onSigint);
+    history.close();
+  });
+  if (single !== undefined) return summaries[single]!;
+  const parts = Object.entries(summaries);
   return { json: { out, saes: Object.fromEntries(parts.map(([hook, s]) => [hook, s.json])) }, text: parts.map(([, s]) => s.text).join('') };
 }
 

@@ -29,7 +29,7 @@ import { existsSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import * as hfTokenizersUntyped from '@huggingface/tokenizers';
 import { tf } from '../engine/engine.js';
-import { readUtf8 } from '../io/text.js';
+import { readJson } from '../io/text.js';
 
 /**
  * The parts of `@huggingface/tokenizers` 0.2.0 used here, as in its types/core/*.d.ts. Its .d.ts files
@@ -127,18 +127,9 @@ function isObject(value: unknown): value is JsonObject {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
+/** A tokenizer file's JSON; errors name the file and, for a syntax error, what it is. */
 function readJsonFile(path: string, what: string): unknown {
-  let text: string;
-  try {
-    text = readUtf8(path);
-  } catch (err) {
-    throw new Error(`cannot read ${what} ${path}: ${(err as Error).message}`, { cause: err });
-  }
-  try {
-    return JSON.parse(text) as unknown;
-  } catch (err) {
-    throw new Error(`${what} ${path} is not valid JSON: ${(err as Error).message}`, { cause: err });
-  }
+  return readJson(path, ` (the ${what})`);
 }
 
 /** The tokenizer.json path and, when present beside it, tokenizer_config.json and special_tokens_map.json. */

@@ -24,10 +24,23 @@ import { isMethodName, type Eraser, type EraserSae, type MethodName } from './er
 import { readUtf8 } from '../io/text.js';
 
 /**
- * The checkpoint layout version this build writes and reads. Version 1 files (an earlier layout,
- * with other fields and without the strict per-family schemas) are not read.
+ * The checkpoint layout version this build writes. Version 3 added the feature-ablation family's
+ * `supervision` (the labels the fit read, which a random control's plan does not hold): that
+ * family refuses its version 2 files (feature-ablation.ts); the other families' fields did not
+ * change, so their version 2 files are read as they are. Version 1 files (an earlier layout, with
+ * other fields and without the strict per-family schemas) are not read.
  */
-export const CHECKPOINT_VERSION = 2;
+export const CHECKPOINT_VERSION = 3;
+
+/** The versions `readCheckpoint` accepts (a family may refuse an older one its fields changed since); `checkpointFields` lists them too. */
+export const READ_VERSIONS: readonly number[] = [2, CHECKPOINT_VERSION];
+
+/** The refusal of a checkpoint written in an earlier layout, with the remedy. */
+export function earlierLayoutError(jsonPath: string, version: number, what: string): Error {
+  return new Error(
+    `${jsonPath}: field "version" is ${version}, an earlier checkpoint layout ${what} (version ${CHECKPOINT_VERSION}); refit the eraser to get a checkpoint this build reads`,
+  );
+}
 
 export const ERASER_JSON = 'eraser.json';
 export const ERASER_TENSORS = 'eraser.safetensors';
@@ -78,7 +91,9 @@ export interface LoadTarget {
  */
 export const checkpointFields = {
   format: z.string().describe('The method family, which names the restorer.'),
-  version: z.literal(CHECKPOINT_VERSION).describe('The layout version.'),
+  version: z
+    .union([z.literal(2), z.literal(CHECKPOINT_VERSION)])
+    .describe(`The layout version (this build writes ${CHECKPOINT_VERSION}; a family may refuse an earlier one).`),
   method: z.string().describe('The method the eraser was fitted by.'),
   head: z.literal(HEAD_FILE).nullable().describe('The retrained head file, or null.'),
 };
@@ -96,13 +111,9 @@ export function readCheckpoint(dir: string): StoredCheckpoint & { head: string |
   if (typeof json !== 'object' || json === null || Array.isArray(json)) throw new Error(`${jsonPath}: must hold a JSON object`);
   const { format, version, method, head } = json;
   if (typeof format !== 'string') throw new Error(`${jsonPath}: field "format" must be a string, got ${JSON.stringify(format)}`);
-  if (version === 1) {
-    throw new Error(
-      `${jsonPath}: field "version" is 1, an earlier checkpoint layout whose fields differ from this build's (version ${CHECKPOINT_VERSION}); refit the eraser to get a checkpoint this build reads`,
-    );
-  }
-  if (version !== CHECKPOINT_VERSION)
-    throw new Error(`${jsonPath}: field "version" is ${JSON.stringify(version)}; this build reads version ${CHECKPOINT_VERSION}`);
+  if (version === 1) throw earlierLayoutError(jsonPath, 1, "whose fields differ from this build's");
+  if (typeof version !== 'number' || !READ_VERSIONS.includes(version))
+    throw new Error(`${jsonPath}: field "version" is ${JSON.stringify(version)}; this build reads versions ${READ_VERSIONS.join(' and ')}`);
   if (typeof method !== 'string' || !isMethodName(method)) throw new Error(`${jsonPath}: field "method" is ${JSON.stringify(method)}, not a method name`);
   if (head !== null && head !== HEAD_FILE) throw new Error(`${jsonPath}: field "head" must be null or "${HEAD_FILE}", got ${JSON.stringify(head)}`);
   const tensorPath = join(dir, ERASER_TENSORS);

@@ -20,7 +20,7 @@ import type { RawTensor } from '../io/safetensors.js';
 import type { Edit, GraphEdit, HookName } from '../models/model.js';
 import { checkFeatures, csrColumns, decoderRows, zeroAblatePooled, zeroAblationEdit, zeroAblationGraphEdit, type FeatureSets } from './ablate.js';
 import type { HookAttribution, RankedFeature } from './attribution.js';
-import { checkpointFields, ERASER_TENSORS, type LoadTarget, type StoredCheckpoint } from './checkpoint.js';
+import { CHECKPOINT_VERSION, checkpointFields, earlierLayoutError, ERASER_TENSORS, type LoadTarget, type StoredCheckpoint } from './checkpoint.js';
 import {
   checkWidth,
   supervisionSchema,
@@ -333,6 +333,9 @@ export class FeatureAblationEraser implements Eraser {
     }
     if (method === 'shift_retrain' && stored.json.head === null)
       throw new Error(`${jsonPath}: a shift_retrain checkpoint needs its retrained head (field "head" is null)`);
+    // Version 2 files lack `supervision`, which a random control's plan cannot restore.
+    if (stored.json.version !== CHECKPOINT_VERSION)
+      throw earlierLayoutError(jsonPath, stored.json.version as number, 'of this format, without the labels the fit read (field "supervision")');
     const json = parseStrict(checkpointSchema(method), stored.json, jsonPath) as StoredFeatureAblation;
     const { probeHook, hooks, selectedBy } = json;
     if (target.probeHook !== undefined && target.probeHook !== probeHook) {

@@ -10,14 +10,16 @@
 import { z } from 'zod';
 import { parseStrict } from '../util/schema.js';
 import type { HookName } from '../models/model.js';
-import { isMethodName, METHOD_NAMES, type EraserFitter, type MethodName } from './eraser.js';
+import { isMethodName, METHOD_NAMES, supervision, type EraserFitter, type MethodName, type Supervision } from './eraser.js';
+import { maskSupervision, resolveMaskConfig, type MaskOptions } from './mask/options.js';
 import { createSaeMaskFitter, saeMaskOptionsSchema } from './mask/sae-mask.js';
 import { createNeuronMaskFitter, neuronMaskOptionsSchema } from './mask/neuron-mask.js';
 import { createDasMaskFitter, dasMaskOptionsSchema } from './mask/das-mask.js';
-import { createShiftFitter, shiftOptionsSchema, shiftRetrainOptionsSchema } from './shift.js';
-import { createRandomFitter, randomOptionsSchema } from './random-ablation.js';
-import { createInlpFitter, createLeaceFitter, inlpOptionsSchema, leaceOptionsSchema } from './closed-form.js';
-import { createWordDeletionFitter, wordDeletionOptionsSchema } from './word-deletion.js';
+import { createShiftFitter, shiftOptionsSchema, shiftRetrainOptionsSchema, shiftSupervision } from './shift.js';
+import { resolveShiftOptions } from './shift-options.js';
+import { createRandomFitter, randomOptionsSchema, randomSupervision } from './random-ablation.js';
+import { affineSupervision, createInlpFitter, createLeaceFitter, inlpOptionsSchema, leaceOptionsSchema } from './closed-form.js';
+import { createWordDeletionFitter, wordDeletionOptionsSchema, wordDeletionSupervision } from './word-deletion.js';
 
 /** Hooks a method's options name, so a run can check them against the model before any work. */
 export interface NamedHooks {
@@ -29,6 +31,12 @@ export interface NamedHooks {
 interface MethodEntry {
   /** Strict schema of a config's options block (defaults filled in by parsing, except for fields only some settings read: the fitter's). */
   readonly options: z.ZodType;
+  /**
+   * The labels a fit with the parsed options reads: the same function the fitted eraser's
+   * `describe().supervision` comes from, so a run can tell before fitting which methods read the
+   * concept set.
+   */
+  readonly supervision: (options: never) => Supervision;
   /** Makes the fitter from parsed options; absent for the probe-only methods. */
   readonly createFitter?: (options: never) => EraserFitter;
   /** The hooks the parsed options name (none when absent). */
@@ -37,10 +45,16 @@ interface MethodEntry {
 
 function method<S extends z.ZodType>(
   options: S,
+  supervision: (options: z.output<S>) => Supervision,
   createFitter?: (options: z.output<S>) => EraserFitter,
   namedHooks?: (options: z.output<S>) => NamedHooks,
 ): MethodEntry {
-  return { options, createFitter, namedHooks };
+  return { options, supervision, createFitter, namedHooks };
+}
+
+/** A mask fit's supervision: that of its resolved config (the hooks and seed it resolves do not change what it reads). */
+function maskOptionsSupervision(o: MaskOptions): Supervision {
+  return maskSupervision(resolveMaskConfig(o, { probeHook: '', seed: 0 }));
 }
 
 /** Hook lists and hook-keyed maps of SAE-feature options (`hooks`, `features`, `perHook`). */
@@ -51,17 +65,28 @@ function saeHooks(o: { hooks?: HookName[]; features?: Record<HookName, unknown>;
 const noOptions = z.strictObject({});
 
 export const METHODS: Readonly<Record<MethodName, MethodEntry>> = {
-  original: method(noOptions),
-  oracle: method(noOptions),
-  sae_mask: method(saeMaskOptionsSchema, createSaeMaskFitter, saeHooks),
-  neuron_mask: method(neuronMaskOptionsSchema, createNeuronMaskFitter, (o) => ({ hooks: o.hooks ?? [], needSae: false })),
-  das_mask: method(dasMaskOptionsSchema, createDasMaskFitter, (o) => ({ hooks: o.hooks ?? [], needSae: false })),
-  shift: method(shiftOptionsSchema, (o) => createShiftFitter('shift', o), saeHooks),
-  shift_retrain: method(shiftRetrainOptionsSchema, (o) => createShiftFitter('shift_retrain', o), saeHooks),
-  leace: method(leaceOptionsSchema, createLeaceFitter),
-  inlp: method(inlpOptionsSchema, createInlpFitter),
-  random: method(randomOptionsSchema, createRandomFitter, saeHooks),
-  word_deletion: method(wordDeletionOptionsSchema, createWordDeletionFitter),
+  // The biased probe is trained on the ambiguous split's task labels, the oracle on the balanced split's.
+  original: method(noOptions, () => supervision(['ambiguous_task'])),
+  oracle: method(noOptions, () => supervision(['balanced_task'])),
+  sae_mask: method(saeMaskOptionsSchema, maskOptionsSupervision, createSaeMaskFitter, saeHooks),
+  neuron_mask: method(neuronMaskOptionsSchema, maskOptionsSupervision, createNeuronMaskFitter, (o) => ({ hooks: o.hooks ?? [], needSae: false })),
+  das_mask: method(dasMaskOptionsSchema, maskOptionsSupervision, createDasMaskFitter, (o) => ({ hooks: o.hooks ?? [], needSae: false })),
+  shift: method(
+    shiftOptionsSchema,
+    (o) => shiftSupervision(resolveShiftOptions(o)),
+    (o) => createShiftFitter('shift', o),
+    saeHooks,
+  ),
+  shift_retrain: method(
+    shiftRetrainOptionsSchema,
+    (o) => shiftSupervision(resolveShiftOptions(o)),
+    (o) => createShiftFitter('shift_retrain', o),
+    saeHooks,
+  ),
+  leace: method(leaceOptionsSchema, affineSupervision, createLeaceFitter),
+  inlp: method(inlpOptionsSchema, affineSupervision, createInlpFitter),
+  random: method(randomOptionsSchema, randomSupervision, createRandomFitter, saeHooks),
+  word_deletion: method(wordDeletionOptionsSchema, wordDeletionSupervision, createWordDeletionFitter),
 };
 
 /** What a variant name may hold: lower-case letters, digits and underscores. */
@@ -110,6 +135,16 @@ export function createFitter(parsed: MethodOptions): EraserFitter {
   const create = METHODS[parsed.method].createFitter;
   if (create === undefined) throw new Error(`method "${parsed.method}" is not an eraser (original and oracle are probes)`);
   return create(parsed.options as never);
+}
+
+/** The labels a method with these parsed options reads (what its fitted eraser's `describe()` will say; for original and oracle, their probes'). */
+export function methodSupervision(parsed: MethodOptions): Supervision {
+  return METHODS[parsed.method].supervision(parsed.options as never);
+}
+
+/** Whether a method with these parsed options reads no label of the concept set (so its result does not depend on the set). */
+export function isConceptFree(parsed: MethodOptions): boolean {
+  return !methodSupervision(parsed).labels.some((l) => l === 'concept_gender' || l === 'concept_task');
 }
 
 /** The hooks a method's parsed options name (for checks against the model before a run starts). */

@@ -21,10 +21,10 @@
 import { z } from 'zod';
 import type { HookName } from '../models/model.js';
 import { hooksUpToProbe } from './ablate.js';
-import { supervision, type Eraser, type EraserFitter, type EraserSae, type FitContext } from './eraser.js';
+import { supervision, type Eraser, type EraserFitter, type EraserSae, type FitContext, type Supervision } from './eraser.js';
 import { FeatureAblationEraser, type RandomPlan } from './feature-ablation.js';
 import { chooseRandomUnits } from './random-units.js';
-import { chooseShiftFeatures } from './shift.js';
+import { chooseShiftFeatures, shiftSupervision } from './shift.js';
 import { checkShiftOptions, resolveShiftOptions, shiftOptionFields, type ShiftField } from './shift-options.js';
 
 const SHIFT_FIELDS = Object.keys(shiftOptionFields) as ShiftField[];
@@ -79,6 +79,14 @@ function selectedBy(p: RandomPlan): string {
   return `features drawn at random (seed ${p.seed}) ${where}; the control for SHIFT`;
 }
 
+/**
+ * The labels the random control reads with these options (see the module note): the biased
+ * probe's; with neither `k` nor `perHook`, also what SHIFT's selection with the same options reads.
+ */
+export function randomSupervision(o: RandomOptions): Supervision {
+  return o.k !== undefined || o.perHook !== undefined ? supervision(['ambiguous_task']) : shiftSupervision(resolveShiftOptions(o));
+}
+
 class RandomFitter implements EraserFitter {
   readonly method = 'random' as const;
 
@@ -89,7 +97,7 @@ class RandomFitter implements EraserFitter {
     const seed = o.seed ?? ctx.seed;
     let features: Record<HookName, Int32Array>;
     let plan: RandomPlan;
-    let read = supervision(['ambiguous_task']);
+    const read = randomSupervision(o);
     if (o.k !== undefined) {
       const eligible = hooksUpToProbe(ctx.model, ctx.saes, ctx.probeHook, o.hooks);
       plan = { seed, source: 'k', k: o.k, hooks: eligible };
@@ -105,7 +113,6 @@ class RandomFitter implements EraserFitter {
         const shift = chooseShiftFeatures(ctx, resolveShiftOptions(o));
         perHook = Object.fromEntries(Object.entries(shift.features).map(([h, f]) => [h, f.length]));
         source = 'shift';
-        read = shift.supervision;
       }
       const order = ctx.model.hookNames;
       features = {};

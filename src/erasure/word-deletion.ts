@@ -187,7 +187,7 @@ export type WordDeletionOptions = z.output<typeof wordDeletionOptionsSchema>;
  * list or `words`), and the ambiguous split's task labels, through the biased probe it keeps or the
  * head it retrains on them.
  */
-function wordDeletionSupervision(): Supervision {
+export function wordDeletionSupervision(): Supervision {
   return supervision(['ambiguous_task'], true);
 }
 

@@ -5,7 +5,7 @@
  * the language-model loss).
  *
  * For each SAE hook at or before the probe hook, on a labelled split (the runner uses the balanced
- * test split):
+ * split of the test file's tuning half, or of the whole test file when there is no tuning half):
  *   acc_clean                     the probe on the unedited pooled activations (the cache's);
  *   acc_reconstructed             with x_h -> decode(encode(x_h));
  *   acc_reconstructed_with_error  with x_h -> decode(encode(x_h)) + (x_h - decode(encode(x_h))),

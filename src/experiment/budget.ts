@@ -16,31 +16,29 @@
  * error before any work. The runner draws the concept set as the first `size` rows of one seeded
  * permutation of the pool, so the sets are nested: each size adds rows to the one before.
  *
- * Methods that read no concept set (`CONCEPT_FREE_METHODS`, variants included: the original probe,
- * the oracle and word deletion, which only see the ambiguous or balanced splits) give the same
- * result at every size: they run only in the first size's folder, and budget.json repeats that
- * result at every size with `run` naming the folder it came from and `n_concept` null. The other
- * folders hold only the methods that read the concept set.
+ * Methods that read no label of the concept set (src/erasure/methods.ts `isConceptFree`, from the
+ * supervision each method states for its options: the original probe, the oracle, word deletion,
+ * SHIFT with selection "top" or "manual", the random control with `k` or `perHook`, masks with
+ * objective "task") give the same result at every size: they run only in the first size's folder,
+ * and budget.json repeats that result at every size with `run` naming the folder it came from and
+ * `n_concept` null. The other folders hold only the methods that read the concept set.
  */
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { writeJsonAtomic } from '../io/atomic.js';
-import { readUtf8 } from '../io/text.js';
+import { readJson } from '../io/text.js';
 import { isQuiet } from '../util/progress.js';
-import type { MethodName } from '../erasure/eraser.js';
+import { isConceptFree } from '../erasure/methods.js';
 import type { ExperimentConfig } from './config.js';
 import type { ExperimentResult, Summary } from './results.js';
-import { configDifferences, type ResolvedConfig, type RunConfigFile } from './run-folder.js';
-import { loadExperimentData, runExperiment } from './runner.js';
+import { configDifferences, type RunConfigFile } from './run-folder.js';
+import { loadExperimentData, resolvedConfig, runExperiment } from './runner.js';
 
 /** A concept-set size: a number of bios, or "all" of the pool. */
 export type BudgetSize = number | 'all';
 
 /** The sizes of the issue's curve. */
 export const DEFAULT_BUDGET_SIZES: readonly BudgetSize[] = [64, 256, 1024, 'all'];
-
-/** Methods whose fit reads no concept set (see the module note): scored once, at the first size. */
-export const CONCEPT_FREE_METHODS: readonly MethodName[] = ['original', 'oracle', 'word_deletion'];
 
 /** The four metrics of the curve, as in metrics.json. */
 export const BUDGET_METRICS = ['profession_acc', 'gender_agreement', 'worst_group_acc', 'gender_probe_acc'] as const;
@@ -128,20 +126,6 @@ export function sizeFolder(size: BudgetSize): string {
   return `concept-${size}`;
 }
 
-/** The config as the run folder records it (runner.ts records the same: everything but `source`). */
-function resolvedConfig(config: ExperimentConfig): ResolvedConfig {
-  const { source: _source, ...rest } = config;
-  return JSON.parse(JSON.stringify(rest)) as ResolvedConfig;
-}
-
-function readJson<T>(path: string, hint: string): T {
-  try {
-    return JSON.parse(readUtf8(path)) as T;
-  } catch (err) {
-    throw new Error(`${path}: not valid JSON (${(err as Error).message})${hint}`, { cause: err });
-  }
-}
-
 /**
  * The result of a finished run in `dir` of `config` (its methods may be a superset), or undefined
  * when `dir` holds no finished run (runExperiment then starts or resumes it). A finished run of
@@ -151,7 +135,7 @@ function finishedRun(dir: string, config: ExperimentConfig): ExperimentResult | 
   const metricsPath = join(dir, 'metrics.json');
   if (!existsSync(metricsPath) || !existsSync(join(dir, 'config.json'))) return undefined;
   const hint = '; choose another --out, or --force to run every size again';
-  const before = readJson<RunConfigFile>(join(dir, 'config.json'), hint).config;
+  const before = (readJson(join(dir, 'config.json'), hint) as RunConfigFile).config;
   const now = resolvedConfig(config);
   const differences = configDifferences(before, now);
   const sameSeeds = before.seeds.length === now.seeds.length && now.seeds.every((s) => before.seeds.includes(s));
@@ -159,7 +143,7 @@ function finishedRun(dir: string, config: ExperimentConfig): ExperimentResult | 
   const missing = Object.keys(now.methods).filter((m) => !(m in before.methods));
   if (missing.length > 0) differences.push(`no result for ${missing.join(', ')}`);
   if (differences.length > 0) throw new Error(`${dir} holds a finished run of another config (${differences.join('; ')})${hint}`);
-  return readJson<ExperimentResult>(metricsPath, hint);
+  return readJson(metricsPath, hint) as ExperimentResult;
 }
 
 /** The config's methods named in `names` (each one of them), in the config's order. */
@@ -183,8 +167,8 @@ export async function runBudget(config: ExperimentConfig, options: BudgetOptions
   const sizes = options.sizes ?? DEFAULT_BUDGET_SIZES;
   checkBudgetSizes(sizes);
   const methods = Object.keys(config.methods);
-  // By family, so that a variant (word_deletion@extra) counts as its family does.
-  const conceptFree = methods.filter((m) => CONCEPT_FREE_METHODS.includes(config.methods[m]!.method));
+  // By what each method with its own options reads (a variant may read what its family does not).
+  const conceptFree = methods.filter((m) => isConceptFree(config.methods[m]!));
   const learners = methods.filter((m) => !conceptFree.includes(m));
   if (learners.length === 0) {
     throw new Error(

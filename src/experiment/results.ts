@@ -88,11 +88,18 @@ export interface SaeQuality {
   /** relu, topk or jumprelu (from the training record, else the SAE's activation). */
   arch: string | null;
   /**
-   * For hooks at or before the probe hook: the first seed's biased probe on the balanced test split
-   * with this hook replaced by the SAE's reconstruction, without and with the error term
+   * For hooks at or before the probe hook: the first seed's biased probe on the balanced split of
+   * the test file's tuning part (of the whole test file when it has none: `downstream_split`) with
+   * this hook replaced by the SAE's reconstruction, without and with the error term
    * (src/eval/sae-cost.ts). Absent after the probe hook and in runs from before it was recorded.
    */
   downstream?: SaeDownstreamCost;
+  /**
+   * The test bios `downstream` was measured on: "tuning" (the tuning part's balanced split, leaving
+   * the reporting part to the methods' scores) or "whole" (the whole test file's, when it has no
+   * tuning part). Absent with `downstream`, and in runs from before it was recorded (the reporting part).
+   */
+  downstream_split?: 'tuning' | 'whole';
 }
 
 /** How the test file was split into a tuning and a reporting part (config `dataset.testSplit`). */

@@ -35,10 +35,11 @@ import { accuracy, genderAgreement, worstGroup, type Interval } from '../eval/me
 import { saeDownstreamCost } from '../eval/sae-cost.js';
 import { seedsSupervision, summarizeScores, type ExperimentResult, type MethodSeedResult, type SeedScores, type TestSplitRecord } from './results.js';
 import { progress } from '../util/progress.js';
-import { checkHooksUpToProbe, supervision, type Eraser, type LabelledSplit } from '../erasure/eraser.js';
+import { checkHooksUpToProbe, type Eraser, type LabelledSplit } from '../erasure/eraser.js';
 import { erasedPooled } from '../erasure/erased.js';
+import { hooksUpToProbe } from '../erasure/ablate.js';
 import { saveEraser } from '../erasure/checkpoint.js';
-import { createFitter, namedHooks } from '../erasure/methods.js';
+import { createFitter, methodSupervision, namedHooks } from '../erasure/methods.js';
 import type { ExperimentConfig } from './config.js';
 import { ensureSaes, expandSaeSpecs, saeQuality } from './saes.js';
 import { RunFolder, type ResolvedConfig } from './run-folder.js';
@@ -242,7 +243,7 @@ function offerToExplorer(explorer: ExplorerCollector, method: string, result: Me
 }
 
 /** The config as the run folder records and compares it: everything but the path it was read from. */
-function resolvedConfig(config: ExperimentConfig): ResolvedConfig {
+export function resolvedConfig(config: ExperimentConfig): ResolvedConfig {
   const { source: _source, ...rest } = config;
   return JSON.parse(JSON.stringify(rest)) as ResolvedConfig;
 }
@@ -405,8 +406,8 @@ async function runInFolder(config: ExperimentConfig, folder: RunFolder, t0: numb
         units_removed: description?.unitsRemoved ?? 0,
         seconds: (Date.now() - t) / 1000,
         summary: description?.summary ?? (method === 'oracle' ? 'probe trained on balanced data' : 'no erasure'),
-        // The probes' own: the oracle is trained on balanced task labels, the original on ambiguous ones.
-        supervision: description?.supervision ?? supervision([method === 'oracle' ? 'balanced_task' : 'ambiguous_task']),
+        // The probes' own (the registry's: the oracle's balanced task labels, the original's ambiguous ones).
+        supervision: description?.supervision ?? methodSupervision(config.methods[method]!),
         ...(description === undefined ? {} : { removed: description.removed }),
         ...(description?.selection === undefined ? {} : { selection: description.selection }),
       };
@@ -423,6 +424,7 @@ async function runInFolder(config: ExperimentConfig, folder: RunFolder, t0: numb
     }
   };
   if (folder.resumed > 0) process.stderr.write(`${folder.dir}: resuming, ${folder.resumed} method/seed result(s) already in results.jsonl\n`);
+  const costHooks = hooksUpToProbe(model, saes, config.probeHook);
   for (const seed of config.seeds) {
     const todo = methods.filter((m) => folder.result(m, seed) === undefined);
     let biasedProbe: Probe | undefined;
@@ -433,8 +435,9 @@ async function runInFolder(config: ExperimentConfig, folder: RunFolder, t0: numb
       probeSae !== undefined && !existsSync(explorerFile)
         ? new ExplorerCollector(seed, config.probeHook, probeSae, cache, { balanced: splits.testBalanced, ...splits.testSubgroups }, data.professions)
         : undefined;
-    // The first seed's probe also measures what each SAE costs downstream (below).
-    if (todo.length > 0 || explorer !== undefined || seed === config.seeds[0]) {
+    // The first seed's probe also measures what each SAE at or before the probe hook costs downstream (below).
+    const measureCost = seed === config.seeds[0] && costHooks.length > 0;
+    if (todo.length > 0 || explorer !== undefined || measureCost) {
       const original = tf.tidy(() => cache.pooled(config.probeHook, splits.ambiguous.rows));
       biasedProbe =
         givenProbe?.load(original.shape[1]) ?? trainProbe(original, splits.ambiguous.y, popts, withStagePrefix(folder.history, `original/seed-${seed}`));
@@ -442,13 +445,20 @@ async function runInFolder(config: ExperimentConfig, folder: RunFolder, t0: numb
       explorer?.addHead('original', biasedProbe);
     }
     try {
-      if (seed === config.seeds[0]) {
-        // Each SAE's reconstruction in place of its hook, scored by the biased probe (src/eval/sae-cost.ts).
+      if (measureCost) {
+        // Each SAE's reconstruction in place of its hook, scored by the biased probe (src/eval/sae-cost.ts),
+        // on the tuning part when there is one: the reporting part stays for the methods' scores.
+        const [costSplit, costPart] = splits.tuning === undefined ? [splits.testBalanced, 'whole' as const] : [splits.tuning.balanced, 'tuning' as const];
         const costs = await saeDownstreamCost(
-          { model, tokenize: opened.tokenize, saes, probeHook: config.probeHook, probe: biasedProbe!, cache, split: splits.testBalanced },
+          { model, tokenize: opened.tokenize, saes, probeHook: config.probeHook, probe: biasedProbe!, cache, split: costSplit },
           { batchSize: config.batchSize },
         );
-        for (const [hook, cost] of Object.entries(costs)) if (saeQualities[hook] !== undefined) saeQualities[hook].downstream = cost;
+        for (const [hook, cost] of Object.entries(costs)) {
+          const quality = saeQualities[hook];
+          if (quality === undefined) continue;
+          quality.downstream = cost;
+          quality.downstream_split = costPart;
+        }
       }
       for (const method of methods) {
         let run = folder.result(method, seed);

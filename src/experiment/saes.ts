@@ -24,7 +24,7 @@ import { AffineSae, type Sae } from '../sae/sae.js';
 import type { HistoryLog } from '../util/history.js';
 import { trainSaesOnModel, type SaeJob, type TrainOptions } from '../sae/train.js';
 import { permutation } from '../data/prng.js';
-import { readUtf8 } from '../io/text.js';
+import { readJson } from '../io/text.js';
 import type { OpenedModel } from '../models/open.js';
 import type { SaeQuality } from './results.js';
 import type { HookName } from '../models/model.js';
@@ -246,17 +246,18 @@ export async function ensureSaes(
       info: { epochs },
     };
   }
-  const trained = await trainSaesOnModel(opened, jobs, {
-    model: config.model,
-    texts: pick(order.subarray(nHeld)),
-    heldOut: pick(order.subarray(0, nHeld)),
-  });
-  for (const [hook, { sae, heldOut }] of Object.entries(trained)) {
-    process.stderr.write(
-      `trained SAE at ${hook}: held-out FVE ${heldOut!.fve.toFixed(3)}, L0 ${heldOut!.l0.toFixed(1)}, dead ${(100 * heldOut!.deadFraction).toFixed(1)}%\n`,
-    );
-    sae.dispose();
-  }
+  await trainSaesOnModel(
+    opened,
+    jobs,
+    { model: config.model, texts: pick(order.subarray(nHeld)), heldOut: pick(order.subarray(0, nHeld)) },
+    (hook, { sae, heldOut }) => {
+      // Only the path is needed: each SAE is freed as soon as it is saved.
+      sae.dispose();
+      process.stderr.write(
+        `trained SAE at ${hook}: held-out FVE ${heldOut!.fve.toFixed(3)}, L0 ${heldOut!.l0.toFixed(1)}, dead ${(100 * heldOut!.deadFraction).toFixed(1)}%\n`,
+      );
+    },
+  );
   return paths;
 }
 
@@ -267,7 +268,7 @@ export async function ensureSaes(
  */
 export function saeQuality(path: string, sae: Sae): SaeQuality {
   const file = join(path, 'metrics.json');
-  const metrics = existsSync(file) && statSync(path).isDirectory() ? (JSON.parse(readUtf8(file)) as Record<string, unknown>) : {};
+  const metrics = existsSync(file) && statSync(path).isDirectory() ? (readJson(file) as Record<string, unknown>) : {};
   const held = (typeof metrics.heldOut === 'object' && metrics.heldOut !== null ? metrics.heldOut : {}) as Record<string, unknown>;
   const num = (v: unknown): number | null => (typeof v === 'number' && Number.isFinite(v) ? v : null);
   const kind = sae instanceof AffineSae ? sae.activation.kind : undefined;

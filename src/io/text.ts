@@ -30,6 +30,20 @@ export function readUtf8(path: string): string {
 }
 
 /**
+ * Parses a JSON file read as strict UTF-8 text. A syntax error becomes `PATH: not valid JSON
+ * (message)` followed by `hint` (e.g. what to do about it); a read error keeps its own message,
+ * which names the file.
+ */
+export function readJson(path: string, hint = ''): unknown {
+  const text = readUtf8(path);
+  try {
+    return JSON.parse(text) as unknown;
+  } catch (err) {
+    throw new Error(`${path}: not valid JSON (${(err as Error).message})${hint}`, { cause: err });
+  }
+}
+
+/**
  * The number of the first line of `bytes` that does not decode, counting the first as `firstLine`
  * (line breaks are single bytes in UTF-8, so lines can be decoded one by one).
  */

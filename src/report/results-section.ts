@@ -8,7 +8,7 @@
  * seeds (`summarize`, as in metrics.json). Each row says which.
  */
 import { supervisionText } from '../erasure/eraser.js';
-import { summarize } from '../experiment/results.js';
+import { seedsSupervision, summarize } from '../experiment/results.js';
 import type { ResultLine, SeedResult } from './run-dir.js';
 import { escapeHtml } from './escape.js';
 import { barChart, colour, heatmap, legend, percent, type BarGroup } from './svg.js';
@@ -54,9 +54,9 @@ const cell = (e: Interval | undefined, below = ''): string =>
 
 /** The labels the method read at any of its seeds, as the table's short text ("not recorded" for runs from before they were). */
 function labelsUsed(runs: readonly SeedResult[]): string {
-  const recorded = runs.map((r) => r.supervision).filter((s) => s !== undefined);
+  const recorded = runs.flatMap((r) => (r.supervision === undefined ? [] : [{ supervision: r.supervision }]));
   if (recorded.length === 0) return 'not recorded';
-  return supervisionText({ labels: [...new Set(recorded.flatMap((s) => s.labels))], handPicked: recorded.some((s) => s.handPicked) });
+  return supervisionText(seedsSupervision(recorded));
 }
 
 /** Metrics with a bar chart, and their names. */

@@ -14,8 +14,9 @@ import { join } from 'node:path';
 import { z } from 'zod';
 import { readCheckpoint, ERASER_JSON } from '../erasure/checkpoint.js';
 import { MASK_FORMAT } from '../erasure/mask/checkpoint.js';
+import { supervisionSchema } from '../erasure/eraser.js';
 import { readJsonLines, type JsonLines } from '../io/jsonl.js';
-import { readUtf8 } from '../io/text.js';
+import { readJson } from '../io/text.js';
 import { parseStrict } from '../util/schema.js';
 import { parseExplorer, type ExplorerData } from './explorer.js';
 
@@ -32,10 +33,7 @@ const seedResult = z.object({
   units_removed: z.number(),
   seconds: z.number(),
   summary: z.string(),
-  supervision: z
-    .object({ labels: z.array(z.string()), handPicked: z.boolean() })
-    .optional()
-    .describe('The labels the method read and whether it was hand-picked (absent in runs from before it was recorded).'),
+  supervision: supervisionSchema.optional().describe('The labels the method read and whether it was hand-picked (absent in runs from before it was recorded).'),
   removed: z
     .record(
       z.string(),
@@ -134,14 +132,6 @@ function completeLines(path: string, warnings: string[]): JsonLines['lines'] {
   const { lines, incomplete } = readJsonLines(path);
   if (incomplete) warnings.push(`${path}: the last line is incomplete (being written, or cut short when the run stopped) and is left out.`);
   return lines;
-}
-
-function readJson(path: string): unknown {
-  try {
-    return JSON.parse(readUtf8(path));
-  } catch (err) {
-    throw new Error(`${path}: not valid JSON (${(err as Error).message})`, { cause: err });
-  }
 }
 
 /** Subfolders named `seed-<s>` of `dir`, with their seeds. */

@@ -292,15 +292,20 @@ export async function spillHookActivations(
   for (const hook of hooks) if (!source.hooks.includes(hook)) throw new Error(`spillActivations: the source does not capture hook "${hook}"`);
   if (hooks.length === 0) throw new Error('spillActivations: no hooks to spill');
   const maxTokens = options.maxTokens ?? Infinity;
-  const files = new Map<HookName, { path: string; fd: number }>();
+  // A file's entry is made before it is opened, so that its folder is removed if opening fails.
+  const files = new Map<HookName, { path: string; fd?: number }>();
+  const closeAll = (): void => {
+    for (const { fd } of files.values()) if (fd !== undefined) closeSync(fd);
+  };
   const removeAll = (): void => {
     for (const { path } of files.values()) rmSync(dirname(path), { recursive: true, force: true });
   };
   const starts: number[] = [0];
   try {
     for (const hook of hooks) {
-      const path = join(mkdtempSync(join(places[hook]!.dir, 'sae-activations-')), 'rows.f32');
-      files.set(hook, { path, fd: openSync(path, 'w') });
+      const file: { path: string; fd?: number } = { path: join(mkdtempSync(join(places[hook]!.dir, 'sae-activations-')), 'rows.f32') };
+      files.set(hook, file);
+      file.fd = openSync(file.path, 'w');
     }
     source.restart(0);
     while (starts.at(-1)! < maxTokens) {
@@ -312,18 +317,18 @@ export async function spillHookActivations(
         const chunk = chunks[hook]!;
         if (chunk.length !== chunks[hooks[0]!]!.length)
           throw new Error(`spillActivations: hook "${hook}" gave ${chunk.length / d} rows where "${hooks[0]}" gave ${chunks[hooks[0]!]!.length / d}`);
-        writeSync(files.get(hook)!.fd, new Uint8Array(chunk.buffer, chunk.byteOffset, rows * d * 4));
+        writeSync(files.get(hook)!.fd!, new Uint8Array(chunk.buffer, chunk.byteOffset, rows * d * 4));
       }
       starts.push(starts.at(-1)! + rows);
     }
   } catch (err) {
-    for (const { fd } of files.values()) closeSync(fd);
+    closeAll();
     removeAll();
     throw err;
   } finally {
     await source.dispose?.();
   }
-  for (const { fd } of files.values()) closeSync(fd);
+  closeAll();
   if (starts.length === 1) {
     removeAll();
     throw new Error('spillActivations: the source yielded no rows');

@@ -75,6 +75,7 @@ import { ActivationBuffer, CountingRng, type ActivationSource, type BufferState,
 import { AffineSae, topkMask } from './sae.js';
 import { saveSaeLensSae } from './saelens.js';
 import { readJsonObject } from './weights.js';
+import { expandHookPatterns } from './hook-patterns.js';
 import { EXECUTORS, requestedExecutor, type ExecutorName } from '../models/executor.js';
 import {
   ADAM,
@@ -914,6 +915,12 @@ export interface TrainedSae {
   result: TrainResult;
 }
 
+/**
+ * Receives each SAE of a many-hook run right after it is saved, and owns it from then on (disposes
+ * it, or keeps it): the run never holds more than the SAE it is training.
+ */
+export type OnTrainedSae = (hook: HookName, trained: TrainedSae) => void | Promise<void>;
+
 async function readTexts(path: string, field: string): Promise<string[]> {
   const { readTable } = await import('../io/tabular.js');
   const table = await readTable(path);
@@ -928,30 +935,41 @@ async function readTexts(path: string, field: string): Promise<string[]> {
 /**
  * Trains one SAE at each of several hooks of a model over texts from one activation pass, evaluates
  * each on held-out texts and saves it in SAELens format in `out/<hook>/` (loadable with
- * `loadSae`). Returns them by hook, in forward order; the caller disposes the SAEs.
+ * `loadSae`), in forward order. Each SAE goes to `onTrained` as soon as it is saved, which owns it
+ * (disposes it or keeps it).
  */
-export async function trainSaes(options: TrainSaesOptions): Promise<Record<HookName, TrainedSae>> {
+export async function trainSaes(options: TrainSaesOptions, onTrained: OnTrainedSae): Promise<void> {
   const { hooks, out, ...rest } = options;
-  return await trainFromFiles(rest, async (hookNames) => {
-    const { expandHookPatterns } = await import('./hook-patterns.js');
-    return Object.fromEntries(expandHookPatterns(hooks, hookNames, '--hook').map(({ hook }) => [hook, join(out, hook)]));
-  });
+  await trainSaesOnTextFiles(
+    rest,
+    (hookNames) => Object.fromEntries(expandHookPatterns(hooks, hookNames, '--hook').map(({ hook }) => [hook, join(out, hook)])),
+    onTrained,
+  );
 }
 
-/** Trains an SAE at one hook (`trainSaes` at one hook, saved in `out` itself). */
+/** Trains an SAE at one hook (`trainSaes` at one hook, saved in `out` itself). The caller disposes the SAE. */
 export async function trainSae(options: TrainSaeOptions): Promise<TrainedSae> {
   const { hook, out, onStep, ...rest } = options;
-  const trained = await trainFromFiles({ ...rest, onStep: onStep === undefined ? undefined : ({ hook: _hook, ...info }) => onStep(info) }, () =>
-    Promise.resolve({ [hook]: out }),
+  let trained: TrainedSae | undefined;
+  await trainSaesOnTextFiles(
+    { ...rest, onStep: onStep === undefined ? undefined : ({ hook: _hook, ...info }) => onStep(info) },
+    () => ({ [hook]: out }),
+    (_hook, t) => {
+      trained = t;
+    },
   );
-  return trained[hook]!;
+  return trained!;
 }
 
-/** `trainSaes` on the texts of its files, each hook's SAE (and checkpoint/, and its activations while it trains) in the folder `outsFor` gives it. */
-async function trainFromFiles(
+/**
+ * `trainSaesOnModel` over the texts of the text files of `options`, each hook's SAE (and
+ * checkpoint/, and its activations while it trains) in the folder `outsFor` gives it.
+ */
+async function trainSaesOnTextFiles(
   options: Omit<TrainSaesOptions, 'hooks' | 'out'>,
-  outsFor: (hookNames: readonly HookName[]) => Promise<Record<HookName, string>>,
-): Promise<Record<HookName, TrainedSae>> {
+  outsFor: (hookNames: readonly HookName[]) => Record<HookName, string>,
+  onTrained: OnTrainedSae,
+): Promise<void> {
   await initEngine();
   const { openModel } = await import('../models/open.js');
   const field = options.textField ?? 'text';
@@ -959,7 +977,7 @@ async function trainFromFiles(
   const heldOut = options.heldOut !== undefined ? await readTexts(options.heldOut, field) : undefined;
   const opened = await openModel(options.model, { maxLength: options.maxLength ?? 128 });
   try {
-    const outs = await outsFor(opened.model.hookNames);
+    const outs = outsFor(opened.model.hookNames);
     const { onStep, ...train } = options;
     const jobs = Object.fromEntries(
       Object.entries(outs).map(([hook, out]): [HookName, SaeJob] => {
@@ -979,14 +997,19 @@ async function trainFromFiles(
         return [hook, job];
       }),
     );
-    return await trainSaesOnModel(opened, jobs, {
-      model: options.model,
-      texts,
-      heldOut,
-      seed: options.seed,
-      maxTokens: options.cacheTokens ?? options.tokens + bufferCapacity(options),
-      heldOutTokens: options.heldOutTokens,
-    });
+    await trainSaesOnModel(
+      opened,
+      jobs,
+      {
+        model: options.model,
+        texts,
+        heldOut,
+        seed: options.seed,
+        maxTokens: options.cacheTokens ?? options.tokens + bufferCapacity(options),
+        heldOutTokens: options.heldOutTokens,
+      },
+      onTrained,
+    );
   } finally {
     opened.model.dispose();
   }
@@ -1010,22 +1033,22 @@ export interface SaeJob {
  * Trains the SAEs of `jobs` (by hook) from one activation pass: `opened.model` runs once over
  * `data.texts` capturing every hook (at most `maxTokens` tokens), each hook's tokens spilled to its
  * own file, and once over `data.heldOut` likewise (at most `heldOutTokens`, default 100k); then, in
- * forward order, each SAE trains from its own file, is evaluated on its held-out file, and is saved
- * (SAELens format, metrics.json with the held-out FVE, L0 and dead fraction), and its files are
- * deleted. Memory stays bounded by a chunk of the pass and one SAE's buffer; disk holds 4 x dIn
- * bytes per token and hook until a hook's SAE is trained. A job with the same seed and options
- * trains the same SAE whichever other hooks share the pass. Returns the SAEs (the caller disposes
- * them).
+ * forward order, each SAE trains from its own file, is evaluated on its held-out file, is saved
+ * (SAELens format, metrics.json with the held-out FVE, L0 and dead fraction), and goes to
+ * `onTrained`, which owns it from then on; its files are deleted. Memory stays bounded by a chunk
+ * of the pass and one SAE's buffer (as long as `onTrained` does not keep the SAEs); disk holds
+ * 4 x dIn bytes per token and hook until a hook's SAE is trained. A job with the same seed and
+ * options trains the same SAE whichever other hooks share the pass.
  */
 export async function trainSaesOnModel(
   opened: OpenedModel,
   jobs: Readonly<Record<HookName, SaeJob>>,
   data: { model: string; texts: readonly string[]; heldOut?: readonly string[]; seed?: number; maxTokens?: number; heldOutTokens?: number },
-): Promise<Record<HookName, TrainedSae>> {
+  onTrained: OnTrainedSae,
+): Promise<void> {
   const { modelHookSource, spillHookActivations, collectActivations } = await import('./buffer.js');
   const hooks = opened.model.hookNames.filter((h) => jobs[h] !== undefined);
   for (const hook of Object.keys(jobs)) if (!hooks.includes(hook)) throw new Error(`trainSaes: unknown hook "${hook}" for this model`);
-  const trained: Record<HookName, TrainedSae> = {};
   const spills: SpilledActivations[] = [];
   const spill = async (texts: readonly string[], maxTokens: number | undefined): Promise<Record<HookName, SpilledActivations>> => {
     const source = modelHookSource({ model: opened.model, tokenize: opened.tokenize, texts, hooks, seed: data.seed });
@@ -1041,33 +1064,36 @@ export async function trainSaesOnModel(
       const job = jobs[hook]!;
       const collected = train[hook]!.tokens;
       const result = await trainSaeOnSource(train[hook]!, { ...job.train, tokens: job.tokens(collected), hook, model: data.model });
-      await train[hook]!.dispose();
-      const heldOut = held === undefined ? undefined : evaluateSae(result.sae, await collectActivations(held[hook]!, Infinity));
-      const o = job.train;
-      saveTrainedSae(result.sae, job.out, {
-        model: data.model,
-        hook,
-        arch: o.arch,
-        dSae: o.dSae,
-        k: o.arch === 'topk' ? (o.k ?? 32) : undefined,
-        l1: o.arch === 'relu' ? (o.l1 ?? 0.1) : undefined,
-        lr: o.lr ?? 1e-3,
-        batchSize: o.batchSize ?? 1024,
-        seed: o.seed ?? 42,
-        ...job.info,
-        tokens: result.steps * (o.batchSize ?? 1024),
-        trainTokens: collected,
-        steps: result.steps,
-        inputScale: result.inputScale,
-        train: result.train,
-        heldOut,
-      });
-      trained[hook] = { sae: result.sae, out: job.out, heldOut, result };
+      let heldOut: SaeMetrics | undefined;
+      try {
+        await train[hook]!.dispose();
+        heldOut = held === undefined ? undefined : evaluateSae(result.sae, await collectActivations(held[hook]!, Infinity));
+        const o = job.train;
+        saveTrainedSae(result.sae, job.out, {
+          model: data.model,
+          hook,
+          arch: o.arch,
+          dSae: o.dSae,
+          k: o.arch === 'topk' ? (o.k ?? 32) : undefined,
+          l1: o.arch === 'relu' ? (o.l1 ?? 0.1) : undefined,
+          lr: o.lr ?? 1e-3,
+          batchSize: o.batchSize ?? 1024,
+          seed: o.seed ?? 42,
+          ...job.info,
+          tokens: result.steps * (o.batchSize ?? 1024),
+          trainTokens: collected,
+          steps: result.steps,
+          inputScale: result.inputScale,
+          train: result.train,
+          heldOut,
+        });
+      } catch (err) {
+        result.sae.dispose();
+        throw err;
+      }
+      // From here the SAE is onTrained's.
+      await onTrained(hook, { sae: result.sae, out: job.out, heldOut, result });
     }
-    return trained;
-  } catch (err) {
-    for (const t of Object.values(trained)) t.sae.dispose();
-    throw err;
   } finally {
     // Whatever is left of the spilled activations (a run stopped before it read them all).
     for (const s of spills) await s.dispose();

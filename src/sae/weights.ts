@@ -4,7 +4,7 @@
  */
 import { tf } from '../engine/engine.js';
 import { checkFinite } from './sae.js';
-import { readUtf8 } from '../io/text.js';
+import { readJson } from '../io/text.js';
 
 export interface NamedArray {
   shape: readonly number[];
@@ -29,12 +29,7 @@ export function matrix(values: Float32Array, rows: number, cols: number, transpo
 
 /** Parses a JSON config file into an object; errors name the file. */
 export function readJsonObject(path: string): Record<string, unknown> {
-  let value: unknown;
-  try {
-    value = JSON.parse(readUtf8(path));
-  } catch (err) {
-    throw new Error(`${path}: not valid JSON (${(err as Error).message})`);
-  }
+  const value = readJson(path);
   if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new Error(`${path}: expected a JSON object`);
   return value as Record<string, unknown>;
 }

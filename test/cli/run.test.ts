@@ -49,6 +49,21 @@ describe('sae-eraser run', () => {
     expect(lstatSync(real).isDirectory()).toBe(true);
   });
 
+  it("refuses an --out that a hook pattern's SAE path makes, or its folder", async () => {
+    const path = join(dir, 'pattern.json');
+    const saes = join(dir, 'saes');
+    writeFileSync(
+      path,
+      JSON.stringify({ ...config, saes: { 'layers.*.resid_out': { path: join(saes, '{hook}'), train: { dSae: 64 } } }, methods: { original: {} } }),
+    );
+    for (const out of [join(saes, 'layers.3.resid_out'), saes]) {
+      const r = await quietly(() => cli(['run', '--config', path, '--out', out, '--quiet']));
+      expect(r.code, out).toBe(1);
+      expect(r.stderr, out).toMatch(/--out .* is also an input/);
+      expect(existsSync(out), out).toBe(false);
+    }
+  });
+
   it('refuses --val', async () => {
     const path = join(dir, 'good.json');
     writeFileSync(path, JSON.stringify({ ...config, methods: { original: {} } }));

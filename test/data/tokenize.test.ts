@@ -201,7 +201,8 @@ describe('tokenizer bad input', () => {
   it('names a file that is not JSON', async () => {
     const path = join(dir, 'broken.json');
     writeFileSync(path, '{"model": ');
-    await expect(loadTokenizer(path)).rejects.toThrow(`${path} is not valid JSON`);
+    await expect(loadTokenizer(path)).rejects.toThrow(`${path}: not valid JSON (`);
+    await expect(loadTokenizer(path)).rejects.toThrow(/\(the tokenizer file\)$/);
   });
 
   // Inputs found by fuzzing (test/fuzz/tokenize.test.ts), shrunk.

@@ -34,7 +34,7 @@ import { LinearProbe } from '../../src/probe/linear.js';
 import { AffineSae } from '../../src/sae/sae.js';
 import { setQuiet } from '../../src/util/progress.js';
 import { writeTinyBert } from '../cli/tiny-bert.js';
-import { referenceSuite } from '../models/helpers.js';
+import { referenceSuite, wordTokenizer } from '../models/helpers.js';
 
 const PROBE_HOOK = 'layers.1.resid_out';
 const UPSTREAM = ['embed', 'layers.0.mlp_out', 'layers.0.resid_out', 'layers.1.attn_out'];
@@ -89,27 +89,6 @@ function randomProbe(d: number, seed: number): LinearProbe {
   return probe;
 }
 
-/** Token ids from whitespace-separated integers: a tokenizer for a model without one. */
-function idTokenizer(vocab: number): (texts: string[]) => Batch {
-  return (texts) => {
-    const ids = texts.map((t) => t.split(/\s+/).map((w) => (Array.from(w).reduce((h, ch) => (h * 31 + ch.charCodeAt(0)) % 65521, 7) % (vocab - 1)) + 1));
-    const seq = Math.max(...ids.map((r) => r.length));
-    const pad = (r: number[], fill: (i: number) => number): number[] => Array.from({ length: seq }, (_, i) => (i < r.length ? fill(i) : 0));
-    return {
-      inputIds: tf.tensor2d(
-        ids.map((r) => pad(r, (i) => r[i]!)),
-        [texts.length, seq],
-        'int32',
-      ),
-      attentionMask: tf.tensor2d(
-        ids.map((r) => pad(r, () => 1)),
-        [texts.length, seq],
-        'int32',
-      ),
-    };
-  };
-}
-
 /** Per-coordinate RMS of the activations at each hook over the real tokens of TEXTS. */
 function coordinateRms(model: Model, tokenize: (texts: string[]) => Batch): Record<HookName, number> {
   const batch = tokenize(TEXTS);
@@ -137,7 +116,7 @@ beforeAll(async () => {
   const neoxModel = await loadModel(neox.dir);
   for (const [name, model, tokenize, seed, affine] of [
     ['tiny BERT', bert.model, bert.tokenize, 100, [PROBE_HOOK]],
-    ['tiny GPT-NeoX', neoxModel, idTokenizer(neoxModel.config.vocabSize), 200, [PROBE_HOOK, 'layers.1.attn_out']],
+    ['tiny GPT-NeoX', neoxModel, wordTokenizer(neoxModel.config.vocabSize), 200, [PROBE_HOOK, 'layers.1.attn_out']],
   ] as const) {
     const d = model.config.dModel;
     const scales = coordinateRms(model, tokenize);

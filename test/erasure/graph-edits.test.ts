@@ -37,7 +37,7 @@ import { AffineSae, type SaeActivation } from '../../src/sae/sae.js';
 import { parseStrict } from '../../src/util/schema.js';
 import { setQuiet } from '../../src/util/progress.js';
 import { writeTinyBert } from '../cli/tiny-bert.js';
-import { maxAbsDiff, printDiffTable, referenceSuite, type DiffRow } from '../models/helpers.js';
+import { maxAbsDiff, printDiffTable, referenceSuite, wordTokenizer, type DiffRow } from '../models/helpers.js';
 
 const TOLERANCE = 1e-4;
 /** Upstream hooks the edits act at, and the hook the probe reads. */
@@ -88,27 +88,6 @@ function randomSae(d: number, kind: SaeKind, seed: number): AffineSae {
     },
     { format: 'sae-eraser', source: `random ${kind} SAE` },
   );
-}
-
-/** Whitespace words as ids in [1, vocab) (a stable hash), right-padded with 0: a tokenizer for a model without one. */
-function wordTokenizer(vocab: number): (texts: string[]) => Batch {
-  return (texts) => {
-    const ids = texts.map((t) => t.split(/\s+/).map((w) => 1 + (Array.from(w).reduce((h, ch) => (h * 31 + ch.charCodeAt(0)) % 65521, 7) % (vocab - 1))));
-    const seq = Math.max(...ids.map((r) => r.length));
-    const pad = (r: number[], fill: (i: number) => number): number[] => Array.from({ length: seq }, (_, i) => (i < r.length ? fill(i) : 0));
-    return {
-      inputIds: tf.tensor2d(
-        ids.map((r) => pad(r, (i) => r[i]!)),
-        [texts.length, seq],
-        'int32',
-      ),
-      attentionMask: tf.tensor2d(
-        ids.map((r) => pad(r, () => 1)),
-        [texts.length, seq],
-        'int32',
-      ),
-    };
-  };
 }
 
 const split: LabelledSplit = { rows: ROWS, y: new Int32Array(TEXTS.length), z: new Int32Array(TEXTS.length), texts: TEXTS };

@@ -10,7 +10,8 @@ import { erasedPooled as erasedPooledFor } from '../../src/erasure/erased.js';
 import type { Eraser, EraserSae, FitContext, LabelledSplit } from '../../src/erasure/eraser.js';
 import { FeatureAblationEraser } from '../../src/erasure/feature-ablation.js';
 import { loadEraser } from '../../src/erasure/load.js';
-import { parseMethodOptions } from '../../src/erasure/methods.js';
+import { createFitter, isConceptFree, methodSupervision, parseMethodOptions } from '../../src/erasure/methods.js';
+import { supervision } from '../../src/erasure/eraser.js';
 import { createRandomFitter, randomOptionsSchema } from '../../src/erasure/random-ablation.js';
 import { createShiftFitter, shiftOptionsSchema, shiftRetrainOptionsSchema, shiftSupervision } from '../../src/erasure/shift.js';
 import { resolveShiftOptions } from '../../src/erasure/shift-options.js';
@@ -279,6 +280,14 @@ describe('shift', () => {
     expect(withJson((j) => (j.hooks.embed!.dSae = -1))).toThrow(/field "hooks\.embed\.dSae": must be a positive integer/);
     expect(withJson((j) => (j.selection = [{ hook: 'embed', feature: 0 }]))).toThrow(/field "selection\[0\]/);
     expect(withJson((j) => (j.version = 1))).toThrow(/field "version" is 1, an earlier checkpoint layout/);
+    // Version 2 (before `supervision` was saved): refused with the remedy, not a missing-field error.
+    expect(
+      withJson((j) => {
+        j.version = 2;
+        delete j.supervision;
+      }),
+    ).toThrow(/field "version" is 2, an earlier checkpoint layout of this format, without the labels the fit read .*refit the eraser/);
+    expect(withJson((j) => (j.version = 4))).toThrow(/field "version" is 4; this build reads versions 2 and 3/);
     writeFileSync(join(dir, 'eraser.json'), good);
     editTensorMetadata(dir, (m) => (m.format = 'sae-eraser/affine'));
     expect(() => loadEraser(dir, { saes })).toThrow(
@@ -703,5 +712,33 @@ describe('SAE interface use', () => {
     run();
     expect(tf.memory().numTensors).toBe(before);
     e.dispose();
+  });
+});
+
+describe('the registry states what a fit reads', () => {
+  it("equals the fitted eraser's describe() for each option set, and tells the concept-free ones", async () => {
+    const cases: [string, Record<string, unknown>, boolean][] = [
+      ['shift', { steps: 5 }, false],
+      ['shift', { steps: 5, conceptLabels: 'gender' }, false],
+      ['shift', { selection: 'top', candidates: 3, steps: 5 }, true],
+      ['shift', { selection: 'manual', features: { embed: [1] } }, true],
+      ['random', { k: 3 }, true],
+      ['random', { perHook: { embed: 2 } }, true],
+      ['random', { steps: 5 }, false],
+      ['leace', {}, false],
+    ];
+    for (const [method, options, conceptFree] of cases) {
+      const parsed = parseMethodOptions(method as 'shift', options, `methods.${method}`);
+      const eraser = await createFitter(parsed).fit(context());
+      const where = `${method} ${JSON.stringify(options)}`;
+      expect(methodSupervision(parsed), where).toEqual(eraser.describe().supervision);
+      expect(isConceptFree(parsed), where).toBe(conceptFree);
+      eraser.dispose();
+    }
+    // The probes the runner trains: the original on the ambiguous task labels, the oracle on the balanced ones.
+    expect(methodSupervision(parseMethodOptions('original', {}, 'methods.original'))).toEqual(supervision(['ambiguous_task']));
+    expect(methodSupervision(parseMethodOptions('oracle', {}, 'methods.oracle'))).toEqual(supervision(['balanced_task']));
+    expect(isConceptFree(parseMethodOptions('sae_mask', { objective: 'task' }, 'methods.sae_mask'))).toBe(true);
+    expect(isConceptFree(parseMethodOptions('sae_mask', { objective: 'concept' }, 'methods.sae_mask'))).toBe(false);
   });
 });

@@ -178,6 +178,10 @@ describe('runBudget on the synthetic problem', () => {
     await expect(runBudget(syntheticConfig(dir, { original: {}, 'word_deletion@more': { extraWords: ['ward'] } }), { outDir: fresh })).rejects.toThrow(
       /none of the methods \(original, word_deletion@more\) reads the concept set/,
     );
+    // What a method reads depends on its options: a task-objective mask reads no concept label.
+    await expect(runBudget(syntheticConfig(dir, { original: {}, 'das_mask@task': { objective: 'task' } }), { outDir: fresh })).rejects.toThrow(
+      /none of the methods \(original, das_mask@task\) reads the concept set/,
+    );
     expect(existsSync(fresh)).toBe(false);
   });
 });

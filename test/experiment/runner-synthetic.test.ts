@@ -264,11 +264,13 @@ describe('the runner on a synthetic problem with known answers (3 seeds, no ../s
       for (const h of Object.values(sel.perHook)) expect(h.candidates).toBeGreaterThanOrEqual(h.selected);
     }
     const cost = written.saes!['layers.1.resid_out']!.downstream!;
-    // The clean accuracy is the original probe's at the first seed; with the error term the pass changes nothing.
-    expect(cost.acc_clean).toBe(written.methods.original!.per_seed[0]!.profession_acc.value);
+    // Measured on the tuning half, leaving the reporting half to the methods' scores.
+    expect(written.saes!['layers.1.resid_out']!.downstream_split).toBe('tuning');
+    // The clean accuracy is the original probe's at the first seed on that half; with the error term the pass changes nothing.
+    expect(cost.acc_clean).toBe(written.methods.original!.per_seed[0]!.tuning!.profession_acc.value);
     expect(cost.acc_reconstructed_with_error).toBe(cost.acc_clean);
     expect(cost.delta).toBeCloseTo(cost.acc_reconstructed - cost.acc_clean, 12);
-    expect(cost.n).toBe(written.n_test.balanced);
+    expect(cost.n).toBe(written.tuning!.n_test.balanced);
   });
 
   it('random ablates as many SAE features as SHIFT did, seed by seed', () => {

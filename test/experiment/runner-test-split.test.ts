@@ -226,6 +226,18 @@ describe('a run reports on the reporting part and records the tuning part under 
       const strip = (r: ExperimentResult): unknown =>
         JSON.parse(JSON.stringify({ methods: r.methods, tuning: r.tuning }, (k: string, v: unknown) => (k === 'seconds' ? undefined : v)));
       expect(strip(resumed)).toEqual(strip(split));
+      // Every result already there and no SAE to measure: no probe is trained again (its history gets no new line).
+      const complete = join(dir, 'complete');
+      cpSync(join(dir, 'split'), complete, { recursive: true });
+      rmSync(join(complete, 'metrics.json'));
+      const probeLines = (): number =>
+        readFileSync(join(complete, 'history.jsonl'), 'utf8')
+          .split('\n')
+          .filter((l) => l.includes('"original/seed-')).length;
+      const before = probeLines();
+      expect(before).toBeGreaterThan(0);
+      expect(strip(await runExperiment(configFor(), { outDir: complete }))).toEqual(strip(split));
+      expect(probeLines()).toBe(before);
       // A run folder from before this option: its config has no dataset.testSplit, so it is another config.
       const old = join(dir, 'old');
       cpSync(join(dir, 'split'), old, { recursive: true });

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { decodeUtf8 } from '../../src/io/text.js';
+import { decodeUtf8, readJson } from '../../src/io/text.js';
 import { readTable } from '../../src/io/tabular.js';
 
 const utf8 = (s: string): Uint8Array => new TextEncoder().encode(s);
@@ -24,5 +24,21 @@ describe('strict UTF-8 text', () => {
     const path = join(dir, 'bios.jsonl');
     writeFileSync(path, Buffer.concat([Buffer.from('{"text": "fine"}\n'), Buffer.from('{"text": "caf\xe9"}\n', 'latin1')]));
     await expect(readTable(path)).rejects.toThrow(/bios\.jsonl line 2: invalid UTF-8/);
+  });
+});
+
+describe('readJson', () => {
+  it('parses a JSON file; a syntax error names the file, then the hint; a read error names the file', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'read-json-'));
+    const good = join(dir, 'good.json');
+    writeFileSync(good, '{"a": [1, "é"]}');
+    expect(readJson(good)).toEqual({ a: [1, 'é'] });
+    const bad = join(dir, 'bad.json');
+    writeFileSync(bad, '{"a": ');
+    expect(() => readJson(bad)).toThrow(new RegExp(`^${bad.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: not valid JSON \\(.+\\)$`));
+    expect(() => readJson(bad, '; delete it')).toThrow(/bad\.json: not valid JSON \(.+\); delete it$/);
+    expect(() => readJson(join(dir, 'missing.json'))).toThrow(/missing\.json/);
+    writeFileSync(join(dir, 'latin1.json'), Uint8Array.from([0x22, 0xe9, 0x22]));
+    expect(() => readJson(join(dir, 'latin1.json'))).toThrow(/latin1\.json line 1: invalid UTF-8/);
   });
 });

@@ -195,3 +195,24 @@ export function cloneModelDir(
   writeSafetensors(join(dst, 'model.safetensors'), out);
   return dst;
 }
+
+/** Whitespace words as ids in [1, vocab) (a stable hash), right-padded with 0: a tokenizer for a model without one. */
+export function wordTokenizer(vocab: number): (texts: string[]) => Batch {
+  return (texts) => {
+    const ids = texts.map((t) => t.split(/\s+/).map((w) => 1 + (Array.from(w).reduce((h, ch) => (h * 31 + ch.charCodeAt(0)) % 65521, 7) % (vocab - 1))));
+    const seq = Math.max(...ids.map((r) => r.length));
+    const pad = (r: number[], fill: (i: number) => number): number[] => Array.from({ length: seq }, (_, i) => (i < r.length ? fill(i) : 0));
+    return {
+      inputIds: tf.tensor2d(
+        ids.map((r) => pad(r, (i) => r[i]!)),
+        [texts.length, seq],
+        'int32',
+      ),
+      attentionMask: tf.tensor2d(
+        ids.map((r) => pad(r, () => 1)),
+        [texts.length, seq],
+        'int32',
+      ),
+    };
+  };
+}

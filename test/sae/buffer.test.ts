@@ -2,7 +2,7 @@
  * Spilled activations (src/sae/buffer.ts, `spillActivations`): one pass to disk, read back shuffled;
  * and one pass of a model at several hooks (`modelHookSource`, `spillHookActivations`), one file per hook.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -19,6 +19,19 @@ import {
   type ActivationSource,
 } from '../../src/sae/buffer.js';
 import { writeTinyBert } from '../cli/tiny-bert.js';
+
+/** Opening a spill file fails once this many more have opened (Infinity: never). */
+const failOpen = vi.hoisted(() => ({ after: Infinity }));
+vi.mock('node:fs', async (importOriginal) => {
+  const fs = await importOriginal<typeof import('node:fs')>();
+  return {
+    ...fs,
+    openSync: (...args: Parameters<typeof fs.openSync>): number => {
+      if (String(args[0]).endsWith('rows.f32') && failOpen.after-- <= 0) throw new Error('test: cannot open the spill file');
+      return fs.openSync(...args);
+    },
+  };
+});
 
 const D = 6;
 
@@ -136,5 +149,22 @@ describe('one model pass at several hooks', () => {
       /unknown hook "layers\.9\.resid_out"/,
     );
     expect(readdirSync(spillDir)).toEqual([]);
+  });
+
+  it('leaves no folder behind when a spill file cannot be opened', async () => {
+    const spillDir = mkdtempSync(join(dir, 'spill-open-'));
+    failOpen.after = 1;
+    try {
+      const err = await spillHookActivations(counted(['embed', 'layers.0.mlp_out'], 'onnx').source, {
+        embed: { dir: spillDir },
+        'layers.0.mlp_out': { dir: spillDir },
+      }).catch((e: Error) => e);
+      expect(String(err)).toMatch(/cannot open the spill file/);
+      // Both the opened file's folder and the folder of the one that failed to open are gone.
+      expect(failOpen.after).toBe(-1);
+      expect(readdirSync(spillDir)).toEqual([]);
+    } finally {
+      failOpen.after = Infinity;
+    }
   });
 });
