@@ -4,9 +4,9 @@
  * (beforeAll) and prints the table; each claim about a method is its own test, so the report shows
  * which hold.
  *
- * Claims are judged on the test bios' sampling noise, per seed (test/experiment/claims.ts): with
- * 100 bios per subgroup and 200 balanced bios, a change must be beyond its 95% interval, roughly
- * 10 to 15 points. Claims known not to hold at this size are expected failures (`it.fails`): the
+ * Claims are judged on the test bios' sampling noise, per seed (test/experiment/claims.ts), on the
+ * reporting half of the validation file: 100, 48, 25 and 100 bios in the four subgroups and 100
+ * balanced bios, so a change must be beyond its 95% interval, roughly 13 to 25 points. Claims known not to hold at this size are expected failures (`it.fails`): the
  * day one starts holding, its test fails, and the entry below should lose its `knownFailure`.
  */
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -29,7 +29,8 @@ import { judge, type Effect, type Verdict } from './claims.js';
 const shared = sharedDir();
 
 interface Claim {
-  method: MethodName;
+  /** A method of the config: a family name or a family@variant. */
+  method: string;
   effect: Effect;
   /** The method compared against; default the original biased probe. */
   reference?: MethodName;
@@ -50,7 +51,7 @@ const ERASER_EFFECTS: readonly Effect[] = [
  * Known failures at CI size, by method and effect, with why. The test subgroups hold 50 to 100 bios
  * (male_nurse has 50), so a worst-group change needs about 20 points to clear its interval.
  */
-const KNOWN_FAILURES: Partial<Record<MethodName, Partial<Record<Effect, string>>>> = {
+const KNOWN_FAILURES: Partial<Record<string, Partial<Record<Effect, string>>>> = {
   neuron_mask: {
     'raises the worst group': 'it removes neurons, but the predictions stay within noise of the original',
     'lowers gender agreement': 'within noise of the original',
@@ -66,7 +67,18 @@ const KNOWN_FAILURES: Partial<Record<MethodName, Partial<Record<Effect, string>>
   },
 };
 
-const ERASERS: readonly MethodName[] = ['sae_mask', 'neuron_mask', 'das_mask', 'shift', 'shift_retrain', 'leace', 'inlp', 'word_deletion'];
+const ERASERS: readonly string[] = [
+  'sae_mask',
+  'neuron_mask',
+  'das_mask',
+  'shift',
+  'shift_retrain',
+  'shift_retrain@probe_hook',
+  'shift_retrain@gender_only',
+  'leace',
+  'inlp',
+  'word_deletion',
+];
 
 const CLAIMS: readonly Claim[] = [
   // The baseline: the probe trained on ambiguous data fails its worst group and follows gender; the oracle does not.
@@ -105,7 +117,8 @@ describe.skipIf(skipWithout(shared === undefined, 'the offline experiment needs 
 
   it('writes metrics.json as returned, with every method, its four subgroups and its saved eraser', () => {
     expect(written).toEqual(JSON.parse(JSON.stringify(result)));
-    expect(Object.keys(written.methods).sort()).toEqual([...METHOD_NAMES].sort());
+    // Every family, some also as variants (family@variant).
+    expect([...new Set(Object.keys(written.methods).map((k) => k.split('@')[0]))].sort()).toEqual([...METHOD_NAMES].sort());
     for (const [method, m] of Object.entries(written.methods)) {
       expect(Object.keys(m.subgroup_acc).sort(), method).toEqual(['female_nurse', 'female_surgeon', 'male_nurse', 'male_surgeon']);
       if (method !== 'original' && method !== 'oracle') expect(existsSync(join(out, 'erasers', method, 'seed-42', 'eraser.json')), method).toBe(true);
@@ -148,7 +161,8 @@ describe.skipIf(skipWithout(shared === undefined, 'the offline experiment needs 
     const report = writeReport(out);
     expect(report.partial).toBe(false);
     const data = JSON.parse(readFileSync(join(out, 'explorer', 'seed-42.json'), 'utf8')) as ExplorerData;
-    expect(Object.keys(data.methods)).toEqual(expect.arrayContaining(['original', 'oracle', 'shift', 'shift_retrain', 'random']));
+    // SHIFT across hooks edits upstream of the probe, which the explorer's affine view cannot show; at the probe's hook it can.
+    expect(Object.keys(data.methods)).toEqual(expect.arrayContaining(['original', 'oracle', 'shift_retrain@probe_hook', 'shift_retrain@gender_only']));
     const lines: string[] = [];
     for (const [method, { head, features }] of Object.entries(data.methods)) {
       const page = explorerMetrics(data, head, features).values;
@@ -171,6 +185,8 @@ describe.skipIf(skipWithout(shared === undefined, 'the offline experiment needs 
       const methods = ['original', 'oracle', 'sae_mask', 'leace', 'word_deletion'] as const;
       const tfjsConfig = {
         ...config,
+        // These methods read only the probe hook's SAE; the upstream SAEs would only slow the tfjs cache.
+        saes: { [config.probeHook]: config.saes[config.probeHook]! },
         cacheDir: mkdtempSync(join(tmpdir(), 'tfjs-cache-')),
         methods: Object.fromEntries(methods.map((m) => [m, config.methods[m]!])),
       };

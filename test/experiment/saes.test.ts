@@ -14,6 +14,7 @@ import { parseExperimentConfig } from '../../src/experiment/config.js';
 import { ensureSae, ensureSaes, expandSaeSpecs, featureCircuitsTarget, saeQuality } from '../../src/experiment/saes.js';
 import { standardHookNames } from '../../src/models/model.js';
 import { openModel, type OpenedModel } from '../../src/models/open.js';
+import { countingPasses } from '../models/helpers.js';
 import { loadSae } from '../../src/sae/load.js';
 import type { AffineSae } from '../../src/sae/sae.js';
 import { setQuiet } from '../../src/util/progress.js';
@@ -133,14 +134,8 @@ describe('ensureSaes', () => {
     setQuiet(true);
     const dir = mkdtempSync(join(tmpdir(), 'ensure-saes-'));
     const opened = await openModel(writeTinyBert(join(dir, 'model'), { d: 16, layers: 2, heads: 2, maxPositions: 32 }), { maxLength: 32 });
-    let passes = 0;
-    const counting: OpenedModel = {
-      ...opened,
-      tokenize: (t) => {
-        passes++;
-        return opened.tokenize(t);
-      },
-    };
+    const counter = countingPasses(opened);
+    const counting = counter.model;
     try {
       const texts = Array.from({ length: 50 }, (_, i) => `bio ${i}: ${i % 2 ? 'he' : 'she'} is a ${i % 3 ? 'nurse' : 'surgeon'} at ward ${i * 11}.`);
       const train = { arch: 'topk' as const, dSae: 32, k: 4, batchSize: 64, epochs: 2, seed: 42 };
@@ -154,7 +149,7 @@ describe('ensureSaes', () => {
       const paths = await ensureSaes(specs, counting, { source: 'c.json', model: 'tiny' }, texts, (r) => records.push(r.stage));
       expect(Object.keys(paths)).toEqual(opened.model.hookNames);
       // 45 training texts in batches of 16 documents, then the 5 held out: 4 forward passes for 6 SAEs.
-      expect(passes).toBe(4);
+      expect(counter.passes).toBe(4);
       expect(readdirSync(present)).toEqual(['marker']);
       expect(new Set(records)).toEqual(new Set(opened.model.hookNames.slice(1).map((h) => `sae ${h}`)));
       // Only SAE folders are left beside them, no spilled activations.
@@ -187,16 +182,16 @@ describe('ensureSaes', () => {
       single.dispose();
       sae.dispose();
       // Present now: a second call trains nothing.
-      passes = 0;
+      counter.passes = 0;
       expect(await ensureSaes(specs, counting, { source: 'c.json', model: 'tiny' }, texts)).toEqual(paths);
-      expect(passes).toBe(0);
+      expect(counter.passes).toBe(0);
       expect(statSync(paths[hook]!).mtimeMs).toBe(before);
       // A missing SAE without a recipe is refused before anything trains.
       rmSync(paths['layers.0.attn_out']!, { recursive: true });
       await expect(
         ensureSaes({ ...specs, 'layers.0.attn_out': { path: paths['layers.0.attn_out']! } }, counting, { source: 'c.json', model: 'tiny' }, texts),
       ).rejects.toThrow(/the SAE for "layers\.0\.attn_out" is missing at .*no "train" spec/);
-      expect(passes).toBe(0);
+      expect(counter.passes).toBe(0);
       expect(existsSync(paths['layers.0.attn_out']!)).toBe(false);
     } finally {
       opened.model.dispose();

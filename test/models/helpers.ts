@@ -9,6 +9,7 @@ import { tf } from '../../src/engine/engine.js';
 import { openCheckpoint, readSafetensors, writeSafetensors, type RawTensor, type SafetensorsFile } from '../../src/io/safetensors.js';
 import { projectRoot, sharedPath } from '../../src/io/shared.js';
 import type { Batch } from '../../src/models/model.js';
+import type { OpenedModel } from '../../src/models/open.js';
 import { runPythonReference } from '../reference/python.js';
 
 export interface ReferenceCase {
@@ -215,4 +216,22 @@ export function wordTokenizer(vocab: number): (texts: string[]) => Batch {
       ),
     };
   };
+}
+
+/**
+ * `opened` with its tokenizer counting calls: each tokenized batch is one forward pass, so
+ * `passes` counts the model's passes over texts (reset it by assigning 0).
+ */
+export function countingPasses(opened: OpenedModel): { model: OpenedModel; passes: number } {
+  const counter = {
+    passes: 0,
+    model: {
+      ...opened,
+      tokenize: (texts: string[]): Batch => {
+        counter.passes++;
+        return opened.tokenize(texts);
+      },
+    },
+  };
+  return counter;
 }

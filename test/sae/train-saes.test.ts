@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { initEngine, tf } from '../../src/engine/engine.js';
 import { openModel, type OpenedModel } from '../../src/models/open.js';
+import { countingPasses } from '../models/helpers.js';
 import { setQuiet } from '../../src/util/progress.js';
 import { loadSae } from '../../src/sae/load.js';
 import type { AffineSae } from '../../src/sae/sae.js';
@@ -67,16 +68,10 @@ function keeper(): { kept: Record<string, Kept>; onTrained: (hook: string, t: Tr
 
 describe('trainSaesOnModel', () => {
   it('runs the model once over the training and once over the held-out texts for every hook, and trains what a one-hook run trains', async () => {
-    let passes = 0;
-    const counting: OpenedModel = {
-      ...opened,
-      tokenize: (t) => {
-        passes++;
-        return opened.tokenize(t);
-      },
-    };
+    const counter = countingPasses(opened);
+    const counting = counter.model;
     const job = (hook: string, seed: number, arch: 'relu' | 'topk'): SaeJob => {
-      const out = join(dir, `job-${passes}-${hook}-${seed}`);
+      const out = join(dir, `job-${counter.passes}-${hook}-${seed}`);
       return {
         out,
         spillDir: dir,
@@ -94,7 +89,7 @@ describe('trainSaesOnModel', () => {
       onTrained,
     );
     // Two forward passes of 16 documents (the source's batch) per 32 training texts and 8 held-out ones.
-    expect(passes).toBe(Math.ceil(32 / 16) + 1);
+    expect(counter.passes).toBe(Math.ceil(32 / 16) + 1);
     expect(Object.keys(many)).toEqual(['embed', 'layers.0.mlp_out', 'layers.1.resid_out']);
     // Each hook's files are gone once it is trained.
     expect(readdirSync(dir).filter((f) => f.startsWith('sae-activations-'))).toEqual([]);
@@ -105,10 +100,10 @@ describe('trainSaesOnModel', () => {
     expect(held.tokens).toBeGreaterThan(8 * 5);
     expect(metrics.trainTokens).toBeGreaterThan(32 * 5);
 
-    passes = 0;
+    counter.passes = 0;
     const one = keeper();
     await trainSaesOnModel(counting, { 'layers.1.resid_out': job('layers.1.resid_out', 7, 'topk') }, data, one.onTrained);
-    expect(passes).toBe(3);
+    expect(counter.passes).toBe(3);
     // The same spilled activations and seed: the same SAE, bit for bit, and the same held-out metrics.
     expect(one.kept['layers.1.resid_out']!.weights).toEqual(many['layers.1.resid_out']!.weights);
     expect(one.kept['layers.1.resid_out']!.heldOut).toEqual(many['layers.1.resid_out']!.heldOut);
