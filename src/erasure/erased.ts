@@ -5,7 +5,7 @@
  * Runtime through `graphEdits()` when the executor choice allows, else on tfjs through `edits()`).
  */
 import type { ActivationCache } from '../cache/cache.js';
-import type { tf } from '../engine/engine.js';
+import { tf } from '../engine/engine.js';
 import { pooledWithEditsOnExecutor } from '../models/pool.js';
 import type { Eraser, FitContext, LabelledSplit } from './eraser.js';
 
@@ -32,4 +32,35 @@ export async function erasedPooled(eraser: Eraser | undefined, split: LabelledSp
     batchSize: ctx.batchSize,
     label: `${eraser.method}: erased activations`,
   });
+}
+
+/**
+ * `erasedPooled` for several splits at once: one call over their distinct texts (the splits may
+ * share bios), so an eraser that runs the model or re-caches edited texts does so once, with one
+ * ONNX session, rather than once per split. Returns one tensor per split, in order.
+ */
+export async function erasedPooledSplits(eraser: Eraser | undefined, splits: readonly LabelledSplit[], ctx: ErasedInputs): Promise<tf.Tensor2D[]> {
+  const index = new Map<string, number>();
+  const rows: number[] = [];
+  const texts: string[] = [];
+  const positions = splits.map((split) =>
+    Int32Array.from(split.texts, (text, i) => {
+      let at = index.get(text);
+      if (at === undefined) {
+        at = texts.length;
+        index.set(text, at);
+        texts.push(text);
+        rows.push(split.rows[i]!);
+      }
+      return at;
+    }),
+  );
+  // Labels play no part in erasing; the union carries none.
+  const union: LabelledSplit = { rows: Int32Array.from(rows), texts, y: new Int32Array(texts.length), z: new Int32Array(texts.length) };
+  const all = await erasedPooled(eraser, union, ctx);
+  try {
+    return positions.map((at) => tf.gather(all, at));
+  } finally {
+    all.dispose();
+  }
 }

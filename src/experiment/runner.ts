@@ -36,7 +36,7 @@ import { saeDownstreamCost } from '../eval/sae-cost.js';
 import { seedsSupervision, summarizeScores, type ExperimentResult, type MethodSeedResult, type SeedScores, type TestSplitRecord } from './results.js';
 import { progress } from '../util/progress.js';
 import { checkHooksUpToProbe, type Eraser, type LabelledSplit } from '../erasure/eraser.js';
-import { erasedPooled } from '../erasure/erased.js';
+import { erasedPooledSplits } from '../erasure/erased.js';
 import { hooksUpToProbe } from '../erasure/ablate.js';
 import { saveEraser } from '../erasure/checkpoint.js';
 import { createFitter, methodSupervision, namedHooks } from '../erasure/methods.js';
@@ -378,22 +378,22 @@ async function runInFolder(config: ExperimentConfig, folder: RunFolder, t0: numb
         eraser = await createFitter(config.methods[method]!).fit({ ...fitInputs, probe: biasedProbe, seed, log });
       }
       const probe = oracle ?? eraser?.head ?? biasedProbe;
-      const erased: tf.Tensor2D[] = [];
-      const pooled = async (split: LabelledSplit): Promise<{ X: tf.Tensor2D; split: LabelledSplit }> => {
-        const X = await erasedPooled(eraser, split, fitInputs);
-        erased.push(X);
-        return { X, split };
-      };
+      let erased: tf.Tensor2D[] = [];
       let scores: SeedScores & Pick<MethodSeedResult, 'tuning'>;
       try {
-        const erasedTest = async (balanced: LabelledSplit, subgroups: Record<string, LabelledSplit>): Promise<ErasedTest> => ({
-          balanced: await pooled(balanced),
-          subgroups: Object.fromEntries(await Promise.all(Object.entries(subgroups).map(async ([k, s]) => [k, await pooled(s)] as const))),
-        });
+        // Every split in one erasing pass (one ONNX session, one re-cache), then taken apart again.
+        const parts: [LabelledSplit, Record<string, LabelledSplit>][] = [[splits.testBalanced, splits.testSubgroups]];
+        if (splits.tuning !== undefined) parts.push([splits.tuning.balanced, splits.tuning.subgroups]);
+        const all = [...parts.flatMap(([balanced, subgroups]) => [balanced, ...Object.values(subgroups)]), splits.balanced];
+        erased = await erasedPooledSplits(eraser, all, fitInputs);
+        let next = 0;
+        const take = (split: LabelledSplit): { X: tf.Tensor2D; split: LabelledSplit } => ({ X: erased[next++]!, split });
         // The reporting part first: its scores are the result's own; the tuning part's go under `tuning`.
-        const tests = [await erasedTest(splits.testBalanced, splits.testSubgroups)];
-        if (splits.tuning !== undefined) tests.push(await erasedTest(splits.tuning.balanced, splits.tuning.subgroups));
-        const genderX = (await pooled(splits.balanced)).X;
+        const tests: ErasedTest[] = parts.map(([balanced, subgroups]) => ({
+          balanced: take(balanced),
+          subgroups: Object.fromEntries(Object.entries(subgroups).map(([k, s]) => [k, take(s)] as const)),
+        }));
+        const genderX = take(splits.balanced).X;
         const [reported, tuning] = score(probe, tests, { X: genderX, z: splits.balanced.z }, seed, popts);
         scores = { ...reported!, ...(tuning === undefined ? {} : { tuning }) };
       } finally {

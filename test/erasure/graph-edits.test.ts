@@ -14,7 +14,7 @@ import { initEngine, tf } from '../../src/engine/engine.js';
 import { buildActivationCache, type ActivationCache } from '../../src/cache/cache.js';
 import { randomNormalArray } from '../../src/data/prng.js';
 import { AffineEraser, inlpOptionsSchema, leaceOptionsSchema } from '../../src/erasure/closed-form.js';
-import { erasedPooled } from '../../src/erasure/erased.js';
+import { erasedPooled, erasedPooledSplits } from '../../src/erasure/erased.js';
 import { supervision, type Eraser, type EraserSae, type FitContext, type LabelledSplit } from '../../src/erasure/eraser.js';
 import { zeroAblationGraphEdit } from '../../src/erasure/ablate.js';
 import { FeatureAblationEraser } from '../../src/erasure/feature-ablation.js';
@@ -395,6 +395,43 @@ describe('erasedPooled and the executor choice', () => {
       expect(maxAbsDiff(viaTfjs, tfjs)).toBe(0);
       expect(maxAbsDiff(viaOnnx, viaTfjs)).toBeLessThan(TOLERANCE);
       tf.dispose([tfjs, onnx, viaOnnx, viaTfjs]);
+    } finally {
+      eraser.dispose();
+    }
+    expect(tf.memory().numTensors, 'tensors left').toBe(before);
+  });
+
+  it('erasedPooledSplits equals erasedPooled split by split, for overlapping splits, from one pass over their distinct texts', async () => {
+    const f = fixtures[0]!;
+    const before = tf.memory().numTensors;
+    const eraser = families[0]!.make(f, BOTH, () => f.saes.relu);
+    const sub = (from: number, to: number): LabelledSplit => ({
+      rows: split.rows.slice(from, to),
+      y: split.y.slice(from, to),
+      z: split.z.slice(from, to),
+      texts: split.texts.slice(from, to),
+    });
+    // Overlapping and repeated: the whole split, its second half, its first half.
+    const half = Math.floor(split.texts.length / 2);
+    const parts = [split, sub(half, split.texts.length), sub(0, half)];
+    let tokenized = 0;
+    const ctx = {
+      ...f.ctx,
+      tokenize: (texts: string[]): Batch => {
+        tokenized += texts.length;
+        return f.ctx.tokenize(texts);
+      },
+    };
+    try {
+      const together = await erasedPooledSplits(eraser, parts, ctx);
+      expect(tokenized, 'each distinct text runs once').toBe(split.texts.length);
+      const apart = await Promise.all(parts.map((p) => erasedPooled(eraser, p, f.ctx)));
+      together.forEach((X, i) => {
+        expect(X.shape).toEqual([parts[i]!.texts.length, f.model.config.dModel]);
+        // Batches differ between the two (different neighbours): float rounding only.
+        expect(maxAbsDiff(X, apart[i]!), `split ${i}`).toBeLessThan(TOLERANCE);
+      });
+      tf.dispose([...together, ...apart]);
     } finally {
       eraser.dispose();
     }
