@@ -38,15 +38,25 @@ export interface PooledRunOptions {
   label?: string;
 }
 
-/** The batches of a pooled run over `texts` (the first row of each, and its texts), with the options checked. */
-function batchesOf(texts: readonly string[], options: PooledRunOptions, what: string): { start: number; texts: string[] }[] {
+/**
+ * The batches of a pooled run over `texts`, with the options checked: each batch's texts and their
+ * rows in `texts`. Texts are batched by length (a cheap proxy for token count, as the activation
+ * cache does) so that little work goes to padding; each row is independent of its neighbours.
+ */
+function batchesOf(texts: readonly string[], options: PooledRunOptions, what: string): { rows: number[]; texts: string[] }[] {
   const batchSize = options.batchSize ?? 16;
   if (!Number.isInteger(batchSize) || batchSize < 1) throw new Error(`${what}: batchSize must be a positive integer, got ${batchSize}`);
   if (texts.length === 0) throw new Error(`${what}: no texts`);
-  return Array.from({ length: Math.ceil(texts.length / batchSize) }, (_, i) => ({
-    start: i * batchSize,
-    texts: texts.slice(i * batchSize, (i + 1) * batchSize),
-  }));
+  const order = Array.from(texts.keys()).sort((a, b) => texts[a]!.length - texts[b]!.length);
+  return Array.from({ length: Math.ceil(texts.length / batchSize) }, (_, i) => {
+    const rows = order.slice(i * batchSize, (i + 1) * batchSize);
+    return { rows, texts: rows.map((r) => texts[r]!) };
+  });
+}
+
+/** Writes a batch's pooled values `[rows.length, d]` to their rows of `out`. */
+function scatterRows(out: Float32Array, values: Float32Array, rows: readonly number[], d: number): void {
+  rows.forEach((r, i) => out.set(values.subarray(i * d, (i + 1) * d), r * d));
 }
 
 /**
@@ -69,7 +79,7 @@ export function pooledWithEdits(
     const batch = tokenize(chunk.texts);
     try {
       const pooled = tf.tidy(() => pooledForward(model, batch, hook, edits));
-      out.set(pooled.dataSync() as Float32Array, chunk.start * d);
+      scatterRows(out, pooled.dataSync() as Float32Array, chunk.rows, d);
       pooled.dispose();
     } finally {
       tf.dispose([batch.inputIds, batch.attentionMask]);
@@ -124,7 +134,7 @@ export async function pooledWithEditsOnExecutor(
     for (const chunk of batches) {
       const batch = tokenize(chunk.texts);
       try {
-        out.set((await forward.run(batch))[POOLED]!.data as Float32Array, chunk.start * d);
+        scatterRows(out, (await forward.run(batch))[POOLED]!.data as Float32Array, chunk.rows, d);
       } finally {
         tf.dispose([batch.inputIds, batch.attentionMask]);
       }
