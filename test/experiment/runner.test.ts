@@ -48,22 +48,32 @@ const ERASER_EFFECTS: readonly Effect[] = [
 ];
 
 /**
- * Known failures at CI size, by method and effect, with why. The test subgroups hold 50 to 100 bios
- * (male_nurse has 50), so a worst-group change needs about 20 points to clear its interval.
+ * Known failures at CI size, by method and effect, with why. The reporting half's subgroups hold 25
+ * to 100 bios (male_nurse has 25), so a worst-group change needs about 30 points to clear its
+ * interval, and the 100 balanced bios need about 13 for gender agreement.
  */
 const KNOWN_FAILURES: Partial<Record<string, Partial<Record<Effect, string>>>> = {
+  sae_mask: {
+    // Its recipe was chosen for a 4x ReLU SAE; on the 16x TopK one it removes 14 features and moves little.
+    'raises the worst group': 'the rise, 40 to 52 points, is within the interval of 25 male nurses',
+    'lowers gender agreement': 'within noise of the original (72 to 69)',
+    'lowers the gender probe': 'within noise of the original (93 to 96)',
+  },
   neuron_mask: {
     'raises the worst group': 'it removes neurons, but the predictions stay within noise of the original',
     'lowers gender agreement': 'within noise of the original',
     'lowers the gender probe': 'within noise of the original',
   },
+  das_mask: {
+    'lowers gender agreement': 'the drop, 72 to 60 points, just fails to clear the interval of 100 balanced bios',
+  },
   leace: {
-    'raises the worst group': 'the rise, 44 to 65 points, just fails to clear the interval of 50 male nurses',
+    'raises the worst group': 'the rise, 40 to 62 points, is within the interval of 25 male nurses',
+    'lowers gender agreement': 'the drop, 72 to 59 points, just fails to clear the interval of 100 balanced bios',
   },
   inlp: {
-    'raises the worst group': 'the rise, 44 to 58 points, is within the interval',
-    'lowers gender agreement': 'the drop, 71 to 63.5 points, is within the interval',
-    'lowers the gender probe': 'the drop, 92.5 to 86.5 points, is just within the interval',
+    'raises the worst group': 'the rise, 40 to 56 points, is within the interval',
+    'lowers gender agreement': 'the drop, 72 to 67 points, is within the interval',
   },
 };
 
