@@ -234,13 +234,13 @@ describe.skipIf(skipWithout(shared === undefined, 'the mask CLI runs need ../sha
       expect(command.device.requested).toBe('cuda');
 
       // Units removed: what metrics.json reports is what the saved eraser removes.
-      const sae = loadSae(join(projectRoot(), '.cache/saes/minilm-ci/layers.3.resid_out'), { hook: 'layers.3.resid_out' });
+      const sae = loadSae(join(projectRoot(), '.cache/saes/minilm-ci-x16/layers.3.resid_out'), { hook: 'layers.3.resid_out' });
       const eraser = loadEraser(join(out, 'erasers', 'sae_mask', 'seed-42'), { saes: { 'layers.3.resid_out': sae } });
       try {
         const described = eraser.describe();
         expect(metrics.methods.sae_mask!.units_removed).toBe(described.unitsRemoved);
         expect(described.unitsRemoved).toBeGreaterThan(0);
-        expect(described.unitsRemoved).toBeLessThan(2048);
+        expect(described.unitsRemoved).toBeLessThan(6144);
       } finally {
         eraser.dispose();
         sae.dispose();
@@ -251,7 +251,7 @@ describe.skipIf(skipWithout(shared === undefined, 'the mask CLI runs need ../sha
     it('masks against a given PyTorch probe (-pp .pth, the constant probe says nurse for every bio) with the SAE from -rpath', async () => {
       const out = join(dir, 'given-probe');
       // Relative, as the config names the SAE, so that the run shares the first run's activation cache.
-      const rpath = '.cache/saes/minilm-ci';
+      const rpath = '.cache/saes/minilm-ci-x16';
       const r = await quietly(
         () =>
         cli(['mask', '--config', ciConfig, '--out', out, '--quiet',
@@ -282,7 +282,7 @@ describe.skipIf(skipWithout(shared === undefined, 'the mask CLI runs need ../sha
       });
       expect(config.config.saes).toEqual({ 'layers.3.resid_out': { path: join(rpath, 'layers.3.resid_out') } });
       expect(config.inputs?.probe).toMatch(/^sha256:[0-9a-f]{64}$/);
-      expect(metrics.methods.sae_mask!.units_removed).toBeLessThan(2048);
+      expect(metrics.methods.sae_mask!.units_removed).toBeLessThan(6144);
     }, 600_000);
 
     it('checks the probe and the SAE against -ad and -ef before any work', async () => {
@@ -315,7 +315,7 @@ describe.skipIf(skipWithout(shared === undefined, 'the mask CLI runs need ../sha
           '-nds',
           'sae_mask',
           '-rpath',
-          '.cache/saes/minilm-ci',
+          '.cache/saes/minilm-ci-x16',
           '-ad',
           '384',
           '-ef',
@@ -323,7 +323,7 @@ describe.skipIf(skipWithout(shared === undefined, 'the mask CLI runs need ../sha
         ]),
       );
       expect(sae.code).toBe(1);
-      expect(sae.stderr).toMatch(/layers\.3\.resid_out: the SAE at layers\.3\.resid_out is 384 -> 2048, but -ad\/-ef ask for 384 -> 1920 \(384 x 5\)/);
+      expect(sae.stderr).toMatch(/layers\.3\.resid_out: the SAE at layers\.3\.resid_out is 384 -> 6144, but -ad\/-ef ask for 384 -> 1920 \(384 x 5\)/);
       expect(existsSync(join(dir, 'wrong-probe', 'config.json')) || existsSync(join(dir, 'wrong-sae', 'config.json'))).toBe(false);
     }, 600_000);
   },
