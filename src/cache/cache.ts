@@ -29,6 +29,7 @@ import { writeJsonAtomic } from '../io/atomic.js';
 import { readSafetensors, writeSafetensors, type RawTensor } from '../io/safetensors.js';
 import type { ExecutorName } from '../models/executor.js';
 import type { Batch, HookName, Model } from '../models/model.js';
+import { lengthOrder, scatterRows } from '../models/pool.js';
 import { concatTyped } from '../util/arrays.js';
 import { isQuiet, progress } from '../util/progress.js';
 import { createCollector, type BatchValues, type CacheSae, type Collector } from './collect.js';
@@ -570,7 +571,7 @@ async function computeShard(
     tokenErrors: new Map(Object.keys(saes).map((h) => [h, new Array<Float32Array>(count)])),
   };
   // Batch by text length (a cheap proxy for token count) so little work goes to padding.
-  const order = Array.from({ length: count }, (_, i) => i).sort((a, b) => spec.texts[start + a]!.length - spec.texts[start + b]!.length);
+  const order = lengthOrder(spec.texts.slice(start, start + count));
   for (let b = 0; b < order.length; b += batchSize) {
     const rows = order.slice(b, b + batchSize);
     const batch = opts.tokenize(rows.map((r) => spec.texts[start + r]!));
@@ -592,7 +593,7 @@ function storeBatch(spec: CacheSpec, buf: ShardBuffers, rows: number[], values: 
     const pooled = values.pooled.get(hook)!;
     checkFinite(pooled, hook);
     const target = buf.pooled.get(hook)!;
-    rows.forEach((r, i) => target.set(pooled.subarray(i * d, (i + 1) * d), r * d));
+    scatterRows(target, pooled, rows, d);
     const saeEntry = spec.saes?.[hook];
     if (saeEntry === undefined) continue;
     const { dSae } = saeEntry.sae;

@@ -47,15 +47,20 @@ function batchesOf(texts: readonly string[], options: PooledRunOptions, what: st
   const batchSize = options.batchSize ?? 16;
   if (!Number.isInteger(batchSize) || batchSize < 1) throw new Error(`${what}: batchSize must be a positive integer, got ${batchSize}`);
   if (texts.length === 0) throw new Error(`${what}: no texts`);
-  const order = Array.from(texts.keys()).sort((a, b) => texts[a]!.length - texts[b]!.length);
+  const order = lengthOrder(texts);
   return Array.from({ length: Math.ceil(texts.length / batchSize) }, (_, i) => {
     const rows = order.slice(i * batchSize, (i + 1) * batchSize);
     return { rows, texts: rows.map((r) => texts[r]!) };
   });
 }
 
+/** Indices of `texts` shortest first (text length: a cheap proxy for token count), for batches with little padding. */
+export function lengthOrder(texts: readonly string[]): number[] {
+  return Array.from(texts.keys()).sort((a, b) => texts[a]!.length - texts[b]!.length);
+}
+
 /** Writes a batch's pooled values `[rows.length, d]` to their rows of `out`. */
-function scatterRows(out: Float32Array, values: Float32Array, rows: readonly number[], d: number): void {
+export function scatterRows(out: Float32Array, values: Float32Array, rows: readonly number[], d: number): void {
   rows.forEach((r, i) => out.set(values.subarray(i * d, (i + 1) * d), r * d));
 }
 
