@@ -72,8 +72,9 @@ export interface FitContext {
   tokenize: (texts: string[]) => Batch;
   cache: ActivationCache;
   /**
-   * An activation cache over other texts (same model, hooks and SAEs as `cache`), for methods that
-   * edit texts before the model reads them (word deletion). Rows follow `texts`.
+   * An activation cache over other texts (same model as `cache`), for methods that edit texts
+   * before the model reads them (word deletion). It holds the probe hook (pooled and per token);
+   * other hooks and SAE codes may be absent. Rows follow `texts`.
    */
   recache: (texts: string[]) => Promise<ActivationCache>;
   /** Texts per forward pass when a method has to run the model. */

@@ -15,11 +15,14 @@
  * The default list, `GENDERED_WORDS`, is documented below: pronouns, titles and forms of address,
  * gendered nouns for people, family and partner terms. It holds no first names (a name list would
  * be long, culture-bound and never complete; names are exactly what an input-level baseline misses).
- * Option `words` replaces it, `extraWords` adds to it. By default the fitter retrains the probe
- * head on the edited training texts (head.ts).
+ * Option `words` replaces it, `extraWords` adds to it. Option `sae` replaces it by the words the
+ * gendered features of an SAE fire on (src/erasure/word-selection.ts): no list written by hand, at
+ * the price of reading the concept set's labels. By default the fitter retrains the probe head on
+ * the edited training texts (head.ts).
  *
  * Checkpoint (layout in checkpoint.ts), format `sae-eraser/word-deletion`: eraser.json
- * { ..., words, deletedInTrain, options }; eraser.safetensors holds no tensors.
+ * { ..., words, deletedInTrain, options, found } (`found`: with `sae`, the SAE's concept features
+ * and the words each chose, else null); eraser.safetensors holds no tensors.
  */
 import { z } from 'zod';
 import type { Edit, HookName } from '../models/model.js';
@@ -27,8 +30,18 @@ import type { tf } from '../engine/engine.js';
 import type { ActivationCache } from '../cache/cache.js';
 import { parseStrict } from '../util/schema.js';
 import { checkpointFields, checkRetrainedHead, type LoadTarget, type StoredCheckpoint } from './checkpoint.js';
-import { supervision, type CheckpointContent, type Eraser, type EraserDescription, type EraserFitter, type FitContext, type Supervision } from './eraser.js';
+import {
+  checkHooksUpToProbe,
+  supervision,
+  type CheckpointContent,
+  type Eraser,
+  type EraserDescription,
+  type EraserFitter,
+  type FitContext,
+  type Supervision,
+} from './eraser.js';
 import { retrainHead, retrainHeadOption, withHead } from './head.js';
+import { saeConceptWords, type WordFeature } from './word-selection.js';
 
 /** The default gendered words, lower case. */
 export const GENDERED_WORDS: readonly string[] = [
@@ -167,6 +180,35 @@ export function wordDeleter(words: readonly string[]): (text: string) => { text:
 
 export const WORD_DELETION_FORMAT = 'sae-eraser/word-deletion';
 
+const saeWordOptionsSchema = z
+  .strictObject({
+    hook: z.string().default('embed').describe('The hook whose SAE finds the words (at or before the probe hook). Default embed.'),
+    conceptLabels: z
+      .enum(['gender+task', 'gender'])
+      .default('gender+task')
+      .describe(
+        'Labels of the concept set that score the features: "gender+task" (gender association within each profession, at least `dominance` times the profession association within each gender) or "gender" (gender association alone). Default "gender+task".',
+      ),
+    minConceptScore: z
+      .number()
+      .min(0)
+      .max(1)
+      .default(0.5)
+      .describe("A concept feature's minimum concept score (rank-biserial, src/erasure/feature-selection.ts). Default 0.5."),
+    dominance: z.number().min(0).default(1).describe('Concept score at least this times the task score ("gender+task" only). Default 1.'),
+    minActivation: z
+      .number()
+      .gt(0)
+      .max(1)
+      .default(0.5)
+      .describe(
+        "A word is chosen when, read alone, it fires a concept feature at least this fraction of the feature's largest activation over the vocabulary. Default 0.5.",
+      ),
+  })
+  .describe(
+    "Choose the words automatically instead of by hand: the words of the training and concept texts that fire the gendered features of the SAE at `hook` (src/erasure/word-selection.ts). Replaces the default list; reads the concept set's labels.",
+  );
+
 export const wordDeletionOptionsSchema = z
   .strictObject({
     words: z
@@ -176,19 +218,34 @@ export const wordDeletionOptionsSchema = z
         'The words to delete (single words, any case), replacing the default list GENDERED_WORDS (pronouns, titles, gendered nouns, family terms; no names).',
       ),
     extraWords: z.array(z.string()).default([]).describe('Words deleted in addition to `words` (or the default list). Default none.'),
+    sae: saeWordOptionsSchema.optional(),
     retrainHead: retrainHeadOption,
+  })
+  .refine((o) => o.sae === undefined || o.words === undefined, {
+    message: 'give either `words` (a list chosen by hand) or `sae` (words chosen by SAE features), not both',
   })
   .describe('Input-level baseline: delete gendered words from the texts before the model reads them.');
 
 export type WordDeletionOptions = z.output<typeof wordDeletionOptionsSchema>;
 
 /**
- * What word deletion reads: no gender labels (the word list is chosen by hand, whether the default
- * list or `words`), and the ambiguous split's task labels, through the biased probe it keeps or the
- * head it retrains on them.
+ * What word deletion reads: the ambiguous split's task labels, through the biased probe it keeps or
+ * the head it retrains on them; with a hand-written list (the default list, `words` or
+ * `extraWords`) nothing else, and the list is hand-picked; with `sae`, the concept set's gender
+ * labels (and its task labels under `conceptLabels: "gender+task"`) that chose the features.
  */
-export function wordDeletionSupervision(): Supervision {
-  return supervision(['ambiguous_task'], true);
+export function wordDeletionSupervision(options: Pick<WordDeletionOptions, 'sae' | 'extraWords'> = { extraWords: [] }): Supervision {
+  const { sae } = options;
+  const handPicked = sae === undefined || options.extraWords.length > 0;
+  return supervision(['ambiguous_task', sae !== undefined && 'concept_gender', sae?.conceptLabels === 'gender+task' && 'concept_task'], handPicked);
+}
+
+/** How `sae` chose the words: the SAE's hook, its concept features with their words, and what was read. */
+export interface FoundWords {
+  hook: HookName;
+  features: WordFeature[];
+  vocabulary: number;
+  candidates: number;
 }
 
 /** Deletes a fixed word list from input texts; no hook edits. Immutable. */
@@ -204,6 +261,8 @@ export class WordDeletionEraser implements Eraser {
     readonly deletedInTrain: number | null = null,
     /** The options it was fitted with, for the checkpoint; by default, exactly `words` and no retrained head. */
     readonly options: WordDeletionOptions = { words: [...words], extraWords: [], retrainHead: false },
+    /** With option `sae`: how the words were found. */
+    readonly found: FoundWords | null = null,
   ) {
     this.words = [...words];
     this.deleter = wordDeleter(this.words);
@@ -223,13 +282,33 @@ export class WordDeletionEraser implements Eraser {
 
   describe(): EraserDescription {
     const count = this.deletedInTrain === null ? '' : ` (${this.deletedInTrain} occurrences in the training texts)`;
+    const supervision = wordDeletionSupervision(this.options);
+    const { found } = this;
+    if (found === null) {
+      return {
+        method: this.method,
+        hooks: [],
+        unitsRemoved: this.words.length,
+        summary: `deletes ${this.words.length} gendered words (pronouns, titles, gendered nouns, family terms; no names) from the input texts${count}`,
+        removed: {},
+        supervision,
+      };
+    }
+    const sae = this.options.sae!;
+    const shown = this.words.slice(0, 12).join(', ');
+    const rule = `words of the training and concept texts that fire, read alone, one of the ${found.features.length} gendered features of the ${found.hook} SAE (concept score >= ${sae.minConceptScore} by ${sae.conceptLabels} labels) at >= ${sae.minActivation} of its strongest word`;
     return {
       method: this.method,
       hooks: [],
       unitsRemoved: this.words.length,
-      summary: `deletes ${this.words.length} gendered words (pronouns, titles, gendered nouns, family terms; no names) from the input texts${count}`,
-      removed: {},
-      supervision: wordDeletionSupervision(),
+      summary: `deletes ${this.words.length} words (${shown}${this.words.length > 12 ? ', ...' : ''}) from the input texts${count}: ${rule}`,
+      removed: { [found.hook]: { kind: 'sae_features', indices: found.features.map((f) => f.feature) } },
+      supervision,
+      selection: {
+        rule,
+        parameters: { ...sae, vocabulary: found.vocabulary, features: found.features },
+        perHook: { [found.hook]: { candidates: found.candidates, selected: found.features.length } },
+      },
     };
   }
 
@@ -239,7 +318,11 @@ export class WordDeletionEraser implements Eraser {
   }
 
   checkpoint(): CheckpointContent {
-    return { format: WORD_DELETION_FORMAT, fields: { words: [...this.words], deletedInTrain: this.deletedInTrain, options: this.options }, tensors: {} };
+    return {
+      format: WORD_DELETION_FORMAT,
+      fields: { words: [...this.words], deletedInTrain: this.deletedInTrain, options: this.options, found: this.found },
+      tensors: {},
+    };
   }
 
   dispose(): void {}
@@ -250,15 +333,28 @@ const wordDeletionCheckpointSchema = z.strictObject({
   words: z.array(z.string()).describe('The deleted words (the default list or `words`, then `extraWords`).'),
   deletedInTrain: z.number().int().min(0).nullable().describe('Words deleted from the training texts at fit time, or null when unknown.'),
   options: wordDeletionOptionsSchema.describe('The options it was fitted with.'),
+  found: z
+    .strictObject({
+      hook: z.string(),
+      features: z.array(
+        z.strictObject({ feature: z.number().int().min(0), conceptScore: z.number(), taskScore: z.number().optional(), words: z.array(z.string()) }),
+      ),
+      vocabulary: z.number().int().min(0),
+      candidates: z.number().int().min(0),
+    })
+    .nullable()
+    .default(null)
+    .describe('With option `sae`: the hook, its concept features and the words each chose, the vocabulary size and the candidates scored.'),
 });
 
 /** `loadEraser`'s restorer for the word-deletion format. */
 export function restoreWordDeletionEraser(stored: StoredCheckpoint, _target: LoadTarget): Eraser {
   const { jsonPath, method } = stored;
   if (method !== 'word_deletion') throw new Error(`${jsonPath}: field "method" is ${JSON.stringify(method)}, expected "word_deletion"`);
-  const { words, deletedInTrain, options } = parseStrict(wordDeletionCheckpointSchema, stored.json, jsonPath);
+  const { words, deletedInTrain, options, found } = parseStrict(wordDeletionCheckpointSchema, stored.json, jsonPath);
   checkRetrainedHead(stored, options.retrainHead);
-  return new WordDeletionEraser(words, deletedInTrain, options);
+  if ((options.sae === undefined) !== (found === null)) throw new Error(`${jsonPath}: field "found" must be given exactly when option "sae" is`);
+  return new WordDeletionEraser(words, deletedInTrain, options, found);
 }
 
 class WordDeletionFitter implements EraserFitter {
@@ -267,10 +363,19 @@ class WordDeletionFitter implements EraserFitter {
   constructor(private readonly options: WordDeletionOptions) {}
 
   async fit(ctx: FitContext): Promise<Eraser> {
-    const words = [...(this.options.words ?? GENDERED_WORDS), ...this.options.extraWords];
+    const { sae } = this.options;
+    let found: FoundWords | null = null;
+    let base: readonly string[] = this.options.words ?? GENDERED_WORDS;
+    if (sae !== undefined) {
+      checkHooksUpToProbe(ctx.model, ctx.probeHook, [sae.hook], 'word deletion (option sae)');
+      const result = saeConceptWords(ctx, sae);
+      found = { hook: sae.hook, features: result.features, vocabulary: result.vocabulary, candidates: result.candidates };
+      base = result.words;
+    }
+    const words = [...new Set([...base, ...this.options.extraWords])];
     const deleter = wordDeleter(words);
     const deletedInTrain = ctx.train.texts.reduce((a, t) => a + deleter(t).deleted, 0);
-    const eraser = new WordDeletionEraser(words, deletedInTrain, this.options);
+    const eraser = new WordDeletionEraser(words, deletedInTrain, this.options, found);
     return withHead(eraser, this.options.retrainHead ? await retrainHead(eraser, ctx) : undefined);
   }
 }

@@ -310,15 +310,15 @@ async function runInFolder(config: ExperimentConfig, folder: RunFolder, t0: numb
 
   const tCache = Date.now();
   const cacheHooks = [...new Set([config.probeHook, ...Object.keys(saes)])];
-  const specFor = (texts: string[]): CacheSpec => ({
+  const specFor = (texts: string[], probeOnly: boolean): CacheSpec => ({
     modelId: weightsId(opened.dir),
-    hooks: cacheHooks,
-    saes: Object.fromEntries(Object.entries(saes).map(([h, sae]) => [h, { sae, id: saeIds[h]! }])),
+    hooks: probeOnly ? [config.probeHook] : cacheHooks,
+    saes: probeOnly ? {} : Object.fromEntries(Object.entries(saes).map(([h, sae]) => [h, { sae, id: saeIds[h]! }])),
     tokenizerId: `${opened.tokenizer.path}:${opened.maxLength}`,
     texts,
   });
-  const buildCache = (texts: string[], label: string): Promise<ActivationCache> =>
-    buildActivationCache(specFor(texts), { model, tokenize: opened.tokenize, root: config.cacheDir, batchSize: config.batchSize, label });
+  const buildCache = (texts: string[], label: string, probeOnly = false): Promise<ActivationCache> =>
+    buildActivationCache(specFor(texts, probeOnly), { model, tokenize: opened.tokenize, root: config.cacheDir, batchSize: config.batchSize, label });
   const cache = await buildCache(data.texts, 'caching activations');
   const cacheSeconds = (Date.now() - tCache) / 1000;
   const rowOf = new Map(data.texts.map((t, i) => [t, i]));
@@ -336,7 +336,8 @@ async function runInFolder(config: ExperimentConfig, folder: RunFolder, t0: numb
             subgroups: Object.fromEntries(Object.entries(data.tuning.subgroups).map(([k, v]) => [k, labelled(v, rowOf)])),
           },
   };
-  const recache = (texts: string[]): Promise<ActivationCache> => buildCache(texts, 'caching edited texts');
+  // Edited texts are read only at the probe hook (erasedPooled), so their cache skips the other hooks and the SAE codes.
+  const recache = (texts: string[]): Promise<ActivationCache> => buildCache(texts, 'caching edited texts', true);
   const fitInputs = {
     model,
     tokenize: opened.tokenize,

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { applyOverrides, experimentConfigSchema, parseExperimentConfig, readExperimentConfig } from '../../src/experiment/config.js';
+import { applyOverrides, experimentConfigSchema, parseExperimentConfig, readExperimentConfig, type ExperimentConfig } from '../../src/experiment/config.js';
 import { CONFIG_SCHEMA_FILE, experimentConfigJsonSchema } from '../../src/experiment/config-schema.js';
 import { createFitter, parseMethodOptions } from '../../src/erasure/methods.js';
 import { METHOD_NAMES } from '../../src/erasure/eraser.js';
@@ -16,7 +16,7 @@ const base = {
   methods: { original: {}, leace: {} },
 };
 
-const SHIPPED = ['minilm-surgeon-nurse.json', 'ci-minilm-surgeon-nurse.json'];
+const SHIPPED = ['minilm-surgeon-nurse.json', 'minilm-surgeon-nurse-main.json', 'ci-minilm-surgeon-nurse.json'];
 
 /** The error `parseExperimentConfig` throws for `raw` (fails the test when it does not throw). */
 function parseError(raw: unknown): string {
@@ -272,13 +272,22 @@ describe('shipped config schema', () => {
   it.skipIf(skipWithout(sharedDir() === undefined, 'parsing the shipped configs needs ../shared (set SAE_ERASER_SHARED)'))(
     'the shipped configs parse (needs ../shared)',
     () => {
+      const read = (f: string): ExperimentConfig => readExperimentConfig(join(projectRoot(), 'configs', f));
       for (const f of SHIPPED) {
-        const c = readExperimentConfig(join(projectRoot(), 'configs', f));
-        // Every method family runs, some also as variants (family@variant).
-        expect([...new Set(Object.keys(c.methods).map((k) => k.split('@')[0]))].sort()).toEqual([...METHOD_NAMES].sort());
+        const c = read(f);
         expect(c.dataset.train.startsWith(sharedDir()!)).toBe(true);
         expect(c.probe).toEqual({ epochs: 100 });
+        if (f === 'minilm-surgeon-nurse-main.json') continue;
+        // Every method family runs, some also as variants (family@variant).
+        expect([...new Set(Object.keys(c.methods).map((k) => k.split('@')[0]))].sort()).toEqual([...METHOD_NAMES].sort());
       }
+      // The main command's config is the full one with fewer methods, each as in the full one, so its numbers are the full run's.
+      const { methods: mainMethods, name: _n, source: _s, ...main } = read('minilm-surgeon-nurse-main.json');
+      const { methods: allMethods, name: _n2, source: _s2, ...all } = read('minilm-surgeon-nurse.json');
+      expect(main).toEqual(all);
+      expect(Object.keys(mainMethods)).toContain('word_deletion@sae');
+      expect(Object.keys(mainMethods)).toContain('shift_retrain');
+      for (const [k, v] of Object.entries(mainMethods)) expect(v, k).toEqual(allMethods[k]);
     },
   );
 });

@@ -1,0 +1,172 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { initEngine, tf } from '../../src/engine/engine.js';
+import { ActivationCache, buildActivationCache } from '../../src/cache/cache.js';
+import { saveEraser } from '../../src/erasure/checkpoint.js';
+import type { FitContext } from '../../src/erasure/eraser.js';
+import { loadEraser } from '../../src/erasure/load.js';
+import { methodSupervision, parseMethodOptions } from '../../src/erasure/methods.js';
+import { WordDeletionEraser, createWordDeletionFitter, wordDeletionOptionsSchema } from '../../src/erasure/word-deletion.js';
+import { saeConceptWords, vocabularyOf, type SaeWordOptions } from '../../src/erasure/word-selection.js';
+import type { Batch, HookName } from '../../src/models/model.js';
+import { LinearProbe } from '../../src/probe/linear.js';
+import { parseStrict } from '../../src/util/schema.js';
+import {
+  D,
+  FEMALE_WORDS,
+  FILLER_WORDS,
+  MALE_WORDS,
+  NURSE_WORDS,
+  SURGEON_WORDS,
+  ToyModel,
+  axisSae,
+  plantedSplits,
+  toyTokenize,
+  type PlantedSplits,
+  type ToySae,
+} from './sae-toy.js';
+import { auditedContext, expectStatedReads } from './label-audit.js';
+
+const PROBE_HOOK = 'layers.0.resid_out';
+
+/**
+ * Compound words the toy tokenizer splits into two of its words, as WordPiece splits "hernia" into
+ * "her" + "##nia": one with two female pieces, one with a female and a filler piece.
+ */
+const COMPOUNDS: Record<string, string> = { shehers: 'she hers', herteam: 'her team' };
+
+/** toyTokenize, with the compounds split into their pieces. */
+function tokenize(texts: string[]): Batch {
+  return toyTokenize(texts.map((t) => t.replace(/\b(shehers|herteam)\b/g, (w) => COMPOUNDS[w]!)));
+}
+
+let model: ToyModel;
+let saes: Record<HookName, ToySae>;
+let splits: PlantedSplits;
+let cache: ActivationCache;
+let probe: LinearProbe;
+
+beforeAll(async () => {
+  await initEngine();
+  model = new ToyModel({ nLayers: 1, seed: 42 });
+  saes = { embed: axisSae(2, 5), [PROBE_HOOK]: axisSae(2, 6) };
+  splits = plantedSplits({ seed: 42 });
+  // The compounds occur in the training texts only (whose labels the selection never reads).
+  splits.train = { ...splits.train, texts: splits.train.texts.map((t, i) => (i === 0 ? `${t} shehers` : i === 1 ? `${t} herteam` : t)) };
+  cache = await buildActivationCache(
+    { modelId: 'toy', hooks: ['embed', PROBE_HOOK], tokenizerId: 'toy', texts: splits.texts, saes: { embed: { sae: saes.embed!, id: 'embed' } } },
+    { model, tokenize, root: mkdtempSync(join(tmpdir(), 'word-selection-')), batchSize: 64 },
+  );
+  probe = new LinearProbe(D, 2, { epochs: 20, batchSize: 32 });
+  const X = cache.pooled(PROBE_HOOK, splits.train.rows);
+  probe.fit(X, splits.train.y);
+  X.dispose();
+});
+
+afterAll(() => {
+  probe.dispose();
+  Object.values(saes).forEach((s) => s.dispose());
+  model.dispose();
+});
+
+function context(): FitContext {
+  return {
+    model,
+    tokenize,
+    cache,
+    recache: (texts) =>
+      buildActivationCache(
+        { modelId: 'toy', hooks: [PROBE_HOOK], tokenizerId: 'toy', texts, saes: {} },
+        { model, tokenize, root: mkdtempSync(join(tmpdir(), 'word-selection-edited-')), batchSize: 64 },
+      ),
+    batchSize: 64,
+    saes,
+    probeHook: PROBE_HOOK,
+    probe,
+    train: splits.train,
+    concept: splits.concept,
+    seed: 42,
+  };
+}
+
+const OPTIONS: SaeWordOptions = { hook: 'embed', conceptLabels: 'gender+task', minConceptScore: 0.5, dominance: 1, minActivation: 0.5 };
+
+describe('words chosen by SAE concept features', () => {
+  it('reads the vocabulary as word deletion matches words, lower-cased and distinct', () => {
+    expect(vocabularyOf(["He said: she's HERE, he", 'fiancée—x_y 42'])).toEqual(['he', 'said', 'she', 's', 'here', 'fiancée', 'x_y', '42']);
+  });
+
+  it('finds the gender features of the planted embedding axes and exactly the gendered words, not task words', () => {
+    const found = saeConceptWords(context(), OPTIONS);
+    // Features 0 and 1 read the male and female axes; 2 and 3 the professions (task features).
+    expect(found.features.map((f) => f.feature).sort()).toEqual([0, 1]);
+    expect(found.candidates).toBe(saes.embed!.dSae);
+    // Every piece of "shehers" fires the female feature; "herteam" has a filler piece, so it is kept.
+    expect(found.words).toEqual([...MALE_WORDS, ...FEMALE_WORDS, 'shehers'].sort());
+    expect(found.vocabulary).toBe(vocabularyOf([...splits.train.texts, ...splits.concept.texts]).length);
+    for (const f of found.features) expect(f.conceptScore).toBeGreaterThanOrEqual(OPTIONS.minConceptScore);
+    // The same inputs give the same (remembered) result.
+    expect(saeConceptWords(context(), OPTIONS)).toBe(found);
+  });
+
+  it('with gender labels alone, a low threshold also takes task words (the documented price); a high one does not', () => {
+    const gender = { ...OPTIONS, conceptLabels: 'gender' as const };
+    const strict = saeConceptWords(context(), { ...gender, minConceptScore: 0.8 });
+    expect(strict.words).toEqual([...MALE_WORDS, ...FEMALE_WORDS, 'shehers'].sort());
+    // The concept set agrees with the task 75% of the time, so profession features score about 0.5 on gender alone.
+    const loose = saeConceptWords(context(), { ...gender, minConceptScore: 0.3 });
+    expect(loose.words).toEqual(expect.arrayContaining([...SURGEON_WORDS, ...NURSE_WORDS]));
+    for (const w of FILLER_WORDS) expect(loose.words).not.toContain(w);
+  });
+
+  it('fits word deletion with option sae: deletes the found words, states the labels it read, round-trips', async () => {
+    const options = parseStrict(wordDeletionOptionsSchema, { sae: { minConceptScore: 0.5 }, retrainHead: false }, 'methods.word_deletion');
+    const audit = auditedContext(context());
+    const eraser = (await createWordDeletionFitter(options).fit(audit.ctx)) as WordDeletionEraser;
+    expect(eraser.wordList()).toEqual([...MALE_WORDS, ...FEMALE_WORDS, 'shehers'].sort());
+    expect(eraser.editTexts(['he works at the hospital with her team'])).toEqual(['works at the hospital with team']);
+    const d = eraser.describe();
+    expect(d.supervision).toEqual({ labels: ['ambiguous_task', 'concept_gender', 'concept_task'], handPicked: false });
+    expect(d.supervision).toEqual(methodSupervision(parseMethodOptions('word_deletion', { sae: {}, retrainHead: false }, 'x')));
+    expectStatedReads(eraser, audit.reads);
+    expect(d.removed).toEqual({ embed: { kind: 'sae_features', indices: [expect.any(Number), expect.any(Number)] } });
+    expect(d.selection!.perHook).toEqual({ embed: { candidates: saes.embed!.dSae, selected: 2 } });
+    expect(d.summary).toMatch(/deletes 7 words \(.*he.*\) from the input texts/);
+    const dir = mkdtempSync(join(tmpdir(), 'word-selection-ckpt-'));
+    saveEraser(eraser, dir);
+    const loaded = loadEraser(dir);
+    expect(loaded.describe()).toEqual(d);
+    expect(loaded.editTexts!(splits.concept.texts)).toEqual(eraser.editTexts(splits.concept.texts));
+    // Gender labels alone: the concept set's task labels are never read.
+    const genderOnly = auditedContext(context());
+    const g = await createWordDeletionFitter(
+      parseStrict(wordDeletionOptionsSchema, { sae: { conceptLabels: 'gender', minConceptScore: 0.8 }, retrainHead: false }, 'methods.word_deletion'),
+    ).fit(genderOnly.ctx);
+    expect(g.describe().supervision).toEqual({ labels: ['ambiguous_task', 'concept_gender'], handPicked: false });
+    expectStatedReads(g, genderOnly.reads);
+    [eraser, loaded, g].forEach((e) => e.dispose());
+  });
+
+  it('retrains the head on the edited texts by default and holds no tensor after dispose', async () => {
+    const before = tf.memory().numTensors;
+    const eraser = await createWordDeletionFitter(parseStrict(wordDeletionOptionsSchema, { sae: {} }, 'methods.word_deletion')).fit(context());
+    expect(eraser.head).toBeDefined();
+    expect(eraser.describe().summary).toMatch(/probe head retrained/);
+    eraser.dispose();
+    expect(tf.memory().numTensors).toBe(before);
+  });
+
+  it('refuses bad options before any work, with clear errors', async () => {
+    expect(() => parseStrict(wordDeletionOptionsSchema, { sae: {}, words: ['he'] }, 'methods.word_deletion')).toThrow(/either `words`.*or `sae`/);
+    expect(() => parseStrict(wordDeletionOptionsSchema, { sae: { minActivation: 0 } }, 'methods.word_deletion')).toThrow(/sae\.minActivation/);
+    expect(() => parseStrict(wordDeletionOptionsSchema, { sae: { conceptLabels: 'task' } }, 'methods.word_deletion')).toThrow(/sae\.conceptLabels/);
+    const fit = (sae: Record<string, unknown>): Promise<unknown> =>
+      createWordDeletionFitter(parseStrict(wordDeletionOptionsSchema, { sae, retrainHead: false }, 'methods.word_deletion')).fit(context());
+    await expect(fit({ hook: 'layers.0.mlp_out' })).rejects.toThrow(
+      /sae\.hook is "layers\.0\.mlp_out", which has no SAE \(SAEs at: embed, layers\.0\.resid_out\)/,
+    );
+    await expect(fit({ hook: 'layers.9.resid_out' })).rejects.toThrow(/not a hook of the model/);
+  });
+});
