@@ -86,7 +86,9 @@ export const METHODS: Readonly<Record<MethodName, MethodEntry>> = {
   leace: method(leaceOptionsSchema, affineSupervision, createLeaceFitter),
   inlp: method(inlpOptionsSchema, affineSupervision, createInlpFitter),
   random: method(randomOptionsSchema, randomSupervision, createRandomFitter, saeHooks),
-  word_deletion: method(wordDeletionOptionsSchema, wordDeletionSupervision, createWordDeletionFitter),
+  word_deletion: method(wordDeletionOptionsSchema, wordDeletionSupervision, createWordDeletionFitter, (o) =>
+    o.sae === undefined ? { hooks: [], needSae: false } : { hooks: [o.sae.hook], needSae: true },
+  ),
 };
 
 /** What a variant name may hold: lower-case letters, digits and underscores. */

@@ -302,7 +302,8 @@ export class WordDeletionEraser implements Eraser {
       hooks: [],
       unitsRemoved: this.words.length,
       summary: `deletes ${this.words.length} words (${shown}${this.words.length > 12 ? ', ...' : ''}) from the input texts${count}: ${rule}`,
-      removed: { [found.hook]: { kind: 'sae_features', indices: found.features.map((f) => f.feature) } },
+      // The features choose the words; it is the words that are removed (before the model), so no hook is edited.
+      removed: {},
       supervision,
       selection: {
         rule,

@@ -131,7 +131,8 @@ describe('words chosen by SAE concept features', () => {
     expect(d.supervision).toEqual({ labels: ['ambiguous_task', 'concept_gender', 'concept_task'], handPicked: false });
     expect(d.supervision).toEqual(methodSupervision(parseMethodOptions('word_deletion', { sae: {}, retrainHead: false }, 'x')));
     expectStatedReads(eraser, audit.reads);
-    expect(d.removed).toEqual({ embed: { kind: 'sae_features', indices: [expect.any(Number), expect.any(Number)] } });
+    expect(d.removed).toEqual({});
+    expect(d.hooks).toEqual([]);
     expect(d.selection!.perHook).toEqual({ embed: { candidates: saes.embed!.dSae, selected: 2 } });
     expect(d.summary).toMatch(/deletes 7 words \(.*he.*\) from the input texts/);
     const dir = mkdtempSync(join(tmpdir(), 'word-selection-ckpt-'));

@@ -62,6 +62,10 @@ describe.skipIf(skipWithout(shared === undefined, 'the runner input checks need 
       await expect(run({ shift: { selection: 'manual', features: { 'layers.1.resid_out': [3] } } }, 'shift.json')).rejects.toThrow(
         /shift\.json: methods\.shift: hook "layers\.1\.resid_out" has no SAE in "saes"/,
       );
+      // Word deletion by SAE features names its SAE's hook (embed by default).
+      await expect(run({ 'word_deletion@sae': { sae: {} } }, 'words.json')).rejects.toThrow(
+        /words\.json: methods\.word_deletion@sae: hook "embed" has no SAE in "saes" \(SAEs at: layers\.3\.resid_out\)/,
+      );
     });
 
     it('rejects a profession pair the data does not contain, naming the file', async () => {

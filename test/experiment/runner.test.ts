@@ -88,6 +88,7 @@ const ERASERS: readonly string[] = [
   'leace',
   'inlp',
   'word_deletion',
+  'word_deletion@sae',
 ];
 
 const CLAIMS: readonly Claim[] = [
