@@ -173,11 +173,11 @@ export interface EraserDescription {
   summary: string;
   /** Per-hook details: removed SAE feature or neuron indices, or the rank of a removed subspace. */
   removed: Record<HookName, { kind: 'sae_features' | 'neurons' | 'directions' | 'tokens'; indices?: number[]; rank?: number }>;
-  /** How the removed units were chosen, for methods that select SAE features (SHIFT, the random control). */
+  /** How the units were chosen, for methods that select SAE features (SHIFT, the random control; word deletion by SAE features, where the features choose the words it removes). */
   selection?: SelectionDescription;
 }
 
-/** How a feature-selecting method chose the features it removes. */
+/** How a feature-selecting method chose its features (those it removes, or those that choose what it removes). */
 export interface SelectionDescription {
   /** The rule, in words (the end of the description's summary). */
   rule: string;
@@ -187,7 +187,7 @@ export interface SelectionDescription {
    * concept rules its candidates were scored by; the random control's draws.
    */
   parameters: Record<string, unknown>;
-  /** Per hook the rule chose from: how many features were candidates there and how many were removed. */
+  /** Per hook the rule chose from: how many features were candidates there and how many were selected. */
   perHook: Record<HookName, { candidates: number; selected: number }>;
 }
 

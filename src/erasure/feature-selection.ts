@@ -360,6 +360,25 @@ function pooledFeatureValues(
 
 /** Writes mean over real tokens of f_S for each example of `acts [n, seq, d]` into rows start.. of `target`. */
 function poolSelectedFeatures(sae: EraserSae, feats: Int32Array, acts: tf.Tensor3D, mask: number[][], target: Float32Array, start: number): void {
+  const k = feats.length;
+  forEachTokenCodes(sae, feats, acts, (row, codes) => {
+    const m = mask[row]!;
+    const len = m.reduce((a, v) => a + v, 0);
+    const dst = (start + row) * k;
+    for (let t = 0; t < m.length; t++) {
+      if (m[t] !== 1) continue;
+      for (let c = 0; c < k; c++) target[dst + c]! += codes[t * k + c]! / Math.max(len, 1);
+    }
+  });
+}
+
+/**
+ * Encodes the token activations `acts [n, seq, d]` with `sae` in chunks that bound the memory of the
+ * full code, and calls `visit(row, codes)` for each row with the codes of features `feats` at its
+ * tokens: `codes[t * feats.length + c]` is feature `feats[c]` at token t (padding included; the
+ * caller masks). `codes` is reused between calls.
+ */
+export function forEachTokenCodes(sae: EraserSae, feats: Int32Array, acts: tf.Tensor3D, visit: (row: number, codes: Float32Array) => void): void {
   const [n, seq, d] = acts.shape;
   const k = feats.length;
   const rowsPerChunk = Math.max(1, Math.floor(chunkRows(sae.dSae) / seq));
@@ -369,16 +388,8 @@ function poolSelectedFeatures(sae: EraserSae, feats: Int32Array, acts: tf.Tensor
       const x = tf.reshape(tf.slice(acts, [r0, 0, 0], [rows, seq, d]), [rows * seq, d]);
       return tf.gather(sae.encode(x), tf.tensor1d(feats, 'int32'), 1);
     });
-    const values = codes.dataSync();
+    const values = codes.dataSync() as Float32Array;
     codes.dispose();
-    for (let r = 0; r < rows; r++) {
-      const m = mask[r0 + r]!;
-      const len = m.reduce((a, v) => a + v, 0);
-      const dst = (start + r0 + r) * k;
-      for (let t = 0; t < seq; t++) {
-        if (m[t] !== 1) continue;
-        for (let c = 0; c < k; c++) target[dst + c]! += values[(r * seq + t) * k + c]! / Math.max(len, 1);
-      }
-    }
+    for (let r = 0; r < rows; r++) visit(r0 + r, values.subarray(r * seq * k, (r + 1) * seq * k));
   }
 }

@@ -41,7 +41,8 @@ import {
   type Supervision,
 } from './eraser.js';
 import { retrainHead, retrainHeadOption, withHead } from './head.js';
-import { saeConceptWords, type WordFeature } from './word-selection.js';
+import { saeConceptWords, type SaeWords } from './word-selection.js';
+import { ASSOCIATION_RULES } from './feature-selection.js';
 
 /** The default gendered words, lower case. */
 export const GENDERED_WORDS: readonly string[] = [
@@ -240,13 +241,8 @@ export function wordDeletionSupervision(options: Pick<WordDeletionOptions, 'sae'
   return supervision(['ambiguous_task', sae !== undefined && 'concept_gender', sae?.conceptLabels === 'gender+task' && 'concept_task'], handPicked);
 }
 
-/** How `sae` chose the words: the SAE's hook, its concept features with their words, and what was read. */
-export interface FoundWords {
-  hook: HookName;
-  features: WordFeature[];
-  vocabulary: number;
-  candidates: number;
-}
+/** How `sae` chose the words: the SAE's hook, its concept features with their words and rule, and what was read. */
+export type FoundWords = Omit<SaeWords, 'words'> & { hook: HookName };
 
 /** Deletes a fixed word list from input texts; no hook edits. Immutable. */
 export class WordDeletionEraser implements Eraser {
@@ -296,7 +292,8 @@ export class WordDeletionEraser implements Eraser {
     }
     const sae = this.options.sae!;
     const shown = this.words.slice(0, 12).join(', ');
-    const rule = `words of the training and concept texts that fire, read alone, one of the ${found.features.length} gendered features of the ${found.hook} SAE (concept score >= ${sae.minConceptScore} by ${sae.conceptLabels} labels) at >= ${sae.minActivation} of its strongest word`;
+    const test = found.rule === 'concept_only' ? '' : ` and >= ${sae.dominance} x task score`;
+    const rule = `words of the training and concept texts that fire, read alone, one of the ${found.features.length} gendered features of the ${found.hook} SAE (concept score >= ${sae.minConceptScore}${test}, ${found.rule} rule) with every piece at >= ${sae.minActivation} of the feature's strongest word`;
     return {
       method: this.method,
       hooks: [],
@@ -321,7 +318,8 @@ export class WordDeletionEraser implements Eraser {
   checkpoint(): CheckpointContent {
     return {
       format: WORD_DELETION_FORMAT,
-      fields: { words: [...this.words], deletedInTrain: this.deletedInTrain, options: this.options, found: this.found },
+      // `found` only with option `sae`, so a hand-list checkpoint is as before it existed.
+      fields: { words: [...this.words], deletedInTrain: this.deletedInTrain, options: this.options, ...(this.found === null ? {} : { found: this.found }) },
       tensors: {},
     };
   }
@@ -340,6 +338,7 @@ const wordDeletionCheckpointSchema = z.strictObject({
       features: z.array(
         z.strictObject({ feature: z.number().int().min(0), conceptScore: z.number(), taskScore: z.number().optional(), words: z.array(z.string()) }),
       ),
+      rule: z.enum(ASSOCIATION_RULES),
       vocabulary: z.number().int().min(0),
       candidates: z.number().int().min(0),
     })
@@ -355,6 +354,8 @@ export function restoreWordDeletionEraser(stored: StoredCheckpoint, _target: Loa
   const { words, deletedInTrain, options, found } = parseStrict(wordDeletionCheckpointSchema, stored.json, jsonPath);
   checkRetrainedHead(stored, options.retrainHead);
   if ((options.sae === undefined) !== (found === null)) throw new Error(`${jsonPath}: field "found" must be given exactly when option "sae" is`);
+  if (found !== null && found.hook !== options.sae!.hook)
+    throw new Error(`${jsonPath}: field "found.hook" is "${found.hook}" but option sae.hook is "${options.sae!.hook}"`);
   return new WordDeletionEraser(words, deletedInTrain, options, found);
 }
 
@@ -370,10 +371,10 @@ class WordDeletionFitter implements EraserFitter {
     if (sae !== undefined) {
       checkHooksUpToProbe(ctx.model, ctx.probeHook, [sae.hook], 'word deletion (option sae)');
       const result = saeConceptWords(ctx, sae);
-      found = { hook: sae.hook, features: result.features, vocabulary: result.vocabulary, candidates: result.candidates };
+      found = { hook: sae.hook, features: result.features, rule: result.rule, vocabulary: result.vocabulary, candidates: result.candidates };
       base = result.words;
     }
-    const words = [...new Set([...base, ...this.options.extraWords])];
+    const words = [...base, ...this.options.extraWords];
     const deleter = wordDeleter(words);
     const deletedInTrain = ctx.train.texts.reduce((a, t) => a + deleter(t).deleted, 0);
     const eraser = new WordDeletionEraser(words, deletedInTrain, this.options, found);

@@ -32,10 +32,16 @@
 import { tf } from '../engine/engine.js';
 import type { HookName } from '../models/model.js';
 import { progress } from '../util/progress.js';
-import { chunkRows } from './ablate.js';
 import type { RankedFeature } from './attribution.js';
 import type { FitContext } from './eraser.js';
-import { conceptFeatureColumns, selectConceptFeatures, selectConceptOnlyFeatures, type SelectionRecord } from './feature-selection.js';
+import {
+  conceptFeatureColumns,
+  forEachTokenCodes,
+  selectConceptFeatures,
+  selectConceptOnlyFeatures,
+  type AssociationRule,
+  type SelectionRecord,
+} from './feature-selection.js';
 
 export interface SaeWordOptions {
   /** The hook whose SAE finds the words (at or before the probe hook); usually `embed`. */
@@ -64,10 +70,20 @@ export interface SaeWords {
   words: string[];
   /** The concept features, by concept score (highest first). */
   features: WordFeature[];
+  /** How their scores were computed: "stratified" (or "marginal" when no stratum is large enough) with both label sets, "concept_only" with gender alone. */
+  rule: AssociationRule;
   /** Distinct words read from the training and concept texts. */
   vocabulary: number;
   /** Candidates scored (the SAE's width). */
   candidates: number;
+}
+
+function deepFreeze<T>(value: T): T {
+  if (typeof value === 'object' && value !== null) {
+    for (const v of Object.values(value)) deepFreeze(v);
+    Object.freeze(value);
+  }
+  return value;
 }
 
 /** Word deletion's notion of a word, without its possessive suffix: a maximal run of letters, digits, underscores. */
@@ -80,17 +96,39 @@ export function vocabularyOf(texts: Iterable<string>): string[] {
   return [...seen];
 }
 
-/** Token ids the tokenizer adds to every text (those of the empty text). */
-function specialTokenIds(tokenize: FitContext['tokenize']): Set<number> {
+/** The special tokens the tokenizer puts around every text: the token ids of the empty text. */
+function specialTokens(tokenize: FitContext['tokenize']): number[] {
   const batch = tokenize(['']);
   try {
     const ids = batch.inputIds.arraySync()[0]!;
     const mask = batch.attentionMask.arraySync()[0]!;
-    return new Set(ids.filter((_, t) => mask[t] === 1));
+    return ids.filter((_, t) => mask[t] === 1);
   } finally {
     tf.dispose([batch.inputIds, batch.attentionMask]);
   }
 }
+
+/**
+ * The positions of a one-word text's own tokens among its `ids` (real tokens only): what is left
+ * once the special tokens `special` are taken off, the first p of them from the front and the rest
+ * from the back, for the smallest p that fits ([CLS] w [SEP]: p = 1). By position, so a word whose
+ * own token has a special token's id keeps it.
+ */
+export function ownTokenRange(ids: readonly number[], special: readonly number[]): [number, number] {
+  const k = special.length;
+  for (let p = 0; p <= k && ids.length >= k; p++) {
+    const tail = ids.length - (k - p);
+    let fits = true;
+    for (let i = 0; i < p && fits; i++) fits = ids[i] === special[i];
+    for (let i = p; i < k && fits; i++) fits = ids[tail + i - p] === special[i];
+    if (fits) return [p, tail];
+  }
+  // Cut by truncation: no special token to trust at either end.
+  return [0, ids.length];
+}
+
+/** Single words are a few tokens, so many fit in one pass at the length of a short text. */
+const WORDS_PER_PASS = 256;
 
 /**
  * `[words, k]`: for each word, read alone, the smallest activation of each of `features` of the SAE
@@ -99,12 +137,11 @@ function specialTokenIds(tokenize: FitContext['tokenize']): Set<number> {
 function wordActivations(ctx: FitContext, hook: HookName, features: Int32Array, words: readonly string[]): Float32Array {
   const sae = ctx.saes[hook]!;
   const k = features.length;
-  const out = new Float32Array(words.length * k).fill(Infinity);
-  const special = specialTokenIds(ctx.tokenize);
-  const batchSize = 256;
+  const out = new Float32Array(words.length * k);
+  const special = specialTokens(ctx.tokenize);
   const bar = progress(`word deletion: ${hook} SAE on ${words.length} words`, words.length, 'words');
-  for (let start = 0; start < words.length; start += batchSize) {
-    const chunk = words.slice(start, start + batchSize) as string[];
+  for (let start = 0; start < words.length; start += WORDS_PER_PASS) {
+    const chunk = words.slice(start, start + WORDS_PER_PASS) as string[];
     const batch = ctx.tokenize(chunk);
     try {
       const ids = batch.inputIds.arraySync();
@@ -112,24 +149,20 @@ function wordActivations(ctx: FitContext, hook: HookName, features: Int32Array, 
       const acts = ctx.model.run(batch, { capture: [hook], stopAfter: hook }).captures[hook];
       if (acts === undefined) throw new Error(`word deletion: the model returned no activation for hook "${hook}"`);
       try {
-        const [n, seq, d] = acts.shape;
-        const rowsPerChunk = Math.max(1, Math.floor(chunkRows(sae.dSae) / seq));
-        for (let r0 = 0; r0 < n; r0 += rowsPerChunk) {
-          const rows = Math.min(rowsPerChunk, n - r0);
-          const codes = tf.tidy(() => {
-            const x = tf.reshape(tf.slice(acts, [r0, 0, 0], [rows, seq, d]), [rows * seq, d]);
-            return tf.gather(sae.encode(x), tf.tensor1d(features, 'int32'), 1);
-          });
-          const values = codes.dataSync();
-          codes.dispose();
-          for (let r = 0; r < rows; r++) {
-            const dst = (start + r0 + r) * k;
-            for (let t = 0; t < seq; t++) {
-              if (mask[r0 + r]![t] !== 1 || special.has(ids[r0 + r]![t]!)) continue;
-              for (let c = 0; c < k; c++) out[dst + c] = Math.min(out[dst + c]!, values[(r * seq + t) * k + c]!);
-            }
+        forEachTokenCodes(sae, features, acts, (row, codes) => {
+          const positions = mask[row]!.flatMap((m, t) => (m === 1 ? [t] : []));
+          const [from, to] = ownTokenRange(
+            positions.map((t) => ids[row]![t]!),
+            special,
+          );
+          if (from >= to) return;
+          const dst = (start + row) * k;
+          for (let c = 0; c < k; c++) {
+            let least = Infinity;
+            for (let i = from; i < to; i++) least = Math.min(least, codes[positions[i]! * k + c]!);
+            out[dst + c] = least;
           }
-        }
+        });
       } finally {
         acts.dispose();
       }
@@ -139,13 +172,13 @@ function wordActivations(ctx: FitContext, hook: HookName, features: Int32Array, 
     bar.tick(chunk.length);
   }
   bar.done();
-  for (let i = 0; i < out.length; i++) if (out[i] === Infinity) out[i] = 0;
   return out;
 }
 
 /**
- * Results by SAE, for the fits of one run: the words depend on the model, the SAE, the concept set
- * and the training texts, not on the seed or the probe, so a run's seeds share one computation.
+ * Results by SAE, for the fits of one run: the words depend on the model, its tokenizer, the SAE,
+ * the concept set and the training texts (compared by identity), not on the seed or the probe, so
+ * a run's seeds share one computation. Results are frozen, as every eraser of the run shares them.
  */
 const memo = new WeakMap<object, { inputs: readonly object[]; key: string; value: SaeWords }[]>();
 
@@ -155,20 +188,18 @@ export function saeConceptWords(ctx: FitContext, options: SaeWordOptions): SaeWo
   const sae = ctx.saes[hook];
   if (sae === undefined)
     throw new Error(`word deletion: option sae.hook is "${hook}", which has no SAE (SAEs at: ${Object.keys(ctx.saes).join(', ') || 'none'})`);
-  const inputs = [ctx.model, ctx.concept, ctx.train];
+  const inputs = [ctx.model, ctx.tokenize, ctx.concept, ctx.train];
   const key = JSON.stringify(options);
   let entries = memo.get(sae);
   if (entries === undefined) memo.set(sae, (entries = []));
   let found = entries.find((e) => e.key === key && e.inputs.every((x, i) => x === inputs[i]))?.value;
-  if (found === undefined) entries.push({ inputs, key, value: (found = computeConceptWords(ctx, options)) });
+  if (found === undefined) entries.push({ inputs, key, value: (found = deepFreeze(computeConceptWords(ctx, options))) });
   return found;
 }
 
 function computeConceptWords(ctx: FitContext, options: SaeWordOptions): SaeWords {
   const { hook } = options;
   const sae = ctx.saes[hook]!;
-  if (!(options.minActivation > 0 && options.minActivation <= 1))
-    throw new Error(`word deletion: sae.minActivation must be in (0, 1], got ${options.minActivation}`);
   const candidates: RankedFeature[] = Array.from({ length: sae.dSae }, (_, feature) => ({ hook, feature, attribution: 0 }));
   const columns = conceptFeatureColumns(ctx, candidates, ctx.concept, {
     batchSize: ctx.batchSize,
@@ -179,17 +210,20 @@ function computeConceptWords(ctx: FitContext, options: SaeWordOptions): SaeWords
       ? selectConceptOnlyFeatures(candidates, columns, ctx.concept.z, { minConceptScore: options.minConceptScore })
       : selectConceptFeatures(candidates, columns, ctx.concept.y, ctx.concept.z, { minConceptScore: options.minConceptScore, dominance: options.dominance });
   const chosen = records.filter((r) => r.selected).sort((a, b) => b.conceptScore - a.conceptScore || a.feature - b.feature);
+  if (chosen.length === 0) {
+    const best = Math.max(0, ...records.map((r) => r.conceptScore));
+    throw new Error(
+      `word deletion: no feature of the ${hook} SAE passes the concept rule (${records[0]?.rule ?? 'no candidates'}; highest concept score ${best.toFixed(3)}, minConceptScore ${options.minConceptScore}), so there are no words to delete; lower sae.minConceptScore or give a larger concept set`,
+    );
+  }
   const vocabulary = vocabularyOf([...ctx.train.texts, ...ctx.concept.texts]);
   const k = chosen.length;
-  const acts =
-    k === 0
-      ? new Float32Array(0)
-      : wordActivations(
-          ctx,
-          hook,
-          Int32Array.from(chosen, (r) => r.feature),
-          vocabulary,
-        );
+  const acts = wordActivations(
+    ctx,
+    hook,
+    Int32Array.from(chosen, (r) => r.feature),
+    vocabulary,
+  );
   const words = new Set<string>();
   const features: WordFeature[] = chosen.map((r, c) => {
     let top = 0;
@@ -210,5 +244,5 @@ function computeConceptWords(ctx: FitContext, options: SaeWordOptions): SaeWords
       words: fired.map((f) => f.word),
     };
   });
-  return { words: [...words].sort(), features, vocabulary: vocabulary.length, candidates: sae.dSae };
+  return { words: [...words].sort(), features, rule: chosen[0]!.rule, vocabulary: vocabulary.length, candidates: sae.dSae };
 }

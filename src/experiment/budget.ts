@@ -17,7 +17,8 @@
  * permutation of the pool, so the sets are nested: each size adds rows to the one before.
  *
  * Methods that read no label of the concept set (src/erasure/methods.ts `isConceptFree`, from the
- * supervision each method states for its options: the original probe, the oracle, word deletion,
+ * supervision each method states for its options: the original probe, the oracle, word deletion
+ * with a hand-written list,
  * SHIFT with selection "top" or "manual", the random control with `k` or `perHook`, masks with
  * objective "task") give the same result at every size: they run only in the first size's folder,
  * and budget.json repeats that result at every size with `run` naming the folder it came from and

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { initEngine, tf } from '../../src/engine/engine.js';
@@ -9,7 +9,7 @@ import type { FitContext } from '../../src/erasure/eraser.js';
 import { loadEraser } from '../../src/erasure/load.js';
 import { methodSupervision, parseMethodOptions } from '../../src/erasure/methods.js';
 import { WordDeletionEraser, createWordDeletionFitter, wordDeletionOptionsSchema } from '../../src/erasure/word-deletion.js';
-import { saeConceptWords, vocabularyOf, type SaeWordOptions } from '../../src/erasure/word-selection.js';
+import { ownTokenRange, saeConceptWords, vocabularyOf, type SaeWordOptions } from '../../src/erasure/word-selection.js';
 import type { Batch, HookName } from '../../src/models/model.js';
 import { LinearProbe } from '../../src/probe/linear.js';
 import { parseStrict } from '../../src/util/schema.js';
@@ -28,6 +28,7 @@ import {
   type ToySae,
 } from './sae-toy.js';
 import { auditedContext, expectStatedReads } from './label-audit.js';
+import { editCheckpointJson } from './checkpoint-files.js';
 
 const PROBE_HOOK = 'layers.0.resid_out';
 
@@ -71,7 +72,7 @@ afterAll(() => {
   model.dispose();
 });
 
-function context(): FitContext {
+function context(extra: Partial<FitContext> = {}): FitContext {
   return {
     model,
     tokenize,
@@ -88,8 +89,12 @@ function context(): FitContext {
     train: splits.train,
     concept: splits.concept,
     seed: 42,
+    ...extra,
   };
 }
+
+const fitOptions = (sae: Record<string, unknown>): Promise<unknown> =>
+  createWordDeletionFitter(parseStrict(wordDeletionOptionsSchema, { sae, retrainHead: false }, 'methods.word_deletion')).fit(context());
 
 const OPTIONS: SaeWordOptions = { hook: 'embed', conceptLabels: 'gender+task', minConceptScore: 0.5, dominance: 1, minActivation: 0.5 };
 
@@ -134,12 +139,23 @@ describe('words chosen by SAE concept features', () => {
     expect(d.removed).toEqual({});
     expect(d.hooks).toEqual([]);
     expect(d.selection!.perHook).toEqual({ embed: { candidates: saes.embed!.dSae, selected: 2 } });
-    expect(d.summary).toMatch(/deletes 7 words \(.*he.*\) from the input texts/);
+    expect(d.summary).toMatch(/^deletes 7 words \(he, her, hers, him, his, she, shehers\) from the input texts .*stratified rule/);
     const dir = mkdtempSync(join(tmpdir(), 'word-selection-ckpt-'));
     saveEraser(eraser, dir);
     const loaded = loadEraser(dir);
     expect(loaded.describe()).toEqual(d);
     expect(loaded.editTexts!(splits.concept.texts)).toEqual(eraser.editTexts(splits.concept.texts));
+    const good = readFileSync(join(dir, 'eraser.json'), 'utf8');
+    const withJson = (edit: (j: Record<string, unknown>) => void): (() => unknown) => {
+      writeFileSync(join(dir, 'eraser.json'), good);
+      editCheckpointJson(dir, edit);
+      return () => loadEraser(dir);
+    };
+    expect(withJson((j) => delete j.found)).toThrow(/field "found" must be given exactly when option "sae" is/);
+    expect(withJson((j) => ((j.found as { hook: string }).hook = 'layers.0.resid_out'))).toThrow(
+      /field "found\.hook" is "layers\.0\.resid_out" but option sae\.hook is "embed"/,
+    );
+    expect(withJson((j) => delete (j.options as Record<string, unknown>).sae)).toThrow(/field "found" must be given exactly when option "sae" is/);
     // Gender labels alone: the concept set's task labels are never read.
     const genderOnly = auditedContext(context());
     const g = await createWordDeletionFitter(
@@ -152,19 +168,41 @@ describe('words chosen by SAE concept features', () => {
 
   it('retrains the head on the edited texts by default and holds no tensor after dispose', async () => {
     const before = tf.memory().numTensors;
-    const eraser = await createWordDeletionFitter(parseStrict(wordDeletionOptionsSchema, { sae: {} }, 'methods.word_deletion')).fit(context());
+    // Fresh splits, so the words are computed here rather than remembered from an earlier test.
+    const fresh = context({ train: { ...splits.train }, concept: { ...splits.concept } });
+    const eraser = await createWordDeletionFitter(parseStrict(wordDeletionOptionsSchema, { sae: {} }, 'methods.word_deletion')).fit(fresh);
+    expect(saeConceptWords(fresh, OPTIONS)).not.toBe(saeConceptWords(context(), OPTIONS));
     expect(eraser.head).toBeDefined();
     expect(eraser.describe().summary).toMatch(/probe head retrained/);
     eraser.dispose();
     expect(tf.memory().numTensors).toBe(before);
   });
 
+  it("judges a word by its own tokens, not the special tokens around it, even when one has a word's id", () => {
+    expect(ownTokenRange([101, 7, 8, 102], [101, 102])).toEqual([1, 3]);
+    expect(ownTokenRange([7, 8], [])).toEqual([0, 2]);
+    expect(ownTokenRange([5, 5], [5])).toEqual([0, 1]);
+    expect(ownTokenRange([5, 9], [5])).toEqual([1, 2]);
+    // A tokenizer that puts "his" (a male word) before every text: were it read as one of each word's
+    // pieces, no female word would fire the female feature with every piece, and none would be chosen.
+    const prefixed = context({ tokenize: (texts) => tokenize(texts.map((t) => `his ${t}`)) });
+    expect(saeConceptWords(prefixed, OPTIONS).words).toEqual([...MALE_WORDS, ...FEMALE_WORDS, 'shehers'].sort());
+  });
+
   it('refuses bad options before any work, with clear errors', async () => {
+    // Gender labels that have nothing to do with the texts: no feature passes, and the fit says so rather than deleting nothing.
+    const noise = { ...splits.concept, z: Int32Array.from(splits.concept.z, (_, i) => (i >> 1) % 2) };
+    await expect(
+      createWordDeletionFitter(parseStrict(wordDeletionOptionsSchema, { sae: {}, retrainHead: false }, 'methods.word_deletion')).fit(
+        context({ concept: noise }),
+      ),
+    ).rejects.toThrow(
+      /no feature of the embed SAE passes the concept rule \(stratified; highest concept score 0\.\d+, minConceptScore 0\.5\), so there are no words to delete/,
+    );
     expect(() => parseStrict(wordDeletionOptionsSchema, { sae: {}, words: ['he'] }, 'methods.word_deletion')).toThrow(/either `words`.*or `sae`/);
     expect(() => parseStrict(wordDeletionOptionsSchema, { sae: { minActivation: 0 } }, 'methods.word_deletion')).toThrow(/sae\.minActivation/);
     expect(() => parseStrict(wordDeletionOptionsSchema, { sae: { conceptLabels: 'task' } }, 'methods.word_deletion')).toThrow(/sae\.conceptLabels/);
-    const fit = (sae: Record<string, unknown>): Promise<unknown> =>
-      createWordDeletionFitter(parseStrict(wordDeletionOptionsSchema, { sae, retrainHead: false }, 'methods.word_deletion')).fit(context());
+    const fit = fitOptions;
     await expect(fit({ hook: 'layers.0.mlp_out' })).rejects.toThrow(
       /sae\.hook is "layers\.0\.mlp_out", which has no SAE \(SAEs at: embed, layers\.0\.resid_out\)/,
     );
