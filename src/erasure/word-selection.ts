@@ -31,6 +31,7 @@
  */
 import { tf } from '../engine/engine.js';
 import type { HookName } from '../models/model.js';
+import { maxOf } from '../util/arrays.js';
 import { progress } from '../util/progress.js';
 import type { RankedFeature } from './attribution.js';
 import type { FitContext } from './eraser.js';
@@ -211,7 +212,7 @@ function computeConceptWords(ctx: FitContext, options: SaeWordOptions): SaeWords
       : selectConceptFeatures(candidates, columns, ctx.concept.y, ctx.concept.z, { minConceptScore: options.minConceptScore, dominance: options.dominance });
   const chosen = records.filter((r) => r.selected).sort((a, b) => b.conceptScore - a.conceptScore || a.feature - b.feature);
   if (chosen.length === 0) {
-    const best = Math.max(0, ...records.map((r) => r.conceptScore));
+    const best = Math.max(0, maxOf(records.map((r) => r.conceptScore).filter(Number.isFinite)));
     throw new Error(
       `word deletion: no feature of the ${hook} SAE passes the concept rule (${records[0]?.rule ?? 'no candidates'}; highest concept score ${best.toFixed(3)}, minConceptScore ${options.minConceptScore}), so there are no words to delete; lower sae.minConceptScore or give a larger concept set`,
     );
