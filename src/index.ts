@@ -27,6 +27,7 @@ export { saveEraser, type LoadTarget } from './erasure/checkpoint.js';
 export { loadEraser } from './erasure/load.js';
 export { retrainHead, withHead } from './erasure/head.js';
 export { erasedPooled } from './erasure/erased.js';
+export { saeConceptWords, type SaeWordOptions, type SaeWords } from './erasure/word-selection.js';
 export { parseStrict } from './util/schema.js';
 export { readExperimentConfig, parseExperimentConfig, experimentConfigSchema, type ExperimentConfig } from './experiment/config.js';
 export { experimentConfigJsonSchema } from './experiment/config-schema.js';
