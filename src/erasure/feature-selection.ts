@@ -373,23 +373,37 @@ function poolSelectedFeatures(sae: EraserSae, feats: Int32Array, acts: tf.Tensor
 }
 
 /**
- * Encodes the token activations `acts [n, seq, d]` with `sae` in chunks that bound the memory of the
- * full code, and calls `visit(row, codes)` for each row with the codes of features `feats` at its
- * tokens: `codes[t * feats.length + c]` is feature `feats[c]` at token t (padding included; the
- * caller masks). `codes` is reused between calls.
+ * Features `feats` of `sae`'s codes of the rows of `x [m, d]`: `[m, feats.length]` row-major,
+ * encoded in chunks that bound the memory of the full code.
+ */
+export function selectedCodes(sae: EraserSae, feats: Int32Array, x: tf.Tensor2D): Float32Array {
+  const [m, d] = x.shape;
+  const k = feats.length;
+  const out = new Float32Array(m * k);
+  const step = chunkRows(sae.dSae);
+  for (let r0 = 0; r0 < m; r0 += step) {
+    const rows = Math.min(step, m - r0);
+    const codes = tf.tidy(() => tf.gather(sae.encode(tf.slice(x, [r0, 0], [rows, d])), tf.tensor1d(feats, 'int32'), 1));
+    out.set(codes.dataSync(), r0 * k);
+    codes.dispose();
+  }
+  return out;
+}
+
+/**
+ * Calls `visit(row, codes)` for each row of the token activations `acts [n, seq, d]` with the codes
+ * of features `feats` at its tokens: `codes[t * feats.length + c]` is feature `feats[c]` at token t
+ * (padding included; the caller masks).
  */
 export function forEachTokenCodes(sae: EraserSae, feats: Int32Array, acts: tf.Tensor3D, visit: (row: number, codes: Float32Array) => void): void {
   const [n, seq, d] = acts.shape;
   const k = feats.length;
-  const rowsPerChunk = Math.max(1, Math.floor(chunkRows(sae.dSae) / seq));
-  for (let r0 = 0; r0 < n; r0 += rowsPerChunk) {
-    const rows = Math.min(rowsPerChunk, n - r0);
-    const codes = tf.tidy(() => {
-      const x = tf.reshape(tf.slice(acts, [r0, 0, 0], [rows, seq, d]), [rows * seq, d]);
-      return tf.gather(sae.encode(x), tf.tensor1d(feats, 'int32'), 1);
-    });
-    const values = codes.dataSync() as Float32Array;
-    codes.dispose();
-    for (let r = 0; r < rows; r++) visit(r0 + r, values.subarray(r * seq * k, (r + 1) * seq * k));
+  const flat = tf.reshape(acts, [n * seq, d]) as tf.Tensor2D;
+  let values: Float32Array;
+  try {
+    values = selectedCodes(sae, feats, flat);
+  } finally {
+    flat.dispose();
   }
+  for (let r = 0; r < n; r++) visit(r, values.subarray(r * seq * k, (r + 1) * seq * k));
 }

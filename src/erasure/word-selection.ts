@@ -37,9 +37,9 @@ import type { RankedFeature } from './attribution.js';
 import type { FitContext } from './eraser.js';
 import {
   conceptFeatureColumns,
-  forEachTokenCodes,
   selectConceptFeatures,
   selectConceptOnlyFeatures,
+  selectedCodes,
   type AssociationRule,
   type SelectionRecord,
 } from './feature-selection.js';
@@ -150,17 +150,32 @@ function wordActivations(ctx: FitContext, hook: HookName, features: Int32Array, 
       const acts = ctx.model.run(batch, { capture: [hook], stopAfter: hook }).captures[hook];
       if (acts === undefined) throw new Error(`word deletion: the model returned no activation for hook "${hook}"`);
       try {
-        forEachTokenCodes(sae, features, acts, (row, codes) => {
+        // Only the words' own tokens are encoded: not the padding, nor the special tokens around each word.
+        const [n, seq, d] = acts.shape;
+        const own: number[] = [];
+        const spans: [number, number][] = [];
+        for (let row = 0; row < n; row++) {
           const positions = mask[row]!.flatMap((m, t) => (m === 1 ? [t] : []));
           const [from, to] = ownTokenRange(
             positions.map((t) => ids[row]![t]!),
             special,
           );
-          if (from >= to) return;
+          spans.push([own.length, own.length + Math.max(0, to - from)]);
+          for (let i = from; i < to; i++) own.push(row * seq + positions[i]!);
+        }
+        const x = tf.tidy(() => tf.gather(tf.reshape(acts, [n * seq, d]), tf.tensor1d(own, 'int32')) as tf.Tensor2D);
+        let codes: Float32Array;
+        try {
+          codes = selectedCodes(sae, features, x);
+        } finally {
+          x.dispose();
+        }
+        spans.forEach(([a, b], row) => {
+          if (a === b) return; // no own token: stays 0
           const dst = (start + row) * k;
           for (let c = 0; c < k; c++) {
             let least = Infinity;
-            for (let i = from; i < to; i++) least = Math.min(least, codes[positions[i]! * k + c]!);
+            for (let j = a; j < b; j++) least = Math.min(least, codes[j * k + c]!);
             out[dst + c] = least;
           }
         });
