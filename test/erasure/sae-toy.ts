@@ -14,7 +14,12 @@ import { matMulT, tf } from '../../src/engine/engine.js';
 import { mulberry32, randomNormal, type Rng } from '../../src/data/prng.js';
 import { HookRunner, tidyRun } from '../../src/models/hook-runner.js';
 import { standardHookNames, type Batch, type HookName, type Model, type ForwardOptions, type ForwardResult } from '../../src/models/model.js';
-import type { EraserSae, LabelledSplit } from '../../src/erasure/eraser.js';
+import type { EraserSae, FitContext, LabelledSplit } from '../../src/erasure/eraser.js';
+import { ActivationCache, buildActivationCache } from '../../src/cache/cache.js';
+import { LinearProbe } from '../../src/probe/linear.js';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 export const D = 8;
 
@@ -263,4 +268,71 @@ export function plantedSplits(options: { nTrain?: number; nConcept?: number; nBa
   });
   const balanced = make(options.nBalanced ?? 160, (i) => [i % 2, Math.floor(i / 2) % 2]);
   return { texts, train, concept, balanced };
+}
+
+/** The probe's hook in the toy fits: the residual output of the one layer. */
+export const TOY_PROBE_HOOK = 'layers.0.resid_out';
+
+/** The planted problem ready to fit erasers on: a one-layer toy model, axis SAEs at `embed` and the probe hook, a cache and the biased probe. */
+export interface ToyFit {
+  model: ToyModel;
+  saes: Record<HookName, ToySae>;
+  splits: PlantedSplits;
+  cache: ActivationCache;
+  /** Trained on the ambiguous split at the probe hook. */
+  probe: LinearProbe;
+  /** A fit context over all of it; `recache` caches edited texts at the probe hook. */
+  context(extra?: Partial<FitContext>): FitContext;
+  dispose(): void;
+}
+
+/** Builds a `ToyFit` (call `initEngine()` first); `tokenize` replaces `toyTokenize`, `splits` the seed-42 planted splits. */
+export async function toyFit(options: { tokenize?: (texts: string[]) => Batch; splits?: PlantedSplits } = {}): Promise<ToyFit> {
+  const tokenize = options.tokenize ?? toyTokenize;
+  const model = new ToyModel({ nLayers: 1, seed: 42 });
+  const saes = { embed: axisSae(2, 5), [TOY_PROBE_HOOK]: axisSae(2, 6) };
+  const splits = options.splits ?? plantedSplits({ seed: 42 });
+  const root = mkdtempSync(join(tmpdir(), 'toy-fit-'));
+  const cache = await buildActivationCache(
+    {
+      modelId: 'toy',
+      hooks: ['embed', TOY_PROBE_HOOK],
+      tokenizerId: 'toy',
+      texts: splits.texts,
+      saes: { embed: { sae: saes.embed, id: 'embed' }, [TOY_PROBE_HOOK]: { sae: saes[TOY_PROBE_HOOK], id: 'resid' } },
+    },
+    { model, tokenize, root, batchSize: 64 },
+  );
+  const probe = new LinearProbe(D, 2, { epochs: 40, batchSize: 32 });
+  const X = cache.pooled(TOY_PROBE_HOOK, splits.train.rows);
+  probe.fit(X, splits.train.y);
+  X.dispose();
+  const context = (extra: Partial<FitContext> = {}): FitContext => ({
+    model,
+    tokenize,
+    cache,
+    recache: (texts) =>
+      buildActivationCache({ modelId: 'toy', hooks: [TOY_PROBE_HOOK], tokenizerId: 'toy', texts, saes: {} }, { model, tokenize, root, batchSize: 64 }),
+    batchSize: 64,
+    saes,
+    probeHook: TOY_PROBE_HOOK,
+    probe,
+    train: splits.train,
+    concept: splits.concept,
+    seed: 42,
+    ...extra,
+  });
+  return {
+    model,
+    saes,
+    splits,
+    cache,
+    probe,
+    context,
+    dispose: () => {
+      probe.dispose();
+      Object.values(saes).forEach((s) => s.dispose());
+      model.dispose();
+    },
+  };
 }

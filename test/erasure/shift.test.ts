@@ -3,7 +3,7 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { initEngine, tf } from '../../src/engine/engine.js';
-import { ActivationCache, buildActivationCache } from '../../src/cache/cache.js';
+import { ActivationCache } from '../../src/cache/cache.js';
 import { csrColumns, zeroAblate, zeroAblatePooled } from '../../src/erasure/ablate.js';
 import { saveEraser } from '../../src/erasure/checkpoint.js';
 import { erasedPooled as erasedPooledFor } from '../../src/erasure/erased.js';
@@ -21,12 +21,13 @@ import { pooledWithEdits } from '../../src/models/pool.js';
 import { LinearProbe } from '../../src/probe/linear.js';
 import { parseStrict } from '../../src/util/schema.js';
 import type { Probe } from '../../src/probe/probe.js';
-import { D, ToyModel, axisSae, plantedSplits, randomSae, toyTokenize, type PlantedSplits, type ToySae } from './sae-toy.js';
+import { D, TOY_PROBE_HOOK, ToyModel, axisSae, randomSae, toyFit, toyTokenize, type PlantedSplits, type ToyFit, type ToySae } from './sae-toy.js';
 import { editCheckpointJson, editTensorMetadata, setCheckpointMethod } from './checkpoint-files.js';
 import { auditedContext, expectStatedReads } from './label-audit.js';
 
-const PROBE_HOOK = 'layers.0.resid_out';
+const PROBE_HOOK = TOY_PROBE_HOOK;
 
+let toy: ToyFit;
 let model: ToyModel;
 let saes: Record<HookName, ToySae>;
 let splits: PlantedSplits;
@@ -35,47 +36,14 @@ let probe: LinearProbe;
 
 beforeAll(async () => {
   await initEngine();
-  model = new ToyModel({ nLayers: 1, seed: 42 });
-  saes = { embed: axisSae(2, 5), [PROBE_HOOK]: axisSae(2, 6) };
-  splits = plantedSplits({ seed: 42 });
-  const root = mkdtempSync(join(tmpdir(), 'shift-cache-'));
-  cache = await buildActivationCache(
-    {
-      modelId: 'toy',
-      hooks: ['embed', PROBE_HOOK],
-      tokenizerId: 'toy',
-      texts: splits.texts,
-      saes: { embed: { sae: saes.embed!, id: 'embed' }, [PROBE_HOOK]: { sae: saes[PROBE_HOOK]!, id: 'resid' } },
-    },
-    { model, tokenize: toyTokenize, root, batchSize: 64 },
-  );
-  probe = new LinearProbe(D, 2, { epochs: 40, batchSize: 32 });
-  const X = cache.pooled(PROBE_HOOK, splits.train.rows);
-  probe.fit(X, splits.train.y);
-  X.dispose();
+  toy = await toyFit();
+  ({ model, saes, splits, cache, probe } = toy);
 });
 
-afterAll(() => {
-  probe.dispose();
-  Object.values(saes).forEach((s) => s.dispose());
-  model.dispose();
-});
+afterAll(() => toy.dispose());
 
 function context(extra: Partial<FitContext> = {}): FitContext {
-  return {
-    model,
-    tokenize: toyTokenize,
-    cache,
-    recache: () => Promise.reject(new Error('these erasers never edit texts')),
-    batchSize: 64,
-    saes,
-    probeHook: PROBE_HOOK,
-    probe,
-    train: splits.train,
-    concept: splits.concept,
-    seed: 42,
-    ...extra,
-  };
+  return toy.context({ recache: () => Promise.reject(new Error('these erasers never edit texts')), ...extra });
 }
 
 /** The feature ablation a fitter returns (with its head, if any, unwrapped by the caller). */

@@ -3,7 +3,6 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { initEngine, tf } from '../../src/engine/engine.js';
-import { ActivationCache, buildActivationCache } from '../../src/cache/cache.js';
 import { saveEraser } from '../../src/erasure/checkpoint.js';
 import type { FitContext } from '../../src/erasure/eraser.js';
 import { loadEraser } from '../../src/erasure/load.js';
@@ -11,26 +10,22 @@ import { methodSupervision, parseMethodOptions } from '../../src/erasure/methods
 import { WordDeletionEraser, createWordDeletionFitter, wordDeletionOptionsSchema } from '../../src/erasure/word-deletion.js';
 import { ownTokenRange, saeConceptWords, vocabularyOf, type SaeWordOptions } from '../../src/erasure/word-selection.js';
 import type { Batch, HookName } from '../../src/models/model.js';
-import { LinearProbe } from '../../src/probe/linear.js';
 import { parseStrict } from '../../src/util/schema.js';
 import {
-  D,
   FEMALE_WORDS,
   FILLER_WORDS,
   MALE_WORDS,
   NURSE_WORDS,
   SURGEON_WORDS,
-  ToyModel,
-  axisSae,
   plantedSplits,
+  toyFit,
   toyTokenize,
   type PlantedSplits,
+  type ToyFit,
   type ToySae,
 } from './sae-toy.js';
 import { auditedContext, expectStatedReads } from './label-audit.js';
 import { editCheckpointJson } from './checkpoint-files.js';
-
-const PROBE_HOOK = 'layers.0.resid_out';
 
 /**
  * Compound words the toy tokenizer splits into two of its words, as WordPiece splits "hernia" into
@@ -43,54 +38,23 @@ function tokenize(texts: string[]): Batch {
   return toyTokenize(texts.map((t) => t.replace(/\b(shehers|herteam)\b/g, (w) => COMPOUNDS[w]!)));
 }
 
-let model: ToyModel;
+let toy: ToyFit;
 let saes: Record<HookName, ToySae>;
 let splits: PlantedSplits;
-let cache: ActivationCache;
-let probe: LinearProbe;
 
 beforeAll(async () => {
   await initEngine();
-  model = new ToyModel({ nLayers: 1, seed: 42 });
-  saes = { embed: axisSae(2, 5), [PROBE_HOOK]: axisSae(2, 6) };
-  splits = plantedSplits({ seed: 42 });
+  const planted = plantedSplits({ seed: 42 });
   // The compounds occur in the training texts only (whose labels the selection never reads).
-  splits.train = { ...splits.train, texts: splits.train.texts.map((t, i) => (i === 0 ? `${t} shehers` : i === 1 ? `${t} herteam` : t)) };
-  cache = await buildActivationCache(
-    { modelId: 'toy', hooks: ['embed', PROBE_HOOK], tokenizerId: 'toy', texts: splits.texts, saes: { embed: { sae: saes.embed!, id: 'embed' } } },
-    { model, tokenize, root: mkdtempSync(join(tmpdir(), 'word-selection-')), batchSize: 64 },
-  );
-  probe = new LinearProbe(D, 2, { epochs: 20, batchSize: 32 });
-  const X = cache.pooled(PROBE_HOOK, splits.train.rows);
-  probe.fit(X, splits.train.y);
-  X.dispose();
+  planted.train = { ...planted.train, texts: planted.train.texts.map((t, i) => (i === 0 ? `${t} shehers` : i === 1 ? `${t} herteam` : t)) };
+  toy = await toyFit({ tokenize, splits: planted });
+  ({ saes, splits } = toy);
 });
 
-afterAll(() => {
-  probe.dispose();
-  Object.values(saes).forEach((s) => s.dispose());
-  model.dispose();
-});
+afterAll(() => toy.dispose());
 
 function context(extra: Partial<FitContext> = {}): FitContext {
-  return {
-    model,
-    tokenize,
-    cache,
-    recache: (texts) =>
-      buildActivationCache(
-        { modelId: 'toy', hooks: [PROBE_HOOK], tokenizerId: 'toy', texts, saes: {} },
-        { model, tokenize, root: mkdtempSync(join(tmpdir(), 'word-selection-edited-')), batchSize: 64 },
-      ),
-    batchSize: 64,
-    saes,
-    probeHook: PROBE_HOOK,
-    probe,
-    train: splits.train,
-    concept: splits.concept,
-    seed: 42,
-    ...extra,
-  };
+  return toy.context(extra);
 }
 
 const fitOptions = (sae: Record<string, unknown>): Promise<unknown> =>
