@@ -395,7 +395,7 @@ export function selectedCodes(sae: EraserSae, feats: Int32Array, x: tf.Tensor2D)
  * of features `feats` at its tokens: `codes[t * feats.length + c]` is feature `feats[c]` at token t
  * (padding included; the caller masks).
  */
-export function forEachTokenCodes(sae: EraserSae, feats: Int32Array, acts: tf.Tensor3D, visit: (row: number, codes: Float32Array) => void): void {
+function forEachTokenCodes(sae: EraserSae, feats: Int32Array, acts: tf.Tensor3D, visit: (row: number, codes: Float32Array) => void): void {
   const [n, seq, d] = acts.shape;
   const k = feats.length;
   const flat = tf.reshape(acts, [n * seq, d]) as tf.Tensor2D;

@@ -36,6 +36,7 @@ import { FeatureAblationEraser } from './feature-ablation.js';
 import { conceptFeatureColumns, selectConceptFeatures, selectConceptOnlyFeatures, type SelectionRecord } from './feature-selection.js';
 import { retrainHead, withHead } from './head.js';
 import { resolveShiftOptions, shiftOptionsRecord, type ShiftOptions, type ShiftRetrainOptions, type ShiftSettings } from './shift-options.js';
+import { IdentityMemo } from '../util/memo.js';
 
 export type ShiftMethod = 'shift' | 'shift_retrain';
 
@@ -75,7 +76,7 @@ export function shiftSupervision(o: Pick<ShiftSettings, 'selection' | 'conceptLa
  * upstream hook) attribution runs once. Keyed weakly by those objects, so nothing outlives them;
  * the stored attributions are plain arrays, never modified after they are made.
  */
-const attributionMemo = new WeakMap<object, { inputs: readonly object[]; key: string; value: Record<HookName, HookAttribution> }[]>();
+const attributionMemo = new IdentityMemo<Record<HookName, HookAttribution>>();
 
 function remembered(
   ctx: FitContext,
@@ -84,12 +85,8 @@ function remembered(
   examples: number,
   compute: () => Record<HookName, HookAttribution>,
 ): Record<HookName, HookAttribution> {
-  const inputs = [ctx.model, ctx.saes, ctx.train];
   const key = JSON.stringify([hooks, examples, o.attribution, o.batchSize, o.attribution === 'ig' ? o.steps : 0]);
-  let entries = attributionMemo.get(ctx.probe);
-  if (entries === undefined) attributionMemo.set(ctx.probe, (entries = []));
-  let found = entries.find((e) => e.key === key && e.inputs.every((x, i) => x === inputs[i]))?.value;
-  if (found === undefined) entries.push({ inputs, key, value: (found = compute()) });
+  const found = attributionMemo.get(ctx.probe, [ctx.model, ctx.saes, ctx.train], key, compute);
   // A copy of the record, so that adding the probe hook's attribution below leaves the memo as it was.
   return { ...found };
 }

@@ -41,7 +41,7 @@ import {
   type Supervision,
 } from './eraser.js';
 import { retrainHead, retrainHeadOption, withHead } from './head.js';
-import { saeConceptWords, type SaeWords } from './word-selection.js';
+import { saeConceptWords, saeWordOptionsSchema, type SaeWords } from './word-selection.js';
 import { ASSOCIATION_RULES } from './feature-selection.js';
 
 /** The default gendered words, lower case. */
@@ -181,35 +181,6 @@ export function wordDeleter(words: readonly string[]): (text: string) => { text:
 
 export const WORD_DELETION_FORMAT = 'sae-eraser/word-deletion';
 
-const saeWordOptionsSchema = z
-  .strictObject({
-    hook: z.string().default('embed').describe('The hook whose SAE finds the words (at or before the probe hook). Default embed.'),
-    conceptLabels: z
-      .enum(['gender+task', 'gender'])
-      .default('gender+task')
-      .describe(
-        'Labels of the concept set that score the features: "gender+task" (gender association within each profession, at least `dominance` times the profession association within each gender) or "gender" (gender association alone). Default "gender+task".',
-      ),
-    minConceptScore: z
-      .number()
-      .min(0)
-      .max(1)
-      .default(0.5)
-      .describe("A concept feature's minimum concept score (rank-biserial, src/erasure/feature-selection.ts). Default 0.5."),
-    dominance: z.number().min(0).default(1).describe('Concept score at least this times the task score ("gender+task" only). Default 1.'),
-    minActivation: z
-      .number()
-      .gt(0)
-      .max(1)
-      .default(0.5)
-      .describe(
-        "A word is chosen when, read alone, it fires a concept feature at least this fraction of the feature's largest activation over the vocabulary. Default 0.5.",
-      ),
-  })
-  .describe(
-    "Choose the words automatically instead of by hand: the words of the training and concept texts that fire the gendered features of the SAE at `hook` (src/erasure/word-selection.ts). Replaces the default list; reads the concept set's labels.",
-  );
-
 export const wordDeletionOptionsSchema = z
   .strictObject({
     words: z
@@ -278,16 +249,13 @@ export class WordDeletionEraser implements Eraser {
 
   describe(): EraserDescription {
     const count = this.deletedInTrain === null ? '' : ` (${this.deletedInTrain} occurrences in the training texts)`;
-    const supervision = wordDeletionSupervision(this.options);
+    // Word deletion edits the texts, never a hook; with `sae`, the features choose the words, and it is the words that are removed.
+    const common = { method: this.method, hooks: [], unitsRemoved: this.words.length, removed: {}, supervision: wordDeletionSupervision(this.options) };
     const { found } = this;
     if (found === null) {
       return {
-        method: this.method,
-        hooks: [],
-        unitsRemoved: this.words.length,
+        ...common,
         summary: `deletes ${this.words.length} gendered words (pronouns, titles, gendered nouns, family terms; no names) from the input texts${count}`,
-        removed: {},
-        supervision,
       };
     }
     const sae = this.options.sae!;
@@ -295,13 +263,8 @@ export class WordDeletionEraser implements Eraser {
     const test = found.rule === 'concept_only' ? '' : ` and >= ${sae.dominance} x task score`;
     const rule = `words of the training and concept texts that fire, read alone, one of the ${found.features.length} gendered features of the ${found.hook} SAE (concept score >= ${sae.minConceptScore}${test}, ${found.rule} rule) with every piece at >= ${sae.minActivation} of the feature's strongest word`;
     return {
-      method: this.method,
-      hooks: [],
-      unitsRemoved: this.words.length,
+      ...common,
       summary: `deletes ${this.words.length} words (${shown}${this.words.length > 12 ? ', ...' : ''}) from the input texts${count}: ${rule}`,
-      // The features choose the words; it is the words that are removed (before the model), so no hook is edited.
-      removed: {},
-      supervision,
       selection: {
         rule,
         parameters: { ...sae, vocabulary: found.vocabulary, features: found.features },

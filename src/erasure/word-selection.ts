@@ -29,9 +29,11 @@
  * Words of a test text that occur in neither the training nor the concept texts are never chosen;
  * this is the list's reach, as it is for a hand-written list.
  */
+import { z } from 'zod';
 import { tf } from '../engine/engine.js';
 import type { HookName } from '../models/model.js';
 import { maxOf } from '../util/arrays.js';
+import { IdentityMemo } from '../util/memo.js';
 import { progress } from '../util/progress.js';
 import type { RankedFeature } from './attribution.js';
 import type { FitContext } from './eraser.js';
@@ -44,18 +46,37 @@ import {
   type SelectionRecord,
 } from './feature-selection.js';
 
-export interface SaeWordOptions {
-  /** The hook whose SAE finds the words (at or before the probe hook); usually `embed`. */
-  hook: HookName;
-  /** "gender+task": stratified rule (concept and task labels of the concept set); "gender": concept labels alone. */
-  conceptLabels: 'gender+task' | 'gender';
-  /** Minimum concept score of a concept feature (rank-biserial, see feature-selection.ts). */
-  minConceptScore: number;
-  /** Concept score at least this times the task score (stratified rule only). */
-  dominance: number;
-  /** A word is chosen when it fires a concept feature at least this fraction of the feature's largest activation over the vocabulary. */
-  minActivation: number;
-}
+/** Word deletion's option `sae`: which SAE finds the words, and the thresholds of the rule (module docstring). */
+export const saeWordOptionsSchema = z
+  .strictObject({
+    hook: z.string().default('embed').describe('The hook whose SAE finds the words (at or before the probe hook). Default embed.'),
+    conceptLabels: z
+      .enum(['gender+task', 'gender'])
+      .default('gender+task')
+      .describe(
+        'Labels of the concept set that score the features: "gender+task" (gender association within each profession, at least `dominance` times the profession association within each gender) or "gender" (gender association alone). Default "gender+task".',
+      ),
+    minConceptScore: z
+      .number()
+      .min(0)
+      .max(1)
+      .default(0.5)
+      .describe("A concept feature's minimum concept score (rank-biserial, src/erasure/feature-selection.ts). Default 0.5."),
+    dominance: z.number().min(0).default(1).describe('Concept score at least this times the task score ("gender+task" only). Default 1.'),
+    minActivation: z
+      .number()
+      .gt(0)
+      .max(1)
+      .default(0.5)
+      .describe(
+        "A word is chosen when, read alone, it fires a concept feature at least this fraction of the feature's largest activation over the vocabulary. Default 0.5.",
+      ),
+  })
+  .describe(
+    "Choose the words automatically instead of by hand: the words of the training and concept texts that fire the gendered features of the SAE at `hook` (src/erasure/word-selection.ts). Replaces the default list; reads the concept set's labels.",
+  );
+
+export type SaeWordOptions = z.output<typeof saeWordOptionsSchema>;
 
 /** A concept feature and the words it chose. */
 export interface WordFeature {
@@ -196,7 +217,7 @@ function wordActivations(ctx: FitContext, hook: HookName, features: Int32Array, 
  * the concept set and the training texts (compared by identity), not on the seed or the probe, so
  * a run's seeds share one computation. Results are frozen, as every eraser of the run shares them.
  */
-const memo = new WeakMap<object, { inputs: readonly object[]; key: string; value: SaeWords }[]>();
+const memo = new IdentityMemo<SaeWords>();
 
 /** The words the concept features of the SAE at `options.hook` choose (module docstring). */
 export function saeConceptWords(ctx: FitContext, options: SaeWordOptions): SaeWords {
@@ -204,13 +225,7 @@ export function saeConceptWords(ctx: FitContext, options: SaeWordOptions): SaeWo
   const sae = ctx.saes[hook];
   if (sae === undefined)
     throw new Error(`word deletion: option sae.hook is "${hook}", which has no SAE (SAEs at: ${Object.keys(ctx.saes).join(', ') || 'none'})`);
-  const inputs = [ctx.model, ctx.tokenize, ctx.concept, ctx.train];
-  const key = JSON.stringify(options);
-  let entries = memo.get(sae);
-  if (entries === undefined) memo.set(sae, (entries = []));
-  let found = entries.find((e) => e.key === key && e.inputs.every((x, i) => x === inputs[i]))?.value;
-  if (found === undefined) entries.push({ inputs, key, value: (found = deepFreeze(computeConceptWords(ctx, options))) });
-  return found;
+  return memo.get(sae, [ctx.model, ctx.tokenize, ctx.concept, ctx.train], JSON.stringify(options), () => deepFreeze(computeConceptWords(ctx, options)));
 }
 
 function computeConceptWords(ctx: FitContext, options: SaeWordOptions): SaeWords {
